@@ -1,0 +1,26 @@
+# Warning flags for tern's own targets, and the sanitizer builds (TERN_SANITIZE=thread|address).
+function(tern_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra)
+  if(TERN_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+endfunction()
+
+if(TERN_SANITIZE STREQUAL "thread")
+  set(TERN_SANITIZE_FLAGS -fsanitize=thread)
+elseif(TERN_SANITIZE STREQUAL "address")
+  set(TERN_SANITIZE_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+elseif(NOT TERN_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "TERN_SANITIZE must be '', 'thread' or 'address', not '${TERN_SANITIZE}'")
+endif()
+if(TERN_SANITIZE_FLAGS)
+  # Every object of the build is instrumented, so that fiber-switch annotations see one consistent world.
+  add_compile_options(${TERN_SANITIZE_FLAGS})
+  add_link_options(${TERN_SANITIZE_FLAGS})
+endif()
+
+function(tern_sanitize target)
+  if(TERN_SANITIZE)
+    target_compile_definitions(${target} PUBLIC TERN_SANITIZE_$<UPPER_CASE:${TERN_SANITIZE}>=1)
+  endif()
+endfunction()

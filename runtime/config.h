@@ -1,0 +1,46 @@
+// runtime/config.h: tern::Config, the runtime's settings, and where they come from.
+//
+// Precedence (ARCHITECTURE.md): explicit API call > command-line flag > environment > defaults derived from the
+// machine. Config::from_env() applies the environment over the defaults; programs apply their flags over that.
+//
+//   auto cfg = tern::Config::from_env();
+//   if (!cfg) { fmt::print(stderr, "{}\n", cfg.error()); return 2; }
+//   cfg->procs = 4;                       // explicit call wins
+//   tern::Runtime rt(*cfg);
+//
+// Environment:
+//   TERN_PROCS       processors; "auto" or a positive integer
+//   TERN_STACK_SIZE  fiber stack size in bytes; suffixes k/K, m/M accepted
+//   TERN_POLLER      auto | uring | epoll
+//   TERN_NUMA        on | off
+//   TERN_POLICY, TERN_METRICS, TERN_SCHEDTRACE, TERN_TRACE: read by later parts of the runtime
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "runtime/result.h"
+
+namespace tern {
+
+struct Config {
+  int procs = 0;                  // 0 = auto: min(CPU affinity, ceil(cgroup CPU quota))
+  size_t stack_size = 256 << 10;  // usable bytes per fiber stack (virtual; pages commit lazily)
+  std::string poller = "auto";    // auto | uring | epoll
+  bool numa = true;
+
+  static Result<Config> from_env();
+  // The processor count `procs = 0` resolves to on this machine now.
+  static int default_procs();
+  // procs with 0 resolved.
+  int resolved_procs() const { return procs > 0 ? procs : default_procs(); }
+  // The configuration as a JSON object (for --dry-run).
+  std::string to_json() const;
+};
+
+// Parses a processor count ("auto" -> 0, "N" with N >= 1). Exposed for flag parsing.
+Result<int> parse_procs(const std::string& s);
+// Parses a byte size ("262144", "256k", "1M").
+Result<size_t> parse_size(const std::string& s);
+
+}  // namespace tern

@@ -1,0 +1,71 @@
+// runtime/go.h: starting fibers and giving up the processor.
+//
+//   tern::go([] { serve(); });                    // detached; an escaping exception terminates with the fiber's id
+//   auto h = tern::spawn([] { return 42; });      // joinable
+//   int v = h.join();                             // parks this fiber (or blocks this thread); rethrows f's exception
+//   tern::yield();
+//   tern::sleep_for(std::chrono::milliseconds(5));
+//
+// tern::go/spawn called inside a fiber start the new fiber in the same runtime. Outside fibers, use Runtime::go or
+// tern::spawn(rt, f).
+#pragma once
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "runtime/join_handle.h"
+#include "runtime/runtime.h"
+#include "scheduler/park.h"
+#include "scheduler/sched.h"
+
+namespace tern {
+
+namespace detail {
+[[noreturn]] void go_outside_fiber();
+}
+
+template <class F>
+void go(F&& f) {
+  sched::Sched* s = sched::Sched::current();
+  if (s == nullptr) detail::go_outside_fiber();
+  s->go(std::forward<F>(f));
+}
+
+template <class F>
+auto spawn(sched::Sched& s, F&& f) -> JoinHandle<std::invoke_result_t<std::decay_t<F>&>> {
+  using T = std::invoke_result_t<std::decay_t<F>&>;
+  auto state = std::make_shared<detail::JoinState<T>>();
+  s.go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); });
+  return JoinHandle<T>(std::move(state));
+}
+
+template <class F>
+auto spawn(F&& f) {
+  sched::Sched* s = sched::Sched::current();
+  if (s == nullptr) detail::go_outside_fiber();
+  return spawn(*s, std::forward<F>(f));
+}
+
+template <class F>
+auto spawn(Runtime& rt, F&& f) {
+  return spawn(rt.scheduler(), std::forward<F>(f));
+}
+
+inline void yield() {
+  if (sched::in_fiber()) sched::yield();
+}
+
+// Parks the fiber until `deadline` (CLOCK_MONOTONIC based steady_clock); outside fibers, sleeps the thread.
+void sleep_until(std::chrono::steady_clock::time_point deadline);
+void sleep_for(std::chrono::nanoseconds d);
+
+namespace this_fiber {
+// The current fiber's id (unique within the process), 0 outside fibers.
+inline uint64_t id() { return sched::current_id(); }
+}  // namespace this_fiber
+
+}  // namespace tern

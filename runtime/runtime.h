@@ -1,0 +1,69 @@
+// runtime/runtime.h: tern::Runtime, the object a server's main creates.
+//
+//   int main() {
+//     tern::Runtime rt(tern::Config::from_env().value());
+//     rt.run([] {
+//       tern::WaitGroup wg;
+//       for (int i = 0; i < 10; i++) { wg.add(1); tern::go([&] { work(); wg.done(); }); }
+//       wg.wait();
+//     });                                  // returns when this fiber returns
+//   }
+//
+// Several Runtimes may live in one process; nothing in tern is a process-wide singleton. Destroying a Runtime stops
+// its threads and frees every fiber stack; fibers still parked at that point are discarded without unwinding.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <semaphore>
+#include <utility>
+
+#include "runtime/config.h"
+#include "scheduler/sched.h"
+
+namespace tern {
+
+using RuntimeStats = sched::SchedStats;
+
+class Runtime {
+ public:
+  // Starts the runtime's processors (threads start on demand). Config::procs = 0 resolves from the machine.
+  explicit Runtime(Config cfg = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Runs main in a fiber and blocks the calling thread (which must not be a fiber) until it returns.
+  template <class F>
+  void run(F&& main) {
+    std::binary_semaphore done(0);
+    go([&main, &done] {
+      struct Signal {
+        std::binary_semaphore& done;
+        ~Signal() { done.release(); }
+      } signal{done};
+      main();
+    });
+    done.acquire();
+  }
+
+  // Starts a detached fiber; callable from any thread, inside or outside this runtime's fibers.
+  template <class F>
+  void go(F&& f) {
+    sched_->go(std::forward<F>(f));
+  }
+
+  void set_procs(int n) { sched_->set_procs(n); }
+  int procs() const { return sched_->procs(); }
+  RuntimeStats stats() const { return sched_->stats(); }
+  const Config& config() const { return cfg_; }
+  sched::Sched& scheduler() { return *sched_; }
+  // The poller backend in use ("uring", "epoll", or "none" before netpoll is attached).
+  const char* poller_name() const;
+
+ private:
+  Config cfg_;
+  std::unique_ptr<sched::Sched> sched_;
+};
+
+}  // namespace tern

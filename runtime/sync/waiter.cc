@@ -1,0 +1,114 @@
+#include "runtime/sync/waiter.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace tern {
+namespace {
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const timespec* abs_monotonic) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected,
+          abs_monotonic, nullptr, FUTEX_BITSET_MATCH_ANY);
+}
+void futex_wake_all(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT32_MAX, nullptr, nullptr,
+          0);
+}
+}  // namespace
+
+void Waiter::wait() { wait_until(-1, nullptr); }
+void Waiter::wait(std::unique_lock<std::mutex>& lk) { wait_until(-1, &lk); }
+
+bool Waiter::wait_until(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
+  if (sched::in_fiber()) return wait_fiber(deadline_ns, lk);
+  return wait_thread(deadline_ns, lk);
+}
+
+bool Waiter::wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
+  g_ = sched::current();
+  unlock_ = lk != nullptr ? lk->release() : nullptr;
+  if (deadline_ns >= 0) {
+    timer_.when = deadline_ns;
+    timer_.arg = this;
+    // Runs under the timer heap's lock: only a CAS; the fiber is returned for the M to ready.
+    timer_.fire = [](sched::Timer* t) -> sched::G* {
+      // The timer is added before the park commit publishes kParked, so it may find kEmpty: then the commit's
+      // CAS fails and the park is abandoned; only a fiber that really parked is returned to be readied.
+      auto* w = static_cast<Waiter*>(t->arg);
+      uint32_t s = w->state_.load(std::memory_order_acquire);
+      while (s == kEmpty || s == kParked) {
+        if (w->state_.compare_exchange_weak(s, kTimedOut, std::memory_order_acq_rel)) return s == kParked ? w->g_ : nullptr;
+      }
+      return nullptr;
+    };
+  }
+  sched::park(
+      [](sched::G*, void* arg) {
+        auto* w = static_cast<Waiter*>(arg);
+        if (w->timer_.fire != nullptr && w->timer_.when >= 0) sched::add_timer(&w->timer_);
+        // Publish "parked" only now that the fiber has switched out; a notify that came first wins and the park
+        // is abandoned.
+        uint32_t expected = kEmpty;
+        bool parked = w->state_.compare_exchange_strong(expected, kParked, std::memory_order_acq_rel);
+        if (w->unlock_ != nullptr) w->unlock_->unlock();
+        if (!parked && w->timer_.fire != nullptr) sched::cancel_timer(&w->timer_);
+        return parked;
+      },
+      this);
+  if (timer_.fire != nullptr) {
+    sched::cancel_timer(&timer_);
+    timer_.fire = nullptr;
+  }
+  if (lk != nullptr) {
+    *lk = std::unique_lock<std::mutex>(*unlock_);
+  }
+  return state_.load(std::memory_order_acquire) == kNotified;
+}
+
+bool Waiter::wait_thread(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
+  std::mutex* mu = nullptr;
+  if (lk != nullptr) {
+    mu = lk->release();
+    mu->unlock();
+  }
+  uint32_t expected = kEmpty;
+  state_.compare_exchange_strong(expected, kBlocked, std::memory_order_acq_rel);
+  timespec ts{};
+  if (deadline_ns >= 0) {
+    ts.tv_sec = deadline_ns / 1'000'000'000;
+    ts.tv_nsec = deadline_ns % 1'000'000'000;
+  }
+  for (;;) {
+    uint32_t s = state_.load(std::memory_order_acquire);
+    if (s == kNotified) break;
+    if (deadline_ns >= 0 && sched::now_ns() >= deadline_ns) {
+      expected = kBlocked;
+      if (state_.compare_exchange_strong(expected, kTimedOut, std::memory_order_acq_rel)) break;
+      continue;  // notified meanwhile
+    }
+    futex_wait(&state_, s, deadline_ns >= 0 ? &ts : nullptr);
+  }
+  if (lk != nullptr) *lk = std::unique_lock<std::mutex>(*mu);
+  return state_.load(std::memory_order_acquire) == kNotified;
+}
+
+bool Waiter::notify() {
+  uint32_t s = state_.load(std::memory_order_acquire);
+  for (;;) {
+    if (s == kTimedOut || s == kNotified) return false;
+    if (state_.compare_exchange_weak(s, kNotified, std::memory_order_acq_rel)) break;
+  }
+  // A parked fiber cannot resume before ready(), so g_ is still valid here. A blocked thread may see kNotified on a
+  // spurious wakeup and return at once; the futex wake then only touches an address, which is harmless.
+  if (s == kParked) {
+    sched::ready(g_);
+  } else if (s == kBlocked) {
+    futex_wake_all(&state_);
+  }
+  return true;
+}
+
+}  // namespace tern

@@ -1,0 +1,57 @@
+// runtime/sync/waiter.h: a one-shot wait/notify that works from a fiber (parks the fiber) and from a plain OS thread
+// (blocks the thread on a futex). Every blocking primitive in runtime/sync is built on it.
+//
+//   Waiter w;
+//   list.push(&w);                  // under the structure's lock
+//   lk.unlock(); w.wait();          // or: w.wait(lk) to unlock only after the fiber has switched out
+//   ...
+//   w.notify();                     // exactly once per Waiter; the waiter may be gone once notify() returns
+//
+// A Waiter lives on the waiting side's stack; after notify() the notifier must not touch it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+#include "scheduler/park.h"
+#include "scheduler/timer.h"
+
+namespace tern {
+
+class Waiter {
+ public:
+  Waiter() = default;
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
+  // Blocks until notify().
+  void wait();
+  // Unlocks `lk` (a std::mutex lock) after the fiber has switched out (or before blocking a thread), then waits.
+  void wait(std::unique_lock<std::mutex>& lk);
+  // Waits until notify() or the CLOCK_MONOTONIC deadline; returns true if notified. After a timeout, notify() may
+  // still be called (it does nothing), so waiters can stay in their list until the structure's lock removes them.
+  bool wait_until(int64_t deadline_ns, std::unique_lock<std::mutex>* lk = nullptr);
+
+  // Wakes the waiter; returns false if it had already timed out (nothing was woken).
+  bool notify();
+  // Whether notify() has happened.
+  bool notified() const { return state_.load(std::memory_order_acquire) == kNotified; }
+
+  // A word for the notifier to pass a value to the waiter (e.g. which select case fired).
+  void* data = nullptr;
+
+ private:
+  // kParked: a fiber is parked (notify readies g_); kBlocked: a thread sleeps on the futex. They differ so that
+  // notify() knows which without reading g_, which a thread waiter may already have freed by then.
+  static constexpr uint32_t kEmpty = 0, kParked = 1, kNotified = 2, kTimedOut = 3, kBlocked = 4;
+  bool wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk);
+  bool wait_thread(int64_t deadline_ns, std::unique_lock<std::mutex>* lk);
+
+  std::atomic<uint32_t> state_{kEmpty};
+  sched::G* g_ = nullptr;
+  sched::Timer timer_;
+  std::mutex* unlock_ = nullptr;
+};
+
+}  // namespace tern

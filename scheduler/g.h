@@ -1,0 +1,50 @@
+// scheduler/g.h: G, the fiber record.
+//
+// A G is a context (Boost.Context fcontext), a stack from alloc/, and the Task it runs. G records are pooled per P and
+// reused, so a G's address is not an identity across fibers; `id` is.
+#pragma once
+
+#include <boost/context/detail/fcontext.hpp>
+
+#include <atomic>
+#include <cstdint>
+
+#include "alloc/stack.h"
+#include "scheduler/task.h"
+
+namespace tern::sched {
+
+class Sched;
+struct M;
+
+enum class GStatus : uint32_t {
+  kIdle,      // in a free list
+  kRunnable,  // in a run queue, runnext or the global queue
+  kRunning,   // on an M
+  kWaiting,   // parked
+  kDead,      // finished, not yet recycled
+};
+
+// Commit for park(): runs on the M's scheduler stack after the fiber has switched out. Returns false to abandon the
+// park (the fiber is made runnable again at once).
+using ParkCommit = bool (*)(struct G* g, void* arg);
+
+struct G {
+  boost::context::detail::fcontext_t ctx = nullptr;  // saved context while not running
+  alloc::Stack stack;
+  Task task;
+  uint64_t id = 0;
+  Sched* sched = nullptr;
+  G* next = nullptr;  // intrusive link: run queues' overflow batches, global queue, free lists, GList
+  std::atomic<GStatus> status{GStatus::kIdle};
+
+  // Set by park() for the M to run once the fiber has switched out.
+  ParkCommit commit = nullptr;
+  void* commit_arg = nullptr;
+
+  void* user = nullptr;       // a word for the parker's use (e.g. the channel operation that woke it)
+  void* tsan_fiber = nullptr;  // ThreadSanitizer's fiber handle (TSan builds only)
+  void* asan_fake_stack = nullptr;
+};
+
+}  // namespace tern::sched

@@ -1,0 +1,53 @@
+// scheduler/m.h: M, an OS thread of a runtime.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+#include "scheduler/context.h"
+#include "scheduler/futex.h"
+#include "scheduler/g.h"
+
+namespace tern::sched {
+
+class Sched;
+struct P;
+
+// What a fiber asks its M to do once it has switched out to the scheduler stack.
+enum class MAction : uint8_t { kNone, kYield, kPark, kExit };
+
+struct M {
+  int id = 0;
+  Sched* sched = nullptr;
+  P* p = nullptr;       // held P, or nullptr while idle
+  G* curg = nullptr;    // running fiber
+  ctx::fcontext_t g0 = nullptr;  // the scheduler context, saved while a fiber runs
+  MAction action = MAction::kNone;
+
+  // Idle parking (sched_mu_ guards link/nextp/next_spinning; note wakes).
+  Note note;
+  M* link = nullptr;
+  P* nextp = nullptr;
+  bool next_spinning = false;
+  bool spinning = false;
+
+  uint64_t rand_state = 0;
+  std::thread thread;
+
+  // Sanitizer bookkeeping for the scheduler stack.
+  const void* g0_bottom = nullptr;
+  size_t g0_size = 0;
+  void* g0_fake_stack = nullptr;
+  void* g0_tsan_fiber = nullptr;
+
+  // Alternate signal stack for the stack-overflow handler.
+  void* sigstack = nullptr;
+};
+
+// The M running on this thread, or nullptr. Not inlined on purpose: a fiber may resume on another thread, and the
+// compiler must not reuse a thread-local address it computed before a switch.
+M* this_m();
+void set_this_m(M* m);
+
+}  // namespace tern::sched

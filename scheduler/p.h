@@ -1,0 +1,69 @@
+// scheduler/p.h: P, a processor.
+//
+// Fields the owner (the M holding the P) writes are grouped apart from those other threads touch (the run queue's head
+// via RunQueue, runnext, the timer heap under its lock) to keep thieves off the owner's cache lines.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "alloc/stack.h"
+#include "scheduler/g.h"
+#include "scheduler/run_queue.h"
+#include "scheduler/timer.h"
+
+namespace tern::sched {
+
+struct M;
+
+enum class PStatus : uint32_t {
+  kIdle,      // in the idle list
+  kRunning,   // held by an M
+  kRetiring,  // beyond procs(): being drained by whoever holds it
+  kDead,      // retired; may be revived by a later grow
+};
+
+// Per-P counters (invariant 6): written only by the owner with relaxed load+store, read by anyone with relaxed loads.
+struct PCounters {
+  std::atomic<uint64_t> spawned{0}, finished{0}, switches{0}, yields{0}, parks{0}, steals{0}, global_taken{0},
+      overflows{0}, timers_fired{0}, polls{0};
+};
+inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+// Free G records (with their stacks) kept by a P before half go back to the runtime's list (Go's value).
+inline constexpr uint32_t kGFreeMax = 64;
+
+struct alignas(64) P {
+  P(int id_, alloc::StackPool& pool) : id(id_), stacks(pool) {}
+
+  const int id;
+  std::atomic<PStatus> status{PStatus::kIdle};
+  M* m = nullptr;     // holder, under sched_mu_ for transitions
+  P* link = nullptr;  // idle list
+
+  RunQueue runq;
+  alignas(64) std::atomic<G*> runnext{nullptr};
+
+  // Owner-only state.
+  alignas(64) uint32_t schedtick = 0;   // fibers started from a fresh time slice
+  uint32_t runnext_chain = 0;           // consecutive runnext picks sharing the current slice
+  uint64_t monitor_tick = 0;            // schedtick+switches seen by the monitor last period (monitor-only)
+  G* gfree = nullptr;
+  uint32_t ngfree = 0;
+  alloc::StackCache stacks;
+  uint64_t rand_state = 0;
+
+  // Timer heap (binary min-heap on `when`), guarded by timers_mu. timer0 mirrors the earliest `when` (0 = empty) so
+  // that "any timer due?" is one relaxed load.
+  std::mutex timers_mu;
+  std::vector<Timer*> timers;
+  std::atomic<int64_t> timer0{0};
+
+  PCounters counters;
+};
+
+}  // namespace tern::sched

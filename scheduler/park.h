@@ -1,0 +1,51 @@
+// scheduler/park.h: the primitives that sync/ and netpoll/ build on.
+//
+// Park/ready protocol (invariant 2 in ARCHITECTURE.md):
+//   1. A fiber that must wait publishes nothing yet; it calls park(commit, arg).
+//   2. park() switches to the M's scheduler stack; only then does the M run commit(g, arg), which makes the fiber
+//      findable (registers it as a waiter, unlocks the structure it waits on).
+//   3. A waker that finds the fiber calls ready(g) exactly once; the fiber is queued and later resumes from park().
+// Because the waker can only see the fiber after commit, and commit runs after the switch, a fiber is never resumed
+// while it is still running, and no wakeup is lost.
+//
+//   std::unique_lock lk(mu_);   // a spin or std::mutex guarding the wait list
+//   waiters_.push(sched::current());
+//   sched::park([](sched::G*, void* m) { static_cast<std::mutex*>(m)->unlock(); return true; }, lk.release());
+#pragma once
+
+#include <cstdint>
+
+#include "scheduler/g.h"
+#include "scheduler/poller.h"
+
+namespace tern::sched {
+
+// The fiber running on this thread, or nullptr on a thread that is not running a fiber.
+G* current();
+// True on a thread that is running a fiber.
+inline bool in_fiber() { return current() != nullptr; }
+
+// Parks the current fiber (see above). Must be called from a fiber.
+void park(ParkCommit commit, void* arg);
+
+// Makes a parked fiber runnable. Callable from any thread: a fiber of any runtime, a plain OS thread, a poller.
+// From a fiber of the same runtime the fiber goes to this P's runnext (it runs next, sharing the time slice).
+void ready(G* g);
+// Like ready() but queues at the tail of the local queue (or the global queue), not in runnext.
+void ready_tail(G* g);
+// Makes a batch of fibers runnable (a poller's harvest). Callable from any thread.
+void ready_list(GList& list);
+
+// Gives up the processor: the fiber goes to the tail of the local run queue.
+void yield();
+
+// The id of the current fiber, 0 outside fibers.
+uint64_t current_id();
+
+}  // namespace tern::sched
+
+namespace tern::sched {
+// The id (0..kMaxProcs-1) of the P this thread holds, or -1 on a thread without one. Stable between scheduling
+// points only: a fiber may move to another P when it parks or yields.
+int current_p();
+}  // namespace tern::sched

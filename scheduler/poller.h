@@ -1,0 +1,43 @@
+// scheduler/poller.h: what the scheduler asks of a network poller (netpoll/ implements it; scheduler/ knows no
+// backend).
+//
+// The scheduler calls poll() in three ways:
+//   - poll(0, out) from an M looking for work, when has_waiters() says fibers wait on I/O;
+//   - poll(timeout, out) from the single idle M that holds the "poller" role (no P held: invariant 3), with the time
+//     until the earliest timer, or -1 when there is none;
+//   - poll(0, out) from the monitor thread when nobody has polled for 10 ms.
+// Several calls may run at once (one blocking, others not), so implementations must be thread-safe.
+// wake() makes a blocked poll() return soon; it is called when new work or an earlier timer appears.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tern::sched {
+
+struct G;
+
+// An intrusive list of fibers, linked through G::next.
+struct GList {
+  G* head = nullptr;
+  G* tail = nullptr;
+  size_t size = 0;
+
+  void push(G* g);
+  G* pop();
+  bool empty() const { return head == nullptr; }
+};
+
+class Poller {
+ public:
+  virtual ~Poller() = default;
+  // Appends fibers made runnable by I/O to `out` and returns how many. timeout_ns: 0 = do not block, < 0 = block until
+  // an event or wake(), > 0 = block at most that long.
+  virtual size_t poll(int64_t timeout_ns, GList& out) = 0;
+  virtual void wake() = 0;
+  // True if any fiber is parked waiting for I/O (a cheap relaxed read).
+  virtual bool has_waiters() const = 0;
+  virtual const char* name() const = 0;
+};
+
+}  // namespace tern::sched

@@ -1,0 +1,95 @@
+// scheduler/run_queue.h: a P's local run queue.
+//
+// A fixed ring of kCapacity fiber pointers (Go's runq). Only the owning P pushes and pops at the tail/head; thieves
+// take half of it with one CAS on `head_`. Slots are atomics so a thief reading a slot the owner is overwriting is not
+// a data race; a thief's CAS on head_ fails if the owner or another thief moved it, and the thief retries.
+//
+//   RunQueue q;
+//   if (!q.push(g)) { /* full: caller moves half to the global queue via pop_half() */ }
+//   G* g = q.pop();
+//   uint32_t n = victim.steal_into(q);
+//
+// kCapacity = 256 is Go's and Tokio's choice: large enough that a burst of spawns rarely spills to the global queue,
+// small enough that stealing half is a short copy.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "scheduler/g.h"
+
+namespace tern::sched {
+
+class RunQueue {
+ public:
+  static constexpr uint32_t kCapacity = 256;
+
+  // Owner only. False if the queue is full.
+  bool push(G* g) {
+    uint32_t h = head_.load(std::memory_order_acquire);  // synchronizes with thieves' CAS: their slots are free
+    uint32_t t = tail_.load(std::memory_order_relaxed);
+    if (t - h >= kCapacity) return false;
+    slots_[t % kCapacity].store(g, std::memory_order_relaxed);
+    tail_.store(t + 1, std::memory_order_release);  // publishes the slot to thieves
+    return true;
+  }
+
+  // Owner only. Removes from the head (FIFO).
+  G* pop() {
+    uint32_t h = head_.load(std::memory_order_acquire);
+    for (;;) {
+      uint32_t t = tail_.load(std::memory_order_relaxed);
+      if (t == h) return nullptr;
+      G* g = slots_[h % kCapacity].load(std::memory_order_relaxed);
+      if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return g;
+    }
+  }
+
+  // Owner only, when the queue is full: takes half of it (oldest first) into out[0..n) and returns n, or 0 if a
+  // thief got there first (then push() will succeed).
+  uint32_t pop_half(G** out) {
+    uint32_t h = head_.load(std::memory_order_acquire);
+    uint32_t t = tail_.load(std::memory_order_relaxed);
+    uint32_t n = (t - h) / 2;
+    if (n != kCapacity / 2) return 0;
+    for (uint32_t i = 0; i < n; i++) out[i] = slots_[(h + i) % kCapacity].load(std::memory_order_relaxed);
+    if (!head_.compare_exchange_strong(h, h + n, std::memory_order_acq_rel)) return 0;
+    return n;
+  }
+
+  // Thief: moves half of this queue (rounded up) into `dst`, which must be empty and owned by the caller. Returns the
+  // number moved.
+  uint32_t steal_into(RunQueue& dst) {
+    uint32_t dt = dst.tail_.load(std::memory_order_relaxed);
+    for (;;) {
+      uint32_t h = head_.load(std::memory_order_acquire);
+      uint32_t t = tail_.load(std::memory_order_acquire);
+      uint32_t n = t - h;
+      n -= n / 2;
+      if (n == 0) return 0;
+      if (n > kCapacity / 2) continue;  // read a torn head/tail pair; retry
+      for (uint32_t i = 0; i < n; i++) {
+        G* g = slots_[(h + i) % kCapacity].load(std::memory_order_relaxed);
+        dst.slots_[(dt + i) % kCapacity].store(g, std::memory_order_relaxed);
+      }
+      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        dst.tail_.store(dt + n, std::memory_order_release);
+        return n;
+      }
+    }
+  }
+
+  uint32_t size() const {
+    uint32_t h = head_.load(std::memory_order_acquire);
+    uint32_t t = tail_.load(std::memory_order_acquire);
+    return t - h > kCapacity ? 0 : t - h;
+  }
+  bool empty() const { return size() == 0; }
+
+ private:
+  alignas(64) std::atomic<uint32_t> head_{0};  // thieves and owner CAS here
+  alignas(64) std::atomic<uint32_t> tail_{0};  // owner only writes
+  std::atomic<G*> slots_[kCapacity] = {};
+};
+
+}  // namespace tern::sched

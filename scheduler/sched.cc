@@ -1,0 +1,1037 @@
+// scheduler/sched.cc: the scheduler loop, Ps and Ms, stealing, parking and resizing. The model and the invariants are
+// described at the top of scheduler/sched.h.
+#include "scheduler/sched.h"
+
+#include <signal.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "scheduler/context.h"
+#include "scheduler/global_queue.h"
+#include "scheduler/idle_poller.h"
+#include "scheduler/m.h"
+#include "scheduler/p.h"
+#include "scheduler/park.h"
+#include "scheduler/stack_guard.h"
+
+namespace tern::sched {
+
+namespace {
+
+// Initial-exec TLS: one instruction to read, and safe to read from the stack-overflow signal handler.
+__attribute__((tls_model("initial-exec"))) thread_local M* tls_m = nullptr;
+
+// Fiber and runtime ids are unique within the process (they name fibers in crash messages); the counters are the only
+// process-wide state and carry no runtime behaviour.
+std::atomic<uint64_t> g_next_fiber_id{1};
+std::atomic<uint64_t> g_next_sched_id{1};
+
+// G records are allocated this many at a time and live until the runtime is destroyed.
+constexpr size_t kGBlock = 64;
+
+uint32_t xorshift(uint64_t& s) {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return static_cast<uint32_t>(s >> 32);
+}
+
+void default_uncaught(uint64_t id, std::exception_ptr e) {
+  const char* what = "(not a std::exception)";
+  std::string msg;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    msg = ex.what();
+    what = msg.c_str();
+  } catch (...) {
+  }
+  std::fprintf(stderr, "tern: fiber %llu terminated by an uncaught exception: %s\n",
+               static_cast<unsigned long long>(id), what);
+  std::fflush(stderr);
+  std::abort();
+}
+
+}  // namespace
+
+__attribute__((noinline)) M* this_m() {
+  asm volatile("" ::: "memory");  // a fresh read after every switch: the fiber may have moved threads
+  return tls_m;
+}
+__attribute__((noinline)) void set_this_m(M* m) { tls_m = m; }
+M* this_m_for_signal() { return tls_m; }
+
+// ----------------------------------------------------------------------------------------------------------------
+// GList
+
+void GList::push(G* g) {
+  g->next = nullptr;
+  if (tail != nullptr) {
+    tail->next = g;
+  } else {
+    head = g;
+  }
+  tail = g;
+  size++;
+}
+
+G* GList::pop() {
+  G* g = head;
+  if (g == nullptr) return nullptr;
+  head = g->next;
+  if (head == nullptr) tail = nullptr;
+  g->next = nullptr;
+  size--;
+  return g;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Fiber entry and switching
+
+namespace {
+
+void fiber_entry(ctx::transfer_t t) {
+  M* m = static_cast<M*>(t.data);
+  m->g0 = t.fctx;
+  ctx::after_switch(nullptr, &m->g0_bottom, &m->g0_size);
+  G* g = m->curg;
+  try {
+    g->task();
+  } catch (...) {
+    g->sched->on_uncaught(g->id, std::current_exception());
+  }
+  m = this_m();  // the fiber may have parked and resumed on another thread
+  m->action = MAction::kExit;
+  ctx::before_switch(nullptr, m->g0_bottom, m->g0_size, m->g0_tsan_fiber);
+  ctx::bctx::jump_fcontext(m->g0, nullptr);
+  __builtin_unreachable();
+}
+
+// Leaves the running fiber for the M's scheduler context; returns when some M resumes the fiber.
+void switch_to_g0(MAction action) {
+  M* m = this_m();
+  G* g = m->curg;
+  m->action = action;
+  ctx::before_switch(&g->asan_fake_stack, m->g0_bottom, m->g0_size, m->g0_tsan_fiber);
+  ctx::transfer_t t = ctx::bctx::jump_fcontext(m->g0, nullptr);
+  M* nm = static_cast<M*>(t.data);
+  nm->g0 = t.fctx;
+  ctx::after_switch(g->asan_fake_stack, &nm->g0_bottom, &nm->g0_size);
+}
+
+}  // namespace
+
+void Sched::execute(M* m, G* g) {
+  P* p = m->p;
+  m->curg = g;
+  g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+  bump(p->counters.switches);
+  ctx::before_switch(&m->g0_fake_stack, g->stack.lo, g->stack.size, g->tsan_fiber);
+  ctx::transfer_t t = ctx::bctx::jump_fcontext(g->ctx, m);
+  ctx::after_switch(m->g0_fake_stack, nullptr, nullptr);
+  g->ctx = t.fctx;
+  m->curg = nullptr;
+  // The fiber has fully switched out: only now may it become visible to others (invariant 2).
+  switch (m->action) {
+    case MAction::kYield:
+      bump(p->counters.yields);
+      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      runq_put(p, g, false);
+      break;
+    case MAction::kPark: {
+      bump(p->counters.parks);
+      g->status.store(GStatus::kWaiting, std::memory_order_relaxed);
+      ParkCommit commit = g->commit;
+      g->commit = nullptr;
+      if (commit != nullptr && !commit(g, g->commit_arg)) {
+        // Abandoned park: the condition it waited for already holds; run it next.
+        g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+        runq_put(p, g, true);
+      }
+      break;
+    }
+    case MAction::kExit:
+      bump(p->counters.finished);
+      g->status.store(GStatus::kDead, std::memory_order_relaxed);
+      gfput(p, g);
+      break;
+    case MAction::kNone:
+      break;
+  }
+  m->action = MAction::kNone;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Construction, M threads, shutdown
+
+Sched::Sched(SchedOptions opts)
+    : opts_(std::move(opts)),
+      id_(g_next_sched_id.fetch_add(1, std::memory_order_relaxed)),
+      stacks_(alloc::StackPoolOptions{.stack_size = opts_.stack_size, .high_watermark = opts_.stack_high_watermark}),
+      allp_(new std::atomic<P*>[kMaxProcs]),
+      global_(std::make_unique<GlobalQueue>()) {
+  if (!opts_.on_uncaught) opts_.on_uncaught = default_uncaught;
+  install_stack_guard_handler();
+  idle_poller_ = std::make_unique<IdlePoller>();
+  poller_ = idle_poller_.get();
+  for (int i = 0; i < kMaxProcs; i++) allp_[i].store(nullptr, std::memory_order_relaxed);
+  int n = std::clamp(opts_.procs, 1, kMaxProcs);
+  std::lock_guard lk(sched_mu_);
+  for (int i = 0; i < n; i++) {
+    P* p = new P(i, stacks_);
+    p->rand_state = 0x9E3779B97F4A7C15ull * (i + 1) ^ id_;
+    allp_[i].store(p, std::memory_order_release);
+  }
+  nprocs_.store(n, std::memory_order_release);
+  for (int i = n - 1; i >= 0; i--) pidleput(allp_[i].load(std::memory_order_relaxed));
+  monitor_ = std::thread([this] { monitor_main(); });
+}
+
+Sched::~Sched() { shutdown(); }
+
+void Sched::on_uncaught(uint64_t id, std::exception_ptr e) { opts_.on_uncaught(id, std::move(e)); }
+
+void Sched::set_poller(Poller* poller) { poller_ = poller != nullptr ? poller : idle_poller_.get(); }
+
+void m_main(M* m) {
+  set_this_m(m);
+  StackGuardThread guard;
+  m->g0_tsan_fiber = ctx::tsan_current();
+  Sched* s = m->sched;
+  // newm() hands the first P over before the thread starts.
+  P* p = m->nextp;
+  m->nextp = nullptr;
+  s->acquirep(m, p);
+  m->spinning = m->next_spinning;
+  for (;;) {
+    G* g = s->find_runnable(m);
+    if (g == nullptr) break;
+    s->execute(m, g);
+  }
+  if (m->spinning) {
+    m->spinning = false;
+    s->nmspinning_.fetch_sub(1);
+  }
+  if (m->p != nullptr) {
+    std::lock_guard lk(s->sched_mu_);
+    s->pidleput(s->releasep(m));
+  }
+  set_this_m(nullptr);
+}
+
+M* Sched::newm() {
+  auto* m = new M;
+  m->sched = this;
+  {
+    std::lock_guard lk(sched_mu_);
+    m->id = static_cast<int>(allm_.size());
+    allm_.push_back(m);
+  }
+  m->rand_state = 0xD1B54A32D192ED03ull * (m->id + 1) ^ id_;
+  return m;
+}
+
+void Sched::startm(P* p, bool spinning) {
+  M* m = nullptr;
+  {
+    std::lock_guard lk(sched_mu_);
+    if (shutting_down_.load(std::memory_order_relaxed)) {
+      pidleput(p);
+      if (spinning) nmspinning_.fetch_sub(1);
+      return;
+    }
+    if (midle_ != nullptr) {
+      m = midle_;
+      midle_ = m->link;
+      m->link = nullptr;
+    }
+  }
+  if (monitor_sleeping_.load(std::memory_order_relaxed)) {
+    monitor_sleeping_.store(false, std::memory_order_relaxed);
+    monitor_note_.wakeup();
+  }
+  if (m != nullptr) {
+    m->nextp = p;
+    m->next_spinning = spinning;
+    m->note.wakeup();
+    return;
+  }
+  m = newm();
+  m->nextp = p;
+  m->next_spinning = spinning;
+  m->thread = std::thread(m_main, m);
+}
+
+void Sched::shutdown() {
+  if (shutting_down_.exchange(true)) return;
+  // Wake everything that sleeps; an M running a fiber stops at its next scheduling point.
+  std::vector<M*> ms;
+  {
+    std::lock_guard lk(sched_mu_);
+    while (midle_ != nullptr) {
+      M* m = midle_;
+      midle_ = m->link;
+      m->link = nullptr;
+      m->note.wakeup();
+    }
+  }
+  poller_->wake();
+  monitor_note_.wakeup();
+  if (monitor_.joinable()) monitor_.join();
+  // Ms may still be created by a startm racing with the flag; allm_ only grows, so loop until every M is joined.
+  for (size_t joined = 0;;) {
+    M* m = nullptr;
+    {
+      std::lock_guard lk(sched_mu_);
+      if (joined == allm_.size()) break;
+      m = allm_[joined];
+      while (midle_ != nullptr) {
+        M* im = midle_;
+        midle_ = im->link;
+        im->link = nullptr;
+        im->note.wakeup();
+      }
+    }
+    poller_->wake();
+    if (m->thread.joinable()) m->thread.join();
+    joined++;
+  }
+  for (M* m : allm_) delete m;
+  allm_.clear();
+  // Every fiber, whatever its state, goes: closures never run are destroyed, stacks return to the pool.
+  for (auto& block : gblocks_) {
+    for (size_t i = 0; i < kGBlock; i++) {
+      G& g = block[i];
+      g.task.reset();
+      if (g.stack.valid()) stacks_.put(g.stack);
+      g.stack = {};
+      ctx::tsan_destroy(g.tsan_fiber);
+      g.tsan_fiber = nullptr;
+    }
+  }
+  gblocks_.clear();
+  for (int i = 0; i < kMaxProcs; i++) {
+    delete allp_[i].exchange(nullptr);
+  }
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// G records
+
+G* Sched::new_g() {
+  M* m = this_m();
+  P* p = (m != nullptr && m->sched == this) ? m->p : nullptr;
+  G* g = nullptr;
+  if (p != nullptr) {
+    if (p->gfree == nullptr) {
+      // Refill half the per-P list from the runtime's list in one lock acquisition.
+      std::lock_guard lk(gfree_mu_);
+      while (gfree_ != nullptr && p->ngfree < kGFreeMax / 2) {
+        G* f = gfree_;
+        gfree_ = f->next;
+        ngfree_--;
+        f->next = p->gfree;
+        p->gfree = f;
+        p->ngfree++;
+      }
+    }
+    if (p->gfree != nullptr) {
+      g = p->gfree;
+      p->gfree = g->next;
+      p->ngfree--;
+    }
+  } else {
+    std::lock_guard lk(gfree_mu_);
+    if (gfree_ != nullptr) {
+      g = gfree_;
+      gfree_ = g->next;
+      ngfree_--;
+    }
+  }
+  if (g == nullptr) {
+    std::unique_ptr<G[]> block(new G[kGBlock]);
+    for (size_t i = 0; i < kGBlock; i++) {
+      block[i].sched = this;
+      block[i].tsan_fiber = ctx::tsan_create();
+    }
+    g = &block[0];
+    std::lock_guard lk(gfree_mu_);
+    for (size_t i = 1; i < kGBlock; i++) {
+      block[i].next = gfree_;
+      gfree_ = &block[i];
+      ngfree_++;
+    }
+    gblocks_.push_back(std::move(block));
+  }
+  g->next = nullptr;
+  if (!g->stack.valid()) {
+    g->stack = p != nullptr ? p->stacks.get() : stacks_.get();
+    if (!g->stack.valid()) {
+      std::lock_guard lk(gfree_mu_);
+      g->next = gfree_;
+      gfree_ = g;
+      ngfree_++;
+      return nullptr;
+    }
+  }
+  g->id = g_next_fiber_id.fetch_add(1, std::memory_order_relaxed);
+  g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
+  g->user = nullptr;
+  if (p != nullptr) {
+    bump(p->counters.spawned);
+  } else {
+    outside_spawned_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return g;
+}
+
+void Sched::gfput(P* p, G* g) {
+  g->status.store(GStatus::kIdle, std::memory_order_relaxed);
+  g->next = p->gfree;
+  p->gfree = g;
+  p->ngfree++;
+  if (p->ngfree < kGFreeMax) return;
+  // Return half, without their stacks: stacks go to the P's cache (and from there to the pool, whose watermark
+  // decides what stays resident).
+  std::lock_guard lk(gfree_mu_);
+  while (p->ngfree > kGFreeMax / 2) {
+    G* f = p->gfree;
+    p->gfree = f->next;
+    p->ngfree--;
+    p->stacks.put(f->stack);
+    f->stack = {};
+    f->next = gfree_;
+    gfree_ = f;
+    ngfree_++;
+  }
+}
+
+void Sched::start(G* g) {
+  g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  // Like Go's newproc: a fiber started by a fiber runs next on the same P (depth-first trees keep their data hot).
+  ready(g, true);
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Run queues
+
+void Sched::runq_put(P* p, G* g, bool next) {
+  if (next) {
+    G* old = p->runnext.exchange(g, std::memory_order_acq_rel);
+    if (old == nullptr) return;
+    g = old;  // the previous runnext goes to the tail of the queue
+  }
+  while (!p->runq.push(g)) {
+    G* batch[RunQueue::kCapacity / 2 + 1];
+    uint32_t n = p->runq.pop_half(batch);
+    if (n == 0) continue;  // a thief made room
+    batch[n++] = g;
+    global_->push_batch(batch, n);
+    bump(p->counters.overflows);
+    return;
+  }
+}
+
+G* Sched::runq_get(P* p, bool& inherit) {
+  G* g = p->runnext.load(std::memory_order_acquire);
+  if (g != nullptr) {
+    if (p->runnext_chain < kRunnextChainMax) {
+      if (p->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
+        p->runnext_chain++;
+        inherit = true;
+        return g;
+      }
+    } else if (p->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
+      // The chain used up its slice: the runnext fiber waits its turn at the tail.
+      runq_put(p, g, false);
+    }
+  }
+  p->runnext_chain = 0;
+  inherit = false;
+  return p->runq.pop();
+}
+
+bool Sched::any_local_work() const {
+  int n = nprocs_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; i++) {
+    P* p = allp_[i].load(std::memory_order_acquire);
+    if (!p->runq.empty() || p->runnext.load(std::memory_order_acquire) != nullptr) return true;
+  }
+  return false;
+}
+
+void Sched::inject(GList& list, P* pp) {
+  bool any = !list.empty();
+  while (G* g = list.pop()) {
+    g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+    runq_put(pp, g, false);
+  }
+  if (any) wakep();
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Ready and wakeups
+
+void Sched::ready(G* g, bool next) {
+  g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  M* m = this_m();
+  if (m != nullptr && m->sched == this && m->p != nullptr) {
+    runq_put(m->p, g, next);
+  } else {
+    global_->push(g);
+  }
+  wakep();
+}
+
+void Sched::ready_list(GList& list) {
+  if (list.empty()) return;
+  M* m = this_m();
+  if (m != nullptr && m->sched == this && m->p != nullptr) {
+    inject(list, m->p);
+    return;
+  }
+  while (G* g = list.pop()) {
+    g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+    global_->push(g);
+  }
+  wakep();
+}
+
+// Hands an idle P to an M if work may be waiting and no M is already looking for it (Go's wakep). Cheap when every P
+// is busy (one load) or an M already spins (two loads).
+void Sched::wakep() {
+  if (npidle_.load() == 0) return;
+  if (nmspinning_.load() != 0) return;
+  int expected = 0;
+  if (!nmspinning_.compare_exchange_strong(expected, 1)) return;
+  P* p;
+  {
+    std::lock_guard lk(sched_mu_);
+    p = pidleget();
+  }
+  if (p == nullptr) {
+    nmspinning_.fetch_sub(1);
+    return;
+  }
+  startm(p, true);
+}
+
+void Sched::reset_spinning(M* m) {
+  if (!m->spinning) return;
+  m->spinning = false;
+  // The last spinning M found work: there may be more, so make sure another M looks (Go's resetspinning).
+  if (nmspinning_.fetch_sub(1) == 1) wakep();
+}
+
+P* Sched::pidleget() {
+  P* p = pidle_;
+  if (p == nullptr) return nullptr;
+  pidle_ = p->link;
+  p->link = nullptr;
+  p->status.store(PStatus::kRunning, std::memory_order_relaxed);
+  npidle_.fetch_sub(1);
+  return p;
+}
+
+void Sched::pidleput(P* p) {
+  p->status.store(PStatus::kIdle, std::memory_order_relaxed);
+  p->link = pidle_;
+  pidle_ = p;
+  npidle_.fetch_add(1);
+}
+
+void Sched::acquirep(M* m, P* p) {
+  p->m = m;
+  m->p = p;
+  p->status.store(PStatus::kRunning, std::memory_order_relaxed);
+}
+
+P* Sched::releasep(M* m) {
+  P* p = m->p;
+  p->m = nullptr;
+  m->p = nullptr;
+  return p;
+}
+
+uint32_t Sched::random(M* m) { return xorshift(m->rand_state); }
+
+// ----------------------------------------------------------------------------------------------------------------
+// Finding work
+
+G* Sched::find_runnable(M* m) {
+top:
+  if (shutting_down_.load(std::memory_order_acquire)) return nullptr;
+  if (retire_if_needed(m)) {
+    idle_without_p(m);
+    goto top;
+  }
+  P* pp = m->p;
+  int64_t t0 = pp->timer0.load(std::memory_order_relaxed);
+  if (t0 != 0) {
+    int64_t now = now_ns();
+    if (t0 <= now) run_timers(pp, now, pp);
+  }
+  if (pp->schedtick % kGlobalQueueInterval == 0 && !global_->empty()) {
+    if (G* g = global_->pop()) {
+      bump(pp->counters.global_taken);
+      pp->schedtick++;
+      pp->runnext_chain = 0;
+      reset_spinning(m);
+      return g;
+    }
+  }
+  bool inherit = false;
+  if (G* g = runq_get(pp, inherit)) {
+    if (!inherit) pp->schedtick++;
+    reset_spinning(m);
+    return g;
+  }
+  if (!global_->empty()) {
+    // A fair share of the global queue, at most half a local queue.
+    int n = nprocs_.load(std::memory_order_relaxed);
+    uint32_t want = static_cast<uint32_t>(std::min<uint64_t>(global_->size() / n + 1, RunQueue::kCapacity / 2));
+    G* batch[RunQueue::kCapacity / 2];
+    uint32_t got = global_->pop_batch(batch, want);
+    if (got > 0) {
+      bump(pp->counters.global_taken, got);
+      for (uint32_t i = 1; i < got; i++) runq_put(pp, batch[i], false);
+      pp->schedtick++;
+      reset_spinning(m);
+      return batch[0];
+    }
+  }
+  if (poller_->has_waiters() && !polling_.load(std::memory_order_relaxed)) {
+    GList list;
+    if (poller_->poll(0, list) > 0) {
+      last_poll_.store(now_ns(), std::memory_order_relaxed);
+      bump(pp->counters.polls);
+      G* g = list.pop();
+      inject(list, pp);
+      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      pp->schedtick++;
+      reset_spinning(m);
+      return g;
+    }
+  }
+  // Steal, unless enough Ms already spin: at most half as many as there are busy Ps.
+  {
+    int busy = nprocs_.load(std::memory_order_relaxed) - npidle_.load(std::memory_order_relaxed);
+    if (m->spinning || 2 * nmspinning_.load(std::memory_order_relaxed) < busy) {
+      if (!m->spinning) {
+        m->spinning = true;
+        nmspinning_.fetch_add(1);
+      }
+      if (G* g = steal_work(m, pp)) {
+        pp->schedtick++;
+        reset_spinning(m);
+        return g;
+      }
+    }
+  }
+  // Nothing. Give the P back.
+  {
+    std::unique_lock lk(sched_mu_);
+    if (!global_->empty() || pp->id >= nprocs_.load(std::memory_order_relaxed) ||
+        shutting_down_.load(std::memory_order_relaxed)) {
+      lk.unlock();
+      goto top;
+    }
+    pidleput(releasep(m));
+  }
+  bool was_spinning = m->spinning;
+  if (m->spinning) {
+    m->spinning = false;
+    nmspinning_.fetch_sub(1);
+  }
+  // A producer that saw a spinning M did not wake anyone; with the spinning count lowered (a full fence), look again
+  // before sleeping, so its fiber cannot be stranded.
+  if (any_local_work() || !global_->empty() || timers_due()) {
+    P* p;
+    {
+      std::lock_guard lk(sched_mu_);
+      p = pidleget();
+    }
+    if (p != nullptr) {
+      acquirep(m, p);
+      if (was_spinning) {
+        m->spinning = true;
+        nmspinning_.fetch_add(1);
+      }
+      goto top;
+    }
+  }
+  idle_without_p(m);
+  goto top;
+}
+
+G* Sched::steal_work(M* m, P* pp) {
+  const int n = nprocs_.load(std::memory_order_acquire);
+  if (n <= 1) return nullptr;
+  for (int pass = 0; pass < kStealPasses; pass++) {
+    const bool last = pass == kStealPasses - 1;
+    const uint32_t start = random(m) % static_cast<uint32_t>(n);
+    for (int i = 0; i < n; i++) {
+      P* v = allp_[(start + i) % n].load(std::memory_order_acquire);
+      if (v == pp) continue;
+      // Timers of a P whose M is busy (or that is idle) would otherwise wait; run them here.
+      int64_t t0 = v->timer0.load(std::memory_order_relaxed);
+      if (t0 != 0) {
+        int64_t now = now_ns();
+        if (t0 <= now) {
+          run_timers(v, now, pp);
+          bool inherit;
+          if (G* g = runq_get(pp, inherit)) return g;
+        }
+      }
+      uint32_t got = v->runq.steal_into(pp->runq);
+      if (got > 0) {
+        bump(pp->counters.steals, got);
+        bool inherit;
+        if (G* g = runq_get(pp, inherit)) return g;
+      }
+      // The runnext slot of a running P is about to run there; take it only on the last pass.
+      if (last && v->status.load(std::memory_order_relaxed) == PStatus::kRunning) {
+        G* g = v->runnext.load(std::memory_order_acquire);
+        if (g != nullptr && v->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
+          bump(pp->counters.steals);
+          return g;
+        }
+      }
+    }
+  }
+  return nullptr;
+}
+
+// Blocks an M that holds no P until it gets one (returns with m->p set) or the runtime shuts down. The first idle M
+// takes the poller role and waits in the poller until the earliest timer; the others sleep on their note.
+void Sched::idle_without_p(M* m) {
+  for (;;) {
+    if (shutting_down_.load(std::memory_order_acquire)) return;
+    bool expected = false;
+    if (polling_.compare_exchange_strong(expected, true)) {
+      int64_t until = earliest_timer();
+      int64_t timeout = -1;
+      if (until != 0) timeout = std::max<int64_t>(0, until - now_ns());
+      if (!global_->empty() || any_local_work()) timeout = 0;
+      poll_until_.store(until == 0 ? INT64_MAX : until);
+      GList list;
+      poller_->poll(timeout, list);
+      poll_until_.store(0);
+      polling_.store(false);
+      last_poll_.store(now_ns(), std::memory_order_relaxed);
+      if (!list.empty() || !global_->empty() || any_local_work() || timers_due()) {
+        P* p;
+        {
+          std::lock_guard lk(sched_mu_);
+          p = pidleget();
+        }
+        if (p != nullptr) {
+          acquirep(m, p);
+          if (!list.empty()) bump(p->counters.polls);
+          inject(list, p);
+          handoff_poller_role();
+          return;
+        }
+        // Every P is busy: their Ms will find the harvest in the global queue.
+        while (G* g = list.pop()) {
+          g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+          global_->push(g);
+        }
+      }
+      continue;
+    }
+    {
+      std::lock_guard lk(sched_mu_);
+      if (shutting_down_.load(std::memory_order_relaxed)) return;
+      m->link = midle_;
+      midle_ = m;
+    }
+    m->note.sleep();
+    if (m->nextp != nullptr) {
+      P* p = m->nextp;
+      m->nextp = nullptr;
+      acquirep(m, p);
+      m->spinning = m->next_spinning;
+      return;
+    }
+    // Woken without a P: to take over the poller role, or for shutdown.
+  }
+}
+
+// The poller M got a P and leaves the role; if timers or I/O waiters remain, wake an idle M to take it over.
+void Sched::handoff_poller_role() {
+  if (earliest_timer() == 0 && !poller_->has_waiters()) return;
+  M* m = nullptr;
+  {
+    std::lock_guard lk(sched_mu_);
+    if (midle_ != nullptr && !polling_.load()) {
+      m = midle_;
+      midle_ = m->link;
+      m->link = nullptr;
+    }
+  }
+  if (m != nullptr) m->note.wakeup();
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Resizing
+
+void Sched::set_procs(int n) {
+  n = std::clamp(n, 1, kMaxProcs);
+  std::lock_guard rl(resize_mu_);
+  int old = nprocs_.load(std::memory_order_acquire);
+  if (n == old) return;
+  if (n > old) {
+    for (int i = old; i < n; i++) {
+      if (allp_[i].load(std::memory_order_acquire) == nullptr) {
+        P* p = new P(i, stacks_);
+        p->rand_state = 0x9E3779B97F4A7C15ull * (i + 1) ^ id_;
+        p->status.store(PStatus::kDead, std::memory_order_relaxed);
+        allp_[i].store(p, std::memory_order_release);
+      }
+    }
+    {
+      std::lock_guard lk(sched_mu_);
+      nprocs_.store(n, std::memory_order_release);
+      for (int i = old; i < n; i++) {
+        P* p = allp_[i].load(std::memory_order_relaxed);
+        // A P still held by its M (it had not reached a scheduling point since the shrink) simply stays.
+        if (p->status.load(std::memory_order_relaxed) == PStatus::kDead) pidleput(p);
+      }
+    }
+    for (int i = old; i < n; i++) wakep();
+    return;
+  }
+  // Shrink: idle Ps beyond n are retired here; running ones retire themselves at their next scheduling point.
+  std::vector<P*> idle;
+  {
+    std::lock_guard lk(sched_mu_);
+    nprocs_.store(n, std::memory_order_release);
+    P** link = &pidle_;
+    while (*link != nullptr) {
+      P* p = *link;
+      if (p->id >= n) {
+        *link = p->link;
+        p->link = nullptr;
+        p->status.store(PStatus::kRetiring, std::memory_order_relaxed);
+        npidle_.fetch_sub(1);
+        idle.push_back(p);
+      } else {
+        link = &p->link;
+      }
+    }
+  }
+  for (P* p : idle) drain_p(p);
+  {
+    std::lock_guard lk(sched_mu_);
+    for (P* p : idle) p->status.store(PStatus::kDead, std::memory_order_relaxed);
+  }
+  wakep();
+}
+
+bool Sched::retire_if_needed(M* m) {
+  P* p = m->p;
+  if (p->id < nprocs_.load(std::memory_order_acquire)) return false;
+  p->status.store(PStatus::kRetiring, std::memory_order_relaxed);
+  drain_p(p);
+  {
+    std::lock_guard lk(sched_mu_);
+    if (p->id < nprocs_.load(std::memory_order_relaxed)) {
+      // Grown back meanwhile: keep the (now drained) P.
+      p->status.store(PStatus::kRunning, std::memory_order_relaxed);
+      return false;
+    }
+    releasep(m);
+    p->status.store(PStatus::kDead, std::memory_order_relaxed);
+  }
+  if (m->spinning) {
+    m->spinning = false;
+    nmspinning_.fetch_sub(1);
+  }
+  wakep();
+  return true;
+}
+
+// Moves everything a P holds to places that outlive it (invariant 4): fibers to the global queue, timers to P 0,
+// cached G records and stacks to the runtime's lists. The caller owns p (its M, or set_procs for an idle P).
+void Sched::drain_p(P* p) {
+  GList moved;
+  if (G* g = p->runnext.exchange(nullptr, std::memory_order_acq_rel)) moved.push(g);
+  while (G* g = p->runq.pop()) moved.push(g);
+  if (!moved.empty()) global_->push_list(moved);
+
+  P* dst = allp_[0].load(std::memory_order_acquire);
+  if (dst != p) {
+    // Lock order: lower P id first.
+    std::scoped_lock lk(dst->timers_mu, p->timers_mu);
+    for (Timer* t : p->timers) {
+      t->index = -1;
+      timer_heap_push(dst, t);
+    }
+    p->timers.clear();
+    p->timer0.store(0);
+  }
+  wake_poller_for(dst->timer0.load());
+
+  std::lock_guard lk(gfree_mu_);
+  while (p->gfree != nullptr) {
+    G* f = p->gfree;
+    p->gfree = f->next;
+    p->stacks.put(f->stack);
+    f->stack = {};
+    f->next = gfree_;
+    gfree_ = f;
+    ngfree_++;
+  }
+  p->ngfree = 0;
+  p->stacks.flush();
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Monitor (Go's sysmon duties that tern has so far: notice fibers that hold a P too long while others wait, poll the
+// network if nobody has for 10 ms, tick the controller hook).
+
+void Sched::monitor_main() {
+  for (;;) {
+    if (shutting_down_.load(std::memory_order_acquire)) return;
+    int n = nprocs_.load(std::memory_order_acquire);
+    if (npidle_.load() >= n && !poller_->has_waiters()) {
+      // All idle: sleep until startm() wakes us, so an idle runtime costs nothing here.
+      monitor_sleeping_.store(true);
+      if (npidle_.load() >= n) monitor_note_.sleep();
+      monitor_sleeping_.store(false);
+      continue;
+    }
+    monitor_note_.sleep(kMonitorPeriodNs);
+    if (shutting_down_.load(std::memory_order_acquire)) return;
+    n = nprocs_.load(std::memory_order_acquire);
+    bool stuck_work = false;
+    for (int i = 0; i < n; i++) {
+      P* p = allp_[i].load(std::memory_order_acquire);
+      if (p->status.load(std::memory_order_relaxed) != PStatus::kRunning) continue;
+      uint64_t tick = p->counters.switches.load(std::memory_order_relaxed);
+      if (tick == p->monitor_tick) {
+        // One fiber held this P for a whole period. Work queued behind it (fibers or due timers) needs another M.
+        int64_t t0 = p->timer0.load(std::memory_order_relaxed);
+        if (!p->runq.empty() || p->runnext.load(std::memory_order_relaxed) != nullptr ||
+            (t0 != 0 && t0 <= now_ns())) {
+          long_running_.fetch_add(1, std::memory_order_relaxed);
+          stuck_work = true;
+        }
+      }
+      p->monitor_tick = tick;
+    }
+    if (stuck_work) wakep();
+    if (poller_->has_waiters() && !polling_.load() &&
+        now_ns() - last_poll_.load(std::memory_order_relaxed) > kMonitorPeriodNs) {
+      GList list;
+      if (poller_->poll(0, list) > 0) {
+        last_poll_.store(now_ns(), std::memory_order_relaxed);
+        ready_list(list);
+      }
+    }
+    if (int64_t now = now_ns(); now - last_trim_ >= kStackTrimPeriodNs) {
+      last_trim_ = now;
+      stacks_.trim();
+    }
+    std::function<void()> hook;
+    {
+      std::lock_guard lk(hook_mu_);
+      hook = monitor_hook_;
+    }
+    if (hook) hook();
+  }
+}
+
+void Sched::set_monitor_hook(std::function<void()> hook) {
+  std::lock_guard lk(hook_mu_);
+  monitor_hook_ = std::move(hook);
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Statistics
+
+SchedStats Sched::stats() const {
+  SchedStats st;
+  st.procs = nprocs_.load(std::memory_order_relaxed);
+  st.idle_procs = npidle_.load(std::memory_order_relaxed);
+  st.spinning = nmspinning_.load(std::memory_order_relaxed);
+  {
+    std::lock_guard lk(sched_mu_);
+    st.threads = static_cast<int>(allm_.size());
+  }
+  st.spawned = outside_spawned_.load(std::memory_order_relaxed);
+  for (int i = 0; i < kMaxProcs; i++) {
+    P* p = allp_[i].load(std::memory_order_acquire);
+    if (p == nullptr) break;
+    const PCounters& c = p->counters;
+    st.spawned += c.spawned.load(std::memory_order_relaxed);
+    st.finished += c.finished.load(std::memory_order_relaxed);
+    st.switches += c.switches.load(std::memory_order_relaxed);
+    st.yields += c.yields.load(std::memory_order_relaxed);
+    st.parks += c.parks.load(std::memory_order_relaxed);
+    st.steals += c.steals.load(std::memory_order_relaxed);
+    st.global_taken += c.global_taken.load(std::memory_order_relaxed);
+    st.overflows += c.overflows.load(std::memory_order_relaxed);
+    st.timers_fired += c.timers_fired.load(std::memory_order_relaxed);
+    st.polls += c.polls.load(std::memory_order_relaxed);
+    if (i < st.procs) st.runnable += p->runq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
+  }
+  st.runnable += global_->size();
+  st.live = st.spawned >= st.finished ? st.spawned - st.finished : 0;
+  st.long_running = long_running_.load(std::memory_order_relaxed);
+  st.stacks = stacks_.stats();
+  return st;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// park.h
+
+G* current() {
+  M* m = this_m();
+  return m != nullptr ? m->curg : nullptr;
+}
+
+uint64_t current_id() {
+  G* g = current();
+  return g != nullptr ? g->id : 0;
+}
+
+int current_p() {
+  M* m = this_m();
+  return (m != nullptr && m->p != nullptr) ? m->p->id : -1;
+}
+
+Sched* Sched::current() {
+  M* m = this_m();
+  return (m != nullptr && m->curg != nullptr) ? m->sched : nullptr;
+}
+
+void park(ParkCommit commit, void* arg) {
+  G* g = current();
+  g->commit = commit;
+  g->commit_arg = arg;
+  switch_to_g0(MAction::kPark);
+}
+
+void ready(G* g) { g->sched->ready(g, true); }
+void ready_tail(G* g) { g->sched->ready(g, false); }
+
+void ready_list(GList& list) {
+  // A batch may mix runtimes only in contrived cases; split by runtime so each goes to its own queues.
+  while (!list.empty()) {
+    Sched* s = list.head->sched;
+    GList mine, rest;
+    while (G* g = list.pop()) (g->sched == s ? mine : rest).push(g);
+    s->ready_list(mine);
+    list = rest;
+  }
+}
+
+void yield() { switch_to_g0(MAction::kYield); }
+
+}  // namespace tern::sched

@@ -1,0 +1,219 @@
+// scheduler/sched.h: the GMP scheduler.
+//
+// The model, after Go's runtime (src/runtime/proc.go):
+//   G  a fiber (scheduler/g.h).
+//   M  an OS thread. It runs the scheduler loop on its own thread stack ("g0") and switches into fibers with
+//      Boost.Context. An M needs a P to run fibers.
+//   P  a processor: the right to run fibers, with a local run queue (scheduler/run_queue.h), a runnext slot, a timer
+//      heap, caches of G records and stacks, and counters. procs() Ps exist; set_procs() changes that while running.
+//
+// Finding work (Sched::find_runnable, run by an M holding a P), in order:
+//   1. every kGlobalQueueInterval scheduling ticks, one fiber from the global queue (fairness: without it two fibers
+//      that ready each other through runnext could starve the global queue forever);
+//   2. expired timers of this P;
+//   3. runnext, then the local queue;
+//   4. the global queue (a batch, up to half the local queue's capacity);
+//   5. a non-blocking poll of the network;
+//   6. stealing: up to kStealPasses passes over the other Ps in a random order, taking half of a victim's queue (the
+//      runnext slot only on the last pass), and running their expired timers. At most half as many Ms spin as there are
+//      busy Ps, so idle cores do not burn CPU looking at each other.
+// With nothing found the M gives its P back (idle P list), re-checks every queue (the spinning-M dance that keeps
+// wakeups from being lost: a producer that saw a spinning M did not wake anyone), and then blocks without a P: the
+// first idle M takes the "poller" role and blocks in Poller::poll() until the earliest timer; the others park on a
+// futex. New work calls wakep(), which hands an idle P to an idle (or new) M when no M is already spinning.
+//
+// Invariants kept here (ARCHITECTURE.md): a fiber is in exactly one place; park() runs its commit only after the
+// switch; an M blocks only without a P; resizing moves a retired P's queue, runnext and timers on before the P is
+// retired, at the P's next scheduling point; counters are per P, owner-written, relaxed-read.
+//
+// Lock order: resize_mu_ -> sched_mu_ -> P::timers_mu (lower P id first) -> global queue lock. ready() takes only the
+// global queue lock and sched_mu_, so it must not be called with a timer lock held (timer `fire` returns the fiber
+// instead).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "alloc/stack.h"
+#include "scheduler/g.h"
+#include "scheduler/futex.h"
+#include "scheduler/poller.h"
+#include "scheduler/task.h"
+#include "scheduler/timer.h"
+
+namespace tern::sched {
+
+struct P;
+struct M;
+class GlobalQueue;
+
+// Fairness interval for the global queue (Go's value: a prime, so it does not beat with program periodicities).
+inline constexpr uint32_t kGlobalQueueInterval = 61;
+// Passes over the other Ps when stealing (Go's stealTries).
+inline constexpr int kStealPasses = 4;
+// Fibers readied into runnext inherit the running time slice; after this many in a row, the next one goes through the
+// local queue instead so a ping-pong pair cannot starve the rest of the queue (Tokio bounds its LIFO slot likewise).
+inline constexpr uint32_t kRunnextChainMax = 32;
+// Ps are stored in a fixed array so that stealers can read it without a lock while set_procs() grows it.
+inline constexpr int kMaxProcs = 1024;
+// The monitor's period while any P is busy (Go's sysmon settles at 10 ms); it sleeps until woken while all are idle.
+inline constexpr int64_t kMonitorPeriodNs = 10'000'000;
+// How often the monitor gives back the memory of fiber stacks that stayed unused above the pool's watermark.
+inline constexpr int64_t kStackTrimPeriodNs = 1'000'000'000;
+
+struct SchedOptions {
+  int procs = 1;
+  size_t stack_size = 256 << 10;
+  size_t stack_high_watermark = 1024;
+  // Called when a fiber lets an exception escape. Default: print the fiber id and message, then std::terminate().
+  std::function<void(uint64_t fiber_id, std::exception_ptr)> on_uncaught;
+};
+
+// Totals over all Ps (sums of per-P counters) and scheduler-wide figures.
+struct SchedStats {
+  int procs = 0;
+  int idle_procs = 0;
+  int threads = 0;         // Ms started
+  int spinning = 0;
+  uint64_t spawned = 0;    // fibers started
+  uint64_t finished = 0;
+  uint64_t switches = 0;   // fiber resumptions
+  uint64_t yields = 0;
+  uint64_t parks = 0;
+  uint64_t steals = 0;     // fibers taken from other Ps
+  uint64_t global_taken = 0;
+  uint64_t overflows = 0;  // local queue overflows to the global queue
+  uint64_t timers_fired = 0;
+  uint64_t polls = 0;      // poller calls that returned fibers
+  uint64_t long_running = 0;  // times the monitor saw one fiber hold a P for a whole period
+  uint64_t runnable = 0;   // fibers queued now (local + global)
+  uint64_t live = 0;       // fibers spawned and not finished
+  alloc::StackStats stacks;
+};
+
+class Sched {
+ public:
+  explicit Sched(SchedOptions opts);
+  // Shuts down: stops every M (fibers still running finish their current run to a scheduling point), then frees every
+  // G record and stack, including those of fibers still parked or queued (their destructors do not run).
+  ~Sched();
+  Sched(const Sched&) = delete;
+  Sched& operator=(const Sched&) = delete;
+
+  // The runtime of the calling fiber, or nullptr outside fibers.
+  static Sched* current();
+
+  // Installs the poller (nullptr: the built-in one that only waits for timers). Call before the first fiber starts;
+  // the Sched does not own it, and it must outlive the Sched.
+  void set_poller(Poller* poller);
+  Poller* poller() const { return poller_; }
+
+  // Starts a fiber running f. Callable from any thread. Returns false (and runs nothing) if no stack could be mapped.
+  template <class F>
+  bool go(F&& f) {
+    G* g = new_g();
+    if (g == nullptr) return false;
+    g->task.emplace(std::forward<F>(f));
+    start(g);
+    return true;
+  }
+
+  // Grows or shrinks the set of Ps while fibers run; n is clamped to [1, kMaxProcs].
+  void set_procs(int n);
+  int procs() const { return nprocs_.load(std::memory_order_relaxed); }
+
+  SchedStats stats() const;
+  size_t stack_size() const { return stacks_.stack_size(); }
+  uint64_t id() const { return id_; }
+
+  // A hook the monitor calls about every kMonitorPeriodNs while the runtime is busy (the controller lives there).
+  void set_monitor_hook(std::function<void()> hook);
+
+  // Internal interface, used by park.h/timer.h and the M loop.
+  G* new_g();
+  void start(G* g);
+  void ready(G* g, bool next);
+  void ready_list(GList& list);
+  void add_timer(P* p, Timer* t);
+  void wake_poller_for(int64_t when);
+  void wakep();
+  void on_uncaught(uint64_t id, std::exception_ptr e);
+
+ private:
+  friend void m_main(M* m);
+  P* pidleget();        // sched_mu_ held
+  void pidleput(P* p);  // sched_mu_ held
+  void startm(P* p, bool spinning);
+  M* newm();
+  G* find_runnable(M* m);
+  G* steal_work(M* m, P* pp);
+  G* runq_get(P* p, bool& inherit);
+  void runq_put(P* p, G* g, bool next);
+  void run_timers(P* p, int64_t now, P* into);
+  bool timers_due() const;
+  int64_t earliest_timer() const;
+  void timer_heap_push(P* p, Timer* t);     // p->timers_mu held
+  bool retire_if_needed(M* m);
+  void drain_p(P* p);
+  bool any_local_work() const;
+  void reset_spinning(M* m);
+  void acquirep(M* m, P* p);
+  P* releasep(M* m);
+  void idle_without_p(M* m);
+  void handoff_poller_role();
+  void inject(GList& list, P* pp);
+  void gfput(P* p, G* g);
+  void execute(M* m, G* g);
+  void monitor_main();
+  void shutdown();
+  uint32_t random(M* m);
+
+  SchedOptions opts_;
+  uint64_t id_;
+  alloc::StackPool stacks_;
+  Poller* poller_ = nullptr;
+  std::unique_ptr<Poller> idle_poller_;  // a poller that only waits, for runtimes without netpoll
+
+  // Ps: allp_[0, nprocs_) are live; retired ones stay allocated (a later grow reuses them).
+  std::unique_ptr<std::atomic<P*>[]> allp_;
+  std::atomic<int> nprocs_{0};
+  std::atomic<int> npidle_{0};
+  std::atomic<int> nmspinning_{0};
+  std::atomic<bool> polling_{false};            // an idle M holds the poller role
+  std::atomic<int64_t> poll_until_{0};          // deadline of the blocked poll, 0 = none
+  std::atomic<int64_t> last_poll_{0};           // when someone last polled the network
+  std::atomic<bool> shutting_down_{false};
+
+  mutable std::mutex sched_mu_;  // pidle_, midle_, allm_, P status transitions
+  P* pidle_ = nullptr;
+  M* midle_ = nullptr;
+  std::vector<M*> allm_;
+  std::mutex resize_mu_;
+
+  std::unique_ptr<GlobalQueue> global_;
+
+  // G records: allocated in blocks and never freed before shutdown; the free list is per P with a global overflow.
+  std::mutex gfree_mu_;
+  G* gfree_ = nullptr;
+  size_t ngfree_ = 0;
+  std::vector<std::unique_ptr<G[]>> gblocks_;
+  std::atomic<uint64_t> outside_spawned_{0};  // fibers started from threads without a P
+
+  // Monitor thread.
+  std::thread monitor_;
+  Note monitor_note_;
+  std::atomic<bool> monitor_sleeping_{false};
+  std::mutex hook_mu_;
+  std::function<void()> monitor_hook_;
+  std::atomic<uint64_t> long_running_{0};
+  int64_t last_trim_ = 0;  // monitor thread only
+};
+
+}  // namespace tern::sched
