@@ -1,0 +1,135 @@
+// Tests of tools/echo/http_response.h: the bytes of each kind of response and how a batch turns into iovecs.
+#include "tools/echo/http_response.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace tern::http {
+namespace {
+
+Request request(std::string_view method, int minor, bool keep_alive) {
+  Request r;
+  r.method = method;
+  r.minor_version = minor;
+  r.keep_alive = keep_alive;
+  return r;
+}
+
+Response resp(int status, std::string_view body, std::string_view allow = {}) {
+  Response r;
+  r.status = status;
+  r.body = body;
+  r.allow = allow;
+  return r;
+}
+
+std::string flatten(ResponseBatch& b) {
+  std::string s;
+  for (const iovec& v : b.iovecs()) s.append(static_cast<const char*>(v.iov_base), v.iov_len);
+  return s;
+}
+
+TEST(ResponseBatch, KeepAliveResponse) {
+  ResponseBatch b;
+  b.add(resp(200, "OK\n"), request("GET", 1, true));
+  const std::string want = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nOK\n";
+  EXPECT_EQ(flatten(b), want);
+  EXPECT_EQ(b.bytes(), want.size());
+  EXPECT_EQ(b.count(), 1u);
+  EXPECT_EQ(b.iovecs().size(), 1u);
+}
+
+TEST(ResponseBatch, ConnectionFieldFollowsTheRequest) {
+  ResponseBatch b;
+  b.add(resp(404, "x"), request("GET", 1, false));
+  EXPECT_EQ(flatten(b),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx");
+  b.clear();
+  b.add(resp(200, "x"), request("GET", 0, true));
+  EXPECT_EQ(flatten(b),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nx");
+}
+
+TEST(ResponseBatch, HeadHasLengthButNoBody) {
+  ResponseBatch b;
+  b.add(resp(200, "OK\n"), request("HEAD", 1, true));
+  EXPECT_EQ(flatten(b), "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\n");
+}
+
+TEST(ResponseBatch, AllowField) {
+  ResponseBatch b;
+  b.add(resp(405, "", "POST"), request("GET", 1, true));
+  EXPECT_EQ(flatten(b),
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nAllow: POST\r\n\r\n");
+}
+
+TEST(ResponseBatch, ErrorsClose) {
+  ResponseBatch b;
+  for (int status : {400, 413, 431, 501, 505}) {
+    b.clear();
+    b.add_error(status);
+    const std::string phrase(reason_phrase(status));
+    EXPECT_EQ(flatten(b), "HTTP/1.1 " + std::to_string(status) + " " + phrase +
+                              "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(phrase.size() + 1) +
+                              "\r\nConnection: close\r\n\r\n" + phrase + "\n");
+  }
+}
+
+TEST(ResponseBatch, PipelinedSmallResponsesShareOneIovec) {
+  ResponseBatch b;
+  for (int i = 0; i < 16; i++) b.add(resp(200, "OK\n"), request("GET", 1, true));
+  EXPECT_EQ(b.count(), 16u);
+  EXPECT_EQ(b.iovecs().size(), 1u);
+  EXPECT_EQ(b.iovecs()[0].iov_len, b.bytes());
+}
+
+TEST(ResponseBatch, LargeBodiesAreReferencedInOrder) {
+  const std::string big1(kInlineBodyMax + 1, 'a');
+  const std::string big2(kInlineBodyMax * 3, 'b');
+  ResponseBatch b;
+  b.add(resp(200, "1"), request("POST", 1, true));
+  b.add(resp(200, big1), request("POST", 1, true));
+  b.add(resp(200, big2), request("POST", 1, true));
+  b.add(resp(200, "4"), request("POST", 1, true));
+
+  auto iov = b.iovecs();
+  ASSERT_EQ(iov.size(), 5u);  // head+"1"+head, big1, head, big2, head+"4"
+  EXPECT_EQ(iov[1].iov_base, big1.data());
+  EXPECT_EQ(iov[3].iov_base, big2.data());
+
+  std::string want;
+  for (const std::string& body : {std::string("1"), big1, big2, std::string("4")}) {
+    want += "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+            "\r\n\r\n" + body;
+  }
+  EXPECT_EQ(flatten(b), want);
+  EXPECT_EQ(b.bytes(), want.size());
+}
+
+TEST(ResponseBatch, BodyAtTheInlineLimitIsCopied) {
+  const std::string body(kInlineBodyMax, 'c');
+  ResponseBatch b;
+  b.add(resp(200, body), request("POST", 1, true));
+  ASSERT_EQ(b.iovecs().size(), 1u);
+  EXPECT_NE(b.iovecs()[0].iov_base, body.data());
+}
+
+TEST(ResponseBatch, ClearEmpties) {
+  const std::string big(kInlineBodyMax + 1, 'x');
+  ResponseBatch b;
+  b.add(resp(200, big), request("POST", 1, true));
+  b.clear();
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(b.bytes(), 0u);
+  EXPECT_TRUE(b.iovecs().empty());
+}
+
+TEST(ReasonPhrase, KnownAndUnknown) {
+  EXPECT_EQ(reason_phrase(200), "OK");
+  EXPECT_EQ(reason_phrase(431), "Request Header Fields Too Large");
+  EXPECT_EQ(reason_phrase(299), "Unknown");
+}
+
+}  // namespace
+}  // namespace tern::http
