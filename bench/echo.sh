@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# bench/echo.sh: wrk against tern-echo (io_uring and epoll backends), the minimal epoll responder (the no-runtime
+# limit, bench/peers/epoll_responder) and Go's net/http (bench/peers/go_http), side by side in one run.
+#
+#   bench/echo.sh                 # -c100 and -c1000, 3 runs of 10 s each per server, medians
+#   bench/echo.sh --quick         # one 1 s run per server and connection count (what `tools/tern demo` runs)
+#   bench/echo.sh --bin build-echo/bin --conns "100 1000" --runs 5 --duration 20
+#
+# All servers run at once, each on its own port, idle except while wrk measures it; runs interleave the servers
+# (run 1 of every server, then run 2, ...) so that drift in the machine's load hits all of them alike. Nothing is
+# pinned: wrk (-t2) and every server (2 processors: tern-echo --procs auto, 2 epoll-responder threads, Go's default
+# GOMAXPROCS) float over the same CPUs, so both sides of every comparison share the machine the same way.
+#
+# Prints, per connection count and server: requests/s, p50 and p99 latency, socket errors (connect+read+write+timeout,
+# summed over the runs) and non-2xx responses; then the ratios the targets are stated in. Raw wrk output is kept in
+# the --out directory. Exit status: 0 when every server ran, 1 on a failed start or a missing program; missed targets
+# are reported, not fatal (the machine is shared).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+bin=${TERN_BIN_DIR:-$root/build/bin}
+conns="100 1000"
+runs=3
+duration=10
+warmup=2
+path=/health
+port_base=18480
+out=""
+quick=0
+
+usage() {
+  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  echo
+  echo "options: --quick --bin DIR --conns \"N ...\" --runs N --duration S --path P --port-base P --out DIR"
+}
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --bin) bin=$2; shift ;;
+    --conns) conns=$2; shift ;;
+    --runs) runs=$2; shift ;;
+    --duration) duration=$2; shift ;;
+    --path) path=$2; shift ;;
+    --port-base) port_base=$2; shift ;;
+    --out) out=$2; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "echo.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ $quick == 1 ]]; then
+  runs=1
+  duration=1
+  warmup=0
+fi
+
+die() { echo "echo.sh: $*" >&2; exit 1; }
+
+command -v wrk >/dev/null || die "wrk not found: apt-get install wrk"
+command -v curl >/dev/null || die "curl not found: apt-get install curl"
+[[ -x $bin/tern-echo ]] || die "$bin/tern-echo missing: cmake --build build --target tern-echo epoll-responder"
+[[ -x $bin/epoll-responder ]] || die "$bin/epoll-responder missing: cmake --build build --target epoll-responder"
+
+# -c1000 needs a descriptor per connection on each side, plus the servers' own.
+max_conns=0
+for c in $conns; do ((c > max_conns)) && max_conns=$c; done
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+(($(ulimit -n) >= max_conns + 64)) || die "ulimit -n is $(ulimit -n), too low for -c$max_conns (raise the hard limit)"
+
+# The Go peer is built here, offline, with Debian's golang-go; without Go the table has one server fewer.
+go_bin=""
+if command -v go >/dev/null; then
+  go_cache=$(dirname "$bin")/go-cache
+  mkdir -p "$go_cache"
+  if (cd "$here/peers/go_http" && GOCACHE=$go_cache GOPATH=$go_cache/path GOPROXY=off GOFLAGS=-mod=mod \
+      go build -o "$bin/go-http" .); then
+    go_bin=$bin/go-http
+  else
+    echo "echo.sh: building the Go peer failed; continuing without it" >&2
+  fi
+else
+  echo "echo.sh: go not found (apt-get install golang-go); continuing without the Go peer" >&2
+fi
+
+[[ -n $out ]] || out=$(mktemp -d /tmp/tern-echo-bench.XXXXXX)
+mkdir -p "$out"
+
+names=()
+ports=()
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start() {  # name, then the command with PORT where the port goes
+  local name=$1; shift
+  local port=$((port_base + ${#names[@]}))
+  port_free "$port" || die "port $port is in use (choose another --port-base)"
+  local args=("${@//PORT/$port}")
+  "${args[@]}" >"$out/${name//\//_}.log" 2>&1 &
+  pids+=($!)
+  names+=("$name")
+  ports+=("$port")
+  for _ in $(seq 100); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$port/health"; then return 0; fi
+    kill -0 "${pids[-1]}" 2>/dev/null || die "$name exited at start: $(cat "$out/${name//\//_}.log")"
+    sleep 0.05
+  done
+  die "$name did not answer /health on port $port within 5 s"
+}
+
+start tern-echo/uring "$bin/tern-echo" --listen 127.0.0.1:PORT --poller uring
+start tern-echo/epoll "$bin/tern-echo" --listen 127.0.0.1:PORT --poller epoll
+start epoll-responder "$bin/epoll-responder" --listen 127.0.0.1:PORT
+if [[ -n $go_bin ]]; then start go-net/http "$go_bin" -listen 127.0.0.1:PORT; fi
+
+wrk_threads=2
+wrk_timeout=2s
+echo "bench/echo.sh: wrk -t$wrk_threads -d${duration}s --timeout $wrk_timeout --latency GET $path;" \
+  "$runs run(s) per point, medians; unpinned on $(nproc) CPUs; raw output in $out"
+
+if ((warmup > 0)); then
+  for i in "${!names[@]}"; do
+    wrk -t$wrk_threads -c100 -d${warmup}s "http://127.0.0.1:${ports[$i]}$path" >/dev/null
+  done
+fi
+
+for c in $conns; do
+  for r in $(seq "$runs"); do
+    for i in "${!names[@]}"; do
+      wrk -t$wrk_threads -c"$c" -d"${duration}s" --timeout $wrk_timeout --latency \
+        "http://127.0.0.1:${ports[$i]}$path" >"$out/${names[$i]//\//_}.c$c.r$r.txt" 2>&1 || true
+    done
+  done
+done
+
+# One line per wrk output: req/s, p50 us, p99 us, socket errors, non-2xx.
+parse() {
+  awk '
+    function us(v) {
+      if (v ~ /us$/) return v + 0;
+      if (v ~ /ms$/) return (v + 0) * 1000;
+      if (v ~ /s$/) return (v + 0) * 1000000;
+      return v + 0;
+    }
+    /^Requests\/sec:/ { rps = $2 }
+    /^ +50%/ { p50 = us($2) }
+    /^ +99%/ { p99 = us($2) }
+    /Socket errors:/ { gsub(",", ""); err = $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx responses:/ { bad = $5 }
+    END { printf "%s %s %s %d %d\n", (rps == "" ? 0 : rps), (p50 == "" ? 0 : p50), (p99 == "" ? 0 : p99), err, bad }
+  ' "$1"
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR == 0 ? 0 : v[int((NR + 1) / 2)]) }'; }
+
+declare -A rps p50 p99 errs bad
+for c in $conns; do
+  for i in "${!names[@]}"; do
+    n=${names[$i]}
+    f=${n//\//_}
+    rows=$(for r in $(seq "$runs"); do parse "$out/$f.c$c.r$r.txt"; done)
+    rps[$n,$c]=$(awk '{ print $1 }' <<<"$rows" | median)
+    p50[$n,$c]=$(awk '{ print $2 }' <<<"$rows" | median)
+    p99[$n,$c]=$(awk '{ print $3 }' <<<"$rows" | median)
+    errs[$n,$c]=$(awk '{ s += $4 } END { print s + 0 }' <<<"$rows")
+    bad[$n,$c]=$(awk '{ s += $5 } END { print s + 0 }' <<<"$rows")
+  done
+done
+
+printf '\n%-6s %-16s %12s %10s %10s %9s %8s\n' conns server req/s p50_us p99_us sock_err non2xx
+for c in $conns; do
+  for n in "${names[@]}"; do
+    printf '%-6s %-16s %12.0f %10.0f %10.0f %9d %8d\n' "$c" "$n" "${rps[$n,$c]}" "${p50[$n,$c]}" "${p99[$n,$c]}" \
+      "${errs[$n,$c]}" "${bad[$n,$c]}"
+  done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+check() {  # label, value, op (ge|le), target
+  local verdict
+  verdict=$(awk -v v="$2" -v t="$4" -v op="$3" 'BEGIN {
+    if (v == "n/a") print "n/a"; else if ((op == "ge" && v >= t) || (op == "le" && v <= t)) print "met"; else print "MISSED" }')
+  printf '  %-44s %6s  (target %s %s) %s\n' "$1" "$2" "$([[ $3 == ge ]] && echo '>=' || echo '<=')" "$4" "$verdict"
+}
+
+echo
+echo "ratios (medians; tern-echo = the io_uring backend):"
+for c in $conns; do
+  echo " -c$c"
+  t=tern-echo/uring
+  check "throughput tern-echo / epoll-responder" "$(ratio "${rps[$t,$c]}" "${rps[epoll-responder,$c]}")" ge 0.95
+  if [[ -n $go_bin ]]; then
+    check "throughput tern-echo / go net/http" "$(ratio "${rps[$t,$c]}" "${rps[go-net/http,$c]}")" ge 1.4
+  fi
+  check "p99 latency tern-echo / epoll-responder" "$(ratio "${p99[$t,$c]}" "${p99[epoll-responder,$c]}")" le 1.2
+  check "throughput uring / epoll backend" "$(ratio "${rps[$t,$c]}" "${rps[tern-echo/epoll,$c]}")" ge 1.0
+  check "socket errors, tern-echo/uring" "${errs[$t,$c]}" le 0
+  check "socket errors, tern-echo/epoll" "${errs[tern-echo/epoll,$c]}" le 0
+done

@@ -1,0 +1,3 @@
+module tern/bench/peers/go_http
+
+go 1.19
