@@ -1,0 +1,110 @@
+#include "runtime/sync/mutex.h"
+
+#include "scheduler/sched.h"
+
+namespace tern {
+namespace {
+
+// Tries of try_lock() before queueing, when the holder may be running on another core: a critical section is often
+// shorter than a park and wake. Go spins 4 times with 30 pauses each for the same reason.
+constexpr int kSpinTries = 4;
+constexpr int kSpinPauses = 30;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spinning helps only if the holder can run meanwhile: never on a runtime with one P, where the holder waits for this
+// very P.
+bool may_spin() {
+  sched::Sched* s = sched::Sched::current();
+  return s == nullptr || s->procs() > 1;
+}
+
+}  // namespace
+
+void Mutex::lock_slow() {
+  if (may_spin()) {
+    for (int i = 0; i < kSpinTries; i++) {
+      for (int j = 0; j < kSpinPauses; j++) cpu_relax();
+      if (try_lock()) return;
+    }
+  }
+  Node n;
+  n.since = sched::now_ns();
+  bool woken = false;
+  std::unique_lock lk(mu_);
+  for (;;) {
+    // Holding mu_ while the lock is held freezes every bit but kLocked, so a failed CAS means the lock was released.
+    uint32_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+      uint32_t clear = woken ? kWoken : 0;
+      if ((s & (kLocked | kStarving)) == 0) {
+        if (state_.compare_exchange_weak(s, (s | kLocked) & ~clear, std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+          return;
+        }
+        continue;
+      }
+      if (state_.compare_exchange_weak(s, (s | kWaiters) & ~clear, std::memory_order_relaxed)) break;
+    }
+    // A waiter that already waited keeps its place at the front, so that its age counts towards starvation mode.
+    if (woken) {
+      q_.push_front(&n);
+    } else {
+      q_.push_back(&n);
+    }
+    Waiter w;
+    n.waiter = &w;
+    n.handoff = false;
+    lk.unlock();
+    w.wait();
+    if (n.handoff) return;
+    woken = true;
+    lk.lock();
+  }
+}
+
+void Mutex::unlock_slow() {
+  std::unique_lock lk(mu_);
+  // While kLocked is set, state_ changes only under mu_, which we hold: plain stores are safe until we drop kLocked.
+  uint32_t s = state_.load(std::memory_order_relaxed);
+  Node* head = q_.front();
+  if (head == nullptr) {
+    state_.store(s & kWoken, std::memory_order_release);
+    return;
+  }
+  int64_t waited = sched::now_ns() - head->since;
+  if ((s & kStarving) != 0 || waited >= kMutexStarvationNs) {
+    q_.pop_front();
+    head->handoff = true;
+    uint32_t next = kLocked | (s & kWoken);
+    if (!q_.empty()) {
+      next |= kWaiters;
+      // Go's rule: leave starvation mode once a waiter got the lock without having starved.
+      if (waited >= kMutexStarvationNs) next |= kStarving;
+    }
+    state_.store(next, std::memory_order_relaxed);
+    Waiter* w = head->waiter;
+    lk.unlock();
+    w->notify();  // publishes the handoff; the waiter cannot time out, so it is still there
+    return;
+  }
+  if ((s & kWoken) != 0) {
+    state_.store(s & ~kLocked, std::memory_order_release);
+    return;
+  }
+  q_.pop_front();
+  uint32_t next = (s & ~kLocked) | kWoken;
+  if (q_.empty()) next &= ~kWaiters;
+  state_.store(next, std::memory_order_release);
+  Waiter* w = head->waiter;
+  lk.unlock();
+  w->notify();
+}
+
+}  // namespace tern

@@ -1,0 +1,52 @@
+#include "runtime/sync/wait_group.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+
+namespace tern {
+
+void WaitGroup::add(int64_t n) {
+  std::unique_lock lk(mu_);
+  count_ += n;
+  if (count_ < 0) {
+    std::fprintf(stderr, "tern::WaitGroup: negative count %" PRId64 " (more done() than add())\n", count_);
+    std::abort();
+  }
+  if (count_ > 0 || q_.empty()) return;
+  // Detach the waiters; after the unlock only their own Waiters (on their stacks) are touched, never *this.
+  Node* first = nullptr;
+  Node* last = nullptr;
+  while (Node* w = q_.pop_front()) {
+    if (last != nullptr) {
+      last->next = w;
+    } else {
+      first = w;
+    }
+    last = w;
+  }
+  lk.unlock();
+  while (first != nullptr) {
+    Node* next = first->next;  // read before notify: the node dies with its waiter's frame
+    first->waiter->notify();
+    first = next;
+  }
+}
+
+void WaitGroup::wait() {
+  std::unique_lock lk(mu_);
+  if (count_ == 0) return;
+  Waiter w;
+  Node n;
+  n.waiter = &w;
+  q_.push_back(&n);
+  lk.unlock();
+  w.wait();
+}
+
+int64_t WaitGroup::count() const {
+  std::lock_guard lk(mu_);
+  return count_;
+}
+
+}  // namespace tern

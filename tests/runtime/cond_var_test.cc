@@ -1,0 +1,251 @@
+// Tests of tern::CondVar (runtime/sync/cond_var.h).
+#include "runtime/sync/cond_var.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <deque>
+#include <thread>
+
+#include "runtime/go.h"
+#include "runtime/runtime.h"
+#include "runtime/sync/wait_group.h"
+
+namespace {
+
+using std::chrono::milliseconds;
+
+double test_scale() {
+  const char* s = std::getenv("TERN_TEST_SCALE");
+  double v = s != nullptr ? std::atof(s) : 1.0;
+  return v > 0 ? v : 1.0;
+}
+int scaled(int n) {
+  return std::max(1, static_cast<int>(n * test_scale()));
+}
+
+tern::Config procs(int n) {
+  tern::Config cfg;
+  cfg.procs = n;
+  return cfg;
+}
+
+TEST(CondVar, ProducerConsumerQueue) {
+  tern::Runtime rt(procs(2));
+  const int n = scaled(20000);
+  rt.run([&] {
+    tern::Mutex mu;
+    tern::CondVar not_empty;
+    tern::CondVar not_full;
+    constexpr size_t kBound = 8;
+    std::deque<int> q;
+    bool finished = false;
+    long sum = 0;
+    tern::WaitGroup wg;
+    for (int c = 0; c < 3; c++) {
+      wg.add(1);
+      tern::go([&] {
+        for (;;) {
+          std::unique_lock lk(mu);
+          not_empty.wait(lk, [&] { return !q.empty() || finished; });
+          if (q.empty()) break;
+          sum += q.front();
+          q.pop_front();
+          not_full.notify_one();
+        }
+        wg.done();
+      });
+    }
+    for (int i = 1; i <= n; i++) {
+      std::unique_lock lk(mu);
+      not_full.wait(lk, [&] { return q.size() < kBound; });
+      q.push_back(i);
+      not_empty.notify_one();
+    }
+    {
+      std::lock_guard g(mu);
+      finished = true;
+    }
+    not_empty.notify_all();
+    wg.wait();
+    EXPECT_EQ(sum, static_cast<long>(n) * (n + 1) / 2);
+  });
+}
+
+TEST(CondVar, NotifyAllWakesEveryWaiter) {
+  tern::Runtime rt(procs(2));
+  rt.run([] {
+    constexpr int kWaiters = 20;
+    tern::Mutex mu;
+    tern::CondVar cv;
+    int generation = 0;
+    int waiting = 0;
+    std::atomic<int> woke{0};
+    tern::WaitGroup wg;
+    for (int i = 0; i < kWaiters; i++) {
+      wg.add(1);
+      tern::go([&] {
+        std::unique_lock lk(mu);
+        waiting++;
+        cv.wait(lk, [&] { return generation == 1; });
+        woke++;
+        wg.done();
+      });
+    }
+    for (;;) {
+      std::lock_guard g(mu);
+      if (waiting == kWaiters) break;
+      tern::yield();
+    }
+    tern::sleep_for(milliseconds(1));
+    EXPECT_EQ(woke.load(), 0);
+    {
+      std::lock_guard g(mu);
+      generation = 1;
+    }
+    cv.notify_all();
+    wg.wait();
+    EXPECT_EQ(woke.load(), kWaiters);
+  });
+}
+
+TEST(CondVar, NotifyOneWakesOne) {
+  tern::Runtime rt(procs(2));
+  rt.run([] {
+    tern::Mutex mu;
+    tern::CondVar cv;
+    int tokens = 0;
+    std::atomic<int> consumed{0};
+    tern::WaitGroup wg;
+    for (int i = 0; i < 3; i++) {
+      wg.add(1);
+      tern::go([&] {
+        std::unique_lock lk(mu);
+        cv.wait(lk, [&] { return tokens > 0; });
+        tokens--;
+        consumed++;
+        wg.done();
+      });
+    }
+    tern::sleep_for(milliseconds(2));
+    for (int i = 1; i <= 3; i++) {
+      {
+        std::lock_guard g(mu);
+        tokens++;
+      }
+      cv.notify_one();
+      while (consumed.load() < i) tern::sleep_for(std::chrono::microseconds(100));
+      tern::sleep_for(milliseconds(1));
+      EXPECT_EQ(consumed.load(), i);  // exactly one waiter per notify
+    }
+    wg.wait();
+  });
+}
+
+TEST(CondVar, WaitForTimesOutAndRelocks) {
+  tern::Runtime rt(procs(1));
+  rt.run([] {
+    tern::Mutex mu;
+    tern::CondVar cv;
+    std::unique_lock lk(mu);
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(cv.wait_for(lk, milliseconds(5)), std::cv_status::timeout);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(5));
+    EXPECT_TRUE(lk.owns_lock());
+    EXPECT_FALSE(cv.wait_for(lk, milliseconds(1), [] { return false; }));
+    // A timed-out waiter left the queue: a later notify_one goes to a live waiter.
+    bool flag = false;
+    tern::go([&] {
+      std::lock_guard g(mu);
+      flag = true;
+      cv.notify_one();
+    });
+    EXPECT_TRUE(cv.wait_for(lk, std::chrono::seconds(30), [&] { return flag; }));
+  });
+}
+
+TEST(CondVar, NotifyOneSkipsTimedOutWaiters) {
+  tern::Runtime rt(procs(2));
+  rt.run([] {
+    tern::Mutex mu;
+    tern::CondVar cv;
+    bool ready = false;
+    std::atomic<bool> long_waiter_woke{false};
+    // A short waiter times out; the long one must still get the single notify.
+    tern::WaitGroup wg;
+    wg.add(2);
+    tern::go([&] {
+      std::unique_lock lk(mu);
+      cv.wait_for(lk, milliseconds(1));
+      wg.done();
+    });
+    tern::go([&] {
+      std::unique_lock lk(mu);
+      if (cv.wait_for(lk, std::chrono::seconds(30), [&] { return ready; })) long_waiter_woke = true;
+      wg.done();
+    });
+    tern::sleep_for(milliseconds(5));
+    {
+      std::lock_guard g(mu);
+      ready = true;
+    }
+    cv.notify_one();
+    wg.wait();
+    EXPECT_TRUE(long_waiter_woke.load());
+  });
+}
+
+TEST(CondVar, PlainThreadWaiterAndFiberNotifier) {
+  tern::Runtime rt(procs(2));
+  tern::Mutex mu;
+  tern::CondVar cv;
+  bool ready = false;
+  std::thread t([&] {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return ready; });
+  });
+  rt.run([&] {
+    tern::sleep_for(milliseconds(2));
+    std::lock_guard g(mu);
+    ready = true;
+    cv.notify_all();
+  });
+  t.join();
+}
+
+// The waiter destroys the CondVar as soon as it has been woken (allowed for std::condition_variable too).
+TEST(CondVar, DestroyRightAfterWake) {
+  tern::Runtime rt(procs(2));
+  const int rounds = scaled(3000);
+  rt.run([&] {
+    for (int i = 0; i < rounds; i++) {
+      tern::Mutex mu;
+      auto cv = std::make_unique<tern::CondVar>();
+      bool ready = false;
+      tern::WaitGroup wg;
+      wg.add(1);
+      tern::go([&, c = cv.get()] {
+        {
+          std::lock_guard g(mu);
+          ready = true;
+        }
+        c->notify_one();
+        wg.done();
+      });
+      {
+        std::unique_lock lk(mu);
+        if (i % 2 == 0) {
+          cv->wait(lk, [&] { return ready; });
+        } else {
+          cv->wait_for(lk, std::chrono::seconds(30), [&] { return ready; });
+        }
+      }
+      cv.reset();
+      wg.wait();
+    }
+  });
+}
+
+}  // namespace

@@ -1,0 +1,171 @@
+// Tests of tern::WaitGroup (runtime/sync/wait_group.h), from fibers and from plain threads.
+#include "runtime/sync/wait_group.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "runtime/go.h"
+#include "runtime/runtime.h"
+
+namespace {
+
+double test_scale() {
+  const char* s = std::getenv("TERN_TEST_SCALE");
+  double v = s != nullptr ? std::atof(s) : 1.0;
+  return v > 0 ? v : 1.0;
+}
+int scaled(int n) {
+  return std::max(1, static_cast<int>(n * test_scale()));
+}
+
+tern::Config procs(int n) {
+  tern::Config cfg;
+  cfg.procs = n;
+  return cfg;
+}
+
+TEST(WaitGroup, ZeroCountDoesNotWait) {
+  tern::WaitGroup wg;
+  wg.wait();
+  EXPECT_EQ(wg.count(), 0);
+}
+
+TEST(WaitGroup, WaitsForAllFibers) {
+  tern::Runtime rt(procs(4));
+  const int n = scaled(1000);
+  rt.run([&] {
+    tern::WaitGroup wg;
+    std::atomic<int> finished{0};
+    for (int i = 0; i < n; i++) {
+      wg.add(1);
+      tern::go([&, i] {
+        if (i % 7 == 0) tern::sleep_for(std::chrono::microseconds(200));
+        finished++;
+        wg.done();
+      });
+    }
+    wg.wait();
+    EXPECT_EQ(finished.load(), n);
+    EXPECT_EQ(wg.count(), 0);
+  });
+}
+
+TEST(WaitGroup, ManyFiberWaiters) {
+  tern::Runtime rt(procs(2));
+  rt.run([] {
+    tern::WaitGroup gate(1);
+    tern::WaitGroup all;
+    std::atomic<int> released{0};
+    for (int i = 0; i < 50; i++) {
+      all.add(1);
+      tern::go([&] {
+        gate.wait();
+        released++;
+        all.done();
+      });
+    }
+    tern::sleep_for(std::chrono::milliseconds(2));
+    EXPECT_EQ(released.load(), 0);
+    gate.done();
+    all.wait();
+    EXPECT_EQ(released.load(), 50);
+  });
+}
+
+TEST(WaitGroup, PlainThreadsOnly) {
+  tern::WaitGroup wg;
+  std::atomic<int> finished{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; i++) {
+    wg.add(1);
+    threads.emplace_back([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      finished++;
+      wg.done();
+    });
+  }
+  wg.wait();
+  EXPECT_EQ(finished.load(), 4);
+  for (auto& t : threads) t.join();
+}
+
+TEST(WaitGroup, ThreadWaitsForFibersAndFiberForThreads) {
+  tern::Runtime rt(procs(2));
+  tern::WaitGroup fibers;
+  std::atomic<int> fiber_work{0};
+  for (int i = 0; i < 100; i++) {
+    fibers.add(1);
+    rt.go([&] {
+      fiber_work++;
+      fibers.done();
+    });
+  }
+  fibers.wait();  // this test's thread blocks until the fibers are done
+  EXPECT_EQ(fiber_work.load(), 100);
+
+  tern::WaitGroup threads_done;
+  std::atomic<int> thread_work{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; i++) {
+    threads_done.add(1);
+    threads.emplace_back([&] {
+      thread_work++;
+      threads_done.done();
+    });
+  }
+  rt.run([&] {
+    threads_done.wait();  // a fiber parks until plain threads are done
+    EXPECT_EQ(thread_work.load(), 3);
+  });
+  for (auto& t : threads) t.join();
+}
+
+TEST(WaitGroup, ReusableAcrossRounds) {
+  tern::Runtime rt(procs(2));
+  rt.run([] {
+    tern::WaitGroup wg;
+    for (int round = 0; round < 20; round++) {
+      std::atomic<int> n{0};
+      for (int i = 0; i < 10; i++) {
+        wg.add(1);
+        tern::go([&] {
+          n++;
+          wg.done();
+        });
+      }
+      wg.wait();
+      EXPECT_EQ(n.load(), 10);
+    }
+  });
+}
+
+// wait() returning lets its caller destroy the WaitGroup while the last done() is still returning.
+TEST(WaitGroup, DestroyRightAfterWait) {
+  tern::Runtime rt(procs(2));
+  const int rounds = scaled(5000);
+  rt.run([&] {
+    for (int i = 0; i < rounds; i++) {
+      auto wg = std::make_unique<tern::WaitGroup>(1);
+      tern::go([w = wg.get()] { w->done(); });
+      wg->wait();
+      wg.reset();
+    }
+  });
+}
+
+TEST(WaitGroupDeathTest, NegativeCountAborts) {
+  EXPECT_DEATH(
+      {
+        tern::WaitGroup wg;
+        wg.done();
+      },
+      "negative count");
+}
+
+}  // namespace
