@@ -1,0 +1,609 @@
+// End-to-end tests of build/bin/tern-echo: each test starts the real program on a free loopback port, with the epoll
+// and with the io_uring poller, and talks to it over plain blocking sockets.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/scale.h"
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// How long a client waits for any one reply before failing the test: generous, because sanitizer builds on a shared
+// 2-CPU machine can be slow, and a hang should fail rather than block the suite.
+constexpr int kReplyTimeoutMs = 10'000;
+// How long the server gets to start listening.
+constexpr auto kStartTimeout = 10s;
+// Ports are picked by binding port 0 and closing; another process may take the port in between, so retry.
+constexpr int kStartAttempts = 5;
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+int connect_to(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+// Runs a program and collects its stdout; the exit status goes to `status`.
+std::string run_capture(const std::vector<std::string>& args, const std::vector<std::string>& env, int& status) {
+  int pipefd[2];
+  EXPECT_EQ(pipe(pipefd), 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<std::string> envs(env);
+  for (char** e = environ; *e != nullptr; e++) {
+    if (std::strncmp(*e, "TERN_", 5) != 0) envs.emplace_back(*e);
+  }
+  std::vector<char*> envp;
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  EXPECT_EQ(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data()), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  close(pipefd[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(pipefd[0]);
+  waitpid(pid, &status, 0);
+  return out;
+}
+
+// A running tern-echo; stopped (SIGTERM, then SIGKILL) when destroyed.
+class Server {
+ public:
+  Server(std::vector<std::string> flags) {
+    for (int attempt = 0; attempt < kStartAttempts && pid_ < 0; attempt++) try_start(flags);
+  }
+  ~Server() {
+    if (pid_ < 0) return;
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < 100; i++) {
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  bool running() const { return pid_ >= 0; }
+  int port() const { return port_; }
+  // True while the process has not exited.
+  bool alive() const { return pid_ >= 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+ private:
+  void try_start(const std::vector<std::string>& flags) {
+    port_ = free_port();
+    std::vector<std::string> args = {TERN_ECHO_BIN, "--listen", "127.0.0.1:" + std::to_string(port_)};
+    args.insert(args.end(), flags.begin(), flags.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return;
+    const auto deadline = Clock::now() + kStartTimeout;
+    while (Clock::now() < deadline) {
+      if (waitpid(pid, nullptr, WNOHANG) == pid) return;  // exited: most likely the port was taken meanwhile
+      int fd = connect_to(port_);
+      if (fd >= 0) {
+        close(fd);
+        pid_ = pid;
+        return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::string headers;  // lower-cased, "name: value\r\n" each
+  std::string body;
+  bool has_header(const std::string& line) const { return headers.find(line + "\r\n") != std::string::npos; }
+};
+
+// A client connection that keeps unread bytes between responses (pipelining).
+class Client {
+ public:
+  explicit Client(int port) : fd_(connect_to(port)) {}
+  ~Client() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  bool ok() const { return fd_ >= 0; }
+
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  // Reads more bytes into the buffer; false on EOF, error or timeout.
+  bool fill() {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, kReplyTimeoutMs) != 1) return false;
+    char buf[64 << 10];
+    ssize_t n = recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    buf_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+
+  std::optional<HttpResponse> response() {
+    size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      if (!fill()) return std::nullopt;
+    }
+    HttpResponse r;
+    std::string head = buf_.substr(0, end + 2);
+    if (head.rfind("HTTP/1.1 ", 0) != 0) return std::nullopt;
+    r.status = std::stoi(head.substr(9, 3));
+    r.headers = head.substr(head.find("\r\n") + 2);
+    for (char& c : r.headers) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    size_t cl = r.headers.find("content-length: ");
+    if (cl == std::string::npos) return std::nullopt;
+    size_t length = std::stoul(r.headers.substr(cl + 16));
+    while (buf_.size() < end + 4 + length) {
+      if (!fill()) return std::nullopt;
+    }
+    r.body = buf_.substr(end + 4, length);
+    buf_.erase(0, end + 4 + length);
+    return r;
+  }
+
+  // Reads raw bytes until `n` have arrived.
+  std::optional<std::string> bytes(size_t n) {
+    while (buf_.size() < n) {
+      if (!fill()) return std::nullopt;
+    }
+    std::string s = buf_.substr(0, n);
+    buf_.erase(0, n);
+    return s;
+  }
+
+  // True if the server closes the connection (EOF or reset) with nothing more to read.
+  bool closed_by_peer() {
+    if (!buf_.empty()) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, kReplyTimeoutMs) != 1) return false;
+    char c;
+    ssize_t n = recv(fd_, &c, 1, 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+  }
+
+  void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+
+ private:
+  int fd_;
+  std::string buf_;
+};
+
+std::string get(const std::string& target, const std::string& extra = "") {
+  return "GET " + target + " HTTP/1.1\r\nHost: test\r\n" + extra + "\r\n";
+}
+
+std::string post(const std::string& target, const std::string& body, const std::string& extra = "") {
+  return "POST " + target + " HTTP/1.1\r\nHost: test\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+         extra + "\r\n" + body;
+}
+
+std::string pattern(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; i++) s[i] = static_cast<char>('a' + (i * 7 + i / 251) % 26);
+  return s;
+}
+
+class EchoE2E : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::vector<std::string> flags(std::vector<std::string> extra = {}) {
+    std::vector<std::string> f = {"--poller", GetParam()};
+    if (std::find(extra.begin(), extra.end(), "--procs") == extra.end()) f.insert(f.end(), {"--procs", "2"});
+    f.insert(f.end(), extra.begin(), extra.end());
+    return f;
+  }
+};
+
+TEST_P(EchoE2E, HealthKeepsTheConnectionAlive) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  Client c(s.port());
+  ASSERT_TRUE(c.ok());
+  for (int i = 0; i < 3; i++) {
+    ASSERT_TRUE(c.send(get("/health")));
+    auto r = c.response();
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "OK\n");
+    EXPECT_FALSE(r->has_header("connection: close"));
+  }
+}
+
+TEST_P(EchoE2E, EchoReturnsTheBody) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  Client c(s.port());
+  ASSERT_TRUE(c.ok());
+  // Small (copied into the response batch), large (sent from the read buffer) and at the 1 MiB default limit.
+  for (size_t size : {size_t{0}, size_t{5}, size_t{100} << 10, size_t{1} << 20}) {
+    const std::string body = pattern(size);
+    ASSERT_TRUE(c.send(post("/echo", body)));
+    auto r = c.response();
+    ASSERT_TRUE(r) << size;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_TRUE(r->body == body) << size;
+  }
+}
+
+TEST_P(EchoE2E, PipelinedResponsesComeBackInOrder) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  Client c(s.port());
+  ASSERT_TRUE(c.ok());
+  const int n = static_cast<int>(tern::test::scaled(64, 8));
+  std::string batch;
+  for (int i = 0; i < n; i++) {
+    switch (i % 4) {
+      case 0:
+        batch += get("/health");
+        break;
+      case 1:
+        batch += post("/echo", "body-" + std::to_string(i));
+        break;
+      case 2:
+        batch += get("/missing-" + std::to_string(i));
+        break;
+      case 3:
+        batch += get("/sleep?ms=1");
+        break;
+    }
+  }
+  batch += get("/health", "Connection: close\r\n");
+  ASSERT_TRUE(c.send(batch));
+  for (int i = 0; i < n; i++) {
+    auto r = c.response();
+    ASSERT_TRUE(r) << i;
+    switch (i % 4) {
+      case 0:
+        EXPECT_EQ(r->body, "OK\n") << i;
+        break;
+      case 1:
+        EXPECT_EQ(r->body, "body-" + std::to_string(i)) << i;
+        break;
+      case 2:
+        EXPECT_EQ(r->status, 404) << i;
+        break;
+      case 3:
+        EXPECT_EQ(r->status, 200) << i;
+        break;
+    }
+  }
+  auto last = c.response();
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->status, 200);
+  EXPECT_TRUE(last->has_header("connection: close"));
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+TEST_P(EchoE2E, RequestSplitAcrossManyWrites) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  Client c(s.port());
+  ASSERT_TRUE(c.ok());
+  const std::string req = post("/echo", "split body");
+  for (char ch : req) {
+    ASSERT_TRUE(c.send(std::string_view(&ch, 1)));
+    std::this_thread::sleep_for(1ms);
+  }
+  auto r = c.response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->body, "split body");
+}
+
+TEST_P(EchoE2E, ConnectionCloseAndHttp10) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  {
+    Client c(s.port());
+    ASSERT_TRUE(c.send(get("/health", "Connection: close\r\n")));
+    auto r = c.response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_TRUE(r->has_header("connection: close"));
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  {
+    Client c(s.port());
+    ASSERT_TRUE(c.send("GET /health HTTP/1.0\r\n\r\n"));
+    auto r = c.response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body, "OK\n");
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  {
+    Client c(s.port());
+    for (int i = 0; i < 2; i++) {
+      ASSERT_TRUE(c.send("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+      auto r = c.response();
+      ASSERT_TRUE(r) << i;
+      EXPECT_TRUE(r->has_header("connection: keep-alive"));
+    }
+  }
+}
+
+TEST_P(EchoE2E, ErrorStatuses) {
+  Server s(flags({"--max-body", "1024"}));
+  ASSERT_TRUE(s.running());
+  struct Case {
+    std::string request;
+    int status;
+    bool closes;
+  };
+  const std::vector<Case> cases = {
+      {"GARBAGE\r\n\r\n", 400, true},
+      {"GET /health HTTP/1.1\r\n\r\n", 400, true},  // no Host
+      {get("/nowhere"), 404, false},
+      {get("/work?us=abc"), 400, false},
+      {post("/health", ""), 405, false},
+      {post("/echo", std::string(1025, 'x')), 413, true},
+      {get("/health", "X-Big: " + std::string(9 << 10, 'h') + "\r\n"), 431, true},
+      {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501, true},
+      {"GET /health HTTP/2.0\r\nHost: t\r\n\r\n", 505, true},
+  };
+  for (const Case& k : cases) {
+    Client c(s.port());
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(c.send(k.request));
+    auto r = c.response();
+    ASSERT_TRUE(r) << k.status;
+    EXPECT_EQ(r->status, k.status) << k.request.substr(0, 40);
+    EXPECT_EQ(r->has_header("connection: close"), k.closes) << k.status;
+    if (k.closes) {
+      EXPECT_TRUE(c.closed_by_peer()) << k.status;
+    } else {
+      ASSERT_TRUE(c.send(get("/health")));
+      auto again = c.response();
+      ASSERT_TRUE(again) << k.status;
+      EXPECT_EQ(again->status, 200);
+    }
+  }
+  // A body exactly at the limit is fine.
+  Client c(s.port());
+  ASSERT_TRUE(c.send(post("/echo", std::string(1024, 'y'))));
+  auto r = c.response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body.size(), 1024u);
+}
+
+TEST_P(EchoE2E, SleepParksOnlyItsOwnConnection) {
+  // One processor: if /sleep blocked the thread, /health on another connection would wait for it.
+  Server s(flags({"--procs", "1"}));
+  ASSERT_TRUE(s.running());
+  Client sleeper(s.port());
+  Client other(s.port());
+  const auto start = Clock::now();
+  ASSERT_TRUE(sleeper.send(get("/sleep?ms=300")));
+  std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(other.send(get("/health")));
+  auto quick = other.response();
+  ASSERT_TRUE(quick);
+  EXPECT_LT(Clock::now() - start, 250ms);
+  auto slow = sleeper.response();
+  ASSERT_TRUE(slow);
+  EXPECT_EQ(slow->status, 200);
+  EXPECT_GE(Clock::now() - start, 300ms);
+}
+
+TEST_P(EchoE2E, WorkAndBlock) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  Client c(s.port());
+  auto start = Clock::now();
+  ASSERT_TRUE(c.send(get("/block?ms=30")));
+  auto r = c.response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_GE(Clock::now() - start, 30ms);
+  ASSERT_TRUE(c.send(get("/work?us=2000")));
+  r = c.response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_P(EchoE2E, ManyConcurrentConnections) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  const int clients = static_cast<int>(tern::test::scaled(100, 10));
+  const int requests = static_cast<int>(tern::test::scaled(50, 5));
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  const int kThreads = 4;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      std::vector<std::unique_ptr<Client>> cs;
+      for (int i = t; i < clients; i += kThreads) cs.push_back(std::make_unique<Client>(s.port()));
+      for (int k = 0; k < requests; k++) {
+        for (auto& c : cs) c->send(post("/echo", std::to_string(k)));
+        for (auto& c : cs) {
+          auto r = c->response();
+          if (r && r->body == std::to_string(k)) good++;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good.load(), clients * requests);
+  EXPECT_TRUE(s.alive());
+}
+
+TEST_P(EchoE2E, ClientVanishingMidRequestLeavesTheServerUp) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  {
+    Client c(s.port());
+    ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\npartial"));
+  }
+  {
+    Client c(s.port());
+    ASSERT_TRUE(c.send(post("/echo", std::string(200 << 10, 'z'))));
+    // Gone without reading the reply.
+  }
+  Client c(s.port());
+  ASSERT_TRUE(c.send(get("/health")));
+  auto r = c.response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_P(EchoE2E, TcpModeEchoesBytes) {
+  Server s(flags({"--mode", "tcp"}));
+  ASSERT_TRUE(s.running());
+  Client c(s.port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c.send("hello"));
+  auto got = c.bytes(5);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(*got, "hello");
+  // More than the socket buffers hold, written from another thread while this one reads it back.
+  const std::string big = pattern(size_t{4} << 20);
+  std::thread writer([&] { c.send(big); });
+  auto back = c.bytes(big.size());
+  writer.join();
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(*back == big);
+  c.shutdown_write();
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+INSTANTIATE_TEST_SUITE_P(Pollers, EchoE2E, ::testing::Values("epoll", "uring"),
+                         [](const auto& info) { return info.param; });
+
+TEST(EchoCli, DryRunPrintsTheResolvedConfiguration) {
+  int status = 0;
+  std::string out = run_capture({TERN_ECHO_BIN, "--dry-run", "--listen", "127.0.0.1:9999", "--mode", "tcp", "--procs",
+                                 "3", "--poller", "epoll", "--max-body", "64k"},
+                                {}, status);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  auto j = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out;
+  EXPECT_EQ(j["listen"], "127.0.0.1:9999");
+  EXPECT_EQ(j["mode"], "tcp");
+  EXPECT_EQ(j["procs"], 3);
+  EXPECT_EQ(j["poller"], "epoll");
+  EXPECT_EQ(j["max_body"], 64 << 10);
+}
+
+TEST(EchoCli, FlagsOverrideTheEnvironmentWhichOverridesDefaults) {
+  int status = 0;
+  auto j = nlohmann::json::parse(run_capture({TERN_ECHO_BIN, "--dry-run"}, {}, status), nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["listen"], "127.0.0.1:8080");
+  EXPECT_EQ(j["mode"], "http");
+  EXPECT_EQ(j["poller"], "auto");
+  EXPECT_EQ(j["max_body"], 1 << 20);
+
+  j = nlohmann::json::parse(run_capture({TERN_ECHO_BIN, "--dry-run"}, {"TERN_PROCS=5", "TERN_POLLER=epoll"}, status),
+                            nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["procs"], 5);
+  EXPECT_EQ(j["poller"], "epoll");
+
+  j = nlohmann::json::parse(run_capture({TERN_ECHO_BIN, "--dry-run", "--procs", "2", "--poller", "uring"},
+                                        {"TERN_PROCS=5", "TERN_POLLER=epoll"}, status),
+                            nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["procs"], 2);
+  EXPECT_EQ(j["poller"], "uring");
+}
+
+TEST(EchoCli, BadFlagsAndEnvironmentAreRejected) {
+  int status = 0;
+  run_capture({TERN_ECHO_BIN, "--dry-run", "--mode", "udp"}, {}, status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  run_capture({TERN_ECHO_BIN, "--dry-run", "--procs", "zero"}, {}, status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  run_capture({TERN_ECHO_BIN, "--dry-run", "--listen", "nohost"}, {}, status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  run_capture({TERN_ECHO_BIN, "--dry-run"}, {"TERN_POLLER=kqueue"}, status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+}
+
+TEST(EchoCli, PortInUseIsAnError) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  int status = 0;
+  run_capture({TERN_ECHO_BIN, "--listen", "127.0.0.1:" + std::to_string(ntohs(a.sin_port))}, {}, status);
+  close(fd);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+}
+
+}  // namespace

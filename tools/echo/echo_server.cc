@@ -1,0 +1,194 @@
+// tools/echo/echo_server.cc: see echo_server.h.
+#include "tools/echo/echo_server.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <system_error>
+
+#include "runtime/go.h"
+#include "runtime/net/net.h"
+#include "tools/echo/cpu_burn.h"
+#include "tools/echo/echo_routes.h"
+#include "tools/echo/http_response.h"
+
+namespace tern::echo {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A connection's first read buffer: a wrk request is ~40 bytes and a browser's ~1 KiB, so 16 KiB takes a deep pipeline
+// of them in one read; larger bodies grow the buffer (up to the header plus body limits) for that connection.
+constexpr size_t kReadBufBytes = 16 << 10;
+// TCP mode's buffer: one read's worth of bytes echoed per write.
+constexpr size_t kTcpBufBytes = 64 << 10;
+// After answering a request with "Connection: close" or an error, the server stops writing but keeps reading (and
+// discarding) for a while: closing a socket with unread input makes the kernel send a reset, which can destroy the
+// response before the client has read it (RFC 9112 section 9.6). The client normally closes within a round trip;
+// these bound what a client that does not can cost.
+constexpr auto kLingerTimeout = 2s;
+constexpr size_t kLingerMaxBytes = 4 << 20;
+// accept() failures that are neither descriptor exhaustion (the listener rides those out) nor a closed listener are
+// retried after this pause, so that a persistent one costs a few wakeups a second rather than a spinning core.
+constexpr auto kAcceptErrorPause = 10ms;
+
+void block_thread_ms(uint64_t ms) {
+  timespec ts{static_cast<time_t>(ms / 1000), static_cast<long>((ms % 1000) * 1'000'000)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+// Reads and drops input until the peer closes, kLingerTimeout passes or kLingerMaxBytes arrive.
+void linger_close(net::Stream& s, char* buf, size_t cap) {
+  s.shutdown(net::Shutdown::write);
+  s.set_read_deadline(net::Clock::now() + kLingerTimeout);
+  size_t drained = 0;
+  while (drained < kLingerMaxBytes) {
+    net::IoResult r = s.read(buf, cap);
+    if (!r || r.n == 0) break;
+    drained += r.n;
+  }
+  s.close();
+}
+
+class HttpConn {
+ public:
+  HttpConn(net::Stream s, const http::Limits& limits)
+      : s_(std::move(s)), limits_(limits), buf_(new char[kReadBufBytes]), cap_(kReadBufBytes) {}
+
+  void run() {
+    for (;;) {
+      if (len_ == cap_ && !grow()) return;
+      net::IoResult r = s_.read(buf_.get() + len_, cap_ - len_);
+      if (!r || r.n == 0) return;
+      len_ += r.n;
+      if (need_ > len_) continue;  // the body of a request is still arriving: no point parsing again yet
+      if (!answer()) return;
+      if (closing_) {
+        linger_close(s_, buf_.get(), cap_);
+        return;
+      }
+      // Everything answered has been sent, so nothing points into the buffer any more: move the rest to the front.
+      std::memmove(buf_.get(), buf_.get() + parsed_, len_ - parsed_);
+      len_ -= parsed_;
+      if (need_ != 0) need_ -= parsed_;
+      parsed_ = 0;
+    }
+  }
+
+ private:
+  // Answers every complete request in buf_[parsed_, len_) and sends the answers. False if sending failed.
+  bool answer() {
+    while (parsed_ < len_ && !closing_) {
+      http::Request req;
+      http::ParseResult p = http::parse_request({buf_.get() + parsed_, len_ - parsed_}, limits_, req);
+      if (p.state == http::ParseState::kNeedMore) {
+        need_ = p.need == 0 ? 0 : parsed_ + p.need;
+        break;
+      }
+      need_ = 0;
+      if (p.state == http::ParseState::kError) {
+        out_.add_error(p.status);
+        closing_ = true;
+        break;
+      }
+      Route route = echo::route(req);
+      switch (route.action) {
+        case Action::kRespond:
+          break;
+        case Action::kWork:
+          burn_cpu_us(route.amount);
+          break;
+        case Action::kSleep:
+          if (!flush()) return false;
+          tern::sleep_for(std::chrono::milliseconds(route.amount));
+          break;
+        case Action::kBlock:
+          if (!flush()) return false;
+          block_thread_ms(route.amount);
+          break;
+      }
+      out_.add(route.response, req);
+      parsed_ += p.consumed;
+      if (!req.keep_alive) closing_ = true;
+    }
+    return flush();
+  }
+
+  bool flush() {
+    if (out_.empty()) return true;
+    std::span<const iovec> iov = out_.iovecs();
+    net::IoResult w = s_.writev(iov.data(), static_cast<int>(iov.size()));
+    out_.clear();
+    return static_cast<bool>(w);
+  }
+
+  // Makes room when the buffer is full: a request bigger than the buffer is arriving. Requests are bounded by the
+  // header and body limits, and parsing reports those as errors first, so a full buffer at that bound cannot happen.
+  bool grow() {
+    const size_t max = limits_.max_header_bytes + limits_.max_body_bytes;
+    if (cap_ >= max) return false;
+    size_t cap = std::min(std::max(need_, cap_ * 2), max);
+    std::unique_ptr<char[]> bigger(new char[cap]);
+    std::memcpy(bigger.get(), buf_.get(), len_);
+    buf_ = std::move(bigger);
+    cap_ = cap;
+    return true;
+  }
+
+  net::Stream s_;
+  const http::Limits& limits_;
+  std::unique_ptr<char[]> buf_;
+  size_t cap_;
+  size_t len_ = 0;     // bytes read into buf_
+  size_t parsed_ = 0;  // bytes of buf_ answered (their responses may point into them until flushed)
+  size_t need_ = 0;    // buf_ must hold this many bytes before the next request can be complete; 0: unknown
+  bool closing_ = false;
+  http::ResponseBatch out_;
+};
+
+void serve_tcp(net::Stream s) {
+  std::unique_ptr<char[]> buf(new char[kTcpBufBytes]);
+  for (;;) {
+    net::IoResult r = s.read(buf.get(), kTcpBufBytes);
+    if (!r || r.n == 0) return;
+    if (!s.write_all(buf.get(), r.n)) return;
+  }
+}
+
+bool permanent(std::error_code ec) {
+  return ec == net::Errc::not_open || ec == net::Errc::not_in_fiber || ec == net::Errc::no_poller;
+}
+
+}  // namespace
+
+Result<net::Address> parse_listen_address(const std::string& listen) {
+  net::NetResult<net::Address> a = net::Address::parse(listen);
+  if (!a) return make_error("'" + listen + "': " + a.error().message());
+  return *a;
+}
+
+Error serve(const ServerOptions& opts) {
+  Result<net::Address> addr = parse_listen_address(opts.listen);
+  if (!addr) return make_error(addr.error());
+  net::NetResult<net::Listener> l = net::listen(*addr);
+  if (!l) return make_error("listen " + opts.listen + ": " + l.error().message());
+  for (;;) {
+    net::NetResult<net::Stream> s = l->accept();
+    if (!s) {
+      if (permanent(s.error())) return make_error("accept: " + s.error().message());
+      tern::sleep_for(kAcceptErrorPause);
+      continue;
+    }
+    if (opts.mode == Mode::kTcp) {
+      tern::go([s = std::move(*s)]() mutable { serve_tcp(std::move(s)); });
+    } else {
+      tern::go([s = std::move(*s), &opts]() mutable { HttpConn(std::move(s), opts.limits).run(); });
+    }
+  }
+}
+
+}  // namespace tern::echo

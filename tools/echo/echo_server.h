@@ -1,0 +1,39 @@
+// tools/echo/echo_server.h: tern-echo's accept loop and its HTTP and TCP connection handlers, on runtime/net.
+//
+// One fiber accepts; every connection gets a fiber of its own. An HTTP connection keeps one read buffer for its whole
+// life: each read is followed by parsing every complete request in the buffer and answering them all with a single
+// writev (pipelined requests cost one write per read, not one per request). A request that must wait (/sleep, /block)
+// first sends the answers batched before it, so earlier requests are not held back.
+//
+//   rt.run([&] {
+//     tern::echo::ServerOptions opts;
+//     opts.listen = "127.0.0.1:8080";
+//     tern::Error e = tern::echo::serve(opts);           // returns only when it cannot serve
+//     fmt::print(stderr, "tern-echo: {}\n", e.message);
+//   });
+#pragma once
+
+#include <string>
+
+#include "runtime/net/address.h"
+#include "runtime/result.h"
+#include "tools/echo/http_parser.h"
+
+namespace tern::echo {
+
+enum class Mode { kHttp, kTcp };
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8080";
+  Mode mode = Mode::kHttp;
+  http::Limits limits;
+};
+
+// Parses a --listen value (runtime/net's numeric forms: "127.0.0.1:8080", "[::1]:8080", ":8080").
+Result<net::Address> parse_listen_address(const std::string& listen);
+
+// Listens and serves until the listener fails. Must run on a fiber of a Runtime. Returns only then, with why: it
+// could not listen, or accepting failed for good.
+Error serve(const ServerOptions& opts);
+
+}  // namespace tern::echo

@@ -1,0 +1,101 @@
+// tools/echo/main.cc: tern-echo, the bundled HTTP/1.1 and TCP echo server.
+//
+//   tern-echo                                    # HTTP on 127.0.0.1:8080, processors and poller from the machine
+//   tern-echo --listen 0.0.0.0:9000 --mode tcp   # echo bytes back
+//   tern-echo --procs 2 --poller epoll --dry-run # print the resolved configuration as JSON and exit
+//
+// Precedence: flags > environment (tern::Config::from_env(): TERN_PROCS, TERN_POLLER, ...) > defaults.
+#include <signal.h>
+
+#include <fmt/core.h>
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "runtime/config.h"
+#include "runtime/runtime.h"
+#include "tools/echo/echo_server.h"
+
+namespace {
+
+// The default address: loopback, so that starting the demo server never exposes it to the network.
+constexpr const char* kDefaultListen = "127.0.0.1:8080";
+// Exit status for bad flags or environment (CLI11 uses its own codes for malformed command lines).
+constexpr int kExitUsage = 2;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto env = tern::Config::from_env();
+  if (!env) {
+    fmt::print(stderr, "tern-echo: {}\n", env.error());
+    return kExitUsage;
+  }
+  tern::Config cfg = *env;
+
+  CLI::App app{"tern-echo: an HTTP/1.1 and TCP echo server on the tern fiber runtime"};
+  std::string listen = kDefaultListen;
+  std::string mode = "http";
+  std::string procs;
+  std::string poller;
+  std::string max_body;
+  bool dry_run = false;
+  app.add_option("--listen", listen, "HOST:PORT to listen on (IPv4 or [IPv6])")->capture_default_str();
+  app.add_option("--mode", mode, "http: the HTTP endpoints; tcp: echo bytes back")
+      ->check(CLI::IsMember({"http", "tcp"}))
+      ->capture_default_str();
+  app.add_option("--procs", procs, "processors: auto or N (default: TERN_PROCS, else auto)");
+  app.add_option("--poller", poller, "auto, uring or epoll (default: TERN_POLLER, else auto)")
+      ->check(CLI::IsMember({"auto", "uring", "epoll"}));
+  app.add_option("--max-body", max_body, "largest HTTP request body, bytes with optional k/m suffix (default 1M)");
+  app.add_flag("--dry-run", dry_run, "print the resolved configuration as JSON and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  tern::echo::ServerOptions opts;
+  opts.listen = listen;
+  opts.mode = mode == "tcp" ? tern::echo::Mode::kTcp : tern::echo::Mode::kHttp;
+  if (!procs.empty()) {
+    auto p = tern::parse_procs(procs);
+    if (!p) {
+      fmt::print(stderr, "tern-echo: --procs: {}\n", p.error());
+      return kExitUsage;
+    }
+    cfg.procs = *p;
+  }
+  if (!poller.empty()) cfg.poller = poller;
+  if (!max_body.empty()) {
+    auto b = tern::parse_size(max_body);
+    if (!b) {
+      fmt::print(stderr, "tern-echo: --max-body: {}\n", b.error());
+      return kExitUsage;
+    }
+    opts.limits.max_body_bytes = *b;
+  }
+  auto addr = tern::echo::parse_listen_address(opts.listen);
+  if (!addr) {
+    fmt::print(stderr, "tern-echo: --listen: {}\n", addr.error());
+    return kExitUsage;
+  }
+
+  if (dry_run) {
+    nlohmann::json j = nlohmann::json::parse(cfg.to_json());
+    j["listen"] = opts.listen;
+    j["mode"] = mode;
+    j["max_body"] = opts.limits.max_body_bytes;
+    j["max_header"] = opts.limits.max_header_bytes;
+    fmt::print("{}\n", j.dump(2));
+    return 0;
+  }
+
+  // A peer that resets a connection mid-write must cost an error value, not the process.
+  signal(SIGPIPE, SIG_IGN);
+  tern::Runtime rt(cfg);
+  int status = 0;
+  rt.run([&] {
+    tern::Error e = tern::echo::serve(opts);
+    fmt::print(stderr, "tern-echo: {}\n", e.message);
+    status = 1;
+  });
+  return status;
+}
