@@ -1,0 +1,69 @@
+// netpoll/epoll_poller.h: the epoll backend of sched::Poller and netpoll::IoBackend.
+//
+// Readiness, edge-triggered, after Go's netpoll_epoll.go: every socket is registered once, at open(), for input and
+// output (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) with its poll descriptor's (index, generation) tag as the event
+// data. An operation tries its syscall first on the non-blocking fd and parks on the descriptor's reader or writer
+// WaitSlot only on EAGAIN; an edge notifies the slot, which readies the parked fiber or latches for the next attempt.
+// So a read or write whose data or buffer space is there costs exactly its syscall, and one epoll_wait serves every
+// readiness that arrived since the last one.
+//
+// poll() may run on several threads at once (epoll_wait is thread-safe); wake() writes an eventfd that stays
+// registered level-triggered, and only a blocking poll() reads it, so a non-blocking poll cannot swallow the wakeup
+// meant for the blocked one (Go's netpollBreak does the same).
+//
+//   auto p = netpoll::EpollPoller::create();            // Result<std::unique_ptr<EpollPoller>>
+//   sched.set_poller(p->get());
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "netpoll/desc_table.h"
+#include "netpoll/io_backend.h"
+#include "netpoll/wait_slot.h"
+#include "runtime/result.h"
+#include "scheduler/poller.h"
+
+namespace tern::netpoll {
+
+class EpollPoller final : public sched::Poller, public IoBackend {
+ public:
+  static Result<std::unique_ptr<EpollPoller>> create();
+  // Closes the fds of descriptors still open (their fibers were discarded with the runtime).
+  ~EpollPoller() override;
+
+  // sched::Poller
+  size_t poll(int64_t timeout_ns, sched::GList& out) override;
+  void wake() override;
+  bool has_waiters() const override { return waiters_.load(std::memory_order_relaxed) > 0; }
+  const char* name() const override { return "epoll"; }
+
+  // IoBackend
+  const char* backend_name() const override { return "epoll"; }
+  int socket_flags() const override;
+  Desc* open(int fd, bool listening, int* err) override;
+  void close(Desc* d) override;
+  ssize_t read(Desc* d, void* buf, size_t len, int64_t deadline_ns) override;
+  ssize_t write(Desc* d, const void* buf, size_t len, int64_t deadline_ns) override;
+  ssize_t writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadline_ns) override;
+  int connect(Desc* d, const sockaddr* addr, socklen_t len, int64_t deadline_ns) override;
+  int accept(Desc* d, int64_t deadline_ns) override;
+
+ private:
+  struct PollDesc : Desc {
+    WaitSlot rd;  // the reader or acceptor
+    WaitSlot wr;  // the writer or connector
+  };
+
+  EpollPoller(int epfd, int efd);
+  // Parks on `slot` after EAGAIN; false at the deadline (counted).
+  bool await(WaitSlot& slot, int64_t deadline_ns);
+
+  int epfd_;
+  int efd_;                                // wake() eventfd
+  std::atomic<bool> wake_pending_{false};  // a wake() write not yet read: later wake()s skip the syscall
+  std::atomic<int64_t> waiters_{0};
+  DescTable<PollDesc> table_;
+};
+
+}  // namespace tern::netpoll

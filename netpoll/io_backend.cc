@@ -1,0 +1,14 @@
+#include "netpoll/io_backend.h"
+
+#include "scheduler/sched.h"
+
+namespace tern::netpoll {
+
+IoBackend* current_backend() {
+  sched::Sched* s = sched::Sched::current();
+  if (s == nullptr) return nullptr;
+  // A cross-cast from the scheduler's Poller to the backend's other base; runtime/net does it once per socket.
+  return dynamic_cast<IoBackend*>(s->poller());
+}
+
+}  // namespace tern::netpoll

@@ -1,0 +1,30 @@
+#include "netpoll/netpoll.h"
+
+#include <cstdio>
+
+#include "netpoll/epoll_poller.h"
+#include "netpoll/uring_poller.h"
+
+namespace tern::netpoll {
+
+Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind) {
+  if (kind == "epoll") {
+    auto p = EpollPoller::create();
+    if (!p) return make_error("epoll poller: " + p.error());
+    return std::unique_ptr<sched::Poller>(std::move(*p));
+  }
+  if (kind == "uring" || kind == "auto") {
+    auto p = UringPoller::create();
+    if (p) return std::unique_ptr<sched::Poller>(std::move(*p));
+    if (kind == "uring") return make_error("poller 'uring' requested but io_uring is unusable here: " + p.error());
+    std::fprintf(stderr, "tern: io_uring unavailable (%s); using epoll\n", p.error().c_str());
+    return make_poller("epoll");
+  }
+  return make_error("unknown poller '" + kind + "' (expected auto, uring or epoll)");
+}
+
+std::string uring_unavailable_reason() {
+  return UringPoller::probe();
+}
+
+}  // namespace tern::netpoll

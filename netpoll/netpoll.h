@@ -1,0 +1,34 @@
+// netpoll/netpoll.h: the network poller module, and the factory that picks a backend.
+//
+// netpoll/ implements scheduler/'s Poller interface twice, and offers runtime/net the fiber-blocking socket operations
+// of netpoll::IoBackend (netpoll/io_backend.h):
+//   epoll_poller.h   readiness, edge-triggered, one registration per socket (any Linux)
+//   uring_poller.h   completions, one io_uring per submitting thread, multishot accept, provided buffers (Linux 6.0+)
+//   wait_slot.h      the one-fiber parking spot both are built on; desc_table.h, their descriptor storage
+// It may call scheduler/ (park, ready, timers) and alloc/; the scheduler knows no backend.
+//
+// Selection (Config::poller, --poller, TERN_POLLER):
+//   "epoll"  always works on Linux;
+//   "uring"  io_uring, or an error saying what the kernel lacks;
+//   "auto"   io_uring if the probe passes (ring setup, features, every opcode and registration used), else epoll,
+//            with one line on stderr saying why. A failed probe never aborts.
+//
+//   auto p = tern::netpoll::make_poller("auto");   // Result<std::unique_ptr<sched::Poller>>
+//   if (!p) { std::fprintf(stderr, "%s\n", p.error().c_str()); return 2; }
+//   sched.set_poller(p->get());                    // the owner keeps *p alive for as long as the scheduler
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "runtime/result.h"
+#include "scheduler/poller.h"
+
+namespace tern::netpoll {
+
+Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind);
+
+// Whether make_poller("uring") would succeed here: empty, or the reason it would not (for --dry-run and tests).
+std::string uring_unavailable_reason();
+
+}  // namespace tern::netpoll

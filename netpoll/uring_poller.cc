@@ -1,0 +1,557 @@
+#include "netpoll/uring_poller.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+
+#include "scheduler/park.h"
+
+namespace tern::netpoll {
+namespace {
+
+// user_data is a pointer with a kind in its low bits (Op and ListenState are at least 8-byte aligned).
+constexpr uint64_t kTagMask = 7;
+constexpr uint64_t kTagOp = 0;
+constexpr uint64_t kTagAccept = 1;
+constexpr uint64_t kWakeData = 2;  // the wait ring's eventfd poll
+
+// The wait ring holds one POLL_ADD at a time.
+constexpr unsigned kWaitEntries = 4;
+// Completion results are 32-bit; larger transfers are split by the caller's loop.
+constexpr size_t kMaxTransfer = 1u << 30;
+// run() result meaning "the kernel cancelled this on its own (its submitting thread exited): submit it again".
+constexpr int kResubmit = INT_MIN;
+
+std::atomic<uint64_t> next_poller_id{1};
+
+// The ring this thread submits to, for the poller whose id is cached (a thread serves one runtime at a time).
+struct ThreadRing {
+  uint64_t poller_id = 0;
+  std::shared_ptr<Ring> ring;
+
+  ~ThreadRing() { release(); }
+  void release() {
+    if (ring && !ring->shared()) ring->owned.store(false, std::memory_order_release);
+    ring.reset();
+    poller_id = 0;
+  }
+};
+thread_local ThreadRing t_ring;
+
+std::string errno_text(const char* what, int err) {
+  return std::string(what) + ": " + std::strerror(err);
+}
+
+[[noreturn]] void fatal(const char* what, int err) {
+  std::fprintf(stderr, "tern: netpoll: %s: %s\n", what, std::strerror(err));
+  std::abort();
+}
+
+}  // namespace
+
+struct UringPoller::Op {
+  WaitSlot slot;
+  int32_t res = 0;
+  char* copy_to = nullptr;  // a buffer-select receive: where the reaper copies the data
+};
+
+struct UringPoller::ListenState {
+  std::mutex mu;  // ready, error, armed: the reaper and the acceptor
+  std::deque<int> ready;
+  int error = 0;       // first error of a terminated multishot accept, for accept() to report
+  bool armed = false;  // a multishot accept is in flight
+  Ring* ring = nullptr;
+  WaitSlot slot;  // the acceptor, or close() waiting for the multishot to end
+};
+
+std::string UringPoller::probe() {
+  io_uring ring;
+  io_uring_params p{};
+  int rc = io_uring_queue_init_params(kWaitEntries, &ring, &p);
+  if (rc < 0) return errno_text("io_uring_setup", -rc);
+  struct Cleanup {
+    io_uring* ring;
+    int efd = -1, sock = -1;
+    ~Cleanup() {
+      io_uring_queue_exit(ring);
+      if (efd >= 0) ::close(efd);
+      if (sock >= 0) ::close(sock);
+    }
+  } cleanup{&ring};
+
+  const struct {
+    uint32_t bit;
+    const char* name;
+  } features[] = {{IORING_FEAT_FAST_POLL, "IORING_FEAT_FAST_POLL"},
+                  {IORING_FEAT_NODROP, "IORING_FEAT_NODROP"},
+                  {IORING_FEAT_EXT_ARG, "IORING_FEAT_EXT_ARG"}};
+  for (const auto& f : features)
+    if ((p.features & f.bit) == 0) return std::string("kernel lacks ") + f.name;
+
+  io_uring_probe* pr = io_uring_get_probe_ring(&ring);
+  if (pr == nullptr) return "IORING_REGISTER_PROBE failed";
+  const struct {
+    int op;
+    const char* name;
+  } ops[] = {{IORING_OP_RECV, "RECV"},       {IORING_OP_SEND, "SEND"},     {IORING_OP_SENDMSG, "SENDMSG"},
+             {IORING_OP_CONNECT, "CONNECT"}, {IORING_OP_ACCEPT, "ACCEPT"}, {IORING_OP_POLL_ADD, "POLL_ADD"}};
+  for (const auto& o : ops) {
+    if (!io_uring_opcode_supported(pr, o.op)) {
+      io_uring_free_probe(pr);
+      return std::string("kernel lacks IORING_OP_") + o.name;
+    }
+  }
+  io_uring_free_probe(pr);
+
+  cleanup.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (cleanup.efd < 0) return errno_text("eventfd", errno);
+  rc = io_uring_register_eventfd(&ring, cleanup.efd);
+  if (rc < 0) return errno_text("IORING_REGISTER_EVENTFD", -rc);
+
+  // Multishot accept and synchronous cancellation, for real: arm one on an autobound abstract unix socket (no
+  // network needed), cancel it, and expect -ECANCELED.
+  cleanup.sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (cleanup.sock < 0) return errno_text("socket(AF_UNIX)", errno);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  if (bind(cleanup.sock, reinterpret_cast<sockaddr*>(&sun), sizeof(sa_family_t)) < 0 || listen(cleanup.sock, 1) < 0)
+    return errno_text("probe socket", errno);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  io_uring_prep_multishot_accept(sqe, cleanup.sock, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64(sqe, 1);
+  rc = io_uring_submit(&ring);
+  if (rc < 0) return errno_text("io_uring_enter", -rc);
+  io_uring_sync_cancel_reg reg{};
+  reg.addr = 1;
+  reg.timeout.tv_sec = -1;
+  reg.timeout.tv_nsec = -1;
+  rc = io_uring_register_sync_cancel(&ring, &reg);
+  if (rc == -EINVAL) return "kernel lacks IORING_REGISTER_SYNC_CANCEL";
+  io_uring_cqe* cqe = nullptr;
+  __kernel_timespec ts{1, 0};  // the completion is posted before the cancel returns; a second is slack
+  rc = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
+  if (rc < 0) return errno_text("multishot accept probe", -rc);
+  int res = cqe->res;
+  io_uring_cqe_seen(&ring, cqe);
+  if (res != -ECANCELED) return errno_text("multishot accept", res < 0 ? -res : EPROTO);
+  return {};
+}
+
+Result<std::unique_ptr<UringPoller>> UringPoller::create() {
+  std::string why = probe();
+  if (!why.empty()) return make_error(why);
+  int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) return make_error(errno_text("eventfd", errno));
+  std::unique_ptr<UringPoller> p(new UringPoller(efd));
+  int rc = io_uring_queue_init(kWaitEntries, &p->wait_ring_, 0);
+  if (rc < 0) return make_error(errno_text("io_uring_setup", -rc));
+  p->wait_ring_ok_ = true;
+  auto shared = Ring::create(efd, /*shared=*/true);
+  if (!shared) return make_error(shared.error());
+  p->shared_ = std::shared_ptr<Ring>(std::move(*shared));
+  p->owners_.push_back(p->shared_);
+  p->rings_[0].store(p->shared_.get(), std::memory_order_release);
+  p->nrings_.store(1, std::memory_order_release);
+  return p;
+}
+
+UringPoller::UringPoller(int efd) : id_(next_poller_id.fetch_add(1, std::memory_order_relaxed)), efd_(efd) {}
+
+UringPoller::~UringPoller() {
+  // Fibers are gone: completions still queued are dropped unread, except accepted connections, which are closed.
+  for (auto& r : owners_) {
+    std::lock_guard lk(r->cq_mu);
+    io_uring* u = r->uring();
+    unsigned head, seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(u, head, cqe) {
+      if ((cqe->user_data & kTagMask) == kTagAccept && cqe->res >= 0) ::close(cqe->res);
+      seen++;
+    }
+    io_uring_cq_advance(u, seen);
+  }
+  descs_.for_each_live([](UringDesc* d) {
+    if (d->listen != nullptr) {
+      for (int fd : d->listen->ready) ::close(fd);
+      delete d->listen;
+    }
+    if (d->fd >= 0) ::close(d->fd);
+  });
+  if (wait_ring_ok_) io_uring_queue_exit(&wait_ring_);
+  ::close(efd_);
+}
+
+Ring* UringPoller::thread_ring() {
+  if (t_ring.poller_id == id_) [[likely]]
+    return t_ring.ring.get();
+  return adopt_ring();
+}
+
+Ring* UringPoller::adopt_ring() {
+  t_ring.release();
+  std::shared_ptr<Ring> pick;
+  {
+    std::lock_guard lk(rings_mu_);
+    // A ring whose thread exited is reused before a new one is made, so thread churn does not grow the set.
+    for (auto& r : owners_) {
+      bool expected = false;
+      if (!r->shared() && r->owned.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+        pick = r;
+        break;
+      }
+    }
+    int n = nrings_.load(std::memory_order_relaxed);
+    if (!pick && n < kMaxRings) {
+      auto created = Ring::create(efd_, /*shared=*/false);
+      if (created) {
+        pick = std::shared_ptr<Ring>(std::move(*created));
+        pick->owned.store(true, std::memory_order_relaxed);
+        owners_.push_back(pick);
+        rings_[n].store(pick.get(), std::memory_order_release);
+        nrings_.store(n + 1, std::memory_order_release);
+      }
+    }
+    if (!pick) pick = shared_;
+  }
+  t_ring.poller_id = id_;
+  t_ring.ring = std::move(pick);
+  return t_ring.ring.get();
+}
+
+template <class Prep>
+Ring* UringPoller::submit(Prep&& prep, uint64_t user_data) {
+  Ring* r = thread_ring();
+  io_uring* u = r->uring();
+  std::unique_lock<std::mutex> sq_lock;
+  if (r->shared()) sq_lock = std::unique_lock(r->sq_mu);
+  io_uring_sqe* sqe;
+  while ((sqe = io_uring_get_sqe(u)) == nullptr) io_uring_submit(u);
+  prep(sqe);
+  io_uring_sqe_set_data64(sqe, user_data);
+  // What completes during this submit is reaped just below, so it needs no eventfd signal (which would wake a
+  // sleeping poller for nothing).
+  io_uring_cq_eventfd_toggle(u, false);
+  for (;;) {
+    int rc = io_uring_submit(u);
+    if (rc >= 0) break;
+    if (rc == -EINTR || rc == -EAGAIN) continue;  // EAGAIN: the kernel is short of request memory for a moment
+    if (rc == -EBUSY) {                           // completions backed up: make room, then submit
+      sched::GList ready;
+      {
+        std::lock_guard lk(r->cq_mu);
+        reap(r, ready);
+      }
+      if (!ready.empty()) sched::ready_list(ready);
+      continue;
+    }
+    fatal("io_uring_enter", -rc);  // EBADF, EFAULT, EINVAL: the ring itself is broken
+  }
+  io_uring_cq_eventfd_toggle(u, true);
+  if (sq_lock.owns_lock()) sq_lock.unlock();
+  sched::GList ready;
+  {
+    // Blocking, not try_lock: a reaper that holds the lock may have read the tail before these completions were
+    // posted, and with the eventfd off nobody else would learn of them.
+    std::lock_guard lk(r->cq_mu);
+    reap(r, ready);
+  }
+  if (!ready.empty()) sched::ready_list(ready);
+  return r;
+}
+
+template <class Prep>
+int UringPoller::run(Op& op, int64_t deadline_ns, Prep&& prep) {
+  uint64_t ud = reinterpret_cast<uint64_t>(&op) | kTagOp;
+  Ring* r = submit(prep, ud);
+  if (op.slot.wait(deadline_ns, waiters_) == WaitSlot::kNotified) return op.res == -ECANCELED ? kResubmit : op.res;
+  timeouts_.fetch_add(1, std::memory_order_relaxed);
+  cancel(r, ud);
+  // Until its completion is reaped the kernel may still write to the caller's buffer, and the reaper to `op`.
+  op.slot.wait(-1, waiters_);
+  return op.res == -ECANCELED ? -ETIMEDOUT : op.res;
+}
+
+void UringPoller::cancel(Ring* r, uint64_t user_data) {
+  io_uring_sync_cancel_reg reg{};
+  reg.addr = user_data;
+  reg.fd = -1;
+  // No timeout: socket operations wait in the kernel's poll machinery, from which cancellation is immediate.
+  reg.timeout.tv_sec = -1;
+  reg.timeout.tv_nsec = -1;
+  int rc;
+  do {
+    rc = io_uring_register_sync_cancel(r->uring(), &reg);
+  } while (rc == -EINTR);
+  // -ENOENT: it completed first; its completion is posted or reaped already.
+}
+
+size_t UringPoller::reap(Ring* r, sched::GList& out) {
+  io_uring* u = r->uring();
+  size_t readied = 0;
+  for (;;) {
+    unsigned head, seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(u, head, cqe) {
+      readied += complete(r, cqe, out);
+      seen++;
+    }
+    if (seen > 0) {
+      io_uring_cq_advance(u, seen);
+      continue;
+    }
+    // Completions the CQ had no room for wait in the kernel's overflow list until a GETEVENTS enter flushes them.
+    if (!io_uring_cq_has_overflow(u)) break;
+    io_uring_get_events(u);
+    if (io_uring_cq_ready(u) == 0) break;
+  }
+  return readied;
+}
+
+size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out) {
+  uint64_t ud = cqe->user_data;
+  int res = cqe->res;
+  sched::G* g = nullptr;
+  if ((ud & kTagMask) == kTagOp) {
+    auto* op = reinterpret_cast<Op*>(ud & ~kTagMask);
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+      unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+      if (res > 0) std::memcpy(op->copy_to, r->buffer(bid), static_cast<size_t>(res));
+      r->recycle(bid);
+    }
+    op->res = res;
+    g = op->slot.notify();  // the last touch of `op`: its fiber may return and pop it as soon as this lands
+  } else {
+    auto* ls = reinterpret_cast<ListenState*>(ud & ~kTagMask);
+    std::lock_guard lk(ls->mu);
+    if (res >= 0) {
+      ls->ready.push_back(res);
+    } else if (res != -ECANCELED && ls->error == 0) {
+      // ECANCELED: close() cancelled it, or its submitting thread exited; accept() simply re-arms.
+      ls->error = -res;
+    }
+    if ((cqe->flags & IORING_CQE_F_MORE) == 0) ls->armed = false;
+    g = ls->slot.notify();
+  }
+  if (g == nullptr) return 0;
+  out.push(g);
+  return 1;
+}
+
+size_t UringPoller::reap_all(sched::GList& out, bool wait_for_locks) {
+  size_t n = 0;
+  int count = nrings_.load(std::memory_order_acquire);
+  for (int i = 0; i < count; i++) {
+    Ring* r = rings_[i].load(std::memory_order_acquire);
+    if (!r->cq_pending()) continue;
+    if (wait_for_locks) {
+      std::lock_guard lk(r->cq_mu);
+      n += reap(r, out);
+    } else {
+      // A busy lock means another thread is reaping this ring right now; it will take what is there.
+      std::unique_lock lk(r->cq_mu, std::try_to_lock);
+      if (lk.owns_lock()) n += reap(r, out);
+    }
+  }
+  return n;
+}
+
+size_t UringPoller::poll(int64_t timeout_ns, sched::GList& out) {
+  if (timeout_ns == 0) return reap_all(out, false);
+  std::unique_lock lk(wait_mu_, std::try_to_lock);
+  if (!lk.owns_lock()) return reap_all(out, false);  // another thread is the blocking poller
+
+  if (!efd_armed_) {
+    // The eventfd counts completions on every ring and wake() calls since it was last read; if any happened the
+    // poll completes at once, so nothing between the caller's last look and this sleep is missed.
+    io_uring_sqe* sqe = io_uring_get_sqe(&wait_ring_);
+    io_uring_prep_poll_add(sqe, efd_, POLLIN);
+    io_uring_sqe_set_data64(sqe, kWakeData);
+    efd_armed_ = true;
+  }
+  __kernel_timespec ts{};
+  __kernel_timespec* tsp = nullptr;
+  if (timeout_ns > 0) {
+    ts.tv_sec = timeout_ns / 1'000'000'000;
+    ts.tv_nsec = timeout_ns % 1'000'000'000;
+    tsp = &ts;
+  }
+  io_uring_cqe* cqe = nullptr;
+  io_uring_submit_and_wait_timeout(&wait_ring_, &cqe, 1, tsp, nullptr);  // -ETIME and -EINTR just return
+
+  unsigned head, seen = 0;
+  io_uring_for_each_cqe(&wait_ring_, head, cqe) seen++;  // the eventfd poll fired (or failed: re-armed next time)
+  io_uring_cq_advance(&wait_ring_, seen);
+  if (seen > 0) {
+    efd_armed_ = false;
+    uint64_t v;
+    ssize_t r = ::read(efd_, &v, sizeof v);
+    (void)r;
+    // After the read, as in the epoll backend: a wake() in between skipped its write, and this poll is returning.
+    wake_pending_.store(false, std::memory_order_release);
+  }
+  lk.unlock();
+  // Waiting for each ring's lock: a completion whose signal was just consumed must not be left to a reaper that
+  // already read the tail.
+  return reap_all(out, true);
+}
+
+void UringPoller::wake() {
+  if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+  uint64_t one = 1;
+  ssize_t r = ::write(efd_, &one, sizeof one);
+  (void)r;
+}
+
+Desc* UringPoller::open(int fd, bool listening, int* err) {
+  UringDesc* d = descs_.acquire();
+  if (d == nullptr) {
+    *err = ENOMEM;
+    return nullptr;
+  }
+  d->fd = fd;
+  d->listen = listening ? new ListenState() : nullptr;
+  return d;
+}
+
+void UringPoller::wait_disarmed(ListenState* ls) {
+  for (;;) {
+    {
+      // Seeing armed == false under the lock means the reaper of the final completion is done with `ls`.
+      std::lock_guard lk(ls->mu);
+      if (!ls->armed) return;
+    }
+    if (sched::in_fiber()) {
+      ls->slot.wait(-1, waiters_);
+    } else {
+      // A Listener destroyed outside the runtime's fibers: reap on this thread until the final completion shows.
+      sched::GList ready;
+      reap_all(ready, true);
+      if (!ready.empty()) sched::ready_list(ready);
+      usleep(100);
+    }
+  }
+}
+
+void UringPoller::close(Desc* d) {
+  auto* ud = static_cast<UringDesc*>(d);
+  if (ListenState* ls = ud->listen) {
+    bool armed;
+    {
+      std::lock_guard lk(ls->mu);
+      armed = ls->armed;
+    }
+    if (armed) {
+      cancel(ls->ring, reinterpret_cast<uint64_t>(ls) | kTagAccept);
+      wait_disarmed(ls);
+    }
+    for (int fd : ls->ready) ::close(fd);
+    delete ls;
+    ud->listen = nullptr;
+  }
+  ::close(ud->fd);
+  descs_.release(ud);
+}
+
+ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
+  int fd = d->fd;
+  len = std::min(len, kMaxTransfer);
+  bool select = true;
+  for (;;) {
+    Op op;
+    Ring* r = thread_ring();
+    bool provided = select && r->has_buffers() && len <= Ring::kBufSize;
+    if (provided) op.copy_to = static_cast<char*>(buf);
+    int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) {
+      if (provided) {
+        io_uring_prep_recv(sqe, fd, nullptr, len, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = Ring::kBufGroup;
+      } else {
+        io_uring_prep_recv(sqe, fd, buf, len, 0);
+      }
+    });
+    if (res == -ENOBUFS && provided) {
+      select = false;  // the ring's buffers are all in flight: this read uses the caller's buffer
+      continue;
+    }
+    if (res == kResubmit) continue;
+    return res;
+  }
+}
+
+ssize_t UringPoller::write(Desc* d, const void* buf, size_t len, int64_t deadline_ns) {
+  int fd = d->fd;
+  len = std::min(len, kMaxTransfer);
+  for (;;) {
+    Op op;
+    int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL); });
+    if (res != kResubmit) return res;
+  }
+}
+
+ssize_t UringPoller::writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadline_ns) {
+  int fd = d->fd;
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<size_t>(iovcnt);
+  for (;;) {
+    Op op;
+    // SENDMSG rather than WRITEV for MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE.
+    int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL); });
+    if (res != kResubmit) return res;
+  }
+}
+
+int UringPoller::connect(Desc* d, const sockaddr* addr, socklen_t len, int64_t deadline_ns) {
+  int fd = d->fd;
+  for (;;) {
+    Op op;
+    int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); });
+    if (res != kResubmit) return res;
+  }
+}
+
+int UringPoller::accept(Desc* d, int64_t deadline_ns) {
+  auto* ud = static_cast<UringDesc*>(d);
+  ListenState* ls = ud->listen;
+  if (ls == nullptr) return -EINVAL;
+  for (;;) {
+    bool arm = false;
+    {
+      std::lock_guard lk(ls->mu);
+      if (!ls->ready.empty()) {
+        int fd = ls->ready.front();
+        ls->ready.pop_front();
+        return fd;
+      }
+      if (ls->error != 0) {
+        int e = ls->error;
+        ls->error = 0;
+        return -e;
+      }
+      if (!ls->armed) arm = ls->armed = true;
+    }
+    if (arm) {
+      int lfd = ud->fd;
+      ls->ring = thread_ring();
+      submit([&](io_uring_sqe* sqe) { io_uring_prep_multishot_accept(sqe, lfd, nullptr, nullptr, SOCK_CLOEXEC); },
+             reinterpret_cast<uint64_t>(ls) | kTagAccept);
+      continue;  // the submit reaped inline completions: look at the queue again
+    }
+    if (ls->slot.wait(deadline_ns, waiters_) == WaitSlot::kTimedOut) {
+      timeouts_.fetch_add(1, std::memory_order_relaxed);
+      return -ETIMEDOUT;
+    }
+  }
+}
+
+}  // namespace tern::netpoll

@@ -1,0 +1,122 @@
+// netpoll/uring_poller.h: the io_uring backend of sched::Poller and netpoll::IoBackend.
+//
+// Completion-based: an operation is submitted to the kernel on behalf of the fiber, which parks until the completion
+// is reaped. The design, and why:
+//   - One ring per submitting thread (each M), created on its first operation and handed on when the thread exits, so
+//     submission takes no lock at all: only the owner writes its submission queue. (A per-P ring would need the P's
+//     index from the scheduler; per-M is equivalent for a thread-bound submission queue.) A thread that cannot get a
+//     ring of its own (descriptor limit, memory) shares a fallback ring under a mutex rather than fail the operation.
+//   - A submitter reaps its own ring right after io_uring_submit: a send with socket buffer space, or a receive with
+//     data queued, completes inline, and the fiber returns without parking. Parked operations complete later, on
+//     whichever thread the kernel ran the completion for, and any thread may reap any ring (one reaper per ring at a
+//     time, Ring::cq_mu).
+//   - Every ring signals one eventfd per completion. A poller with nothing to do sleeps in a small wait ring on a
+//     POLL_ADD of that eventfd, so a completion on any ring, or wake() from any thread (an eventfd write, coalesced by
+//     a flag as in Go's netpollBreak), ends the sleep. A submitter switches its ring's eventfd notifications off
+//     around its own submit, since it reaps those completions itself: otherwise every inline send would wake the
+//     sleeping poller for nothing.
+//   - Accept is one multishot accept per listener, armed on first use: each connection arrives as a completion whose
+//     fd goes to the listener's queue, with no submission per accept. EMFILE ends the multishot; accept() reports it
+//     (runtime/net backs off) and re-arms on the next call.
+//   - Reads of up to Ring::kBufSize bytes receive into the ring's provided buffers (IOSQE_BUFFER_SELECT) where the
+//     kernel has buffer rings: the kernel picks a buffer only when data arrives, so a parked read pins no memory of
+//     the fiber in the kernel, and the reaper copies the data out and recycles the buffer. Larger reads go straight
+//     into the caller's buffer.
+//   - Deadlines are scheduler timers (as for epoll). A timed-out operation is cancelled with
+//     IORING_REGISTER_SYNC_CANCEL, which works on any ring from any thread, and the fiber then waits for the
+//     operation's completion before returning, because until then the kernel may still write to its buffer. A
+//     completion that beat the cancellation keeps its result (data read is never lost to a timeout).
+//
+// Requires (probed by create(): ring setup, features, every opcode and registration used): Linux 6.0+ with
+// IORING_FEAT_FAST_POLL, NODROP and EXT_ARG, opcodes RECV, SEND, SENDMSG, CONNECT, ACCEPT (multishot), POLL_ADD,
+// eventfd registration and synchronous cancellation. Buffer rings (5.19+) are used where present.
+//
+//   auto p = netpoll::UringPoller::create();            // error text says what the kernel lacks
+//   if (!p) fallback(p.error());
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "netpoll/desc_table.h"
+#include "netpoll/io_backend.h"
+#include "netpoll/uring_ring.h"
+#include "netpoll/wait_slot.h"
+#include "runtime/result.h"
+#include "scheduler/poller.h"
+
+namespace tern::netpoll {
+
+class UringPoller final : public sched::Poller, public IoBackend {
+ public:
+  // Rings (threads with their own ring) per poller; beyond this, threads share the fallback ring. One per M, and a
+  // runtime has at most sched::kMaxProcs Ms running fibers.
+  static constexpr int kMaxRings = 1024;
+
+  // Probes io_uring and builds the poller; the error says what is missing.
+  static Result<std::unique_ptr<UringPoller>> create();
+  // Empty if io_uring can serve as a backend here, else why not.
+  static std::string probe();
+  // Closes what fibers discarded with the runtime left open: descriptors, and connections accepted but not taken.
+  ~UringPoller() override;
+
+  // sched::Poller
+  size_t poll(int64_t timeout_ns, sched::GList& out) override;
+  void wake() override;
+  bool has_waiters() const override { return waiters_.load(std::memory_order_relaxed) > 0; }
+  const char* name() const override { return "uring"; }
+
+  // IoBackend
+  const char* backend_name() const override { return "uring"; }
+  int socket_flags() const override { return 0; }
+  Desc* open(int fd, bool listening, int* err) override;
+  void close(Desc* d) override;
+  ssize_t read(Desc* d, void* buf, size_t len, int64_t deadline_ns) override;
+  ssize_t write(Desc* d, const void* buf, size_t len, int64_t deadline_ns) override;
+  ssize_t writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadline_ns) override;
+  int connect(Desc* d, const sockaddr* addr, socklen_t len, int64_t deadline_ns) override;
+  int accept(Desc* d, int64_t deadline_ns) override;
+
+ private:
+  struct Op;
+  struct ListenState;
+  struct UringDesc : Desc {
+    ListenState* listen = nullptr;
+  };
+
+  explicit UringPoller(int efd);
+  Ring* thread_ring();
+  Ring* adopt_ring();
+  template <class Prep>
+  Ring* submit(Prep&& prep, uint64_t user_data);
+  template <class Prep>
+  int run(Op& op, int64_t deadline_ns, Prep&& prep);
+  void cancel(Ring* r, uint64_t user_data);
+  size_t reap(Ring* r, sched::GList& out);  // r->cq_mu held
+  size_t reap_all(sched::GList& out, bool wait_for_locks);
+  size_t complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out);
+  void wait_disarmed(ListenState* ls);
+
+  const uint64_t id_;  // tells this poller's thread-local ring cache apart from another runtime's
+  int efd_;
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<int64_t> waiters_{0};
+
+  std::mutex wait_mu_;  // the one blocking poller: wait_ring_ and efd_armed_
+  io_uring wait_ring_{};
+  bool wait_ring_ok_ = false;
+  bool efd_armed_ = false;
+
+  std::mutex rings_mu_;  // owners_, and adding to rings_
+  std::vector<std::shared_ptr<Ring>> owners_;
+  std::shared_ptr<Ring> shared_;
+  std::atomic<Ring*> rings_[kMaxRings] = {};  // lock-free scan for reapers
+  std::atomic<int> nrings_{0};
+
+  DescTable<UringDesc> descs_;
+};
+
+}  // namespace tern::netpoll

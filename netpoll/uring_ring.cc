@@ -1,0 +1,74 @@
+#include "netpoll/uring_ring.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+#include <string>
+
+namespace tern::netpoll {
+
+Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared) {
+  std::unique_ptr<Ring> r(new Ring());
+  r->shared_ = shared;
+  io_uring_params p{};
+  // SUBMIT_ALL: one bad entry does not strand the ones behind it. CLAMP: a kernel with smaller limits still works.
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP;
+  p.cq_entries = kCqEntries;
+  int rc = io_uring_queue_init_params(kSqEntries, &r->ring_, &p);
+  if (rc < 0) return make_error(std::string("io_uring_setup: ") + std::strerror(-rc));
+  r->live_ = true;
+  rc = io_uring_register_eventfd(&r->ring_, efd);
+  if (rc < 0) return make_error(std::string("io_uring_register_eventfd: ") + std::strerror(-rc));
+  r->setup_buffers();
+  return r;
+}
+
+void Ring::setup_buffers() {
+  // Optional: a kernel without buffer rings (before 5.19) reads straight into the caller's buffer instead.
+  size_t ring_bytes = sizeof(io_uring_buf) * kBufCount;
+  size_t total = ring_bytes + static_cast<size_t>(kBufSize) * kBufCount;
+  void* mem = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return;
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uintptr_t>(mem);  // page-aligned, as the kernel requires
+  reg.ring_entries = kBufCount;
+  reg.bgid = kBufGroup;
+  if (io_uring_register_buf_ring(&ring_, &reg, 0) < 0) {
+    munmap(mem, total);
+    return;
+  }
+  br_ = static_cast<io_uring_buf_ring*>(mem);
+  bufs_ = static_cast<char*>(mem) + ring_bytes;
+  br_bytes_ = total;
+  io_uring_buf_ring_init(br_);
+  int mask = io_uring_buf_ring_mask(kBufCount);
+  for (unsigned i = 0; i < kBufCount; i++)
+    io_uring_buf_ring_add(br_, bufs_ + static_cast<size_t>(i) * kBufSize, kBufSize, static_cast<uint16_t>(i), mask,
+                          static_cast<int>(i));
+  io_uring_buf_ring_advance(br_, kBufCount);
+}
+
+Ring::~Ring() {
+  // Closing the ring cancels whatever is still in flight; the kernel may finish tearing it down later, but it holds
+  // its own references to the ring memory, and a provided buffer unmapped under it only turns a late receive into
+  // EFAULT.
+  // (A ring that failed setup has no fd: its zeroed struct would name fd 0.)
+  if (live_) io_uring_queue_exit(&ring_);
+  if (br_ != nullptr) munmap(br_, br_bytes_);
+}
+
+bool Ring::cq_pending() const {
+  // io_uring_cq_ready() reads the head without an atomic load; here the head may be advancing under another thread's
+  // cq_mu, so both words are read atomically.
+  unsigned tail = __atomic_load_n(ring_.cq.ktail, __ATOMIC_ACQUIRE);
+  unsigned head = __atomic_load_n(ring_.cq.khead, __ATOMIC_RELAXED);
+  return tail != head || io_uring_cq_has_overflow(&ring_);
+}
+
+void Ring::recycle(unsigned bid) {
+  io_uring_buf_ring_add(br_, bufs_ + static_cast<size_t>(bid) * kBufSize, kBufSize, static_cast<uint16_t>(bid),
+                        io_uring_buf_ring_mask(kBufCount), 0);
+  io_uring_buf_ring_advance(br_, 1);
+}
+
+}  // namespace tern::netpoll

@@ -1,0 +1,74 @@
+// netpoll/uring_ring.h: one io_uring instance of the io_uring backend, with its provided-buffer ring.
+//
+// The io_uring backend (netpoll/uring_poller.h) gives every thread that submits I/O a Ring of its own, so the
+// submission queue has a single writer and needs no lock. Completions may be reaped by any thread, one at a time:
+// `cq_mu` serialises reaping, and with it the producer side of the provided-buffer ring, because buffers go back to
+// the kernel as their completions are reaped. Every Ring signals the poller's eventfd when it posts a completion, which
+// is how a poller sleeping elsewhere learns of it.
+//
+//   auto r = netpoll::Ring::create(efd, /*shared=*/false);   // Result<std::unique_ptr<Ring>>
+//   io_uring_sqe* sqe = (*r)->get_sqe();                      // owner thread (or under sq_mu if shared)
+//   ...
+//   std::lock_guard lk((*r)->cq_mu);                          // any thread
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "runtime/result.h"
+
+namespace tern::netpoll {
+
+class Ring {
+ public:
+  // Submission entries. Operations are submitted one at a time as fibers issue them, so the queue never holds more
+  // than a few entries; 256 leaves room for a burst from a shared ring.
+  static constexpr unsigned kSqEntries = 256;
+  // Completion entries: every parked operation of this thread can complete at once (1,000 connections on one M is
+  // ordinary), and overflow, though not lossy (IORING_FEAT_NODROP), costs a syscall to flush.
+  static constexpr unsigned kCqEntries = 8192;
+  // Provided buffers: reads of up to kBufSize bytes take one when data arrives. 64 x 16 KiB = 1 MiB per ring; a
+  // buffer is held only from the kernel's receive to the reaper's copy, so 64 covers a reap's worth of completions;
+  // when they run out the receive fails with ENOBUFS and is retried into the caller's buffer.
+  static constexpr unsigned kBufSize = 16 << 10;
+  static constexpr unsigned kBufCount = 64;
+  static constexpr uint16_t kBufGroup = 0;
+
+  // A ring whose completions signal `efd`. `shared`: submissions from several threads, serialised by sq_mu.
+  static Result<std::unique_ptr<Ring>> create(int efd, bool shared);
+  ~Ring();
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  io_uring* uring() { return &ring_; }
+  bool shared() const { return shared_; }
+  bool has_buffers() const { return br_ != nullptr; }
+  // Completions waiting to be reaped (a relaxed look at the shared tail; for deciding whether to take cq_mu).
+  bool cq_pending() const;
+
+  // The data of provided buffer `bid`; with cq_mu held, recycle() hands it back to the kernel.
+  const char* buffer(unsigned bid) const { return bufs_ + static_cast<size_t>(bid) * kBufSize; }
+  void recycle(unsigned bid);
+
+  std::mutex cq_mu;                // reapers; the buffer ring's producer side
+  std::mutex sq_mu;                // submitters of a shared ring
+  std::atomic<bool> owned{false};  // a thread submits here (owned rings only)
+
+ private:
+  Ring() = default;
+  void setup_buffers();
+
+  io_uring ring_{};
+  bool live_ = false;  // set up: ring_ holds a ring fd
+  bool shared_ = false;
+  io_uring_buf_ring* br_ = nullptr;
+  char* bufs_ = nullptr;
+  size_t br_bytes_ = 0;
+};
+
+}  // namespace tern::netpoll

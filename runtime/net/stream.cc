@@ -1,0 +1,169 @@
+#include "runtime/net/stream.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "netpoll/io_backend.h"
+#include "scheduler/park.h"
+
+namespace tern::net {
+namespace {
+
+// iovecs handed to one writev: enough for any realistic gather list, small enough for the stack (IOV_MAX is 1024).
+constexpr int kIovBatch = 64;
+
+std::error_code timed_out() {
+  return errno_code(ETIMEDOUT);
+}
+
+}  // namespace
+
+Stream::Stream(Stream&& o) noexcept
+    : io_(std::exchange(o.io_, nullptr)),
+      d_(std::exchange(o.d_, nullptr)),
+      rd_deadline_(o.rd_deadline_),
+      wr_deadline_(o.wr_deadline_) {}
+
+Stream& Stream::operator=(Stream&& o) noexcept {
+  if (this != &o) {
+    close();
+    io_ = std::exchange(o.io_, nullptr);
+    d_ = std::exchange(o.d_, nullptr);
+    rd_deadline_ = o.rd_deadline_;
+    wr_deadline_ = o.wr_deadline_;
+  }
+  return *this;
+}
+
+NetResult<Stream> Stream::adopt(netpoll::IoBackend* io, int fd, bool nodelay) {
+  if (nodelay) {
+    int one = 1;
+    // Best effort: it fails only for sockets that are not TCP, which then simply have no Nagle to turn off.
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  int err = 0;
+  netpoll::Desc* d = io->open(fd, /*listening=*/false, &err);
+  if (d == nullptr) {
+    ::close(fd);
+    return errno_code(err);
+  }
+  return Stream(io, d);
+}
+
+std::error_code Stream::usable() const {
+  if (d_ == nullptr) return Errc::not_open;
+  if (!sched::in_fiber()) return Errc::not_in_fiber;
+  return {};
+}
+
+IoResult Stream::read_until(void* buf, size_t len, int64_t deadline) {
+  if (auto ec = usable()) return {0, ec};
+  if (expired(deadline)) return {0, timed_out()};
+  ssize_t n = io_->read(d_, buf, len, deadline);
+  if (n < 0) return {0, errno_code(static_cast<int>(-n))};
+  return {static_cast<size_t>(n), {}};
+}
+
+IoResult Stream::read_full_until(void* buf, size_t len, int64_t deadline) {
+  if (auto ec = usable()) return {0, ec};
+  auto* p = static_cast<char*>(buf);
+  size_t got = 0;
+  while (got < len) {
+    if (expired(deadline)) return {got, timed_out()};
+    ssize_t n = io_->read(d_, p + got, len - got, deadline);
+    if (n < 0) return {got, errno_code(static_cast<int>(-n))};
+    if (n == 0) return {got, Errc::eof};
+    got += static_cast<size_t>(n);
+  }
+  return {got, {}};
+}
+
+IoResult Stream::write_all_until(const void* buf, size_t len, int64_t deadline) {
+  if (auto ec = usable()) return {0, ec};
+  const auto* p = static_cast<const char*>(buf);
+  size_t put = 0;
+  while (put < len) {
+    if (expired(deadline)) return {put, timed_out()};
+    ssize_t n = io_->write(d_, p + put, len - put, deadline);
+    if (n < 0) return {put, errno_code(static_cast<int>(-n))};
+    put += static_cast<size_t>(n);
+  }
+  return {put, {}};
+}
+
+IoResult Stream::writev_until(const iovec* iov, int iovcnt, int64_t deadline) {
+  if (auto ec = usable()) return {0, ec};
+  size_t want = 0;
+  for (int i = 0; i < iovcnt; i++) want += iov[i].iov_len;
+  size_t put = 0;
+  int first = 0;    // the first buffer not fully written
+  size_t skip = 0;  // bytes of iov[first] already written
+  while (put < want) {
+    if (expired(deadline)) return {put, timed_out()};
+    iovec batch[kIovBatch];
+    int k = 0;
+    for (int i = first; i < iovcnt && k < kIovBatch; i++) {
+      if (iov[i].iov_len == 0) continue;
+      batch[k] = iov[i];
+      if (i == first) {
+        batch[k].iov_base = static_cast<char*>(batch[k].iov_base) + skip;
+        batch[k].iov_len -= skip;
+      }
+      k++;
+    }
+    ssize_t n = io_->writev(d_, batch, k, deadline);
+    if (n < 0) return {put, errno_code(static_cast<int>(-n))};
+    put += static_cast<size_t>(n);
+    auto left = static_cast<size_t>(n);
+    while (first < iovcnt && left >= iov[first].iov_len - skip) {
+      left -= iov[first].iov_len - skip;
+      skip = 0;
+      first++;
+    }
+    skip += left;
+  }
+  return {put, {}};
+}
+
+std::error_code Stream::shutdown(Shutdown how) {
+  if (d_ == nullptr) return Errc::not_open;
+  int h = how == Shutdown::read ? SHUT_RD : how == Shutdown::write ? SHUT_WR : SHUT_RDWR;
+  if (::shutdown(d_->fd, h) < 0) return errno_code(errno);
+  return {};
+}
+
+std::error_code Stream::close() {
+  if (d_ == nullptr) return {};
+  io_->close(d_);
+  d_ = nullptr;
+  io_ = nullptr;
+  return {};
+}
+
+int Stream::fd() const {
+  return d_ != nullptr ? d_->fd : -1;
+}
+
+NetResult<Address> Stream::local_addr() const {
+  if (d_ == nullptr) return Errc::not_open;
+  sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(d_->fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return errno_code(errno);
+  return Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+NetResult<Address> Stream::peer_addr() const {
+  if (d_ == nullptr) return Errc::not_open;
+  sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(d_->fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return errno_code(errno);
+  return Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+}  // namespace tern::net

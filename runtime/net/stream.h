@@ -1,0 +1,107 @@
+// runtime/net/stream.h: tern::net::Stream, a connected TCP socket whose operations park the calling fiber.
+//
+// Streams come from Listener::accept() and dial() (runtime/net/listener.h, runtime/net/dial.h). Every operation must
+// run on a fiber of the Runtime that made the stream (elsewhere it returns Errc::not_in_fiber): it returns at once when
+// the kernel can do the work now and otherwise parks the fiber, never the thread, until the network poller readies it.
+// Errors are values. TCP_NODELAY is on unless the stream was made with it off.
+//
+//   tern::net::Stream s = std::move(*tern::net::dial(addr, 2s));
+//   s.set_deadline(tern::net::Clock::now() + 5s);           // every read and write until then
+//   if (auto r = s.write_all(req.data(), req.size()); !r) return r.ec;
+//   char buf[4096];
+//   auto r = s.read(buf, sizeof buf, 100ms);                 // this read: at most 100 ms, and not past the deadline
+//   if (r.ec == std::errc::timed_out) { /* the stream is still usable, or closable */ }
+//
+// Concurrency: one fiber may read while another writes; two readers (or two writers) at once are not supported. close()
+// and destruction must not race with an operation in progress on another fiber; to interrupt a parked read from
+// elsewhere, call shutdown(Shutdown::read) (it ends the read with end of stream), or give the read a deadline. A Stream
+// must be closed or destroyed before its Runtime. Deadlines set with set_deadline() apply to operations that start
+// after the call.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/net/address.h"
+#include "runtime/net/deadline.h"
+#include "runtime/net/error.h"
+
+namespace tern::netpoll {
+class IoBackend;
+struct Desc;
+}  // namespace tern::netpoll
+
+namespace tern::net {
+
+enum class Shutdown { read, write, both };
+struct DialOptions;
+class Stream;
+NetResult<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts);
+
+class Stream {
+ public:
+  Stream() = default;
+  Stream(Stream&& o) noexcept;
+  Stream& operator=(Stream&& o) noexcept;
+  ~Stream() { close(); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  // Reads what is available, up to len bytes (waiting until something is). n == 0 without error: end of stream.
+  IoResult read(void* buf, size_t len) { return read_until(buf, len, rd_deadline_); }
+  IoResult read(void* buf, size_t len, std::chrono::nanoseconds timeout) {
+    return read_until(buf, len, deadline_after(rd_deadline_, timeout));
+  }
+  // Reads exactly len bytes; Errc::eof (with n < len) if the stream ends first.
+  IoResult read_full(void* buf, size_t len) { return read_full_until(buf, len, rd_deadline_); }
+  IoResult read_full(void* buf, size_t len, std::chrono::nanoseconds timeout) {
+    return read_full_until(buf, len, deadline_after(rd_deadline_, timeout));
+  }
+  // Writes all len bytes (n < len only with an error).
+  IoResult write_all(const void* buf, size_t len) { return write_all_until(buf, len, wr_deadline_); }
+  IoResult write_all(const void* buf, size_t len, std::chrono::nanoseconds timeout) {
+    return write_all_until(buf, len, deadline_after(wr_deadline_, timeout));
+  }
+  // Writes all of the buffers, gathering them into as few sends as the kernel takes.
+  IoResult writev(const iovec* iov, int iovcnt) { return writev_until(iov, iovcnt, wr_deadline_); }
+  IoResult writev(const iovec* iov, int iovcnt, std::chrono::nanoseconds timeout) {
+    return writev_until(iov, iovcnt, deadline_after(wr_deadline_, timeout));
+  }
+
+  // Deadlines for later reads and writes; Clock::time_point::max() removes them. An operation that reaches its
+  // deadline returns std::errc::timed_out with whatever it moved before.
+  void set_deadline(Clock::time_point t) { rd_deadline_ = wr_deadline_ = to_deadline(t); }
+  void set_read_deadline(Clock::time_point t) { rd_deadline_ = to_deadline(t); }
+  void set_write_deadline(Clock::time_point t) { wr_deadline_ = to_deadline(t); }
+
+  std::error_code shutdown(Shutdown how = Shutdown::write);
+  // Closes the socket; later operations return Errc::not_open. Closing a closed stream does nothing.
+  std::error_code close();
+
+  bool is_open() const { return d_ != nullptr; }
+  int fd() const;
+  NetResult<Address> local_addr() const;
+  NetResult<Address> peer_addr() const;
+
+  // Takes ownership of `fd`, a connected stream socket created with io->socket_flags(); for Listener and dial.
+  static NetResult<Stream> adopt(netpoll::IoBackend* io, int fd, bool nodelay);
+
+ private:
+  friend NetResult<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts);
+  Stream(netpoll::IoBackend* io, netpoll::Desc* d) : io_(io), d_(d) {}
+  std::error_code usable() const;
+  IoResult read_until(void* buf, size_t len, int64_t deadline);
+  IoResult read_full_until(void* buf, size_t len, int64_t deadline);
+  IoResult write_all_until(const void* buf, size_t len, int64_t deadline);
+  IoResult writev_until(const iovec* iov, int iovcnt, int64_t deadline);
+
+  netpoll::IoBackend* io_ = nullptr;
+  netpoll::Desc* d_ = nullptr;
+  int64_t rd_deadline_ = kNoDeadline;
+  int64_t wr_deadline_ = kNoDeadline;
+};
+
+}  // namespace tern::net
