@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "netpoll/netpoll.h"
 #include "runtime/go.h"
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
@@ -13,7 +14,16 @@ Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
   sched::SchedOptions opts;
   opts.procs = cfg_.resolved_procs();
   opts.stack_size = cfg_.stack_size;
+  // An unusable explicit choice (poller = "uring" without io_uring) is a configuration error with no way to carry
+  // on as asked; "auto" never fails here (it falls back to epoll).
+  auto poller = netpoll::make_poller(cfg_.poller);
+  if (!poller) {
+    std::fprintf(stderr, "tern: %s\n", poller.error().c_str());
+    std::exit(2);
+  }
+  poller_ = std::move(*poller);
   sched_ = std::make_unique<sched::Sched>(std::move(opts));
+  sched_->set_poller(poller_.get());  // before any fiber starts
 }
 
 Runtime::~Runtime() { sched_.reset(); }

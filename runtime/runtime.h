@@ -63,6 +63,8 @@ class Runtime {
 
  private:
   Config cfg_;
+  // Declared before sched_ so that it is destroyed after it: the scheduler's shutdown may still call wake().
+  std::unique_ptr<sched::Poller> poller_;
   std::unique_ptr<sched::Sched> sched_;
 };
 
