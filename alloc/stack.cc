@@ -127,6 +127,7 @@ Stack StackCache::get() {
 }
 
 void StackCache::put(Stack s) {
+  if (!s.valid()) return;
   if (n_ == kCacheMax) {
     n_ -= kCacheBatch;
     pool_.put_batch(cache_ + n_, kCacheBatch);

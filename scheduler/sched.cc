@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <exception>
+#include <system_error>
 
 #include "scheduler/context.h"
 #include "scheduler/global_queue.h"
@@ -263,7 +265,39 @@ void Sched::startm(P* p, bool spinning) {
   m = newm();
   m->nextp = p;
   m->next_spinning = spinning;
-  m->thread = std::thread(m_main, m);
+  try {
+    m->thread = std::thread(m_main, m);
+  } catch (const std::system_error& e) {
+    // Out of threads (RLIMIT_NPROC, memory, vm.max_map_count): keep running on the Ms there are. The P goes back to
+    // the idle list; its work stays queued for them.
+    {
+      std::lock_guard lk(sched_mu_);
+      allm_.pop_back();  // newm() appended it and nothing else has seen it
+      pidleput(p);
+    }
+    if (spinning) nmspinning_.fetch_sub(1);
+    delete m;
+    if (!thread_failure_reported_.exchange(true)) {
+      std::fprintf(stderr, "tern: cannot start another scheduler thread (%s); continuing with the threads running\n",
+                   e.what());
+    }
+  }
+}
+
+void Sched::stack_exhausted() {
+  alloc::StackStats st = stacks_.stats();
+  long max_maps = -1;
+  if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
+    if (std::fscanf(f, "%ld", &max_maps) != 1) max_maps = -1;
+    std::fclose(f);
+  }
+  std::fprintf(stderr,
+               "tern: fatal: cannot map a stack for a new fiber (%s) with %llu fiber stacks of %zu bytes mapped. "
+               "Each stack is two mappings and vm.max_map_count is %ld: raise it (sysctl -w vm.max_map_count=N), "
+               "lower TERN_STACK_SIZE, or bound the number of live fibers. Use Sched::try_go to handle this.\n",
+               std::strerror(errno), static_cast<unsigned long long>(st.mapped), stacks_.stack_size(), max_maps);
+  std::fflush(stderr);
+  std::abort();
 }
 
 void Sched::shutdown() {
@@ -402,7 +436,8 @@ void Sched::gfput(P* p, G* g) {
     G* f = p->gfree;
     p->gfree = f->next;
     p->ngfree--;
-    p->stacks.put(f->stack);
+    // Records refilled from the runtime's list carry no stack until they are used.
+    if (f->stack.valid()) p->stacks.put(f->stack);
     f->stack = {};
     f->next = gfree_;
     gfree_ = f;
@@ -881,7 +916,7 @@ void Sched::drain_p(P* p) {
   while (p->gfree != nullptr) {
     G* f = p->gfree;
     p->gfree = f->next;
-    p->stacks.put(f->stack);
+    if (f->stack.valid()) p->stacks.put(f->stack);
     f->stack = {};
     f->next = gfree_;
     gfree_ = f;

@@ -115,9 +115,19 @@ class Sched {
   void set_poller(Poller* poller);
   Poller* poller() const { return poller_; }
 
-  // Starts a fiber running f. Callable from any thread. Returns false (and runs nothing) if no stack could be mapped.
+  // Starts a fiber running f. Callable from any thread. If no stack can be mapped (memory, or vm.max_map_count: each
+  // guarded stack is two mappings), the process stops with a message saying which limit and how to raise it: a fiber
+  // is never dropped silently.
   template <class F>
-  bool go(F&& f) {
+  void go(F&& f) {
+    G* g = new_g();
+    if (g == nullptr) stack_exhausted();
+    g->task.emplace(std::forward<F>(f));
+    start(g);
+  }
+  // Like go(), but returns false instead of stopping when no stack can be mapped (f is then not run).
+  template <class F>
+  bool try_go(F&& f) {
     G* g = new_g();
     if (g == nullptr) return false;
     g->task.emplace(std::forward<F>(f));
@@ -145,6 +155,7 @@ class Sched {
   void wake_poller_for(int64_t when);
   void wakep();
   void on_uncaught(uint64_t id, std::exception_ptr e);
+  [[noreturn]] void stack_exhausted();
 
  private:
   friend void m_main(M* m);
@@ -214,6 +225,7 @@ class Sched {
   std::function<void()> monitor_hook_;
   std::atomic<uint64_t> long_running_{0};
   int64_t last_trim_ = 0;  // monitor thread only
+  std::atomic<bool> thread_failure_reported_{false};
 };
 
 }  // namespace tern::sched

@@ -1,0 +1,96 @@
+#include "alloc/stack.h"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+namespace tern::alloc {
+namespace {
+
+size_t resident_pages(const Stack& s) {
+  size_t ps = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> vec(s.size / ps);
+  EXPECT_EQ(mincore(s.lo, s.size, vec.data()), 0);
+  size_t n = 0;
+  for (unsigned char c : vec) n += c & 1;
+  return n;
+}
+
+TEST(Stack, GuardPageBelowUsableRange) {
+  StackPool pool({.stack_size = 64 << 10});
+  Stack s = pool.get();
+  ASSERT_TRUE(s.valid());
+  EXPECT_EQ(s.size, 64u << 10);
+  EXPECT_TRUE(s.in_guard(static_cast<char*>(s.lo) - 1));
+  EXPECT_FALSE(s.in_guard(s.lo));
+  EXPECT_EXIT(
+      {
+        volatile char* p = static_cast<char*>(s.lo) - 1;
+        *p = 1;
+      },
+      ::testing::KilledBySignal(SIGSEGV), "");
+  pool.put(s);
+}
+
+TEST(Stack, CommitsLazily) {
+  StackPool pool({.stack_size = 1 << 20});
+  Stack s = pool.get();
+  ASSERT_TRUE(s.valid());
+  EXPECT_EQ(resident_pages(s), 0u) << "a fresh stack must not be resident";
+  std::memset(static_cast<char*>(s.top()) - 8192, 1, 8192);  // a shallow fiber touches the top only
+  EXPECT_LE(resident_pages(s), 3u);
+  pool.put(s);
+}
+
+TEST(Stack, PoolReusesLifoAndTrimsIdleAboveWatermark) {
+  StackPool pool({.stack_size = 64 << 10, .high_watermark = 2, .max_free = 8});
+  std::vector<Stack> v;
+  for (int i = 0; i < 6; i++) v.push_back(pool.get());
+  for (auto& s : v) std::memset(s.lo, 1, s.size);
+  Stack last = v.back();
+  for (auto& s : v) pool.put(s);
+  EXPECT_EQ(pool.stats().free_global, 6u);
+  Stack again = pool.get();
+  EXPECT_EQ(again.lo, last.lo) << "the most recently freed (hottest) stack comes back first";
+  pool.put(again);
+  // The first trim only starts the observation period; the second releases what stayed unused above the watermark.
+  pool.trim();
+  EXPECT_EQ(pool.trim(), 4u);
+  EXPECT_EQ(pool.stats().released, 4u);
+  size_t resident = 0;
+  for (int i = 0; i < 6; i++) {
+    Stack s = pool.get();
+    resident += resident_pages(s) > 0;
+    v[i] = s;
+  }
+  EXPECT_EQ(resident, 2u) << "exactly high_watermark stacks stay resident";
+  for (auto& s : v) pool.put(s);
+}
+
+TEST(Stack, UnmapsAboveMaxFree) {
+  StackPool pool({.stack_size = 16 << 10, .high_watermark = 1, .max_free = 2});
+  std::vector<Stack> v;
+  for (int i = 0; i < 5; i++) v.push_back(pool.get());
+  EXPECT_EQ(pool.stats().mapped, 5u);
+  for (auto& s : v) pool.put(s);
+  EXPECT_EQ(pool.stats().mapped, 2u);
+  EXPECT_EQ(pool.stats().unmapped, 3u);
+}
+
+TEST(StackCache, BatchesTripsToThePool) {
+  StackPool pool({.stack_size = 16 << 10});
+  {
+    StackCache cache(pool);
+    Stack s = cache.get();
+    ASSERT_TRUE(s.valid());
+    EXPECT_EQ(cache.size(), StackCache::kCacheBatch - 1);
+    cache.put(s);
+  }
+  EXPECT_EQ(pool.stats().in_use, 0u) << "a destroyed cache returns everything";
+}
+
+}  // namespace
+}  // namespace tern::alloc
