@@ -1,6 +1,7 @@
 // End-to-end tests of build/bin/tern-echo: each test starts the real program on a free loopback port, with the epoll
 // and with the io_uring poller, and talks to it over plain blocking sockets.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -40,6 +41,20 @@ constexpr int kReplyTimeoutMs = 10'000;
 constexpr auto kStartTimeout = 10s;
 // Ports are picked by binding port 0 and closing; another process may take the port in between, so retry.
 constexpr int kStartAttempts = 5;
+
+// Enough of a sanitizer report to see the first stack.
+constexpr size_t kMaxLogShown = 8000;
+
+std::string read_file(const std::string& path) {
+  std::string out;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
 
 int free_port() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -102,18 +117,32 @@ std::string run_capture(const std::vector<std::string>& args, const std::vector<
 // A running tern-echo; stopped (SIGTERM, then SIGKILL) when destroyed.
 class Server {
  public:
-  Server(std::vector<std::string> flags) {
+  explicit Server(std::vector<std::string> flags) {
+    char path[] = "/tmp/tern-echo-e2e.XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    log_path_ = path;
     for (int attempt = 0; attempt < kStartAttempts && pid_ < 0; attempt++) try_start(flags);
   }
   ~Server() {
-    if (pid_ < 0) return;
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < 100; i++) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return;
-      std::this_thread::sleep_for(20ms);
+    if (pid_ >= 0) {
+      kill(pid_, SIGTERM);
+      bool exited = false;
+      for (int i = 0; i < 100 && !exited; i++) {
+        exited = waitpid(pid_, nullptr, WNOHANG) == pid_;
+        if (!exited) std::this_thread::sleep_for(20ms);
+      }
+      if (!exited) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+      }
     }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
+    // Under -DTERN_SANITIZE the server is instrumented too: a report on its stderr fails the test that drove it.
+    std::string log = read_file(log_path_);
+    unlink(log_path_.c_str());
+    if (log.find("Sanitizer") != std::string::npos) {
+      ADD_FAILURE() << "tern-echo reported on stderr:\n" << log.substr(0, kMaxLogShown);
+    }
   }
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -131,8 +160,13 @@ class Server {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log_path_.c_str(), O_WRONLY | O_APPEND, 0);
     pid_t pid = -1;
-    if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return;
+    int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) return;
     const auto deadline = Clock::now() + kStartTimeout;
     while (Clock::now() < deadline) {
       if (waitpid(pid, nullptr, WNOHANG) == pid) return;  // exited: most likely the port was taken meanwhile
@@ -150,6 +184,7 @@ class Server {
 
   pid_t pid_ = -1;
   int port_ = 0;
+  std::string log_path_;
 };
 
 struct HttpResponse {
