@@ -59,6 +59,9 @@ fi
 
 die() { echo "echo.sh: $*" >&2; exit 1; }
 
+[[ -d $bin ]] || die "$bin is not a directory (build first, or pass --bin)"
+bin=$(cd "$bin" && pwd)
+
 command -v wrk >/dev/null || die "wrk not found: apt-get install wrk"
 command -v curl >/dev/null || die "curl not found: apt-get install curl"
 [[ -x $bin/tern-echo ]] || die "$bin/tern-echo missing: cmake --build build --target tern-echo epoll-responder"

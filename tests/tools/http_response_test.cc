@@ -3,7 +3,29 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <new>
 #include <string>
+
+#include "tools/echo/echo_routes.h"
+
+// Counts every allocation in this test binary, to check the steady-state request path makes none.
+namespace {
+std::atomic<uint64_t> g_allocations{0};
+}  // namespace
+
+void* operator new(size_t n) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, size_t) noexcept {
+  std::free(p);
+}
 
 namespace tern::http {
 namespace {
@@ -123,6 +145,34 @@ TEST(ResponseBatch, ClearEmpties) {
   EXPECT_TRUE(b.empty());
   EXPECT_EQ(b.bytes(), 0u);
   EXPECT_TRUE(b.iovecs().empty());
+}
+
+// The connection loop's work per read: parse every pipelined request, route it, batch the answers, hand the batch to
+// writev, clear. After the first round has sized the batch, no round allocates.
+TEST(ResponseBatch, SteadyStateRequestsAllocateNothing) {
+  std::string reads;
+  for (int i = 0; i < 16; i++) reads += "GET /health HTTP/1.1\r\nHost: h\r\n\r\n";
+  reads += "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'e');
+  reads += "GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n";
+  const Limits limits;
+  ResponseBatch b;
+  size_t bytes = 0;
+  uint64_t before = 0;
+  for (int round = 0; round < 100; round++) {
+    if (round == 1) before = g_allocations.load();
+    std::string_view in = reads;
+    while (!in.empty()) {
+      Request req;
+      ParseResult r = parse_request(in, limits, req);
+      ASSERT_EQ(r.state, ParseState::kDone);
+      b.add(echo::route(req).response, req);
+      in.remove_prefix(r.consumed);
+    }
+    for (const iovec& v : b.iovecs()) bytes += v.iov_len;
+    b.clear();
+  }
+  EXPECT_EQ(g_allocations.load() - before, 0u);
+  EXPECT_GT(bytes, 0u);
 }
 
 TEST(ReasonPhrase, KnownAndUnknown) {
