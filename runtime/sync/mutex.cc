@@ -30,6 +30,8 @@ bool may_spin() {
 void Mutex::lock_slow() {
   if (may_spin()) {
     for (int i = 0; i < kSpinTries; i++) {
+      // Starvation mode promises the lock to a waiter: spinning for it is futile.
+      if ((state_.load(std::memory_order_relaxed) & kStarving) != 0) break;
       for (int j = 0; j < kSpinPauses; j++) cpu_relax();
       if (try_lock()) return;
     }
@@ -41,9 +43,11 @@ void Mutex::lock_slow() {
   for (;;) {
     // Holding mu_ while the lock is held freezes every bit but kLocked, so a failed CAS means the lock was released.
     uint32_t s = state_.load(std::memory_order_relaxed);
+    uint32_t clear = woken ? kWoken : 0;
     for (;;) {
-      uint32_t clear = woken ? kWoken : 0;
-      if ((s & (kLocked | kStarving)) == 0) {
+      // A free lock may be taken unless starvation mode reserves it, and the reservation is for a woken waiter.
+      bool free = (s & kLocked) == 0 && ((s & kStarving) == 0 || woken);
+      if (free) {
         if (state_.compare_exchange_weak(s, (s | kLocked) & ~clear, std::memory_order_acquire,
                                          std::memory_order_relaxed)) {
           return;
@@ -73,20 +77,16 @@ void Mutex::unlock_slow() {
   std::unique_lock lk(mu_);
   // While kLocked is set, state_ changes only under mu_, which we hold: plain stores are safe until we drop kLocked.
   uint32_t s = state_.load(std::memory_order_relaxed);
+  int64_t now = sched::now_ns();
   Node* head = q_.front();
-  if (head == nullptr) {
-    state_.store(s & kWoken, std::memory_order_release);
-    return;
-  }
-  int64_t waited = sched::now_ns() - head->since;
-  if ((s & kStarving) != 0 || waited >= kMutexStarvationNs) {
+  if (head != nullptr && ((s & kStarving) != 0 || now - head->since >= kMutexStarvationNs)) {
     q_.pop_front();
     head->handoff = true;
     uint32_t next = kLocked | (s & kWoken);
     if (!q_.empty()) {
       next |= kWaiters;
       // Go's rule: leave starvation mode once a waiter got the lock without having starved.
-      if (waited >= kMutexStarvationNs) next |= kStarving;
+      if (now - head->since >= kMutexStarvationNs) next |= kStarving;
     }
     state_.store(next, std::memory_order_relaxed);
     Waiter* w = head->waiter;
@@ -95,12 +95,19 @@ void Mutex::unlock_slow() {
     return;
   }
   if ((s & kWoken) != 0) {
-    state_.store(s & ~kLocked, std::memory_order_release);
+    // A woken waiter is on its way; if it has starved meanwhile, the lock stays reserved for it.
+    uint32_t next = s & ~(kLocked | kStarving);
+    if (now - woken_since_ >= kMutexStarvationNs) next |= kStarving;
+    state_.store(next, std::memory_order_release);
+    return;
+  }
+  if (head == nullptr) {
+    state_.store(0, std::memory_order_release);
     return;
   }
   q_.pop_front();
-  uint32_t next = (s & ~kLocked) | kWoken;
-  if (q_.empty()) next &= ~kWaiters;
+  woken_since_ = head->since;
+  uint32_t next = (q_.empty() ? 0 : kWaiters) | kWoken;
   state_.store(next, std::memory_order_release);
   Waiter* w = head->waiter;
   lk.unlock();

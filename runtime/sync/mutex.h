@@ -15,7 +15,9 @@
 // would cost a switch per acquisition. A woken waiter that loses goes back to the front of the queue. Once the oldest
 // waiter has waited kMutexStarvationNs, the mutex enters starvation mode: unlock() hands ownership straight to the
 // queue's head and newcomers queue behind it, until a waiter gets the lock having waited less than that or the queue
-// empties. So no waiter waits much more than kMutexStarvationNs plus one turn of the queue.
+// empties. A woken waiter still on its way to the lock (queued behind its waker on the waker's P, say) counts too:
+// once it has starved, unlock() keeps the free lock reserved for it, so the waker's next lock() parks and lets it run.
+// So no waiter waits much more than kMutexStarvationNs plus one turn of the queue, even without preemption.
 //
 // Cost: lock/unlock without contention is one compare-and-swap each; only contended paths take the internal lock.
 #pragma once
@@ -64,7 +66,8 @@ class Mutex {
 
  private:
   // kLocked: held. kWoken: a waiter was woken (normal mode) and is on its way, so unlock need not wake another.
-  // kStarving: handoff mode. kWaiters: the queue is not empty (unlock must take the slow path).
+  // kStarving: handoff mode; while kLocked is clear it reserves the lock for the woken waiter. kWaiters: the queue is
+  // not empty (unlock must take the slow path).
   static constexpr uint32_t kLocked = 1, kWoken = 2, kStarving = 4, kWaiters = 8;
 
   struct Node : detail::WaitLink<Node> {
@@ -77,8 +80,9 @@ class Mutex {
   void unlock_slow();
 
   std::atomic<uint32_t> state_{0};
-  std::mutex mu_;  // guards q_ and every change of state_ other than taking a free lock
+  std::mutex mu_;  // guards q_, woken_since_, and every change of state_ other than taking a free lock
   detail::WaitQueue<Node> q_;
+  int64_t woken_since_ = 0;  // when the waiter behind kWoken started waiting
 };
 
 }  // namespace tern

@@ -293,37 +293,40 @@ INSTANTIATE_TEST_SUITE_P(ProcsAndCapacity, ChannelMpmc,
                                   std::to_string(info.param.capacity);
                          });
 
-// A plain std::thread and fibers on the same channels, in both directions: the thread blocks, the fibers park.
-TEST(Channel, PlainThreadAndFibers) {
+// Plain std::threads and fibers on the same channels, in both directions: the threads block, the fibers park.
+TEST(Channel, PlainThreadsAndFibers) {
   tern::Runtime rt(procs(2));
   const int n = scaled(5000);
   tern::Channel<int> to_fibers;
   tern::Channel<int> to_thread(4);
-  std::thread t([&] {
+  std::thread producer([&] {
     for (int i = 0; i < n; i++) EXPECT_TRUE(to_fibers.send(i));
     to_fibers.close();
-    long sum = 0;
-    int count = 0;
+  });
+  long sum = 0;
+  int count = 0;
+  std::thread consumer([&] {
     while (auto v = to_thread.recv()) {
       sum += *v;
       count++;
     }
-    EXPECT_EQ(count, n);
-    EXPECT_EQ(sum, static_cast<long>(n) * (n - 1));  // the fibers send 2 * i
   });
   rt.run([&] {
     tern::WaitGroup wg;
     for (int f = 0; f < 3; f++) {
       wg.add(1);
       tern::go([&] {
-        while (auto v = to_fibers.recv()) to_thread.send(*v * 2);
+        while (auto v = to_fibers.recv()) EXPECT_TRUE(to_thread.send(*v * 2));
         wg.done();
       });
     }
     wg.wait();
     to_thread.close();
   });
-  t.join();
+  producer.join();
+  consumer.join();
+  EXPECT_EQ(count, n);
+  EXPECT_EQ(sum, static_cast<long>(n) * (n - 1));  // the fibers send 2 * i
 }
 
 TEST(Channel, ThreadsOnlyWithoutRuntime) {

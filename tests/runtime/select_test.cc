@@ -223,7 +223,11 @@ TEST(Select, TimeoutRacingSendLosesNothing) {
     tern::WaitGroup wg;
     wg.add(1);
     tern::go([&] {
-      for (int i = 0; i < rounds; i++) ch.send(1);
+      for (int i = 0; i < rounds; i++) {
+        // Pauses around the select's timeout make sends land just before, at and after the deadline.
+        if (i % 4 == 0) tern::sleep_for(std::chrono::microseconds(i % 3 * 4));
+        ch.send(1);
+      }
       ch.close();
       wg.done();
     });
@@ -242,6 +246,7 @@ TEST(Select, TimeoutRacingSendLosesNothing) {
     }
     wg.wait();
     EXPECT_EQ(received, rounds);
+    EXPECT_GT(timeouts, 0);  // or the race was not exercised
   });
 }
 

@@ -76,22 +76,26 @@ TEST(Semaphore, BoundsConcurrency) {
 TEST(Semaphore, WaitersServedInFifoOrder) {
   tern::Runtime rt(procs(1));
   rt.run([] {
+    constexpr int kWaiters = 5;
     tern::Semaphore sem(0);
-    tern::Mutex mu;
-    std::vector<int> order;
+    std::vector<int> order;  // one P: no lock needed
     tern::WaitGroup wg;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < kWaiters; i++) {
       wg.add(1);
       tern::go([&, i] {
         sem.acquire();
-        std::lock_guard g(mu);
         order.push_back(i);
         wg.done();
       });
       tern::yield();  // let fiber i queue before fiber i+1 starts (one P)
     }
-    EXPECT_FALSE(sem.try_acquire());  // permits go to queued waiters first
-    sem.release(5);
+    EXPECT_FALSE(sem.try_acquire());  // nothing free
+    // One permit at a time: each must go to the longest-waiting fiber.
+    for (int i = 0; i < kWaiters; i++) {
+      sem.release();
+      EXPECT_FALSE(sem.try_acquire());  // the permit was handed to a waiter, not left for the taking
+      while (order.size() < static_cast<size_t>(i + 1)) tern::yield();
+    }
     wg.wait();
     EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
   });
