@@ -12,7 +12,7 @@
 // meant for the blocked one (Go's netpollBreak does the same).
 //
 //   auto p = netpoll::EpollPoller::create();            // Result<std::unique_ptr<EpollPoller>>
-//   sched.set_poller(p->get());
+//   opts.poller = p->get();  // sched::SchedOptions, before the Sched is constructed
 #pragma once
 
 #include <atomic>

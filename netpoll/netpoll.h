@@ -15,7 +15,8 @@
 //
 //   auto p = tern::netpoll::make_poller("auto");   // Result<std::unique_ptr<sched::Poller>>
 //   if (!p) { std::fprintf(stderr, "%s\n", p.error().c_str()); return 2; }
-//   sched.set_poller(p->get());                    // the owner keeps *p alive for as long as the scheduler
+//   opts.poller = p->get();                        // SchedOptions; the owner keeps *p alive for as long as the
+//   scheduler
 #pragma once
 
 #include <memory>

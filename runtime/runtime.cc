@@ -22,8 +22,8 @@ Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
     std::exit(2);
   }
   poller_ = std::move(*poller);
+  opts.poller = poller_.get();
   sched_ = std::make_unique<sched::Sched>(std::move(opts));
-  sched_->set_poller(poller_.get());  // before any fiber starts
 }
 
 Runtime::~Runtime() { sched_.reset(); }

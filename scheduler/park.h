@@ -8,9 +8,15 @@
 // Because the waker can only see the fiber after commit, and commit runs after the switch, a fiber is never resumed
 // while it is still running, and no wakeup is lost.
 //
-//   std::unique_lock lk(mu_);   // a spin or std::mutex guarding the wait list
-//   waiters_.push(sched::current());
-//   sched::park([](sched::G*, void* m) { static_cast<std::mutex*>(m)->unlock(); return true; }, lk.release());
+//   // A slot the waker polls: the commit publishes the fiber only after it has switched out.
+//   sched::park([](sched::G* g, void* slot) {
+//     static_cast<std::atomic<sched::G*>*>(slot)->store(g, std::memory_order_release);
+//     return true;
+//   }, &slot_);
+//
+// Most code should use tern::Waiter (runtime/sync/waiter.h), which adds deadlines and plain-thread support. A commit
+// that unlocks a std::mutex the fiber locked works, but ThreadSanitizer reports it (the unlock comes from the M's
+// context); prefer a state machine that tolerates a wakeup before the park, as Waiter does.
 #pragma once
 
 #include <cstdint>

@@ -178,8 +178,13 @@ Sched::Sched(SchedOptions opts)
       global_(std::make_unique<GlobalQueue>()) {
   if (!opts_.on_uncaught) opts_.on_uncaught = default_uncaught;
   install_stack_guard_handler();
-  idle_poller_ = std::make_unique<IdlePoller>();
-  poller_ = idle_poller_.get();
+  // The poller is fixed before any thread of this runtime (monitor, Ms) starts: they read poller_ without a lock.
+  if (opts_.poller != nullptr) {
+    poller_ = opts_.poller;
+  } else {
+    idle_poller_ = std::make_unique<IdlePoller>();
+    poller_ = idle_poller_.get();
+  }
   for (int i = 0; i < kMaxProcs; i++) allp_[i].store(nullptr, std::memory_order_relaxed);
   int n = std::clamp(opts_.procs, 1, kMaxProcs);
   std::lock_guard lk(sched_mu_);
@@ -197,7 +202,6 @@ Sched::~Sched() { shutdown(); }
 
 void Sched::on_uncaught(uint64_t id, std::exception_ptr e) { opts_.on_uncaught(id, std::move(e)); }
 
-void Sched::set_poller(Poller* poller) { poller_ = poller != nullptr ? poller : idle_poller_.get(); }
 
 void m_main(M* m) {
   set_this_m(m);

@@ -72,6 +72,8 @@ struct SchedOptions {
   int procs = 1;
   size_t stack_size = 256 << 10;
   size_t stack_high_watermark = 1024;
+  // The network poller (not owned; must outlive the Sched). nullptr: a built-in one that only waits for timers.
+  Poller* poller = nullptr;
   // Called when a fiber lets an exception escape. Default: print the fiber id and message, then std::terminate().
   std::function<void(uint64_t fiber_id, std::exception_ptr)> on_uncaught;
 };
@@ -110,9 +112,6 @@ class Sched {
   // The runtime of the calling fiber, or nullptr outside fibers.
   static Sched* current();
 
-  // Installs the poller (nullptr: the built-in one that only waits for timers). Call before the first fiber starts;
-  // the Sched does not own it, and it must outlive the Sched.
-  void set_poller(Poller* poller);
   Poller* poller() const { return poller_; }
 
   // Starts a fiber running f. Callable from any thread. If no stack can be mapped (memory, or vm.max_map_count: each

@@ -54,8 +54,9 @@ void sift_down(std::vector<Timer*>& h, size_t i) {
 
 void update_timer0(P* p) { p->timer0.store(p->timers.empty() ? 0 : std::max<int64_t>(p->timers[0]->when, 1)); }
 
-// Removes the timer at heap index i; p->timers_mu held.
-void heap_remove(P* p, int32_t i) {
+// Removes the timer at heap index i; p->timers_mu held. t->p is left for the caller to clear: cancel_timer relies on
+// it staying set until `fire` has returned.
+Timer* heap_remove(P* p, int32_t i) {
   auto& h = p->timers;
   Timer* t = h[i];
   Timer* last = h.back();
@@ -66,8 +67,8 @@ void heap_remove(P* p, int32_t i) {
     sift_up(h, last->index);
   }
   t->index = -1;
-  t->p.store(nullptr, std::memory_order_release);
   update_timer0(p);
+  return t;
 }
 
 }  // namespace
@@ -80,11 +81,13 @@ void Sched::timer_heap_push(P* p, Timer* t) {
 }
 
 void Sched::add_timer(P* p, Timer* t) {
+  // Read before the timer is published: once the lock drops it may fire and its owner may be gone.
+  const int64_t when = t->when;
   {
     std::lock_guard lk(p->timers_mu);
     timer_heap_push(p, t);
   }
-  wake_poller_for(t->when);
+  wake_poller_for(when);
 }
 
 // The M blocked in the poller sleeps until poll_until_; a timer due earlier must cut that sleep short. The store of
@@ -104,9 +107,12 @@ void Sched::run_timers(P* p, int64_t now, P* into) {
   {
     std::lock_guard lk(p->timers_mu);
     while (!p->timers.empty() && p->timers[0]->when <= now && n < kBatch) {
-      Timer* t = p->timers[0];
-      heap_remove(p, 0);
-      if (G* g = t->fire(t)) fired[n++] = g;
+      Timer* t = heap_remove(p, 0);
+      G* g = t->fire(t);
+      // Only now, still under the lock, is the timer let go: a cancel_timer() waiting on the lock then sees it gone
+      // and returns knowing fire has finished, so its owner may free it.
+      t->p.store(nullptr, std::memory_order_release);
+      if (g != nullptr) fired[n++] = g;
     }
   }
   if (n == 0) return;
@@ -147,6 +153,7 @@ bool cancel_timer(Timer* t) {
     // The timer may have fired, or moved to another P when its P retired, between the load and the lock.
     if (t->p.load(std::memory_order_relaxed) != p) continue;
     heap_remove(p, t->index);
+    t->p.store(nullptr, std::memory_order_release);
     return true;
   }
 }

@@ -29,7 +29,7 @@ bool Waiter::wait_until(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
 
 bool Waiter::wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
   g_ = sched::current();
-  unlock_ = lk != nullptr ? lk->release() : nullptr;
+  timer_.fire = nullptr;
   if (deadline_ns >= 0) {
     timer_.when = deadline_ns;
     timer_.arg = this;
@@ -40,31 +40,32 @@ bool Waiter::wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
       auto* w = static_cast<Waiter*>(t->arg);
       uint32_t s = w->state_.load(std::memory_order_acquire);
       while (s == kEmpty || s == kParked) {
-        if (w->state_.compare_exchange_weak(s, kTimedOut, std::memory_order_acq_rel)) return s == kParked ? w->g_ : nullptr;
+        if (w->state_.compare_exchange_weak(s, kTimedOut, std::memory_order_acq_rel)) {
+          return s == kParked ? w->g_ : nullptr;
+        }
       }
       return nullptr;
     };
   }
+  // The lock can go before the switch: the state machine makes a notify() that lands between here and the park
+  // commit abandon the park instead of being lost. (Unlocking in the commit would also confuse ThreadSanitizer,
+  // which sees the unlock come from another context than the lock.)
+  if (lk != nullptr) lk->unlock();
   sched::park(
       [](sched::G*, void* arg) {
         auto* w = static_cast<Waiter*>(arg);
-        if (w->timer_.fire != nullptr && w->timer_.when >= 0) sched::add_timer(&w->timer_);
-        // Publish "parked" only now that the fiber has switched out; a notify that came first wins and the park
-        // is abandoned.
+        const bool timed = w->timer_.fire != nullptr;
+        if (timed) sched::add_timer(&w->timer_);
+        // Publish "parked" only now that the fiber has switched out. Once the CAS succeeds a notifier or the timer
+        // may ready the fiber, which can resume elsewhere and destroy *w: nothing touches w after it.
         uint32_t expected = kEmpty;
-        bool parked = w->state_.compare_exchange_strong(expected, kParked, std::memory_order_acq_rel);
-        if (w->unlock_ != nullptr) w->unlock_->unlock();
-        if (!parked && w->timer_.fire != nullptr) sched::cancel_timer(&w->timer_);
-        return parked;
+        if (w->state_.compare_exchange_strong(expected, kParked, std::memory_order_acq_rel)) return true;
+        if (timed) sched::cancel_timer(&w->timer_);
+        return false;  // notified or timed out first
       },
       this);
-  if (timer_.fire != nullptr) {
-    sched::cancel_timer(&timer_);
-    timer_.fire = nullptr;
-  }
-  if (lk != nullptr) {
-    *lk = std::unique_lock<std::mutex>(*unlock_);
-  }
+  if (timer_.fire != nullptr) sched::cancel_timer(&timer_);
+  if (lk != nullptr) lk->lock();
   return state_.load(std::memory_order_acquire) == kNotified;
 }
 

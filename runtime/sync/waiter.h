@@ -27,7 +27,8 @@ class Waiter {
 
   // Blocks until notify().
   void wait();
-  // Unlocks `lk` (a std::mutex lock) after the fiber has switched out (or before blocking a thread), then waits.
+  // Unlocks `lk` (a std::mutex lock), waits, and locks it again before returning. A notify() that comes after the
+  // unlock but before the fiber has parked is not lost: the park is abandoned.
   void wait(std::unique_lock<std::mutex>& lk);
   // Waits until notify() or the CLOCK_MONOTONIC deadline; returns true if notified. After a timeout, notify() may
   // still be called (it does nothing), so waiters can stay in their list until the structure's lock removes them.
@@ -51,7 +52,6 @@ class Waiter {
   std::atomic<uint32_t> state_{kEmpty};
   sched::G* g_ = nullptr;
   sched::Timer timer_;
-  std::mutex* unlock_ = nullptr;
 };
 
 }  // namespace tern

@@ -120,6 +120,7 @@ TEST(Runtime, JoinRethrowsTheFibersException) {
 }
 
 TEST(RuntimeDeathTest, UncaughtExceptionNamesTheFiber) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
         Runtime rt(procs(1));
@@ -138,6 +139,7 @@ int recurse(int depth) {
 }
 
 TEST(RuntimeDeathTest, StackOverflowIsReportedNotSilent) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
         Config c = procs(1);
