@@ -94,6 +94,7 @@ mkdir -p "$out"
 names=()
 ports=()
 pids=()
+commands=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -107,6 +108,7 @@ start() {  # name, then the command with PORT where the port goes
   local port=$((port_base + ${#names[@]}))
   port_free "$port" || die "port $port is in use (choose another --port-base)"
   local args=("${@//PORT/$port}")
+  commands+=("$name: ${args[*]}")
   "${args[@]}" >"$out/${name//\//_}.log" 2>&1 &
   pids+=($!)
   names+=("$name")
@@ -128,6 +130,7 @@ wrk_threads=2
 wrk_timeout=2s
 echo "bench/echo.sh: wrk -t$wrk_threads -d${duration}s --timeout $wrk_timeout --latency GET $path;" \
   "$runs run(s) per point, medians; unpinned on $(nproc) CPUs; raw output in $out"
+printf '  %s\n' "${commands[@]}"
 
 if ((warmup > 0)); then
   for i in "${!names[@]}"; do
