@@ -35,7 +35,7 @@ class Locks {
     for (size_t i = 1; i < n; i++) {
       uint16_t v = order[i];
       size_t j = i;
-      while (j > 0 && std::less<std::mutex*>()(cases[v].mu, cases[order[j - 1]].mu)) {
+      while (j > 0 && std::less<SpinLock*>()(cases[v].mu, cases[order[j - 1]].mu)) {
         order[j] = order[j - 1];
         j--;
       }
@@ -54,7 +54,7 @@ class Locks {
   }
 
  private:
-  std::mutex* mu(size_t i) const { return cases_[order_[i]].mu; }
+  SpinLock* mu(size_t i) const { return cases_[order_[i]].mu; }
   const SelectCase* cases_;
   uint16_t* order_;
   size_t n_;

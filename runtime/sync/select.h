@@ -48,7 +48,7 @@ namespace detail {
 struct SelectCase {
   enum class Kind : uint8_t { kChan, kDefault, kTimeout };
   Kind kind = Kind::kChan;
-  std::mutex* mu = nullptr;  // the channel's lock
+  SpinLock* mu = nullptr;  // the channel's lock
   // With mu held: completes the case now if it can. A plain waiter it completed is returned in *wake, to be
   // notified once every lock is released.
   ChanOp (*poll)(void* self, Waiter** wake) = nullptr;
@@ -65,7 +65,7 @@ int select_run(SelectCase* cases, size_t n, uint16_t* scratch);
 
 template <class T>
 struct ChanSelect {
-  static std::mutex* mu(Channel<T>& c) { return &c.mu_; }
+  static SpinLock* mu(Channel<T>& c) { return &c.mu_; }
   static ChanOp send(Channel<T>& c, T& v, Waiter** wake) { return c.send_locked(v, *wake); }
   static ChanOp recv(Channel<T>& c, std::optional<T>& out, Waiter** wake) { return c.recv_locked(out, *wake); }
   static void enqueue_send(Channel<T>& c, ChanNode<T>* n) { c.sendq_.push_back(n); }
