@@ -18,5 +18,6 @@
 #include "runtime/sync/once.h"        // Once: exactly-once initialization
 #include "runtime/sync/select.h"      // select over channel cases, default and timeout
 #include "runtime/sync/semaphore.h"   // Semaphore: counting, FIFO
+#include "runtime/sync/spin_lock.h"   // SpinLock: for tiny critical sections that never block
 #include "runtime/sync/wait_group.h"  // WaitGroup: wait for N completions
 #include "runtime/sync/waiter.h"      // Waiter: the one-shot park/notify everything above is built on

@@ -111,36 +111,48 @@ TEST(CondVar, NotifyAllWakesEveryWaiter) {
   });
 }
 
-TEST(CondVar, NotifyOneWakesOne) {
+// notify_one wakes exactly one waiter: with no spurious wakeups each waiter evaluates its predicate once on entry
+// and once per wakeup, so three notifies make exactly six evaluations.
+TEST(CondVar, NotifyOneWakesExactlyOne) {
   tern::Runtime rt(procs(2));
   rt.run([] {
+    constexpr int kWaiters = 3;
     tern::Mutex mu;
     tern::CondVar cv;
     int tokens = 0;
+    int checks = 0;  // guarded by mu
     std::atomic<int> consumed{0};
     tern::WaitGroup wg;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < kWaiters; i++) {
       wg.add(1);
       tern::go([&] {
         std::unique_lock lk(mu);
-        cv.wait(lk, [&] { return tokens > 0; });
+        cv.wait(lk, [&] {
+          checks++;
+          return tokens > 0;
+        });
         tokens--;
         consumed++;
         wg.done();
       });
     }
-    tern::sleep_for(milliseconds(2));
-    for (int i = 1; i <= 3; i++) {
+    // Every waiter has checked once and, since it checks under mu and waits releasing it, is queued.
+    for (;;) {
+      std::lock_guard g(mu);
+      if (checks == kWaiters) break;
+      tern::yield();
+    }
+    for (int i = 1; i <= kWaiters; i++) {
       {
         std::lock_guard g(mu);
         tokens++;
       }
       cv.notify_one();
-      while (consumed.load() < i) tern::sleep_for(std::chrono::microseconds(100));
-      tern::sleep_for(milliseconds(1));
-      EXPECT_EQ(consumed.load(), i);  // exactly one waiter per notify
+      while (consumed.load() < i) tern::yield();
     }
     wg.wait();
+    std::lock_guard g(mu);
+    EXPECT_EQ(checks, 2 * kWaiters);
   });
 }
 
