@@ -55,9 +55,7 @@ auto spawn(Runtime& rt, F&& f) {
   return spawn(rt.scheduler(), std::forward<F>(f));
 }
 
-inline void yield() {
-  if (sched::in_fiber()) sched::yield();
-}
+inline void yield() { sched::yield(); }
 
 // Parks the fiber until `deadline` (CLOCK_MONOTONIC based steady_clock); outside fibers, sleeps the thread.
 void sleep_until(std::chrono::steady_clock::time_point deadline);

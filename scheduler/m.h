@@ -24,6 +24,7 @@ struct M {
   G* curg = nullptr;    // running fiber
   ctx::fcontext_t g0 = nullptr;  // the scheduler context, saved while a fiber runs
   MAction action = MAction::kNone;
+  G* yielded = nullptr;  // a fiber that yielded with nothing else queued on this P; find_runnable runs it next
 
   // Idle parking (sched_mu_ guards link/nextp/next_spinning; note wakes).
   Note note;

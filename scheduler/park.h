@@ -42,7 +42,7 @@ void ready_tail(G* g);
 // Makes a batch of fibers runnable (a poller's harvest). Callable from any thread.
 void ready_list(GList& list);
 
-// Gives up the processor: the fiber goes to the tail of the local run queue.
+// Gives up the processor: the fiber goes to the tail of the local run queue. Does nothing outside fibers.
 void yield();
 
 // The id of the current fiber, 0 outside fibers.

@@ -114,8 +114,7 @@ void fiber_entry(ctx::transfer_t t) {
 }
 
 // Leaves the running fiber for the M's scheduler context; returns when some M resumes the fiber.
-void switch_to_g0(MAction action) {
-  M* m = this_m();
+void switch_to_g0(M* m, MAction action) {
   G* g = m->curg;
   m->action = action;
   ctx::before_switch(&g->asan_fake_stack, m->g0_bottom, m->g0_size, m->g0_tsan_fiber);
@@ -129,6 +128,15 @@ void switch_to_g0(MAction action) {
 
 void Sched::execute(M* m, G* g) {
   P* p = m->p;
+  if (g->ctx == nullptr) {
+    // First run: bind a stack now, not at spawn. Fibers queued but not started hold none, and a fiber that starts
+    // right after another finished reuses its stack while it is still hot in cache (the P's cache is LIFO).
+    if (!g->stack.valid()) {
+      g->stack = p->stacks.get();
+      if (!g->stack.valid()) stack_exhausted();
+    }
+    g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
+  }
   m->curg = g;
   g->status.store(GStatus::kRunning, std::memory_order_relaxed);
   bump(p->counters.switches);
@@ -142,7 +150,13 @@ void Sched::execute(M* m, G* g) {
     case MAction::kYield:
       bump(p->counters.yields);
       g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
-      runq_put(p, g, false);
+      if (p->runq.empty() && p->runnext.load(std::memory_order_relaxed) == nullptr) {
+        // Nothing else is queued here: keep it M-local and skip the queue round trip; find_runnable still checks
+        // timers and the global queue before running it again.
+        m->yielded = g;
+      } else {
+        runq_put(p, g, false);
+      }
       break;
     case MAction::kPark: {
       bump(p->counters.parks);
@@ -406,18 +420,8 @@ G* Sched::new_g() {
     gblocks_.push_back(std::move(block));
   }
   g->next = nullptr;
-  if (!g->stack.valid()) {
-    g->stack = p != nullptr ? p->stacks.get() : stacks_.get();
-    if (!g->stack.valid()) {
-      std::lock_guard lk(gfree_mu_);
-      g->next = gfree_;
-      gfree_ = g;
-      ngfree_++;
-      return nullptr;
-    }
-  }
   g->id = g_next_fiber_id.fetch_add(1, std::memory_order_relaxed);
-  g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
+  g->ctx = nullptr;  // the stack is bound when the fiber first runs (execute)
   g->user = nullptr;
   if (p != nullptr) {
     bump(p->counters.spawned);
@@ -427,22 +431,37 @@ G* Sched::new_g() {
   return g;
 }
 
+bool Sched::bind_stack(G* g) {
+  M* m = this_m();
+  P* p = (m != nullptr && m->sched == this) ? m->p : nullptr;
+  g->stack = p != nullptr ? p->stacks.get() : stacks_.get();
+  if (!g->stack.valid()) return false;
+  g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
+  return true;
+}
+
+void Sched::free_g(G* g) {
+  std::lock_guard lk(gfree_mu_);
+  g->status.store(GStatus::kIdle, std::memory_order_relaxed);
+  g->next = gfree_;
+  gfree_ = g;
+  ngfree_++;
+}
+
 void Sched::gfput(P* p, G* g) {
   g->status.store(GStatus::kIdle, std::memory_order_relaxed);
+  // The stack goes to the top of the P's LIFO cache, where the next fiber to start here picks it up still hot.
+  p->stacks.put(g->stack);
+  g->stack = {};
   g->next = p->gfree;
   p->gfree = g;
   p->ngfree++;
   if (p->ngfree < kGFreeMax) return;
-  // Return half, without their stacks: stacks go to the P's cache (and from there to the pool, whose watermark
-  // decides what stays resident).
   std::lock_guard lk(gfree_mu_);
   while (p->ngfree > kGFreeMax / 2) {
     G* f = p->gfree;
     p->gfree = f->next;
     p->ngfree--;
-    // Records refilled from the runtime's list carry no stack until they are used.
-    if (f->stack.valid()) p->stacks.put(f->stack);
-    f->stack = {};
     f->next = gfree_;
     gfree_ = f;
     ngfree_++;
@@ -604,7 +623,7 @@ uint32_t Sched::random(M* m) { return xorshift(m->rand_state); }
 G* Sched::find_runnable(M* m) {
 top:
   if (shutting_down_.load(std::memory_order_acquire)) return nullptr;
-  if (retire_if_needed(m)) {
+  if (m->p->id >= nprocs_.load(std::memory_order_acquire) && retire_if_needed(m)) {
     idle_without_p(m);
     goto top;
   }
@@ -613,6 +632,14 @@ top:
   if (t0 != 0) {
     int64_t now = now_ns();
     if (t0 <= now) run_timers(pp, now, pp);
+  }
+  if (G* g = m->yielded) {
+    m->yielded = nullptr;
+    if (pp->runq.empty() && (pp->schedtick % kGlobalQueueInterval != 0 || global_->empty())) {
+      pp->schedtick++;
+      return g;
+    }
+    runq_put(pp, g, false);  // timers or the global queue have work: the yielder waits its turn
   }
   if (pp->schedtick % kGlobalQueueInterval == 0 && !global_->empty()) {
     if (G* g = global_->pop()) {
@@ -875,6 +902,10 @@ void Sched::set_procs(int n) {
 bool Sched::retire_if_needed(M* m) {
   P* p = m->p;
   if (p->id < nprocs_.load(std::memory_order_acquire)) return false;
+  if (G* g = m->yielded) {
+    m->yielded = nullptr;
+    runq_put(p, g, false);
+  }
   p->status.store(PStatus::kRetiring, std::memory_order_relaxed);
   drain_p(p);
   {
@@ -920,8 +951,6 @@ void Sched::drain_p(P* p) {
   while (p->gfree != nullptr) {
     G* f = p->gfree;
     p->gfree = f->next;
-    if (f->stack.valid()) p->stacks.put(f->stack);
-    f->stack = {};
     f->next = gfree_;
     gfree_ = f;
     ngfree_++;
@@ -1051,10 +1080,11 @@ Sched* Sched::current() {
 }
 
 void park(ParkCommit commit, void* arg) {
-  G* g = current();
+  M* m = this_m();
+  G* g = m->curg;
   g->commit = commit;
   g->commit_arg = arg;
-  switch_to_g0(MAction::kPark);
+  switch_to_g0(m, MAction::kPark);
 }
 
 void ready(G* g) { g->sched->ready(g, true); }
@@ -1071,6 +1101,10 @@ void ready_list(GList& list) {
   }
 }
 
-void yield() { switch_to_g0(MAction::kYield); }
+void yield() {
+  M* m = this_m();
+  if (m == nullptr || m->curg == nullptr) return;  // a plain thread: nothing to yield to
+  switch_to_g0(m, MAction::kYield);
+}
 
 }  // namespace tern::sched

@@ -129,6 +129,10 @@ class Sched {
   bool try_go(F&& f) {
     G* g = new_g();
     if (g == nullptr) return false;
+    if (!bind_stack(g)) {
+      free_g(g);
+      return false;
+    }
     g->task.emplace(std::forward<F>(f));
     start(g);
     return true;
@@ -147,6 +151,8 @@ class Sched {
 
   // Internal interface, used by park.h/timer.h and the M loop.
   G* new_g();
+  bool bind_stack(G* g);  // maps the stack now instead of at first run
+  void free_g(G* g);      // a G never started
   void start(G* g);
   void ready(G* g, bool next);
   void ready_list(GList& list);
