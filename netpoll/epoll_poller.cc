@@ -4,9 +4,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
+
+#include "scheduler/timer.h"
 
 namespace tern::netpoll {
 namespace {
@@ -59,20 +62,29 @@ EpollPoller::~EpollPoller() {
 
 size_t EpollPoller::poll(int64_t timeout_ns, sched::GList& out) {
   epoll_event evs[kMaxEvents];
-  timespec ts{};
-  timespec* tsp = nullptr;
-  if (timeout_ns >= 0) {
-    ts.tv_sec = timeout_ns / 1'000'000'000;
-    ts.tv_nsec = timeout_ns % 1'000'000'000;
-    tsp = &ts;
+  const int64_t until = timeout_ns > 0 ? sched::now_ns() + timeout_ns : 0;
+  int n;
+  for (;;) {
+    timespec ts{};
+    timespec* tsp = nullptr;
+    int64_t left = timeout_ns > 0 ? std::max<int64_t>(0, until - sched::now_ns()) : timeout_ns;
+    if (left >= 0) {
+      ts.tv_sec = left / 1'000'000'000;
+      ts.tv_nsec = left % 1'000'000'000;
+      tsp = &ts;
+    }
+    // epoll_pwait2 takes nanoseconds, so a poller sleeping until the next timer wakes on time, not up to 1 ms late.
+    n = epoll_pwait2(epfd_, evs, kMaxEvents, tsp, nullptr);
+    if (n < 0 && errno == ENOSYS) {
+      int ms = left < 0 ? -1 : static_cast<int>((left + 999'999) / 1'000'000);
+      n = epoll_wait(epfd_, evs, kMaxEvents, ms);
+    }
+    // A signal, or io_uring task work queued to this thread (TIF_NOTIFY_SIGNAL), interrupts the wait but is no
+    // reason to return to the scheduler: sleep out the rest.
+    if (n < 0 && errno == EINTR && timeout_ns != 0) continue;
+    break;
   }
-  // epoll_pwait2 takes nanoseconds, so a poller sleeping until the next timer wakes on time, not up to 1 ms late.
-  int n = epoll_pwait2(epfd_, evs, kMaxEvents, tsp, nullptr);
-  if (n < 0 && errno == ENOSYS) {
-    int ms = timeout_ns < 0 ? -1 : static_cast<int>((timeout_ns + 999'999) / 1'000'000);
-    n = epoll_wait(epfd_, evs, kMaxEvents, ms);
-  }
-  if (n <= 0) return 0;  // timeout, or EINTR: the caller re-evaluates and polls again
+  if (n <= 0) return 0;
   size_t readied = 0;
   for (int i = 0; i < n; i++) {
     uint64_t tag = evs[i].data.u64;

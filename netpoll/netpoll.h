@@ -15,8 +15,7 @@
 //
 //   auto p = tern::netpoll::make_poller("auto");   // Result<std::unique_ptr<sched::Poller>>
 //   if (!p) { std::fprintf(stderr, "%s\n", p.error().c_str()); return 2; }
-//   opts.poller = p->get();                        // SchedOptions; the owner keeps *p alive for as long as the
-//   scheduler
+//   opts.poller = p->get();                        // sched::SchedOptions; *p must outlive the Sched
 #pragma once
 
 #include <memory>

@@ -14,6 +14,12 @@
 #include <deque>
 
 #include "scheduler/park.h"
+#include "scheduler/timer.h"
+
+#if defined(TERN_SANITIZE_THREAD) || defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define TERN_NETPOLL_TSAN 1
+#endif
 
 namespace tern::netpoll {
 namespace {
@@ -23,6 +29,20 @@ constexpr uint64_t kTagMask = 7;
 constexpr uint64_t kTagOp = 0;
 constexpr uint64_t kTagAccept = 1;
 constexpr uint64_t kWakeData = 2;  // the wait ring's eventfd poll
+
+// An operation record reaches its reaper through the kernel (submission entry in, completion entry out), which
+// ThreadSanitizer cannot see; these tell it that the submit happens before the completion is handled.
+#ifdef TERN_NETPOLL_TSAN
+void handoff_release(uint64_t user_data) {
+  __tsan_release(reinterpret_cast<void*>(user_data & ~kTagMask));
+}
+void handoff_acquire(uint64_t user_data) {
+  __tsan_acquire(reinterpret_cast<void*>(user_data & ~kTagMask));
+}
+#else
+void handoff_release(uint64_t) {}
+void handoff_acquire(uint64_t) {}
+#endif
 
 // The wait ring holds one POLL_ADD at a time.
 constexpr unsigned kWaitEntries = 4;
@@ -237,6 +257,7 @@ Ring* UringPoller::submit(Prep&& prep, uint64_t user_data) {
   while ((sqe = io_uring_get_sqe(u)) == nullptr) io_uring_submit(u);
   prep(sqe);
   io_uring_sqe_set_data64(sqe, user_data);
+  handoff_release(user_data);
   // What completes during this submit is reaped just below, so it needs no eventfd signal (which would wake a
   // sleeping poller for nothing).
   io_uring_cq_eventfd_toggle(u, false);
@@ -320,6 +341,7 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
   uint64_t ud = cqe->user_data;
   int res = cqe->res;
   sched::G* g = nullptr;
+  handoff_acquire(ud);
   if ((ud & kTagMask) == kTagOp) {
     auto* op = reinterpret_cast<Op*>(ud & ~kTagMask);
     if (cqe->flags & IORING_CQE_F_BUFFER) {
@@ -377,15 +399,20 @@ size_t UringPoller::poll(int64_t timeout_ns, sched::GList& out) {
     io_uring_sqe_set_data64(sqe, kWakeData);
     efd_armed_ = true;
   }
-  __kernel_timespec ts{};
-  __kernel_timespec* tsp = nullptr;
-  if (timeout_ns > 0) {
-    ts.tv_sec = timeout_ns / 1'000'000'000;
-    ts.tv_nsec = timeout_ns % 1'000'000'000;
-    tsp = &ts;
-  }
+  const int64_t until = timeout_ns > 0 ? sched::now_ns() + timeout_ns : 0;
   io_uring_cqe* cqe = nullptr;
-  io_uring_submit_and_wait_timeout(&wait_ring_, &cqe, 1, tsp, nullptr);  // -ETIME and -EINTR just return
+  for (;;) {
+    __kernel_timespec ts{};
+    __kernel_timespec* tsp = nullptr;
+    if (timeout_ns > 0) {
+      int64_t left = std::max<int64_t>(0, until - sched::now_ns());
+      ts.tv_sec = left / 1'000'000'000;
+      ts.tv_nsec = left % 1'000'000'000;
+      tsp = &ts;
+    }
+    int rc = io_uring_submit_and_wait_timeout(&wait_ring_, &cqe, 1, tsp, nullptr);
+    if (rc != -EINTR) break;  // -ETIME: the timeout; a signal is no reason to return early
+  }
 
   unsigned head, seen = 0;
   io_uring_for_each_cqe(&wait_ring_, head, cqe) seen++;  // the eventfd poll fired (or failed: re-armed next time)

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "runtime/go.h"
 #include "runtime/net/net.h"
 #include "runtime/runtime.h"
+#include "runtime/sync/wait_group.h"
 
 namespace tern::net {
 namespace {
@@ -65,13 +67,22 @@ void starve_and_recover(const std::string& poller) {
     sleep_for(10ms);
     std::vector<int> filler;
     for (int fd; (fd = ::dup(client)) >= 0;) filler.push_back(fd);
-    auto acceptor = spawn([&] { return l->accept(10s); });
+    // go + WaitGroup rather than spawn: under UBSan a first virtual call on a type (spawn's shared_ptr control block)
+    // checks the vtable through a pipe, which a full descriptor table makes fail.
+    std::optional<NetResult<Stream>> accepted;
+    WaitGroup done;
+    done.add(1);
+    tern::go([&] {
+      accepted.emplace(l->accept(10s));
+      done.done();
+    });
     double cpu0 = cpu_seconds();
     sleep_for(kStarve);
     double cpu = cpu_seconds() - cpu0;
     uint64_t backoffs = l->accept_backoffs();
     for (int fd : filler) ::close(fd);
-    auto s = acceptor.join();
+    done.wait();
+    auto& s = *accepted;
     if (backoffs == 0) {
       code = kNoBackoff;
       return;

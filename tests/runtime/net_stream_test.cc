@@ -195,6 +195,7 @@ TEST_P(NetTest, WritevGathersEveryBuffer) {
     ASSERT_TRUE(r) << r.ec.message();
     size_t off = 0;
     for (auto& b : bufs) {
+      if (b.empty()) continue;
       ASSERT_EQ(std::memcmp(got.data() + off, b.data(), b.size()), 0);
       off += b.size();
     }
