@@ -479,7 +479,14 @@ void Sched::start(G* g) {
 
 void Sched::runq_put(P* p, G* g, bool next) {
   if (next) {
-    G* old = p->runnext.exchange(g, std::memory_order_acq_rel);
+    // Thieves only ever take runnext (non-null -> null), so an empty slot stays empty until its owner (us) fills
+    // it: a plain store suffices, and the common case costs no atomic read-modify-write.
+    G* old = p->runnext.load(std::memory_order_relaxed);
+    if (old == nullptr) {
+      p->runnext.store(g, std::memory_order_release);
+      return;
+    }
+    old = p->runnext.exchange(g, std::memory_order_acq_rel);
     if (old == nullptr) return;
     g = old;  // the previous runnext goes to the tail of the queue
   }
@@ -779,17 +786,32 @@ void Sched::idle_without_p(M* m) {
     if (shutting_down_.load(std::memory_order_acquire)) return;
     bool expected = false;
     if (polling_.compare_exchange_strong(expected, true)) {
+      // Work this M could run if it had a P: take the P rather than poll. (Queued work on busy Ps is theirs; polling
+      // with a zero timeout because of it would spin this M while every P is busy.)
+      if (npidle_.load() > 0 && (!global_->empty() || any_local_work() || timers_due())) {
+        polling_.store(false);
+        P* p;
+        {
+          std::lock_guard lk(sched_mu_);
+          p = pidleget();
+        }
+        if (p != nullptr) {
+          acquirep(m, p);
+          handoff_poller_role();
+          return;
+        }
+        continue;
+      }
       int64_t until = earliest_timer();
       int64_t timeout = -1;
       if (until != 0) timeout = std::max<int64_t>(0, until - now_ns());
-      if (!global_->empty() || any_local_work()) timeout = 0;
       poll_until_.store(until == 0 ? INT64_MAX : until);
       GList list;
       poller_->poll(timeout, list);
       poll_until_.store(0);
       polling_.store(false);
       last_poll_.store(now_ns(), std::memory_order_relaxed);
-      if (!list.empty() || !global_->empty() || any_local_work() || timers_due()) {
+      if (!list.empty() || (npidle_.load() > 0 && (!global_->empty() || any_local_work() || timers_due()))) {
         P* p;
         {
           std::lock_guard lk(sched_mu_);
