@@ -39,6 +39,7 @@ struct Desc {
 struct IoStats {
   uint64_t timeouts = 0;         // operations that ended at their deadline
   uint64_t accept_backoffs = 0;  // accept() back-offs after EMFILE/ENFILE/ENOBUFS/ENOMEM
+  uint64_t buffer_misses = 0;    // io_uring: receives that found the provided buffers all in use and were retried
 };
 
 class IoBackend {
@@ -67,13 +68,15 @@ class IoBackend {
   virtual int accept(Desc* d, int64_t deadline_ns) = 0;
 
   IoStats io_stats() const {
-    return {timeouts_.load(std::memory_order_relaxed), accept_backoffs_.load(std::memory_order_relaxed)};
+    return {timeouts_.load(std::memory_order_relaxed), accept_backoffs_.load(std::memory_order_relaxed),
+            buffer_misses_.load(std::memory_order_relaxed)};
   }
   void count_accept_backoff() { accept_backoffs_.fetch_add(1, std::memory_order_relaxed); }
 
  protected:
   std::atomic<uint64_t> timeouts_{0};
   std::atomic<uint64_t> accept_backoffs_{0};
+  std::atomic<uint64_t> buffer_misses_{0};
 };
 
 // The backend of the calling fiber's runtime; nullptr outside fibers, or if the runtime's poller is not a netpoll one.

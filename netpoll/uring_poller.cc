@@ -507,6 +507,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
       }
     });
     if (res == -ENOBUFS && provided) {
+      buffer_misses_.fetch_add(1, std::memory_order_relaxed);
       select = false;  // the ring's buffers are all in flight: this read uses the caller's buffer
       continue;
     }

@@ -32,11 +32,13 @@ class Ring {
   // Completion entries: every parked operation of this thread can complete at once (1,000 connections on one M is
   // ordinary), and overflow, though not lossy (IORING_FEAT_NODROP), costs a syscall to flush.
   static constexpr unsigned kCqEntries = 8192;
-  // Provided buffers: reads of up to kBufSize bytes take one when data arrives. 64 x 16 KiB = 1 MiB per ring; a
-  // buffer is held only from the kernel's receive to the reaper's copy, so 64 covers a reap's worth of completions;
-  // when they run out the receive fails with ENOBUFS and is retried into the caller's buffer.
+  // Provided buffers: reads of up to kBufSize bytes take one when data arrives, and the reaper copies it out and
+  // recycles it, so a buffer is held only between the kernel's receive and the next reap. 16 KiB covers a typical
+  // request read. The count is sized for bursts: with 1,000 connections on two rings all receiving at once, 64 or
+  // 128 buffers ran out hundreds of times per burst (each costs a second submit, see read()), 256 rarely. 256 x 16
+  // KiB = 4 MiB of address space per ring, resident as the kernel fills it.
   static constexpr unsigned kBufSize = 16 << 10;
-  static constexpr unsigned kBufCount = 64;
+  static constexpr unsigned kBufCount = 256;
   static constexpr uint16_t kBufGroup = 0;
 
   // A ring whose completions signal `efd`. `shared`: submissions from several threads, serialised by sq_mu.

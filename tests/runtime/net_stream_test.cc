@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "netpoll/io_backend.h"
 #include "netpoll/netpoll.h"
 #include "runtime/go.h"
 #include "runtime/net/net.h"
@@ -213,10 +214,14 @@ TEST_P(NetTest, ReadTimeoutFiresAndTheStreamStaysUsable) {
     auto s = l->accept(10s);
     ASSERT_TRUE(s);
     char buf[16];
+    netpoll::IoBackend* io = netpoll::current_backend();
+    ASSERT_NE(io, nullptr);
+    uint64_t timeouts = io->io_stats().timeouts;
     auto t0 = Clock::now();
     auto r = c->read(buf, sizeof buf, 50ms);
     auto took = Clock::now() - t0;
     EXPECT_EQ(r.ec, std::errc::timed_out);
+    EXPECT_EQ(io->io_stats().timeouts, timeouts + 1);
     EXPECT_EQ(r.n, 0u);
     EXPECT_GE(took, 50ms);
     EXPECT_LT(took, 50ms + kSlack);
