@@ -489,6 +489,9 @@ void UringPoller::close(Desc* d) {
 }
 
 ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
+  // A zero length means "the whole buffer" to a buffer-select receive, which would then copy a provided buffer's
+  // worth into a caller's empty one.
+  if (len == 0) return 0;
   int fd = d->fd;
   len = std::min(len, kMaxTransfer);
   bool select = true;

@@ -518,6 +518,28 @@ TEST_P(NetTest, NodelayIsOnByDefault) {
   });
 }
 
+TEST_P(NetTest, ZeroLengthReadReturnsZeroAndTouchesNothing) {
+  Runtime rt(config());
+  rt.run([] {
+    auto l = listen("127.0.0.1:0");
+    ASSERT_TRUE(l);
+    auto c = dial(l->local_addr(), 10s);
+    ASSERT_TRUE(c);
+    auto s = l->accept(10s);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(s->write_all("data", 4));
+    char guard[8] = {'g', 'g', 'g', 'g', 'g', 'g', 'g', 'g'};
+    auto r = c->read(guard, 0, 10s);
+    EXPECT_TRUE(r) << r.ec.message();
+    EXPECT_EQ(r.n, 0u);
+    EXPECT_EQ(std::string(guard, 8), "gggggggg");
+    // The data is still there for a real read.
+    r = c->read_full(guard, 4, 10s);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(std::string(guard, 4), "data");
+  });
+}
+
 TEST_P(NetTest, ClosedStreamsAndListenersSayNotOpen) {
   Runtime rt(config());
   rt.run([] {
