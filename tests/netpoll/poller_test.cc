@@ -15,6 +15,8 @@
 #include <thread>
 
 #include "netpoll/netpoll.h"
+#include "runtime/config.h"
+#include "runtime/runtime.h"
 #include "scheduler/poller.h"
 
 namespace tern::netpoll {
@@ -187,6 +189,35 @@ TEST(MakePollerDeathTest, ExplicitUringIsAClearError) {
         std::exit(0);
       },
       ::testing::ExitedWithCode(0), "poller 'uring' requested but io_uring is unusable here: io_uring_setup: ");
+}
+
+TEST(MakePollerDeathTest, RuntimeAskedForUringWithoutItExitsWithTheReason) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        forbid_io_uring();
+        Config cfg;
+        cfg.procs = 1;
+        cfg.poller = "uring";
+        Runtime rt(cfg);
+      },
+      ::testing::ExitedWithCode(2), "tern: poller 'uring' requested but io_uring is unusable here");
+}
+
+TEST(MakePollerDeathTest, RuntimeOnAutoRunsOnEpollWithoutUring) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        forbid_io_uring();
+        Config cfg;
+        cfg.procs = 1;
+        cfg.poller = "auto";
+        Runtime rt(cfg);
+        bool ran = false;
+        rt.run([&] { ran = true; });
+        std::exit(ran && std::string(rt.poller_name()) == "epoll" ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "using epoll");
 }
 
 }  // namespace
