@@ -98,6 +98,7 @@ std::string UringPoller::probe() {
   io_uring_params p{};
   int rc = io_uring_queue_init_params(kWaitEntries, &ring, &p);
   if (rc < 0) return errno_text("io_uring_setup", -rc);
+  unpoison_fresh_mapping(&ring);
   struct Cleanup {
     io_uring* ring;
     int efd = -1, sock = -1;
@@ -175,6 +176,7 @@ Result<std::unique_ptr<UringPoller>> UringPoller::create() {
   int rc = io_uring_queue_init(kWaitEntries, &p->wait_ring_, 0);
   if (rc < 0) return make_error(errno_text("io_uring_setup", -rc));
   p->wait_ring_ok_ = true;
+  unpoison_fresh_mapping(&p->wait_ring_);
   auto shared = Ring::create(efd, /*shared=*/true);
   if (!shared) return make_error(shared.error());
   p->shared_ = std::shared_ptr<Ring>(std::move(*shared));

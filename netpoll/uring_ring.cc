@@ -5,7 +5,27 @@
 #include <cstring>
 #include <string>
 
+#if defined(TERN_SANITIZE_ADDRESS) || defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define TERN_NETPOLL_ASAN 1
+#endif
+
 namespace tern::netpoll {
+
+void unpoison_fresh_mapping(void* addr, size_t len) {
+#ifdef TERN_NETPOLL_ASAN
+  __asan_unpoison_memory_region(addr, len);
+#else
+  (void)addr;
+  (void)len;
+#endif
+}
+
+void unpoison_fresh_mapping(io_uring* ring) {
+  unpoison_fresh_mapping(ring->sq.ring_ptr, ring->sq.ring_sz);
+  unpoison_fresh_mapping(ring->cq.ring_ptr, ring->cq.ring_sz);
+  unpoison_fresh_mapping(ring->sq.sqes, sizeof(io_uring_sqe) * ring->sq.ring_entries);
+}
 
 Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared) {
   std::unique_ptr<Ring> r(new Ring());
@@ -17,6 +37,7 @@ Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared) {
   int rc = io_uring_queue_init_params(kSqEntries, &r->ring_, &p);
   if (rc < 0) return make_error(std::string("io_uring_setup: ") + std::strerror(-rc));
   r->live_ = true;
+  unpoison_fresh_mapping(&r->ring_);
   rc = io_uring_register_eventfd(&r->ring_, efd);
   if (rc < 0) return make_error(std::string("io_uring_register_eventfd: ") + std::strerror(-rc));
   r->setup_buffers();
@@ -29,6 +50,7 @@ void Ring::setup_buffers() {
   size_t total = ring_bytes + static_cast<size_t>(kBufSize) * kBufCount;
   void* mem = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return;
+  unpoison_fresh_mapping(mem, total);
   io_uring_buf_reg reg{};
   reg.ring_addr = reinterpret_cast<uintptr_t>(mem);  // page-aligned, as the kernel requires
   reg.ring_entries = kBufCount;

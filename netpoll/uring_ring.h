@@ -24,6 +24,12 @@
 
 namespace tern::netpoll {
 
+// ASan builds: clears the shadow of memory just mapped (a no-op otherwise). This compiler's ASan does not clear
+// shadow on mmap, so a fiber stack unmapped with live frames leaves its redzones behind at that address, and a ring or
+// buffer mapped there later would look like stack memory to every access.
+void unpoison_fresh_mapping(void* addr, size_t len);
+void unpoison_fresh_mapping(io_uring* ring);  // the three mappings liburing made for `ring`
+
 class Ring {
  public:
   // Submission entries. Operations are submitted one at a time as fibers issue them, so the queue never holds more
