@@ -3,9 +3,12 @@
 // Completion-based: an operation is submitted to the kernel on behalf of the fiber, which parks until the completion
 // is reaped. The design, and why:
 //   - One ring per submitting thread (each M), created on its first operation and handed on when the thread exits, so
-//     submission takes no lock at all: only the owner writes its submission queue. (A per-P ring would need the P's
-//     index from the scheduler; per-M is equivalent for a thread-bound submission queue.) A thread that cannot get a
-//     ring of its own (descriptor limit, memory) shares a fallback ring under a mutex rather than fail the operation.
+//     submission takes no lock at all: only the owner writes its submission queue. Per thread rather than per P
+//     because io_uring binds a request to the task that submitted it (its completion work runs on that thread, and
+//     the request is cancelled if the thread exits), and a P moves between threads. A thread that cannot get a ring
+//     of its own (descriptor limit, memory) shares a fallback ring under a mutex rather than fail the operation.
+//   - Completion work for a parked operation runs on its submitting thread, which the kernel interrupts (or wakes
+//     from its futex) for it; an idle runtime therefore pays two thread wakeups per event where epoll pays one.
 //   - A submitter reaps its own ring right after io_uring_submit: a send with socket buffer space, or a receive with
 //     data queued, completes inline, and the fiber returns without parking. Parked operations complete later, on
 //     whichever thread the kernel ran the completion for, and any thread may reap any ring (one reaper per ring at a
