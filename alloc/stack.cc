@@ -5,6 +5,10 @@
 
 #include <algorithm>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace tern::alloc {
 namespace {
 size_t page_size() {
@@ -44,6 +48,11 @@ Stack StackPool::map_one() {
 }
 
 void StackPool::unmap_one(Stack s) {
+#if defined(__SANITIZE_ADDRESS__)
+  // A stack unmapped with frames ASan still marks would make the next mapping at this address look like stack
+  // memory (GCC 12's ASan does not clear its shadow on munmap/mmap).
+  __asan_unpoison_memory_region(s.lo, s.size);
+#endif
   munmap(s.guard, s.size + page_size());
   mapped_.fetch_sub(1, std::memory_order_relaxed);
   unmapped_.fetch_add(1, std::memory_order_relaxed);

@@ -9,7 +9,8 @@
 
 #include <exception>
 #include <memory>
-#include <mutex>
+#include <atomic>
+#include <cstdint>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -22,11 +23,13 @@ namespace detail {
 [[noreturn]] void terminate_uncaught(uint64_t fiber_id, std::exception_ptr e);
 uint64_t current_fiber_id();
 
+// The fiber and the handle share one JoinState. `state` decides, with one atomic exchange on each side, who is last:
+// the fiber publishes kDone; a joiner that got there first has published kWaiting (with `waiter` set before), and is
+// notified; a handle that detached first has published kDetached, and an error then terminates.
 template <class T>
 struct JoinState {
-  std::mutex mu;
-  bool done = false;
-  bool detached = false;
+  static constexpr uint32_t kRunning = 0, kDone = 1, kWaiting = 2, kDetached = 3;
+  std::atomic<uint32_t> state{kRunning};
   Waiter* waiter = nullptr;
   std::exception_ptr error;
   uint64_t fiber_id = 0;
@@ -44,12 +47,12 @@ struct JoinState {
     } catch (...) {
       error = std::current_exception();
     }
-    std::unique_lock lk(mu);
-    done = true;
-    if (detached && error) terminate_uncaught(fiber_id, error);
-    Waiter* w = waiter;
-    lk.unlock();
-    if (w != nullptr) w->notify();
+    uint32_t prev = state.exchange(kDone, std::memory_order_acq_rel);
+    if (prev == kWaiting) {
+      waiter->notify();
+    } else if (prev == kDetached && error) {
+      terminate_uncaught(fiber_id, error);
+    }
   }
 };
 
@@ -68,24 +71,25 @@ class JoinHandle {
   // Waits for the fiber; returns its value or rethrows its exception.
   T join() {
     auto s = std::move(s_);
-    Waiter w;
-    std::unique_lock lk(s->mu);
-    if (!s->done) {
+    if (s->state.load(std::memory_order_acquire) != detail::JoinState<T>::kDone) {
+      Waiter w;
       s->waiter = &w;
-      w.wait(lk);
+      uint32_t expected = detail::JoinState<T>::kRunning;
+      if (s->state.compare_exchange_strong(expected, detail::JoinState<T>::kWaiting, std::memory_order_acq_rel)) {
+        w.wait();
+      }
     }
-    lk.unlock();
     if (s->error) std::rethrow_exception(s->error);
     if constexpr (!std::is_void_v<T>) return std::move(*s->value);
   }
 
   void detach() {
     if (!s_) return;
-    std::unique_lock lk(s_->mu);
-    s_->detached = true;
-    if (s_->done && s_->error) detail::terminate_uncaught(s_->fiber_id, s_->error);
-    lk.unlock();
-    s_.reset();
+    auto s = std::move(s_);
+    if (s->state.exchange(detail::JoinState<T>::kDetached, std::memory_order_acq_rel) == detail::JoinState<T>::kDone &&
+        s->error) {
+      detail::terminate_uncaught(s->fiber_id, s->error);
+    }
   }
 
  private:
