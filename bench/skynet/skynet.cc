@@ -5,7 +5,7 @@
 // round prints the line the Go peer (bench/peers/go_skynet) prints, so bench/skynet.sh can compare medians:
 //
 //   $ build/bin/tern-skynet --procs 2
-//   Result: 499999500000 in 180 ms.
+//   Result: 499999500000 in 320 ms.
 //   ...
 //
 // After the rounds it prints the runtime's statistics. It exits 1 if a round's sum is wrong.
