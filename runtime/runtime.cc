@@ -10,18 +10,29 @@
 
 namespace tern {
 
+Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
+  // "auto" never fails here (it falls back to epoll); an explicit choice that cannot work is an error to report.
+  auto poller = netpoll::make_poller(cfg.poller);
+  if (!poller) return make_error(poller.error());
+  return std::unique_ptr<Runtime>(new Runtime(std::move(cfg), std::move(*poller)));
+}
+
 Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
-  sched::SchedOptions opts;
-  opts.procs = cfg_.resolved_procs();
-  opts.stack_size = cfg_.stack_size;
-  // An unusable explicit choice (poller = "uring" without io_uring) is a configuration error with no way to carry
-  // on as asked; "auto" never fails here (it falls back to epoll).
   auto poller = netpoll::make_poller(cfg_.poller);
   if (!poller) {
     std::fprintf(stderr, "tern: %s\n", poller.error().c_str());
     std::exit(2);
   }
-  poller_ = std::move(*poller);
+  start(std::move(*poller));
+}
+
+Runtime::Runtime(Config cfg, std::unique_ptr<sched::Poller> poller) : cfg_(std::move(cfg)) { start(std::move(poller)); }
+
+void Runtime::start(std::unique_ptr<sched::Poller> poller) {
+  sched::SchedOptions opts;
+  opts.procs = cfg_.resolved_procs();
+  opts.stack_size = cfg_.stack_size;
+  poller_ = std::move(poller);
   opts.poller = poller_.get();
   sched_ = std::make_unique<sched::Sched>(std::move(opts));
 }

@@ -28,6 +28,9 @@ using RuntimeStats = sched::SchedStats;
 class Runtime {
  public:
   // Starts the runtime's processors (threads start on demand). Config::procs = 0 resolves from the machine.
+  // Returns an error if the configuration cannot work here (poller = "uring" on a kernel without io_uring).
+  static Result<std::unique_ptr<Runtime>> create(Config cfg = {});
+  // As create(), for programs: a configuration that cannot work prints the reason and exits with status 2.
   explicit Runtime(Config cfg = {});
   ~Runtime();
   Runtime(const Runtime&) = delete;
@@ -62,6 +65,9 @@ class Runtime {
   const char* poller_name() const;
 
  private:
+  Runtime(Config cfg, std::unique_ptr<sched::Poller> poller);
+  void start(std::unique_ptr<sched::Poller> poller);
+
   Config cfg_;
   // Declared before sched_ so that it is destroyed after it: the scheduler's shutdown may still call wake().
   std::unique_ptr<sched::Poller> poller_;

@@ -802,6 +802,17 @@ void Sched::idle_without_p(M* m) {
         }
         continue;
       }
+      if (npidle_.load() == 0) {
+        // Every P is busy: they poll without blocking whenever their queues run dry (and the monitor does if none has
+        // for 10 ms), and each checks its timers. A blocked poller here would only wake on every event, find no P,
+        // and hand the fibers to the global queue: two context switches per event for nothing. Sleep instead; the M
+        // whose P goes idle next takes the poller role.
+        polling_.store(false);
+        if (npidle_.load() > 0) continue;  // a P went idle meanwhile; its M may have seen polling_ set
+        park_idle_m(m);
+        if (m->p != nullptr || shutting_down_.load(std::memory_order_acquire)) return;
+        continue;
+      }
       int64_t until = earliest_timer();
       int64_t timeout = -1;
       if (until != 0) timeout = std::max<int64_t>(0, until - now_ns());
@@ -832,26 +843,33 @@ void Sched::idle_without_p(M* m) {
       }
       continue;
     }
-    {
-      std::lock_guard lk(sched_mu_);
-      if (shutting_down_.load(std::memory_order_relaxed)) return;
-      m->link = midle_;
-      midle_ = m;
-    }
-    m->note.sleep();
-    if (m->nextp != nullptr) {
-      P* p = m->nextp;
-      m->nextp = nullptr;
-      acquirep(m, p);
-      m->spinning = m->next_spinning;
-      return;
-    }
+    park_idle_m(m);
+    if (m->p != nullptr) return;
     // Woken without a P: to take over the poller role, or for shutdown.
+  }
+}
+
+// Sleeps on the M's note in the idle list until startm() hands it a P (then m->p is set) or it is woken without one
+// (to take the poller role, or for shutdown).
+void Sched::park_idle_m(M* m) {
+  {
+    std::lock_guard lk(sched_mu_);
+    if (shutting_down_.load(std::memory_order_relaxed)) return;
+    m->link = midle_;
+    midle_ = m;
+  }
+  m->note.sleep();
+  if (m->nextp != nullptr) {
+    P* p = m->nextp;
+    m->nextp = nullptr;
+    acquirep(m, p);
+    m->spinning = m->next_spinning;
   }
 }
 
 // The poller M got a P and leaves the role; if timers or I/O waiters remain, wake an idle M to take it over.
 void Sched::handoff_poller_role() {
+  if (npidle_.load() == 0) return;  // all busy: nobody needs to block in the poller (see idle_without_p)
   if (earliest_timer() == 0 && !poller_->has_waiters()) return;
   M* m = nullptr;
   {

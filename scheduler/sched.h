@@ -183,6 +183,7 @@ class Sched {
   void acquirep(M* m, P* p);
   P* releasep(M* m);
   void idle_without_p(M* m);
+  void park_idle_m(M* m);
   void handoff_poller_role();
   void inject(GList& list, P* pp);
   void gfput(P* p, G* g);

@@ -44,6 +44,19 @@ TEST(Runtime, RunReturnsWhenMainReturns) {
   EXPECT_EQ(rt.procs(), 2);
 }
 
+TEST(Runtime, CreateReportsAnUnusableConfigurationAsAValue) {
+  Config bad = procs(1);
+  bad.poller = "kqueue";
+  auto r = Runtime::create(bad);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().find("kqueue"), std::string::npos) << r.error();
+  auto ok = Runtime::create(procs(1));
+  ASSERT_TRUE(ok) << ok.error();
+  int v = 0;
+  (*ok)->run([&] { v = 1; });
+  EXPECT_EQ(v, 1);
+}
+
 TEST(Runtime, ShutdownLeavesNoThreadsOrStacks) {
   int before = thread_count();
   {
