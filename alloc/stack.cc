@@ -15,7 +15,9 @@ size_t page_size() {
   static const size_t ps = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return ps;
 }
-size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+size_t round_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
 }  // namespace
 
 StackPool::StackPool(StackPoolOptions opts) : opts_(opts) {
@@ -85,7 +87,9 @@ size_t StackPool::get_batch(Stack* out, size_t n) {
   return got;
 }
 
-void StackPool::put(Stack s) { put_batch(&s, 1); }
+void StackPool::put(Stack s) {
+  put_batch(&s, 1);
+}
 
 void StackPool::put_batch(const Stack* in, size_t n) {
   in_use_.fetch_sub(n, std::memory_order_relaxed);

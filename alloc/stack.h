@@ -31,8 +31,8 @@
 namespace tern::alloc {
 
 struct Stack {
-  void* lo = nullptr;   // lowest usable byte (just above the guard page)
-  size_t size = 0;      // usable bytes; the stack grows down from lo + size
+  void* lo = nullptr;     // lowest usable byte (just above the guard page)
+  size_t size = 0;        // usable bytes; the stack grows down from lo + size
   void* guard = nullptr;  // start of the mapping: the guard page
 
   bool valid() const { return lo != nullptr; }
@@ -51,11 +51,11 @@ struct StackPoolOptions {
 };
 
 struct StackStats {
-  uint64_t mapped = 0;     // stacks currently mapped (in use + free)
-  uint64_t in_use = 0;     // stacks handed out and not returned
+  uint64_t mapped = 0;       // stacks currently mapped (in use + free)
+  uint64_t in_use = 0;       // stacks handed out and not returned
   uint64_t free_global = 0;  // free stacks in the global pool
-  uint64_t released = 0;   // total madvise(DONTNEED) releases
-  uint64_t unmapped = 0;   // total munmaps
+  uint64_t released = 0;     // total madvise(DONTNEED) releases
+  uint64_t unmapped = 0;     // total munmaps
   uint64_t map_failures = 0;
 };
 

@@ -26,7 +26,8 @@ std::string json_escape(const std::string& s) {
 
 Result<int> parse_procs(const std::string& s) {
   if (s == "auto" || s == "0") return 0;
-  if (s.empty() || s.size() > 6) return make_error("procs must be 'auto' or an integer from 1 to 1024, not '" + s + "'");
+  if (s.empty() || s.size() > 6)
+    return make_error("procs must be 'auto' or an integer from 1 to 1024, not '" + s + "'");
   for (char c : s)
     if (!std::isdigit(static_cast<unsigned char>(c)))
       return make_error("procs must be 'auto' or an integer from 1 to 1024, not '" + s + "'");

@@ -55,7 +55,9 @@ auto spawn(Runtime& rt, F&& f) {
   return spawn(rt.scheduler(), std::forward<F>(f));
 }
 
-inline void yield() { sched::yield(); }
+inline void yield() {
+  sched::yield();
+}
 
 // Parks the fiber until `deadline` (CLOCK_MONOTONIC based steady_clock); outside fibers, sleeps the thread.
 void sleep_until(std::chrono::steady_clock::time_point deadline);
@@ -63,7 +65,9 @@ void sleep_for(std::chrono::nanoseconds d);
 
 namespace this_fiber {
 // The current fiber's id (unique within the process), 0 outside fibers.
-inline uint64_t id() { return sched::current_id(); }
+inline uint64_t id() {
+  return sched::current_id();
+}
 }  // namespace this_fiber
 
 }  // namespace tern

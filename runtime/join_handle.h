@@ -7,10 +7,10 @@
 // join() detaches the fiber; an exception it throws is then lost to nobody: it terminates the process, as for go().
 #pragma once
 
-#include <exception>
-#include <memory>
 #include <atomic>
 #include <cstdint>
+#include <exception>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <utility>

@@ -26,7 +26,9 @@ Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
   start(std::move(*poller));
 }
 
-Runtime::Runtime(Config cfg, std::unique_ptr<sched::Poller> poller) : cfg_(std::move(cfg)) { start(std::move(poller)); }
+Runtime::Runtime(Config cfg, std::unique_ptr<sched::Poller> poller) : cfg_(std::move(cfg)) {
+  start(std::move(poller));
+}
 
 void Runtime::start(std::unique_ptr<sched::Poller> poller) {
   sched::SchedOptions opts;
@@ -37,9 +39,13 @@ void Runtime::start(std::unique_ptr<sched::Poller> poller) {
   sched_ = std::make_unique<sched::Sched>(std::move(opts));
 }
 
-Runtime::~Runtime() { sched_.reset(); }
+Runtime::~Runtime() {
+  sched_.reset();
+}
 
-const char* Runtime::poller_name() const { return sched_->poller()->name(); }
+const char* Runtime::poller_name() const {
+  return sched_->poller()->name();
+}
 
 namespace detail {
 
@@ -62,7 +68,9 @@ void terminate_uncaught(uint64_t fiber_id, std::exception_ptr e) {
   std::abort();
 }
 
-uint64_t current_fiber_id() { return sched::current_id(); }
+uint64_t current_fiber_id() {
+  return sched::current_id();
+}
 
 }  // namespace detail
 
@@ -93,6 +101,8 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) {
       &s.timer);
 }
 
-void sleep_for(std::chrono::nanoseconds d) { sleep_until(std::chrono::steady_clock::now() + d); }
+void sleep_for(std::chrono::nanoseconds d) {
+  sleep_until(std::chrono::steady_clock::now() + d);
+}
 
 }  // namespace tern

@@ -26,10 +26,10 @@ using transfer_t = bctx::transfer_t;
 
 // The bookkeeping one side of a switch needs.
 struct SwitchState {
-  void* fake_stack = nullptr;   // ASan fake stack of the side being left
+  void* fake_stack = nullptr;    // ASan fake stack of the side being left
   const void* bottom = nullptr;  // ASan: the stack being entered
   size_t size = 0;
-  void* tsan_fiber = nullptr;   // TSan: the fiber being entered
+  void* tsan_fiber = nullptr;  // TSan: the fiber being entered
 };
 
 inline void* tsan_current() {

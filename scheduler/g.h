@@ -42,7 +42,7 @@ struct G {
   ParkCommit commit = nullptr;
   void* commit_arg = nullptr;
 
-  void* user = nullptr;       // a word for the parker's use (e.g. the channel operation that woke it)
+  void* user = nullptr;        // a word for the parker's use (e.g. the channel operation that woke it)
   void* tsan_fiber = nullptr;  // ThreadSanitizer's fiber handle (TSan builds only)
   void* asan_fake_stack = nullptr;
 };

@@ -20,8 +20,8 @@ enum class MAction : uint8_t { kNone, kYield, kPark, kExit };
 struct M {
   int id = 0;
   Sched* sched = nullptr;
-  P* p = nullptr;       // held P, or nullptr while idle
-  G* curg = nullptr;    // running fiber
+  P* p = nullptr;                // held P, or nullptr while idle
+  G* curg = nullptr;             // running fiber
   ctx::fcontext_t g0 = nullptr;  // the scheduler context, saved while a fiber runs
   MAction action = MAction::kNone;
   G* yielded = nullptr;  // a fiber that yielded with nothing else queued on this P; find_runnable runs it next

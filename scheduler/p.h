@@ -49,9 +49,9 @@ struct alignas(64) P {
   alignas(64) std::atomic<G*> runnext{nullptr};
 
   // Owner-only state.
-  alignas(64) uint32_t schedtick = 0;   // fibers started from a fresh time slice
-  uint32_t runnext_chain = 0;           // consecutive runnext picks sharing the current slice
-  uint64_t monitor_tick = 0;            // schedtick+switches seen by the monitor last period (monitor-only)
+  alignas(64) uint32_t schedtick = 0;  // fibers started from a fresh time slice
+  uint32_t runnext_chain = 0;          // consecutive runnext picks sharing the current slice
+  uint64_t monitor_tick = 0;           // schedtick+switches seen by the monitor last period (monitor-only)
   G* gfree = nullptr;
   uint32_t ngfree = 0;
   alloc::StackCache stacks;

@@ -29,7 +29,9 @@ namespace tern::sched {
 // The fiber running on this thread, or nullptr on a thread that is not running a fiber.
 G* current();
 // True on a thread that is running a fiber.
-inline bool in_fiber() { return current() != nullptr; }
+inline bool in_fiber() {
+  return current() != nullptr;
+}
 
 // Parks the current fiber (see above). Must be called from a fiber.
 void park(ParkCommit commit, void* arg);

@@ -6,8 +6,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <system_error>
@@ -64,8 +64,12 @@ __attribute__((noinline)) M* this_m() {
   asm volatile("" ::: "memory");  // a fresh read after every switch: the fiber may have moved threads
   return tls_m;
 }
-__attribute__((noinline)) void set_this_m(M* m) { tls_m = m; }
-M* this_m_for_signal() { return tls_m; }
+__attribute__((noinline)) void set_this_m(M* m) {
+  tls_m = m;
+}
+M* this_m_for_signal() {
+  return tls_m;
+}
 
 // ----------------------------------------------------------------------------------------------------------------
 // GList
@@ -212,10 +216,13 @@ Sched::Sched(SchedOptions opts)
   monitor_ = std::thread([this] { monitor_main(); });
 }
 
-Sched::~Sched() { shutdown(); }
+Sched::~Sched() {
+  shutdown();
+}
 
-void Sched::on_uncaught(uint64_t id, std::exception_ptr e) { opts_.on_uncaught(id, std::move(e)); }
-
+void Sched::on_uncaught(uint64_t id, std::exception_ptr e) {
+  opts_.on_uncaught(id, std::move(e));
+}
 
 void m_main(M* m) {
   set_this_m(m);
@@ -622,7 +629,9 @@ P* Sched::releasep(M* m) {
   return p;
 }
 
-uint32_t Sched::random(M* m) { return xorshift(m->rand_state); }
+uint32_t Sched::random(M* m) {
+  return xorshift(m->rand_state);
+}
 
 // ----------------------------------------------------------------------------------------------------------------
 // Finding work
@@ -1025,8 +1034,7 @@ void Sched::monitor_main() {
       if (tick == p->monitor_tick) {
         // One fiber held this P for a whole period. Work queued behind it (fibers or due timers) needs another M.
         int64_t t0 = p->timer0.load(std::memory_order_relaxed);
-        if (!p->runq.empty() || p->runnext.load(std::memory_order_relaxed) != nullptr ||
-            (t0 != 0 && t0 <= now_ns())) {
+        if (!p->runq.empty() || p->runnext.load(std::memory_order_relaxed) != nullptr || (t0 != 0 && t0 <= now_ns())) {
           long_running_.fetch_add(1, std::memory_order_relaxed);
           stuck_work = true;
         }
@@ -1127,8 +1135,12 @@ void park(ParkCommit commit, void* arg) {
   switch_to_g0(m, MAction::kPark);
 }
 
-void ready(G* g) { g->sched->ready(g, true); }
-void ready_tail(G* g) { g->sched->ready(g, false); }
+void ready(G* g) {
+  g->sched->ready(g, true);
+}
+void ready_tail(G* g) {
+  g->sched->ready(g, false);
+}
 
 void ready_list(GList& list) {
   // A batch may mix runtimes only in contrived cases; split by runtime so each goes to its own queues.

@@ -42,8 +42,8 @@
 #include <vector>
 
 #include "alloc/stack.h"
-#include "scheduler/g.h"
 #include "scheduler/futex.h"
+#include "scheduler/g.h"
 #include "scheduler/poller.h"
 #include "scheduler/task.h"
 #include "scheduler/timer.h"
@@ -82,21 +82,21 @@ struct SchedOptions {
 struct SchedStats {
   int procs = 0;
   int idle_procs = 0;
-  int threads = 0;         // Ms started
+  int threads = 0;  // Ms started
   int spinning = 0;
-  uint64_t spawned = 0;    // fibers started
+  uint64_t spawned = 0;  // fibers started
   uint64_t finished = 0;
-  uint64_t switches = 0;   // fiber resumptions
+  uint64_t switches = 0;  // fiber resumptions
   uint64_t yields = 0;
   uint64_t parks = 0;
-  uint64_t steals = 0;     // fibers taken from other Ps
+  uint64_t steals = 0;  // fibers taken from other Ps
   uint64_t global_taken = 0;
   uint64_t overflows = 0;  // local queue overflows to the global queue
   uint64_t timers_fired = 0;
-  uint64_t polls = 0;      // poller calls that returned fibers
+  uint64_t polls = 0;         // poller calls that returned fibers
   uint64_t long_running = 0;  // times the monitor saw one fiber hold a P for a whole period
-  uint64_t runnable = 0;   // fibers queued now (local + global)
-  uint64_t live = 0;       // fibers spawned and not finished
+  uint64_t runnable = 0;      // fibers queued now (local + global)
+  uint64_t live = 0;          // fibers spawned and not finished
   alloc::StackStats stacks;
 };
 
@@ -175,7 +175,7 @@ class Sched {
   void run_timers(P* p, int64_t now, P* into);
   bool timers_due() const;
   int64_t earliest_timer() const;
-  void timer_heap_push(P* p, Timer* t);     // p->timers_mu held
+  void timer_heap_push(P* p, Timer* t);  // p->timers_mu held
   bool retire_if_needed(M* m);
   void drain_p(P* p);
   bool any_local_work() const;
@@ -203,9 +203,9 @@ class Sched {
   std::atomic<int> nprocs_{0};
   std::atomic<int> npidle_{0};
   std::atomic<int> nmspinning_{0};
-  std::atomic<bool> polling_{false};            // an idle M holds the poller role
-  std::atomic<int64_t> poll_until_{0};          // deadline of the blocked poll, 0 = none
-  std::atomic<int64_t> last_poll_{0};           // when someone last polled the network
+  std::atomic<bool> polling_{false};    // an idle M holds the poller role
+  std::atomic<int64_t> poll_until_{0};  // deadline of the blocked poll, 0 = none
+  std::atomic<int64_t> last_poll_{0};   // when someone last polled the network
   std::atomic<bool> shutting_down_{false};
 
   mutable std::mutex sched_mu_;  // pidle_, midle_, allm_, P status transitions

@@ -52,7 +52,9 @@ void sift_down(std::vector<Timer*>& h, size_t i) {
   heap_set(h, i, t);
 }
 
-void update_timer0(P* p) { p->timer0.store(p->timers.empty() ? 0 : std::max<int64_t>(p->timers[0]->when, 1)); }
+void update_timer0(P* p) {
+  p->timer0.store(p->timers.empty() ? 0 : std::max<int64_t>(p->timers[0]->when, 1));
+}
 
 // Removes the timer at heap index i; p->timers_mu held. t->p is left for the caller to clear: cancel_timer relies on
 // it staying set until `fire` has returned.

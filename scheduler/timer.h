@@ -23,9 +23,9 @@ struct G;
 struct P;
 
 struct Timer {
-  int64_t when = 0;                     // CLOCK_MONOTONIC nanoseconds
-  G* (*fire)(Timer*) = nullptr;         // returns a fiber to ready, or nullptr
-  void* arg = nullptr;                  // for the owner's use
+  int64_t when = 0;              // CLOCK_MONOTONIC nanoseconds
+  G* (*fire)(Timer*) = nullptr;  // returns a fiber to ready, or nullptr
+  void* arg = nullptr;           // for the owner's use
 
   // Bookkeeping of the heap it sits in; the owner does not touch these.
   std::atomic<P*> p{nullptr};

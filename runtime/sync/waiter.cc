@@ -10,8 +10,8 @@
 namespace tern {
 namespace {
 void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const timespec* abs_monotonic) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected,
-          abs_monotonic, nullptr, FUTEX_BITSET_MATCH_ANY);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, abs_monotonic,
+          nullptr, FUTEX_BITSET_MATCH_ANY);
 }
 void futex_wake_all(std::atomic<uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT32_MAX, nullptr, nullptr,
@@ -19,8 +19,12 @@ void futex_wake_all(std::atomic<uint32_t>* word) {
 }
 }  // namespace
 
-void Waiter::wait() { wait_until(-1, nullptr); }
-void Waiter::wait(std::unique_lock<std::mutex>& lk) { wait_until(-1, &lk); }
+void Waiter::wait() {
+  wait_until(-1, nullptr);
+}
+void Waiter::wait(std::unique_lock<std::mutex>& lk) {
+  wait_until(-1, &lk);
+}
 
 bool Waiter::wait_until(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
   if (sched::in_fiber()) return wait_fiber(deadline_ns, lk);
