@@ -9,6 +9,12 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
+// Guard regions (Linux 6.13): a page range that faults on access without being a separate mapping. Debian 12's headers
+// predate it; the value is the kernel's ABI.
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
 namespace tern::alloc {
 namespace {
 size_t page_size() {
@@ -40,7 +46,18 @@ Stack StackPool::map_one() {
     map_failures_.fetch_add(1, std::memory_order_relaxed);
     return {};
   }
-  if (mprotect(p, guard, PROT_NONE) != 0) {
+  // Prefer a guard region: the stack stays one read-write mapping that the kernel merges with its neighbours, so
+  // live fibers are not capped by vm.max_map_count (an mprotect'ed guard splits every stack into two mappings:
+  // about 32k stacks under the default limit of 65530). Older kernels refuse the advice; fall back once and stay.
+  bool guarded = false;
+  if (guard_regions_.load(std::memory_order_relaxed)) {
+    if (madvise(p, guard, MADV_GUARD_INSTALL) == 0) {
+      guarded = true;
+    } else {
+      guard_regions_.store(false, std::memory_order_relaxed);
+    }
+  }
+  if (!guarded && mprotect(p, guard, PROT_NONE) != 0) {
     munmap(p, len);
     map_failures_.fetch_add(1, std::memory_order_relaxed);
     return {};

@@ -1,8 +1,10 @@
 // alloc/stack.h: fiber stacks.
 //
-// A stack is one anonymous mapping: a PROT_NONE guard page at the bottom and `size` usable bytes above it. The mapping
-// is MAP_NORESERVE, so pages become resident only when a fiber touches them (a 256 KiB stack that never goes deeper
-// than 8 KiB costs two or three pages of RSS).
+// A stack is one anonymous mapping: a guard page at the bottom and `size` usable bytes above it. The mapping is
+// MAP_NORESERVE, so pages become resident only when a fiber touches them (a 256 KiB stack that never goes deeper
+// than 8 KiB costs two or three pages of RSS). The guard is a guard region (madvise MADV_GUARD_INSTALL, Linux 6.13+)
+// where the kernel has them, so neighbouring stacks merge into few mappings; elsewhere a PROT_NONE page, which makes
+// each stack two mappings and caps live fibers at about vm.max_map_count / 2.
 //
 // Stacks are pooled in two levels, like Go's stackcache over stackpool:
 //   StackCache: per processor (P), owner-only, no locks; holds up to kCacheMax stacks and moves kCacheBatch at a time
@@ -73,6 +75,9 @@ class StackPool {
   size_t get_batch(Stack* out, size_t n);
   void put_batch(const Stack* in, size_t n);
 
+  // Whether guards are guard regions (true) or mprotect'ed pages (false, kernels before 6.13).
+  bool guard_regions() const { return guard_regions_.load(std::memory_order_relaxed); }
+
   // Releases the pages of free stacks above the high watermark that were not used since the previous trim().
   // Returns how many stacks it released.
   size_t trim();
@@ -90,6 +95,7 @@ class StackPool {
   size_t cold_ = 0;
   size_t low_ = 0;  // the fewest free stacks seen since the last trim: free_[0, low_) went unused all period
   std::atomic<uint64_t> mapped_{0}, in_use_{0}, released_{0}, unmapped_{0}, map_failures_{0};
+  std::atomic<bool> guard_regions_{true};
 };
 
 // Per-P cache in front of a StackPool. Not thread-safe: only the P's owner touches it.

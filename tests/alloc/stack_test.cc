@@ -4,7 +4,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <vector>
 
 namespace tern::alloc {
@@ -34,6 +37,37 @@ TEST(Stack, GuardPageBelowUsableRange) {
       },
       "");
   pool.put(s);
+}
+
+size_t mapping_count() {
+  std::ifstream maps("/proc/self/maps");
+  return static_cast<size_t>(std::count(std::istreambuf_iterator<char>(maps), {}, '\n'));
+}
+
+TEST(Stack, LiveStacksAreNotCappedByTheMappingLimit) {
+  StackPool pool({.stack_size = 16 << 10, .max_free = 0});
+  if (!pool.guard_regions()) {
+    // Detected on the first mapping; a kernel before 6.13 has no guard regions.
+    Stack probe = pool.get();
+    pool.put(probe);
+    if (!pool.guard_regions()) GTEST_SKIP() << "kernel without MADV_GUARD_INSTALL: guards are mprotect'ed pages";
+  }
+  const size_t before = mapping_count();
+  std::vector<Stack> v;
+  for (int i = 0; i < 40000; i++) {  // more than vm.max_map_count / 2 under the default limit
+    Stack s = pool.get();
+    ASSERT_TRUE(s.valid()) << "stack " << i;
+    v.push_back(s);
+  }
+  EXPECT_TRUE(pool.guard_regions());
+  EXPECT_LT(mapping_count(), before + 1000) << "guarded stacks should merge into few mappings";
+  EXPECT_DEATH(
+      {
+        volatile char* p = static_cast<char*>(v[12345].lo) - 1;
+        *p = 1;
+      },
+      "");
+  for (auto& s : v) pool.put(s);
 }
 
 TEST(Stack, CommitsLazily) {
