@@ -88,10 +88,13 @@ TEST(CondVar, NotifyAllWakesEveryWaiter) {
     for (int i = 0; i < kWaiters; i++) {
       wg.add(1);
       tern::go([&] {
-        std::unique_lock lk(mu);
-        waiting++;
-        cv.wait(lk, [&] { return generation == 1; });
-        woke++;
+        {
+          std::unique_lock lk(mu);
+          waiting++;
+          cv.wait(lk, [&] { return generation == 1; });
+          woke++;
+        }
+        // Only after the unlock: once the count reaches zero the test returns and mu is gone.
         wg.done();
       });
     }
@@ -127,13 +130,15 @@ TEST(CondVar, NotifyOneWakesExactlyOne) {
     for (int i = 0; i < kWaiters; i++) {
       wg.add(1);
       tern::go([&] {
-        std::unique_lock lk(mu);
-        cv.wait(lk, [&] {
-          checks++;
-          return tokens > 0;
-        });
-        tokens--;
-        consumed++;
+        {
+          std::unique_lock lk(mu);
+          cv.wait(lk, [&] {
+            checks++;
+            return tokens > 0;
+          });
+          tokens--;
+          consumed++;
+        }
         wg.done();
       });
     }
@@ -189,14 +194,20 @@ TEST(CondVar, NotifyOneSkipsTimedOutWaiters) {
     // A short waiter times out; the long one must still get the single notify.
     tern::WaitGroup wg;
     wg.add(2);
+    // Each waiter releases mu before done(): the last done() lets this fiber return and destroy mu, so an unlock
+    // after it would touch a dead Mutex.
     tern::go([&] {
-      std::unique_lock lk(mu);
-      cv.wait_for(lk, milliseconds(1));
+      {
+        std::unique_lock lk(mu);
+        cv.wait_for(lk, milliseconds(1));
+      }
       wg.done();
     });
     tern::go([&] {
-      std::unique_lock lk(mu);
-      if (cv.wait_for(lk, std::chrono::seconds(30), [&] { return ready; })) long_waiter_woke = true;
+      {
+        std::unique_lock lk(mu);
+        if (cv.wait_for(lk, std::chrono::seconds(30), [&] { return ready; })) long_waiter_woke = true;
+      }
       wg.done();
     });
     tern::sleep_for(milliseconds(5));
