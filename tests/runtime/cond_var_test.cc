@@ -239,7 +239,10 @@ TEST(CondVar, PlainThreadWaiterAndFiberNotifier) {
   t.join();
 }
 
-// The waiter destroys the CondVar as soon as it has been woken (allowed for std::condition_variable too).
+// The waiter destroys the CondVar as soon as it has been woken (allowed for std::condition_variable too), while
+// notify_one may still be returning. The notifier first waits until the waiter is queued: a waiter that found the
+// predicate already true would never wait, and destroying the CondVar before notify_one is even called is undefined
+// for std::condition_variable as well.
 TEST(CondVar, DestroyRightAfterWake) {
   tern::Runtime rt(procs(2));
   const int rounds = scaled(3000);
@@ -247,23 +250,32 @@ TEST(CondVar, DestroyRightAfterWake) {
     for (int i = 0; i < rounds; i++) {
       tern::Mutex mu;
       auto cv = std::make_unique<tern::CondVar>();
-      bool ready = false;
+      bool waiting = false;  // guarded by mu
+      bool ready = false;    // guarded by mu
       tern::WaitGroup wg;
       wg.add(1);
       tern::go([&, c = cv.get()] {
-        {
-          std::lock_guard g(mu);
-          ready = true;
+        // The waiter sets `waiting` and queues itself before it releases mu, so seeing it under mu means queued.
+        for (;;) {
+          {
+            std::lock_guard g(mu);
+            if (waiting) {
+              ready = true;
+              break;
+            }
+          }
+          tern::yield();
         }
         c->notify_one();
         wg.done();
       });
       {
         std::unique_lock lk(mu);
+        waiting = true;
         if (i % 2 == 0) {
           cv->wait(lk, [&] { return ready; });
         } else {
-          cv->wait_for(lk, std::chrono::seconds(30), [&] { return ready; });
+          EXPECT_TRUE(cv->wait_for(lk, std::chrono::seconds(30), [&] { return ready; }));
         }
       }
       cv.reset();
