@@ -48,6 +48,19 @@ void handoff_acquire(uint64_t) {}
 constexpr unsigned kWaitEntries = 4;
 // Completion results are 32-bit; larger transfers are split by the caller's loop.
 constexpr size_t kMaxTransfer = 1u << 30;
+// try_now() result: the socket has no data (or no buffer space) now, so the operation goes to the ring.
+constexpr ssize_t kWouldBlock = -EAGAIN;
+
+// Classifies the result of a non-blocking attempt (MSG_DONTWAIT) made before submitting: bytes moved or -errno, or
+// kWouldBlock. Trying first is what makes the common cases cheap: a send almost always finds buffer space, and a
+// receive on a busy connection usually finds data queued, and either then costs one plain system call, with no
+// submission, completion or reap (a completion would also run as task work on this thread, in a later system call).
+ssize_t try_now(ssize_t n) {
+  if (n >= 0) return n;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return kWouldBlock;
+  return -errno;
+}
+
 // run() result meaning "the kernel cancelled this on its own (its submitting thread exited): submit it again".
 constexpr int kResubmit = INT_MIN;
 
@@ -82,6 +95,9 @@ struct UringPoller::Op {
   WaitSlot slot;
   int32_t res = 0;
   char* copy_to = nullptr;  // a buffer-select receive: where the reaper copies the data
+  // Set by the reaper before it notifies: seen right after the submit, it means the operation did not wait.
+  std::atomic<bool> completed{false};
+  bool waited = false;  // run(): the completion was not there when the submit returned
 };
 
 struct UringPoller::ListenState {
@@ -295,6 +311,7 @@ template <class Prep>
 int UringPoller::run(Op& op, int64_t deadline_ns, Prep&& prep) {
   uint64_t ud = reinterpret_cast<uint64_t>(&op) | kTagOp;
   Ring* r = submit(prep, ud);
+  op.waited = !op.completed.load(std::memory_order_relaxed);
   if (op.slot.wait(deadline_ns, waiters_) == WaitSlot::kNotified) return op.res == -ECANCELED ? kResubmit : op.res;
   timeouts_.fetch_add(1, std::memory_order_relaxed);
   cancel(r, ud);
@@ -352,6 +369,7 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
       r->recycle(bid);
     }
     op->res = res;
+    op->completed.store(true, std::memory_order_relaxed);
     g = op->slot.notify();  // the last touch of `op`: its fiber may return and pop it as soon as this lands
   } else {
     auto* ls = reinterpret_cast<ListenState*>(ud & ~kTagMask);
@@ -448,6 +466,7 @@ Desc* UringPoller::open(int fd, bool listening, int* err) {
   }
   d->fd = fd;
   d->listen = listening ? new ListenState() : nullptr;
+  d->read_waits = false;
   return d;
 }
 
@@ -496,6 +515,14 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
   if (len == 0) return 0;
   int fd = d->fd;
   len = std::min(len, kMaxTransfer);
+  auto* ud = static_cast<UringDesc*>(d);
+  // Request-response traffic alternates: the read after an answer finds nothing until the peer's next request, and
+  // trying it first would only add a failing system call to the submission (which tries the receive itself). So a
+  // read tries first only when the previous one did not have to wait.
+  if (!ud->read_waits) {
+    if (ssize_t n = try_now(::recv(fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
+    ud->read_waits = true;
+  }
   bool select = true;
   for (;;) {
     Op op;
@@ -517,6 +544,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
       continue;
     }
     if (res == kResubmit) continue;
+    ud->read_waits = op.waited;
     return res;
   }
 }
@@ -524,6 +552,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
 ssize_t UringPoller::write(Desc* d, const void* buf, size_t len, int64_t deadline_ns) {
   int fd = d->fd;
   len = std::min(len, kMaxTransfer);
+  if (ssize_t n = try_now(::send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL)); n != kWouldBlock) return n;
   for (;;) {
     Op op;
     int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL); });
@@ -536,6 +565,7 @@ ssize_t UringPoller::writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadl
   msghdr msg{};
   msg.msg_iov = const_cast<iovec*>(iov);
   msg.msg_iovlen = static_cast<size_t>(iovcnt);
+  if (ssize_t n = try_now(::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)); n != kWouldBlock) return n;
   for (;;) {
     Op op;
     // SENDMSG rather than WRITEV for MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE.

@@ -7,8 +7,14 @@
 //     because io_uring binds a request to the task that submitted it (its completion work runs on that thread, and
 //     the request is cancelled if the thread exits), and a P moves between threads. A thread that cannot get a ring
 //     of its own (descriptor limit, memory) shares a fallback ring under a mutex rather than fail the operation.
-//   - Completion work for a parked operation runs on its submitting thread, which the kernel interrupts (or wakes
-//     from its futex) for it; an idle runtime therefore pays two thread wakeups per event where epoll pays one.
+//   - Sends, and reads whose previous read found data, first try a plain non-blocking system call (MSG_DONTWAIT on
+//     the blocking socket), exactly like the epoll backend: when the kernel can do the work now it costs one system
+//     call and no ring round trip. Only what would block goes to the ring. A read after one that had to wait skips
+//     the try (request-response traffic: it would fail), since the submission tries the receive itself.
+//   - Completion work for a parked operation runs on its submitting thread. The rings use IORING_SETUP_COOP_TASKRUN,
+//     so a thread running fibers is not interrupted for it but runs it at its next system call (or interrupt return);
+//     a sleeping submitter is still woken for it, so an idle runtime pays two thread wakeups per event where epoll
+//     pays one.
 //   - A submitter reaps its own ring right after io_uring_submit: a send with socket buffer space, or a receive with
 //     data queued, completes inline, and the fiber returns without parking. Parked operations complete later, on
 //     whichever thread the kernel ran the completion for, and any thread may reap any ring (one reaper per ring at a
@@ -88,6 +94,7 @@ class UringPoller final : public sched::Poller, public IoBackend {
   struct ListenState;
   struct UringDesc : Desc {
     ListenState* listen = nullptr;
+    bool read_waits = false;  // the last read had to wait for data (read(): whether to try a plain receive first)
   };
 
   explicit UringPoller(int efd);

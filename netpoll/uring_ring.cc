@@ -11,6 +11,15 @@
 #endif
 
 namespace tern::netpoll {
+namespace {
+
+// The completion of a parked operation runs as task work on the thread that submitted it. By default the kernel
+// interrupts that thread for it (an IPI, then the signal-delivery path, which takes the process's shared signal lock);
+// an M running fibers makes system calls constantly, and cooperative task running lets the work wait for the next
+// one instead. A sleeping submitter is still woken.
+constexpr unsigned kCoopFlags = IORING_SETUP_COOP_TASKRUN;
+
+}  // namespace
 
 void unpoison_fresh_mapping(void* addr, size_t len) {
 #ifdef TERN_NETPOLL_ASAN
@@ -32,9 +41,15 @@ Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared) {
   r->shared_ = shared;
   io_uring_params p{};
   // SUBMIT_ALL: one bad entry does not strand the ones behind it. CLAMP: a kernel with smaller limits still works.
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP;
+  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP | kCoopFlags;
   p.cq_entries = kCqEntries;
   int rc = io_uring_queue_init_params(kSqEntries, &r->ring_, &p);
+  if (rc == -EINVAL) {
+    p = io_uring_params{};  // before 5.19: no cooperative task running, completions interrupt the submitter
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP;
+    p.cq_entries = kCqEntries;
+    rc = io_uring_queue_init_params(kSqEntries, &r->ring_, &p);
+  }
   if (rc < 0) return make_error(std::string("io_uring_setup: ") + std::strerror(-rc));
   r->live_ = true;
   unpoison_fresh_mapping(&r->ring_);
