@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <thread>
@@ -327,6 +329,70 @@ TEST(Channel, PlainThreadsAndFibers) {
   consumer.join();
   EXPECT_EQ(count, n);
   EXPECT_EQ(sum, static_cast<long>(n) * (n - 1));  // the fibers send 2 * i
+}
+
+// Regression loop for a hang seen once in PlainThreadsAndFibers (a plain thread blocked in send with every scheduler
+// thread idle: a wakeup lost between a plain thread and a parked fiber). Each round starts a fresh runtime, whose Ms
+// come and go idle, and passes few values through small channels, so the plain threads wake parked fibers (recv in
+// one direction, send on a full buffer in the other) mostly while Ps are going idle, the window where such a wakeup
+// can be lost. A watchdog turns a hang into a failure with the round it happened in, instead of a suite timeout.
+TEST(Channel, PlainThreadsWakeParkedFibersAcrossRuntimes) {
+  const int rounds = scaled(400);
+  constexpr int kValues = 64;
+  constexpr int kFibers = 3;
+  // Far above a round's milliseconds even under a sanitizer on a loaded machine.
+  constexpr auto kStall = std::chrono::seconds(30);
+  std::atomic<int> round{0};
+  std::atomic<bool> finished{false};
+  std::thread watchdog([&] {
+    int seen = -1;
+    auto last = std::chrono::steady_clock::now();
+    while (!finished.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      int r = round.load();
+      auto now = std::chrono::steady_clock::now();
+      if (r != seen) {
+        seen = r;
+        last = now;
+      } else if (now - last > kStall) {
+        std::fprintf(stderr, "PlainThreadsWakeParkedFibersAcrossRuntimes: round %d made no progress for %llds\n", r,
+                     static_cast<long long>(kStall.count()));
+        std::abort();
+      }
+    }
+  });
+  for (int r = 0; r < rounds; r++) {
+    tern::Runtime rt(procs(2));
+    tern::Channel<int> to_fibers;
+    tern::Channel<int> to_thread(1);
+    std::thread producer([&] {
+      for (int i = 0; i < kValues; i++) EXPECT_TRUE(to_fibers.send(i));
+      to_fibers.close();
+    });
+    long sum = 0;
+    std::thread consumer([&] {
+      while (auto v = to_thread.recv()) sum += *v;
+    });
+    rt.run([&] {
+      tern::WaitGroup wg;
+      wg.add(kFibers);
+      for (int f = 0; f < kFibers; f++) {
+        tern::go([&] {
+          while (auto v = to_fibers.recv()) EXPECT_TRUE(to_thread.send(*v));
+          wg.done();
+        });
+      }
+      wg.wait();
+      to_thread.close();
+    });
+    producer.join();
+    consumer.join();
+    EXPECT_EQ(sum, static_cast<long>(kValues) * (kValues - 1) / 2) << "round " << r;
+    if (HasFailure()) break;
+    round.store(r + 1);
+  }
+  finished.store(true);
+  watchdog.join();
 }
 
 TEST(Channel, ThreadsOnlyWithoutRuntime) {
