@@ -15,23 +15,13 @@
 #include "runtime/go.h"
 #include "runtime/runtime.h"
 #include "runtime/sync/wait_group.h"
+#include "tests/procs.h"
+#include "tests/scale.h"
 
 namespace {
 
-double test_scale() {
-  const char* s = std::getenv("TERN_TEST_SCALE");
-  double v = s != nullptr ? std::atof(s) : 1.0;
-  return v > 0 ? v : 1.0;
-}
-int scaled(int n) {
-  return std::max(1, static_cast<int>(n * test_scale()));
-}
-
-tern::Config procs(int n) {
-  tern::Config cfg;
-  cfg.procs = n;
-  return cfg;
-}
+using tern::test::procs;
+using tern::test::scaled;
 
 TEST(Channel, UnbufferedDeliversInOrder) {
   tern::Runtime rt(procs(2));

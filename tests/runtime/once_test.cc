@@ -13,14 +13,11 @@
 #include "runtime/go.h"
 #include "runtime/runtime.h"
 #include "runtime/sync/wait_group.h"
+#include "tests/procs.h"
 
 namespace {
 
-tern::Config procs(int n) {
-  tern::Config cfg;
-  cfg.procs = n;
-  return cfg;
-}
+using tern::test::procs;
 
 TEST(Once, RunsOnce) {
   tern::Once once;

@@ -14,10 +14,13 @@
 #include "runtime/cgroup.h"
 #include "runtime/config.h"
 #include "runtime/go.h"
+#include "tests/procs.h"
 #include "tests/scale.h"
 
 namespace tern {
 namespace {
+
+using tern::test::procs;
 
 int thread_count() {
   int n = 0;
@@ -25,12 +28,6 @@ int thread_count() {
   while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
   closedir(d);
   return n;
-}
-
-Config procs(int n) {
-  Config c;
-  c.procs = n;
-  return c;
 }
 
 TEST(Runtime, RunReturnsWhenMainReturns) {
