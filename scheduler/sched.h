@@ -20,7 +20,13 @@
 // With nothing found the M gives its P back (idle P list), re-checks every queue (the spinning-M dance that keeps
 // wakeups from being lost: a producer that saw a spinning M did not wake anyone), and then blocks without a P: the
 // first idle M takes the "poller" role and blocks in Poller::poll() until the earliest timer; the others park on a
-// futex. New work calls wakep(), which hands an idle P to an idle (or new) M when no M is already spinning.
+// futex. The poller role is held only while some P is idle: with every P busy, a blocked poller would wake on each
+// event and find no P to run its fibers, so the busy Ps poll without blocking whenever their queues run dry instead
+// (and the monitor does after 10 ms without a poll). New work calls wakep(), which hands an idle P to an idle (or new)
+// M when no M is already spinning.
+//
+// A fiber's stack is bound when it first runs, not when it is spawned: queued fibers cost only their G record, and a
+// fiber that starts right after another finished takes its stack from the top of the P's LIFO cache, still hot.
 //
 // Invariants kept here (ARCHITECTURE.md): a fiber is in exactly one place; park() runs its commit only after the
 // switch; an M blocks only without a P; resizing moves a retired P's queue, runnext and timers on before the P is
