@@ -26,22 +26,9 @@ void Once::finish(bool ok) {
   // Release: whoever sees kDone on the fast path also sees what f wrote.
   state_.store(ok ? kDone : kIdle, std::memory_order_release);
   // After a failure every waiter retries; the first to get mu_ runs its f, the others wait again.
-  Node* first = nullptr;
-  Node* last = nullptr;
-  while (Node* w = q_.pop_front()) {
-    if (last != nullptr) {
-      last->next = w;
-    } else {
-      first = w;
-    }
-    last = w;
-  }
+  Node* first = q_.detach_front();
   lk.unlock();
-  while (first != nullptr) {
-    Node* next = first->next;
-    first->waiter->notify();
-    first = next;
-  }
+  detail::wake_chain(first);
 }
 
 }  // namespace tern

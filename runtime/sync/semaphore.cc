@@ -28,25 +28,13 @@ bool Semaphore::try_acquire() {
 void Semaphore::release(int64_t n) {
   std::unique_lock lk(mu_);
   permits_ += n;
-  Node* first = nullptr;
-  Node* last = nullptr;
-  while (permits_ > 0 && !q_.empty()) {
-    Node* w = q_.pop_front();
-    permits_--;
-    if (last != nullptr) {
-      last->next = w;
-    } else {
-      first = w;
-    }
-    last = w;
-  }
+  // Each woken waiter gets a permit taken for it here.
+  size_t woken = 0;
+  Node* first = q_.detach_front(permits_ > 0 ? static_cast<size_t>(permits_) : 0, &woken);
+  permits_ -= static_cast<int64_t>(woken);
   lk.unlock();
   // Waiters here never time out, so they are still parked and their nodes alive until notified.
-  while (first != nullptr) {
-    Node* next = first->next;
-    first->waiter->notify();
-    first = next;
-  }
+  detail::wake_chain(first);
 }
 
 int64_t Semaphore::available() const {

@@ -15,22 +15,9 @@ void WaitGroup::add(int64_t n) {
   }
   if (count_ > 0 || q_.empty()) return;
   // Detach the waiters; after the unlock only their own Waiters (on their stacks) are touched, never *this.
-  Node* first = nullptr;
-  Node* last = nullptr;
-  while (Node* w = q_.pop_front()) {
-    if (last != nullptr) {
-      last->next = w;
-    } else {
-      first = w;
-    }
-    last = w;
-  }
+  Node* first = q_.detach_front();
   lk.unlock();
-  while (first != nullptr) {
-    Node* next = first->next;  // read before notify: the node dies with its waiter's frame
-    first->waiter->notify();
-    first = next;
-  }
+  detail::wake_chain(first);
 }
 
 void WaitGroup::wait() {

@@ -9,9 +9,16 @@
 //   q.push_back(&n);
 //   Node* first = q.pop_front();       // nullptr when empty
 //   q.remove(&n);                      // false if n was no longer queued
+//
+// Waking many: detach them under the lock, then notify after unlocking, so that nothing touches the primitive once a
+// woken waiter may have returned and destroyed it:
+//   Node* woken = q.detach_front();    // under the lock
+//   lk.unlock();
+//   tern::detail::wake_chain(woken);   // each node's `waiter` is notified; the nodes die with their waiters
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tern::detail {
 
@@ -68,6 +75,29 @@ class WaitQueue {
     return true;
   }
 
+  // Unlinks up to `max` nodes from the front and returns them as a chain through `next`, in queue order (nullptr if
+  // none). `taken`, if given, receives how many.
+  Node* detach_front(size_t max = SIZE_MAX, size_t* taken = nullptr) {
+    Node* first = head_;
+    Node* last = nullptr;
+    size_t n = 0;
+    for (Node* w = head_; w != nullptr && n < max; w = w->next, n++) {
+      w->prev = nullptr;
+      w->queued = false;
+      last = w;
+    }
+    if (taken != nullptr) *taken = n;
+    if (last == nullptr) return nullptr;
+    head_ = last->next;
+    if (head_ != nullptr) {
+      head_->prev = nullptr;
+    } else {
+      tail_ = nullptr;
+    }
+    last->next = nullptr;
+    return first;
+  }
+
  private:
   void unlink(Node* n) {
     if (n->prev != nullptr) {
@@ -87,5 +117,15 @@ class WaitQueue {
   Node* head_ = nullptr;
   Node* tail_ = nullptr;
 };
+
+// Notifies each node's `waiter` in a chain from detach_front(). Call it without the primitive's lock.
+template <class Node>
+void wake_chain(Node* first) {
+  while (first != nullptr) {
+    Node* next = first->next;  // read before notify: the node dies with its waiter's frame
+    first->waiter->notify();
+    first = next;
+  }
+}
 
 }  // namespace tern::detail
