@@ -392,7 +392,6 @@ G* Sched::new_g() {
       while (gfree_ != nullptr && p->ngfree < kGFreeMax / 2) {
         G* f = gfree_;
         gfree_ = f->next;
-        ngfree_--;
         f->next = p->gfree;
         p->gfree = f;
         p->ngfree++;
@@ -408,7 +407,6 @@ G* Sched::new_g() {
     if (gfree_ != nullptr) {
       g = gfree_;
       gfree_ = g->next;
-      ngfree_--;
     }
   }
   if (g == nullptr) {
@@ -422,7 +420,6 @@ G* Sched::new_g() {
     for (size_t i = 1; i < kGBlock; i++) {
       block[i].next = gfree_;
       gfree_ = &block[i];
-      ngfree_++;
     }
     gblocks_.push_back(std::move(block));
   }
@@ -452,7 +449,6 @@ void Sched::free_g(G* g) {
   g->status.store(GStatus::kIdle, std::memory_order_relaxed);
   g->next = gfree_;
   gfree_ = g;
-  ngfree_++;
 }
 
 void Sched::gfput(P* p, G* g) {
@@ -471,7 +467,6 @@ void Sched::gfput(P* p, G* g) {
     p->ngfree--;
     f->next = gfree_;
     gfree_ = f;
-    ngfree_++;
   }
 }
 
@@ -1002,7 +997,6 @@ void Sched::drain_p(P* p) {
     p->gfree = f->next;
     f->next = gfree_;
     gfree_ = f;
-    ngfree_++;
   }
   p->ngfree = 0;
   p->stacks.flush();

@@ -225,7 +225,6 @@ class Sched {
   // G records: allocated in blocks and never freed before shutdown; the free list is per P with a global overflow.
   std::mutex gfree_mu_;
   G* gfree_ = nullptr;
-  size_t ngfree_ = 0;
   std::vector<std::unique_ptr<G[]>> gblocks_;
   std::atomic<uint64_t> outside_spawned_{0};  // fibers started from threads without a P
 
