@@ -25,6 +25,9 @@ struct M {
   ctx::fcontext_t g0 = nullptr;  // the scheduler context, saved while a fiber runs
   MAction action = MAction::kNone;
   G* yielded = nullptr;  // a fiber that yielded with nothing else queued on this P; find_runnable runs it next
+  // A fiber that parked by switching straight to the next fiber instead of to g0 (Sched::take_handoff); the fiber
+  // switched to finishes its park (runs its commit) on arrival.
+  G* parked_from = nullptr;
 
   // Idle parking (sched_mu_ guards link/nextp/next_spinning; note wakes).
   Note note;

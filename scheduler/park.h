@@ -2,8 +2,9 @@
 //
 // Park/ready protocol (invariant 2 in ARCHITECTURE.md):
 //   1. A fiber that must wait publishes nothing yet; it calls park(commit, arg).
-//   2. park() switches to the M's scheduler stack; only then does the M run commit(g, arg), which makes the fiber
-//      findable (registers it as a waiter, unlocks the structure it waits on).
+//   2. park() switches to the M's scheduler stack (or straight to the fiber that runs next on this P); only then does
+//      that side run commit(g, arg), which makes the fiber findable (registers it as a waiter, unlocks the structure
+//      it waits on). A commit must be short and must not park: it runs on whatever stack the switch went to.
 //   3. A waker that finds the fiber calls ready(g) exactly once; the fiber is queued and later resumes from park().
 // Because the waker can only see the fiber after commit, and commit runs after the switch, a fiber is never resumed
 // while it is still running, and no wakeup is lost.

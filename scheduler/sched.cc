@@ -100,10 +100,26 @@ G* GList::pop() {
 
 namespace {
 
-void fiber_entry(ctx::transfer_t t) {
+// Runs in a fiber just switched to, with the transfer that brought it here and its own ASan fake stack (nullptr on
+// first entry). It came either from the M's scheduler context (save that context) or straight from a fiber that
+// parked (save that fiber's context and finish its park here, now that it has fully switched out).
+void arrived(ctx::transfer_t t, void* fake_stack) {
   M* m = static_cast<M*>(t.data);
-  m->g0 = t.fctx;
-  ctx::after_switch(nullptr, &m->g0_bottom, &m->g0_size);
+  G* from = m->parked_from;
+  if (from == nullptr) {
+    m->g0 = t.fctx;
+    ctx::after_switch(fake_stack, &m->g0_bottom, &m->g0_size);
+    return;
+  }
+  m->parked_from = nullptr;
+  from->ctx = t.fctx;
+  ctx::after_switch(fake_stack, nullptr, nullptr);
+  m->sched->finish_park(m->p, from);
+}
+
+void fiber_entry(ctx::transfer_t t) {
+  arrived(t, nullptr);
+  M* m = static_cast<M*>(t.data);
   G* g = m->curg;
   try {
     g->task();
@@ -123,30 +139,73 @@ void switch_to_g0(M* m, MAction action) {
   m->action = action;
   ctx::before_switch(&g->asan_fake_stack, m->g0_bottom, m->g0_size, m->g0_tsan_fiber);
   ctx::transfer_t t = ctx::bctx::jump_fcontext(m->g0, nullptr);
-  M* nm = static_cast<M*>(t.data);
-  nm->g0 = t.fctx;
-  ctx::after_switch(g->asan_fake_stack, &nm->g0_bottom, &nm->g0_size);
+  arrived(t, g->asan_fake_stack);
+}
+
+// Parks the running fiber g by switching straight to `next` (taken by Sched::take_handoff); next finishes g's park on
+// arrival. Returns when some M resumes g.
+void switch_direct(M* m, G* g, G* next) {
+  P* p = m->p;
+  if (next->ctx == nullptr) m->sched->prepare_first_run(p, next);
+  m->curg = next;
+  next->status.store(GStatus::kRunning, std::memory_order_relaxed);
+  bump(p->counters.switches);
+  m->parked_from = g;
+  ctx::before_switch(&g->asan_fake_stack, next->stack.lo, next->stack.size, next->tsan_fiber);
+  ctx::transfer_t t = ctx::bctx::jump_fcontext(next->ctx, m);
+  arrived(t, g->asan_fake_stack);
 }
 
 }  // namespace
 
+void Sched::prepare_first_run(P* p, G* g) {
+  // Bind a stack now, not at spawn. Fibers queued but not started hold none, and a fiber that starts right after
+  // another finished reuses its stack while it is still hot in cache (the P's cache is LIFO).
+  if (!g->stack.valid()) {
+    g->stack = p->stacks.get();
+    if (!g->stack.valid()) stack_exhausted();
+  }
+  g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
+}
+
+void Sched::finish_park(P* p, G* g) {
+  bump(p->counters.parks);
+  g->status.store(GStatus::kWaiting, std::memory_order_relaxed);
+  ParkCommit commit = g->commit;
+  g->commit = nullptr;
+  if (commit != nullptr && !commit(g, g->commit_arg)) {
+    // Abandoned park: the condition it waited for already holds; run it next.
+    g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+    runq_put(p, g, true);
+  }
+}
+
+G* Sched::take_handoff(M* m) {
+  // The checks find_runnable makes before it would pick runnext; any of them failing sends the fiber the long way.
+  P* p = m->p;
+  if (p->runnext.load(std::memory_order_relaxed) == nullptr || p->runnext_chain >= kRunnextChainMax) return nullptr;
+  if (shutting_down_.load(std::memory_order_relaxed) || p->id >= nprocs_.load(std::memory_order_relaxed)) {
+    return nullptr;
+  }
+  if (p->schedtick % kGlobalQueueInterval == 0 && !global_->empty()) return nullptr;
+  if (int64_t t0 = p->timer0.load(std::memory_order_relaxed); t0 != 0 && t0 <= now_ns()) return nullptr;
+  G* g = p->runnext.load(std::memory_order_acquire);
+  if (g == nullptr || !p->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) return nullptr;
+  p->runnext_chain++;
+  return g;
+}
+
 void Sched::execute(M* m, G* g) {
   P* p = m->p;
-  if (g->ctx == nullptr) {
-    // First run: bind a stack now, not at spawn. Fibers queued but not started hold none, and a fiber that starts
-    // right after another finished reuses its stack while it is still hot in cache (the P's cache is LIFO).
-    if (!g->stack.valid()) {
-      g->stack = p->stacks.get();
-      if (!g->stack.valid()) stack_exhausted();
-    }
-    g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
-  }
+  if (g->ctx == nullptr) prepare_first_run(p, g);
   m->curg = g;
   g->status.store(GStatus::kRunning, std::memory_order_relaxed);
   bump(p->counters.switches);
   ctx::before_switch(&m->g0_fake_stack, g->stack.lo, g->stack.size, g->tsan_fiber);
   ctx::transfer_t t = ctx::bctx::jump_fcontext(g->ctx, m);
   ctx::after_switch(m->g0_fake_stack, nullptr, nullptr);
+  // The fiber coming back may not be g: g may have parked straight into another fiber (switch_direct).
+  g = m->curg;
   g->ctx = t.fctx;
   m->curg = nullptr;
   // The fiber has fully switched out: only now may it become visible to others (invariant 2).
@@ -162,18 +221,9 @@ void Sched::execute(M* m, G* g) {
         runq_put(p, g, false);
       }
       break;
-    case MAction::kPark: {
-      bump(p->counters.parks);
-      g->status.store(GStatus::kWaiting, std::memory_order_relaxed);
-      ParkCommit commit = g->commit;
-      g->commit = nullptr;
-      if (commit != nullptr && !commit(g, g->commit_arg)) {
-        // Abandoned park: the condition it waited for already holds; run it next.
-        g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
-        runq_put(p, g, true);
-      }
+    case MAction::kPark:
+      finish_park(p, g);
       break;
-    }
     case MAction::kExit:
       bump(p->counters.finished);
       g->status.store(GStatus::kDead, std::memory_order_relaxed);
@@ -1126,6 +1176,10 @@ void park(ParkCommit commit, void* arg) {
   G* g = m->curg;
   g->commit = commit;
   g->commit_arg = arg;
+  if (G* next = m->sched->take_handoff(m)) {
+    switch_direct(m, g, next);
+    return;
+  }
   switch_to_g0(m, MAction::kPark);
 }
 

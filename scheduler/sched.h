@@ -25,6 +25,13 @@
 // (and the monitor does after 10 ms without a poll). New work calls wakep(), which hands an idle P to an idle (or new)
 // M when no M is already spinning.
 //
+// Parking usually goes through the M's scheduler stack (g0), which runs the park commit and then find_runnable. When
+// the fiber find_runnable would pick next is the P's runnext (the partner the parker just readied, as in a channel
+// ping-pong), park() switches straight to it instead (take_handoff, after the same fairness checks: the runnext chain
+// bound, the global-queue tick, due timers, retirement), and the arriving fiber runs the parker's commit: one context
+// switch instead of two, and no pass through the scheduler loop. The commit still runs only after the parker has fully
+// switched out.
+//
 // A fiber's stack is bound when it first runs, not when it is spawned: queued fibers cost only their G record, and a
 // fiber that starts right after another finished takes its stack from the top of the P's LIFO cache, still hot.
 //
@@ -166,6 +173,12 @@ class Sched {
   void wake_poller_for(int64_t when);
   void wakep();
   void on_uncaught(uint64_t id, std::exception_ptr e);
+  // Parking without the scheduler loop: when the fiber find_runnable would pick next is the P's runnext (a partner the
+  // parking fiber just readied), take_handoff returns it and the parking fiber switches straight to it; the arriving
+  // fiber then finishes the park (finish_park runs the commit). nullptr: go through the scheduler loop.
+  G* take_handoff(M* m);
+  void finish_park(P* p, G* g);
+  void prepare_first_run(P* p, G* g);  // binds the stack and makes the context of a fiber that never ran
   [[noreturn]] void stack_exhausted();
 
  private:

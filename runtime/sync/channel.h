@@ -19,9 +19,11 @@
 // to that P's runnext, so a ping-pong pair on one P runs back to back. See select.h to wait on several channels.
 //
 // Works from fibers (waiters park) and from plain OS threads (waiters block the thread), mixed freely. Cost: every
-// operation takes the channel's spinlock once; a blocked one adds one park and one wake. An unbuffered ping-pong
-// round trip between two fibers on one P is about a dozen uncontended atomic operations and four context switches
-// (bench/sync_bench.cc). Destroying a channel with waiters is undefined; values still buffered are destroyed with it.
+// operation takes the channel's spinlock once; a blocked one adds one park and one wake, and the park releases the
+// lock only once the fiber has switched out, so neither side needs a compare-and-swap to settle the race between
+// them. An unbuffered ping-pong round trip between two fibers on one P is six uncontended atomic read-modify-writes
+// and four context switches (bench/sync_bench.cc). Destroying a channel with waiters is undefined; values still
+// buffered are destroyed with it.
 #pragma once
 
 #include <cstddef>
@@ -50,11 +52,11 @@ enum class ChanOp : uint8_t {
 // One waiting operation: a blocked send or recv, or one channel case of a blocked select. It lives on the waiter's
 // stack and sits in the channel's sendq or recvq. Everything but `waiter` is guarded by the channel's lock.
 //
-// Completing a node: the other side pops it, moves the value, sets fired/ok and calls waiter->notify(). A plain node's
-// Waiter has one possible notifier, so the value moves first, the notify comes after the channel's lock is released,
-// and the waiter reads its node without the lock. A select node shares its Waiter with the select's other cases (and
-// a timeout), so notify() decides who wins: the value moves only after notify() returned true, under the lock, and
-// the select reads the outcome under the lock after waking.
+// Completing a node: the other side pops it, moves the value, sets fired/ok and wakes the waiter. A plain node's Waiter
+// waited with wait_locked(), so the one who pops it is its only notifier: the value moves first, notify_popped()
+// comes after the channel's lock is released, and the waiter reads its node without the lock. A select node shares its
+// Waiter with the select's other cases (and a timeout), so notify() decides who wins: the value moves only after
+// notify() returned true, under the lock, and the select reads the outcome under the lock after waking.
 template <class T>
 struct ChanNode : WaitLink<ChanNode<T>> {
   Waiter* waiter = nullptr;
@@ -92,7 +94,7 @@ class Channel {
     detail::ChanOp r = send_locked(v, wake);
     if (r != detail::ChanOp::kBlock) {
       lk.unlock();
-      if (wake != nullptr) wake->notify();
+      if (wake != nullptr) wake->notify_popped();
       return r == detail::ChanOp::kDone;
     }
     Waiter w;
@@ -100,10 +102,10 @@ class Channel {
     n.waiter = &w;
     n.send_value = &v;
     sendq_.push_back(&n);
-    // Unlock before parking rather than in the park commit: a wakeup that wins the race only makes the park return
-    // at once, and the woken side then needs no lock at all.
-    lk.unlock();
-    w.wait();
+    // The lock is released by the park itself, once this fiber has switched out: whoever pops n then knows it is
+    // parked and wakes it without racing the park (Waiter::wait_locked).
+    lk.release();
+    w.wait_locked(mu_);
     return n.ok;
   }
 
@@ -114,7 +116,7 @@ class Channel {
     Waiter* wake = nullptr;
     if (recv_locked(out, wake) != detail::ChanOp::kBlock) {
       lk.unlock();
-      if (wake != nullptr) wake->notify();
+      if (wake != nullptr) wake->notify_popped();
       return out;
     }
     Waiter w;
@@ -122,8 +124,8 @@ class Channel {
     n.waiter = &w;
     n.recv_slot = &out;
     recvq_.push_back(&n);
-    lk.unlock();
-    w.wait();
+    lk.release();
+    w.wait_locked(mu_);
     return out;
   }
 
@@ -133,7 +135,7 @@ class Channel {
     Waiter* wake = nullptr;
     bool sent = send_locked(v, wake) == detail::ChanOp::kDone;
     lk.unlock();
-    if (wake != nullptr) wake->notify();
+    if (wake != nullptr) wake->notify_popped();
     return sent;
   }
   bool try_send(const T& v) {
@@ -148,7 +150,7 @@ class Channel {
     Waiter* wake = nullptr;
     recv_locked(out, wake);
     lk.unlock();
-    if (wake != nullptr) wake->notify();
+    if (wake != nullptr) wake->notify_popped();
     return out;
   }
 
@@ -176,7 +178,7 @@ class Channel {
     lk.unlock();
     while (wake != nullptr) {
       Node* next = wake->next;  // read first: the node dies with its waiter's frame
-      wake->waiter->notify();
+      wake->waiter->notify_popped();
       wake = next;
     }
     return true;

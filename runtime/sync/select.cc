@@ -99,7 +99,7 @@ int select_run(SelectCase* cases, size_t n, uint16_t* scratch) {
     Waiter* wake = nullptr;
     if (c.poll(c.self, &wake) != ChanOp::kBlock) {
       locks.unlock();
-      if (wake != nullptr) wake->notify();
+      if (wake != nullptr) wake->notify_popped();
       return poll[i];
     }
   }

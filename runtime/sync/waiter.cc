@@ -100,6 +100,40 @@ bool Waiter::wait_thread(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) 
   return state_.load(std::memory_order_acquire) == kNotified;
 }
 
+void Waiter::wait_locked(SpinLock& mu) {
+  if (!sched::in_fiber()) {
+    state_.store(kBlocked, std::memory_order_relaxed);
+    mu.unlock();
+    while (state_.load(std::memory_order_acquire) != kNotified) futex_wait(&state_, kBlocked, nullptr);
+    return;
+  }
+  g_ = sched::current();
+  lock_ = &mu;
+  // The lock is held across the switch to the scheduler stack (a few dozen instructions) and released by the commit:
+  // nobody can pop this waiter before the fiber has switched out, so the park cannot be raced and needs no CAS.
+  sched::park(
+      [](sched::G*, void* arg) {
+        auto* w = static_cast<Waiter*>(arg);
+        w->state_.store(kParked, std::memory_order_relaxed);
+        w->lock_->unlock();  // from here a notifier may ready the fiber, which may resume elsewhere: w is not touched
+        return true;
+      },
+      this);
+}
+
+void Waiter::notify_popped() {
+  // The waiter published kParked or kBlocked before releasing the lock it was popped under, and nothing else can
+  // change it: plain stores suffice.
+  if (state_.load(std::memory_order_relaxed) == kParked) {
+    sched::G* g = g_;
+    state_.store(kNotified, std::memory_order_relaxed);  // the fiber cannot resume (and free *this) before ready()
+    sched::ready(g);
+  } else {
+    state_.store(kNotified, std::memory_order_release);
+    futex_wake_all(&state_);  // as in notify(): at worst it touches an address whose waiter already returned
+  }
+}
+
 bool Waiter::notify() {
   uint32_t s = state_.load(std::memory_order_acquire);
   for (;;) {

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <mutex>
 
+#include "runtime/sync/spin_lock.h"
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
 
@@ -39,6 +40,15 @@ class Waiter {
   // Whether notify() has happened.
   bool notified() const { return state_.load(std::memory_order_acquire) == kNotified; }
 
+  // A cheaper protocol for a waiter that is only ever found, and notified, by whoever pops it from a structure guarded
+  // by a SpinLock (a plain channel send or recv). wait_locked(mu): call with mu held and the waiter queued; mu is
+  // released only once the fiber has switched out (a thread: once it has published that it sleeps), so whoever pops
+  // the waiter under mu afterwards knows it is waiting and is its only notifier. notify_popped() then wakes it with
+  // plain stores instead of the compare-and-swaps notify() needs to race a park or a timeout, and may be called after
+  // mu is released. Not for waiters with a deadline or shared by a select (those use wait_until()/notify()).
+  void wait_locked(SpinLock& mu);
+  void notify_popped();
+
   // A word for the notifier to pass a value to the waiter (e.g. which select case fired).
   void* data = nullptr;
 
@@ -51,6 +61,7 @@ class Waiter {
 
   std::atomic<uint32_t> state_{kEmpty};
   sched::G* g_ = nullptr;
+  SpinLock* lock_ = nullptr;  // wait_locked(): released by the park commit
   sched::Timer timer_;
 };
 

@@ -10,6 +10,7 @@
 #include "runtime/go.h"
 #include "runtime/runtime.h"
 #include "scheduler/park.h"
+#include "scheduler/sched.h"
 #include "tests/scale.h"
 
 namespace tern {
@@ -114,6 +115,117 @@ TEST_P(ParkReady, AbandonedParkResumesAtOnce) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Procs, ParkReady, ::testing::Values(1, 2, 4));
+
+// A fiber that readies its partner and then parks switches straight to the partner (Sched::take_handoff), which
+// finishes the park on arrival. These pin down the orders that path must keep on one P.
+
+TEST(ParkHandoff, PartnerRunsBeforeTheParkerResumes) {
+  Config cfg;
+  cfg.procs = 1;
+  Runtime rt(cfg);
+  std::vector<int> order;
+  rt.run([&] {
+    Slot a, b;
+    JoinHandle<void> partner = spawn([&] {
+      for (int i = 0; i < 100; i++) {
+        park_in(b);
+        order.push_back(2);
+        wake(a);
+      }
+    });
+    for (int i = 0; i < 100; i++) {
+      order.push_back(1);
+      wake(b);     // b goes to runnext ...
+      park_in(a);  // ... and runs straight away; a is published only once this fiber has switched out
+    }
+    partner.join();
+  });
+  ASSERT_EQ(order.size(), 200u);
+  for (size_t i = 0; i < order.size(); i++) EXPECT_EQ(order[i], i % 2 == 0 ? 1 : 2) << "at " << i;
+}
+
+TEST(ParkHandoff, AbandonedParkRunsAfterThePartner) {
+  Config cfg;
+  cfg.procs = 1;
+  Runtime rt(cfg);
+  std::vector<int> order;
+  rt.run([&] {
+    Slot b;
+    JoinHandle<void> partner = spawn([&] {
+      for (int i = 0; i < 100; i++) {
+        park_in(b);
+        order.push_back(2);
+      }
+    });
+    for (int i = 0; i < 100; i++) {
+      wake(b);
+      // The handoff runs the partner; this park is abandoned when it arrives there, so we resume right after it.
+      sched::park([](sched::G*, void*) { return false; }, nullptr);
+      order.push_back(1);
+    }
+    partner.join();
+  });
+  ASSERT_EQ(order.size(), 200u);
+  for (size_t i = 0; i < order.size(); i++) EXPECT_EQ(order[i], i % 2 == 0 ? 2 : 1) << "at " << i;
+}
+
+TEST(ParkHandoff, StartsAFiberThatNeverRan) {
+  Config cfg;
+  cfg.procs = 1;
+  Runtime rt(cfg);
+  int started = 0;
+  rt.run([&] {
+    for (int i = 0; i < 1000; i++) {
+      Slot s;
+      go([&] {  // queued in runnext, never run: the park below starts it by switching straight into it
+        started++;
+        wake(s);
+      });
+      park_in(s);
+    }
+  });
+  EXPECT_EQ(started, 1000);
+}
+
+TEST(ParkHandoff, PingPongPairLeavesRoomForQueuedFibers) {
+  Config cfg;
+  cfg.procs = 1;
+  Runtime rt(cfg);
+  std::atomic<bool> other_ran{false};
+  int64_t rounds_before = -1;
+  rt.run([&] {
+    Slot a, b;
+    std::atomic<bool> stop{false};
+    JoinHandle<void> partner = spawn([&] {
+      while (true) {
+        park_in(b);
+        if (stop.load()) return;
+        wake(a);
+      }
+    });
+    Slot c;
+    go([&] {
+      park_in(c);
+      other_ran.store(true);
+    });
+    sched::yield();  // the partner and the other fiber park
+    // The other fiber waits at the tail of the local queue, behind the pair: a handoff chain must not starve it.
+    sched::G* g;
+    while ((g = c.parked.exchange(nullptr)) == nullptr) sched::yield();
+    sched::ready_tail(g);
+    int64_t i = 0;
+    for (; i < 10'000 && !other_ran.load(); i++) {
+      wake(b);
+      park_in(a);
+    }
+    rounds_before = i;
+    stop.store(true);
+    wake(b);
+    partner.join();
+  });
+  EXPECT_TRUE(other_ran.load());
+  EXPECT_LE(rounds_before, 2 * static_cast<int64_t>(sched::kRunnextChainMax));
+}
 
 }  // namespace
 }  // namespace tern
