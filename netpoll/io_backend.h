@@ -40,6 +40,7 @@ struct IoStats {
   uint64_t timeouts = 0;         // operations that ended at their deadline
   uint64_t accept_backoffs = 0;  // accept() back-offs after EMFILE/ENFILE/ENOBUFS/ENOMEM
   uint64_t buffer_misses = 0;    // io_uring: receives that found the provided buffers all in use and were retried
+  uint64_t recv_throttles = 0;   // io_uring: connection receives paused because their reader fell behind
 };
 
 class IoBackend {
@@ -69,7 +70,7 @@ class IoBackend {
 
   IoStats io_stats() const {
     return {timeouts_.load(std::memory_order_relaxed), accept_backoffs_.load(std::memory_order_relaxed),
-            buffer_misses_.load(std::memory_order_relaxed)};
+            buffer_misses_.load(std::memory_order_relaxed), recv_throttles_.load(std::memory_order_relaxed)};
   }
   void count_accept_backoff() { accept_backoffs_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -77,6 +78,7 @@ class IoBackend {
   std::atomic<uint64_t> timeouts_{0};
   std::atomic<uint64_t> accept_backoffs_{0};
   std::atomic<uint64_t> buffer_misses_{0};
+  std::atomic<uint64_t> recv_throttles_{0};
 };
 
 // The backend of the calling fiber's runtime; nullptr outside fibers, or if the runtime's poller is not a netpoll one.

@@ -29,6 +29,12 @@ constexpr uint64_t kTagMask = 7;
 constexpr uint64_t kTagOp = 0;
 constexpr uint64_t kTagAccept = 1;
 constexpr uint64_t kWakeData = 2;  // the wait ring's eventfd poll
+constexpr uint64_t kTagRecv = 3;   // a connection's multishot receive (the UringDesc)
+
+// A connection whose reader falls behind stops receiving into the ring's shared buffers once this many chunks wait
+// unread (the multishot is cancelled, and re-armed when the reader has drained them); the rest of its data waits in
+// the socket, under TCP flow control, instead of starving the ring's other connections of buffers.
+constexpr size_t kMaxUnreadChunks = 8;
 
 // An operation record reaches its reaper through the kernel (submission entry in, completion entry out), which
 // ThreadSanitizer cannot see; these tell it that the submit happens before the completion is handled.
@@ -361,7 +367,44 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
   int res = cqe->res;
   sched::G* g = nullptr;
   handoff_acquire(ud);
-  if ((ud & kTagMask) == kTagOp) {
+  if ((ud & kTagMask) == kTagRecv) {
+    auto* d = reinterpret_cast<UringDesc*>(ud & ~kTagMask);
+    RecvState& rs = d->recv;
+    bool throttle = false;
+    {
+      std::lock_guard lk(rs.mu);
+      if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (res > 0) {
+          rs.chunks.push_back({r, bid, static_cast<uint32_t>(res), 0});
+        } else {
+          r->recycle(bid);
+        }
+      }
+      if (res == 0) {
+        rs.eof = true;
+      } else if (res == -ENOBUFS) {
+        rs.nobufs = true;
+      } else if (res == -EINVAL) {
+        // The kernel takes RECV but not multishot: every read goes the one-shot way from now on.
+        multishot_recv_.store(false, std::memory_order_relaxed);
+        rs.nobufs = true;
+      } else if (res < 0 && res != -ECANCELED && rs.error == 0) {
+        // ECANCELED: throttled, closed, or its submitting thread exited; the next read re-arms.
+        rs.error = -res;
+      }
+      if ((cqe->flags & IORING_CQE_F_MORE) == 0) {
+        rs.armed = false;
+      } else if (rs.chunks.size() - rs.head >= kMaxUnreadChunks && !rs.throttled) {
+        rs.throttled = throttle = true;
+      }
+      g = rs.slot.notify();
+    }
+    if (throttle) {
+      recv_throttles_.fetch_add(1, std::memory_order_relaxed);
+      cancel(r, ud);
+    }
+  } else if ((ud & kTagMask) == kTagOp) {
     auto* op = reinterpret_cast<Op*>(ud & ~kTagMask);
     if (cqe->flags & IORING_CQE_F_BUFFER) {
       unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
@@ -467,7 +510,53 @@ Desc* UringPoller::open(int fd, bool listening, int* err) {
   d->fd = fd;
   d->listen = listening ? new ListenState() : nullptr;
   d->read_waits = false;
+  RecvState& rs = d->recv;
+  rs.chunks.clear();
+  rs.head = 0;
+  rs.ring = nullptr;
+  rs.armed = rs.throttled = rs.nobufs = rs.eof = false;
+  rs.error = 0;
+  rs.slot.reset();
   return d;
+}
+
+// Ends a connection's multishot receive before its descriptor goes: cancels it, waits for its final completion (until
+// then the kernel may still post into the record), and hands unread buffers back to their rings.
+void UringPoller::recv_disarm(UringDesc* d) {
+  RecvState& rs = d->recv;
+  std::unique_lock lk(rs.mu);
+  if (rs.armed) {
+    Ring* r = rs.ring;
+    lk.unlock();
+    cancel(r, reinterpret_cast<uint64_t>(d) | kTagRecv);
+    for (;;) {
+      {
+        // The final completion may sit unreaped in the ring: reap it here rather than wait for a poller.
+        sched::GList ready;
+        {
+          std::lock_guard cl(r->cq_mu);
+          reap(r, ready);
+        }
+        if (!ready.empty()) sched::ready_list(ready);
+      }
+      lk.lock();
+      if (!rs.armed) break;
+      lk.unlock();
+      if (sched::in_fiber()) {
+        rs.slot.wait(-1, waiters_);
+      } else {
+        usleep(100);  // a Stream closed outside the runtime's fibers
+      }
+    }
+  }
+  std::vector<Chunk> left(rs.chunks.begin() + static_cast<std::ptrdiff_t>(rs.head), rs.chunks.end());
+  rs.chunks.clear();
+  rs.head = 0;
+  lk.unlock();
+  for (const Chunk& c : left) {
+    std::lock_guard cl(c.ring->cq_mu);
+    c.ring->recycle(c.bid);
+  }
 }
 
 void UringPoller::wait_disarmed(ListenState* ls) {
@@ -504,6 +593,8 @@ void UringPoller::close(Desc* d) {
     for (int fd : ls->ready) ::close(fd);
     delete ls;
     ud->listen = nullptr;
+  } else {
+    recv_disarm(ud);
   }
   ::close(ud->fd);
   descs_.release(ud);
@@ -513,9 +604,102 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
   // A zero length means "the whole buffer" to a buffer-select receive, which would then copy a provided buffer's
   // worth into a caller's empty one.
   if (len == 0) return 0;
-  int fd = d->fd;
   len = std::min(len, kMaxTransfer);
   auto* ud = static_cast<UringDesc*>(d);
+  RecvState& rs = ud->recv;
+  for (;;) {
+    bool arm = false;
+    bool once = false;
+    bool select = true;
+    {
+      std::unique_lock lk(rs.mu);
+      if (rs.head < rs.chunks.size()) return static_cast<ssize_t>(take_chunks(rs, buf, len, lk));
+      if (rs.error != 0) {
+        int e = rs.error;
+        rs.error = 0;
+        return -e;
+      }
+      if (rs.eof) return 0;
+      if (!rs.armed) {
+        // Nothing in flight and nothing unread, so a receive of any kind keeps the byte order.
+        if (!ud->read_waits) {
+          // The previous read did not wait (or this is the first): the data may be there already.
+          lk.unlock();
+          if (ssize_t n = try_now(::recv(ud->fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
+          ud->read_waits = true;
+          continue;
+        }
+        Ring* r = thread_ring();
+        if (rs.nobufs || !multishot_recv_.load(std::memory_order_relaxed) || !r->has_buffers()) {
+          once = true;
+          select = !rs.nobufs;  // out of buffers: this read receives into its own
+          rs.nobufs = false;
+        } else {
+          rs.armed = arm = true;
+          rs.throttled = false;
+          rs.ring = r;
+        }
+      }
+    }
+    if (once) return read_once(ud, buf, len, deadline_ns, select);
+    if (arm) {
+      // One multishot receive serves every later read of this connection: the kernel receives into the ring's
+      // buffers whenever data arrives, with no submission per read, until EOF, an error, or throttling ends it.
+      int fd = ud->fd;
+      submit(
+          [&](io_uring_sqe* sqe) {
+            io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+            sqe->flags |= IOSQE_BUFFER_SELECT;
+            sqe->buf_group = Ring::kBufGroup;
+          },
+          reinterpret_cast<uint64_t>(ud) | kTagRecv);
+      continue;  // the submit reaped what completed inline
+    }
+    if (rs.slot.wait(deadline_ns, waiters_) == WaitSlot::kTimedOut) {
+      // The receive stays armed: what arrives later waits for the next read. One last look for data that landed
+      // right at the deadline.
+      std::unique_lock lk(rs.mu);
+      if (rs.head < rs.chunks.size()) return static_cast<ssize_t>(take_chunks(rs, buf, len, lk));
+      timeouts_.fetch_add(1, std::memory_order_relaxed);
+      return -ETIMEDOUT;
+    }
+  }
+}
+
+// Copies unread chunks into buf; rs.mu held through `lk`, which this releases. Emptied buffers go back to their ring.
+size_t UringPoller::take_chunks(RecvState& rs, void* buf, size_t len, std::unique_lock<std::mutex>& lk) {
+  size_t n = 0;
+  Chunk done[kMaxUnreadChunks];
+  size_t ndone = 0;
+  while (n < len && rs.head < rs.chunks.size() && ndone < kMaxUnreadChunks) {
+    Chunk& c = rs.chunks[rs.head];
+    size_t k = std::min<size_t>(len - n, c.len - c.off);
+    std::memcpy(static_cast<char*>(buf) + n, c.ring->buffer(c.bid) + c.off, k);
+    n += k;
+    c.off += static_cast<uint32_t>(k);
+    if (c.off < c.len) break;
+    done[ndone++] = c;
+    rs.head++;
+  }
+  if (rs.head == rs.chunks.size()) {
+    rs.chunks.clear();
+    rs.head = 0;
+  }
+  lk.unlock();
+  for (size_t i = 0; i < ndone;) {
+    // Usually every buffer is of one ring: one lock for the lot.
+    Ring* r = done[i].ring;
+    std::lock_guard cl(r->cq_mu);
+    for (; i < ndone && done[i].ring == r; i++) r->recycle(done[i].bid);
+  }
+  return n;
+}
+
+// One receive of its own: a plain non-blocking attempt first when the last read did not wait, then a ring submission
+// (into a provided buffer if `select`, else into buf). For kernels without buffer rings or multishot receives, after a
+// multishot ran out of buffers, and for the first read of a connection, whose request has often arrived already.
+ssize_t UringPoller::read_once(UringDesc* ud, void* buf, size_t len, int64_t deadline_ns, bool select) {
+  int fd = ud->fd;
   // Request-response traffic alternates: the read after an answer finds nothing until the peer's next request, and
   // trying it first would only add a failing system call to the submission (which tries the receive itself). So a
   // read tries first only when the previous one did not have to wait.
@@ -523,12 +707,12 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     if (ssize_t n = try_now(::recv(fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
     ud->read_waits = true;
   }
-  bool select = true;
   for (;;) {
     Op op;
     Ring* r = thread_ring();
     bool provided = select && r->has_buffers() && len <= Ring::kBufSize;
     if (provided) op.copy_to = static_cast<char*>(buf);
+    const bool poll_first = ud->read_waits;
     int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) {
       if (provided) {
         io_uring_prep_recv(sqe, fd, nullptr, len, 0);
@@ -537,6 +721,9 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
       } else {
         io_uring_prep_recv(sqe, fd, buf, len, 0);
       }
+      // A read expected to wait (see above) skips the kernel's own first attempt too: it would fail the same way,
+      // and the receive runs once, when the socket's poll fires.
+      if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     });
     if (res == -ENOBUFS && provided) {
       buffer_misses_.fetch_add(1, std::memory_order_relaxed);

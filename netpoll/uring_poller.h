@@ -92,9 +92,30 @@ class UringPoller final : public sched::Poller, public IoBackend {
  private:
   struct Op;
   struct ListenState;
+  // Data a multishot receive delivered and no read has taken yet: part of provided buffer `bid` of `ring`.
+  struct Chunk {
+    Ring* ring;
+    uint32_t bid;
+    uint32_t len;
+    uint32_t off;
+  };
+  // A connection's multishot receive (see read()). The reaper appends, the one reader takes; `mu` guards it all.
+  struct RecvState {
+    std::mutex mu;
+    std::vector<Chunk> chunks;  // [head, size) not yet read; cleared whenever emptied, so it stops growing
+    size_t head = 0;
+    Ring* ring = nullptr;    // the ring the multishot is armed on
+    bool armed = false;      // a multishot receive is in flight
+    bool throttled = false;  // cancelled because its unread chunks reached kMaxUnreadChunks
+    bool nobufs = false;     // it ended because the ring's buffers were all taken: the next read uses its own buffer
+    bool eof = false;
+    int error = 0;  // ended by this errno; reported once
+    WaitSlot slot;  // the reader, or close() waiting for the final completion
+  };
   struct UringDesc : Desc {
     ListenState* listen = nullptr;
     bool read_waits = false;  // the last read had to wait for data (read(): whether to try a plain receive first)
+    RecvState recv;
   };
 
   explicit UringPoller(int efd);
@@ -109,11 +130,15 @@ class UringPoller final : public sched::Poller, public IoBackend {
   size_t reap_all(sched::GList& out, bool wait_for_locks);
   size_t complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out);
   void wait_disarmed(ListenState* ls);
+  ssize_t read_once(UringDesc* d, void* buf, size_t len, int64_t deadline_ns, bool select);
+  size_t take_chunks(RecvState& rs, void* buf, size_t len, std::unique_lock<std::mutex>& lk);
+  void recv_disarm(UringDesc* d);
 
   const uint64_t id_;  // tells this poller's thread-local ring cache apart from another runtime's
   int efd_;
   std::atomic<bool> wake_pending_{false};
   std::atomic<int64_t> waiters_{0};
+  std::atomic<bool> multishot_recv_{true};  // cleared if the kernel rejects multishot receives
 
   std::mutex wait_mu_;  // the one blocking poller: wait_ring_ and efd_armed_
   io_uring wait_ring_{};
