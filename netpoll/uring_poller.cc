@@ -34,7 +34,10 @@ constexpr uint64_t kTagRecv = 3;   // a connection's multishot receive (the Urin
 // A connection whose reader falls behind stops receiving into the ring's shared buffers once this many chunks wait
 // unread (the multishot is cancelled, and re-armed when the reader has drained them); the rest of its data waits in
 // the socket, under TCP flow control, instead of starving the ring's other connections of buffers.
-constexpr size_t kMaxUnreadChunks = 8;
+constexpr size_t kMaxUnreadChunks = 16;
+// Reads up to this size arm a connection's multishot receive (request-sized reads: the server side of request-response
+// traffic). Larger reads are bulk transfers: receiving straight into the caller's buffer beats many small copies.
+constexpr size_t kMultishotMaxRead = 16 << 10;
 
 // An operation record reaches its reaper through the kernel (submission entry in, completion entry out), which
 // ThreadSanitizer cannot see; these tell it that the submit happens before the completion is handled.
@@ -385,6 +388,7 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
         rs.eof = true;
       } else if (res == -ENOBUFS) {
         rs.nobufs = true;
+        buffer_misses_.fetch_add(1, std::memory_order_relaxed);
       } else if (res == -EINVAL) {
         // The kernel takes RECV but not multishot: every read goes the one-shot way from now on.
         multishot_recv_.store(false, std::memory_order_relaxed);
@@ -630,7 +634,8 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
           continue;
         }
         Ring* r = thread_ring();
-        if (rs.nobufs || !multishot_recv_.load(std::memory_order_relaxed) || !r->has_buffers()) {
+        if (rs.nobufs || len > kMultishotMaxRead || !multishot_recv_.load(std::memory_order_relaxed) ||
+            !r->has_buffers()) {
           once = true;
           select = !rs.nobufs;  // out of buffers: this read receives into its own
           rs.nobufs = false;

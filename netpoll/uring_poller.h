@@ -10,7 +10,8 @@
 //   - Sends, and reads whose previous read found data, first try a plain non-blocking system call (MSG_DONTWAIT on
 //     the blocking socket), exactly like the epoll backend: when the kernel can do the work now it costs one system
 //     call and no ring round trip. Only what would block goes to the ring. A read after one that had to wait skips
-//     the try (request-response traffic: it would fail), since the submission tries the receive itself.
+//     the try (request-response traffic: it would fail); so does every read once the multishot receive below is armed
+//     (it owns the socket's data from then on, and a plain receive beside it would reorder bytes).
 //   - Completion work for a parked operation runs on its submitting thread. The rings use IORING_SETUP_COOP_TASKRUN,
 //     so a thread running fibers is not interrupted for it but runs it at its next system call (or interrupt return);
 //     a sleeping submitter is still woken for it, so an idle runtime pays two thread wakeups per event where epoll
@@ -27,18 +28,23 @@
 //   - Accept is one multishot accept per listener, armed on first use: each connection arrives as a completion whose
 //     fd goes to the listener's queue, with no submission per accept. EMFILE ends the multishot; accept() reports it
 //     (runtime/net backs off) and re-arms on the next call.
-//   - Reads of up to Ring::kBufSize bytes receive into the ring's provided buffers (IOSQE_BUFFER_SELECT) where the
-//     kernel has buffer rings: the kernel picks a buffer only when data arrives, so a parked read pins no memory of
-//     the fiber in the kernel, and the reaper copies the data out and recycles the buffer. Larger reads go straight
-//     into the caller's buffer.
-//   - Deadlines are scheduler timers (as for epoll). A timed-out operation is cancelled with
-//     IORING_REGISTER_SYNC_CANCEL, which works on any ring from any thread, and the fiber then waits for the
-//     operation's completion before returning, because until then the kernel may still write to its buffer. A
-//     completion that beat the cancellation keeps its result (data read is never lost to a timeout).
+//   - A connection's reads of request size (up to 16 KiB) share one multishot receive into the ring's provided buffers
+//     (IOSQE_BUFFER_SELECT), armed by the first read that would block: the kernel receives whenever data arrives, with
+//     no submission, poll arm or failed attempt per read, and a read takes the delivered data (Chunk) and recycles
+//     the buffers. A parked reader pins no memory of its own in the kernel. A reader that falls kMaxUnreadChunks
+//     behind has its receive cancelled until it catches up, so one flooded connection cannot take the ring's shared
+//     buffers from the others; if they run out anyway, a read receives into its own buffer once and re-arms. Larger
+//     reads (bulk transfers) receive straight into the caller's buffer, one submission each.
+//   - Deadlines are scheduler timers (as for epoll). A read that times out leaves the multishot receive armed. Any
+//     other timed-out operation is cancelled with IORING_REGISTER_SYNC_CANCEL, which works on any ring from any
+//     thread, and the fiber then waits for the operation's completion before returning, because until then the
+//     kernel may still write to its buffer. A completion that beat the cancellation keeps its result (data read is
+//     never lost to a timeout).
 //
 // Requires (probed by create(): ring setup, features, every opcode and registration used): Linux 6.0+ with
 // IORING_FEAT_FAST_POLL, NODROP and EXT_ARG, opcodes RECV, SEND, SENDMSG, CONNECT, ACCEPT (multishot), POLL_ADD,
-// eventfd registration and synchronous cancellation. Buffer rings (5.19+) are used where present.
+// eventfd registration and synchronous cancellation. Buffer rings (5.19+) and multishot receives (6.0+) are used
+// where present (a kernel that rejects a multishot receive turns them off for the poller's lifetime).
 //
 //   auto p = netpoll::UringPoller::create();            // error text says what the kernel lacks
 //   if (!p) fallback(p.error());
