@@ -627,7 +627,8 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
       if (!rs.armed) {
         // Nothing in flight and nothing unread, so a receive of any kind keeps the byte order.
         if (!ud->read_waits) {
-          // The previous read did not wait (or this is the first): the data may be there already.
+          // The previous read did not wait (or this is the first): the data may be there already. Request-response
+          // traffic alternates, so after a read that had to wait the next would only fail here; it goes to the ring.
           lk.unlock();
           if (ssize_t n = try_now(::recv(ud->fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
           ud->read_waits = true;
@@ -700,24 +701,16 @@ size_t UringPoller::take_chunks(RecvState& rs, void* buf, size_t len, std::uniqu
   return n;
 }
 
-// One receive of its own: a plain non-blocking attempt first when the last read did not wait, then a ring submission
-// (into a provided buffer if `select`, else into buf). For kernels without buffer rings or multishot receives, after a
-// multishot ran out of buffers, and for the first read of a connection, whose request has often arrived already.
+// One receive submitted on its own, into a provided buffer if `select`, else into buf: for kernels without buffer
+// rings or multishot receives, for bulk reads, and after a multishot ran out of buffers. read() has already made the
+// plain non-blocking attempt where one was worth making, so this read is expected to wait.
 ssize_t UringPoller::read_once(UringDesc* ud, void* buf, size_t len, int64_t deadline_ns, bool select) {
   int fd = ud->fd;
-  // Request-response traffic alternates: the read after an answer finds nothing until the peer's next request, and
-  // trying it first would only add a failing system call to the submission (which tries the receive itself). So a
-  // read tries first only when the previous one did not have to wait.
-  if (!ud->read_waits) {
-    if (ssize_t n = try_now(::recv(fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
-    ud->read_waits = true;
-  }
   for (;;) {
     Op op;
     Ring* r = thread_ring();
     bool provided = select && r->has_buffers() && len <= Ring::kBufSize;
     if (provided) op.copy_to = static_cast<char*>(buf);
-    const bool poll_first = ud->read_waits;
     int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) {
       if (provided) {
         io_uring_prep_recv(sqe, fd, nullptr, len, 0);
@@ -726,9 +719,9 @@ ssize_t UringPoller::read_once(UringDesc* ud, void* buf, size_t len, int64_t dea
       } else {
         io_uring_prep_recv(sqe, fd, buf, len, 0);
       }
-      // A read expected to wait (see above) skips the kernel's own first attempt too: it would fail the same way,
-      // and the receive runs once, when the socket's poll fires.
-      if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+      // Expected to wait: skip the kernel's own first attempt too, which would fail the same way; the receive runs
+      // once, when the socket's poll fires.
+      sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     });
     if (res == -ENOBUFS && provided) {
       buffer_misses_.fetch_add(1, std::memory_order_relaxed);
