@@ -41,6 +41,7 @@ struct IoStats {
   uint64_t accept_backoffs = 0;  // accept() back-offs after EMFILE/ENFILE/ENOBUFS/ENOMEM
   uint64_t buffer_misses = 0;    // io_uring: receives that found the provided buffers all in use and were retried
   uint64_t recv_throttles = 0;   // io_uring: connection receives paused because their reader fell behind
+  uint64_t recv_moves = 0;       // io_uring: connection receives moved off the ring of a thread that went to sleep
 };
 
 class IoBackend {
@@ -70,7 +71,8 @@ class IoBackend {
 
   IoStats io_stats() const {
     return {timeouts_.load(std::memory_order_relaxed), accept_backoffs_.load(std::memory_order_relaxed),
-            buffer_misses_.load(std::memory_order_relaxed), recv_throttles_.load(std::memory_order_relaxed)};
+            buffer_misses_.load(std::memory_order_relaxed), recv_throttles_.load(std::memory_order_relaxed),
+            recv_moves_.load(std::memory_order_relaxed)};
   }
   void count_accept_backoff() { accept_backoffs_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -79,6 +81,7 @@ class IoBackend {
   std::atomic<uint64_t> accept_backoffs_{0};
   std::atomic<uint64_t> buffer_misses_{0};
   std::atomic<uint64_t> recv_throttles_{0};
+  std::atomic<uint64_t> recv_moves_{0};
 };
 
 // The backend of the calling fiber's runtime; nullptr outside fibers, or if the runtime's poller is not a netpoll one.

@@ -35,6 +35,15 @@
 //     behind has its receive cancelled until it catches up, so one flooded connection cannot take the ring's shared
 //     buffers from the others; if they run out anyway, a read receives into its own buffer once and re-arms. Larger
 //     reads (bulk transfers) receive straight into the caller's buffer, one submission each.
+//   - A receive's completion work runs on the thread that armed it, and with COOP_TASKRUN a sleeping thread is woken
+//     for it. So a receive armed on an M that has since gone to sleep with no work (sched::Poller::thread_parked)
+//     would wake that M on every arrival just to run it (at -c1000 that was 7,700 wakeups a second and most of
+//     io_uring's context switches). The next read of such a connection that has to wait, once its ring's thread has
+//     slept kMoveAfterNs, cancels the receive, waits for its final completion (data delivered before it stays, in
+//     order) and re-arms it on its own thread's ring: IoStats::recv_moves.
+//   - A reap readies at most kReapBudget fibers (kSubmitReapBudget after a submit), like epoll_wait's 128 events:
+//     one reaper's local run queue takes them all without overflowing to the global queue. Completions left behind
+//     stay in the ring, and wake() makes sure a blocking poller comes for them.
 //   - Deadlines are scheduler timers (as for epoll). A read that times out leaves the multishot receive armed. Any
 //     other timed-out operation is cancelled with IORING_REGISTER_SYNC_CANCEL, which works on any ring from any
 //     thread, and the fiber then waits for the operation's completion before returning, because until then the
@@ -51,6 +60,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -83,6 +93,7 @@ class UringPoller final : public sched::Poller, public IoBackend {
   void wake() override;
   bool has_waiters() const override { return waiters_.load(std::memory_order_relaxed) > 0; }
   const char* name() const override { return "uring"; }
+  void thread_parked(bool parked) override;
 
   // IoBackend
   const char* backend_name() const override { return "uring"; }
@@ -132,13 +143,16 @@ class UringPoller final : public sched::Poller, public IoBackend {
   template <class Prep>
   int run(Op& op, int64_t deadline_ns, Prep&& prep);
   void cancel(Ring* r, uint64_t user_data);
-  size_t reap(Ring* r, sched::GList& out);  // r->cq_mu held
+  // Reaps r's completions until `budget` fibers are readied; r->cq_mu held.
+  size_t reap(Ring* r, sched::GList& out, size_t budget = SIZE_MAX);
   size_t reap_all(sched::GList& out, bool wait_for_locks);
+  void wake_if_left(int count);
   size_t complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out);
   void wait_disarmed(ListenState* ls);
   ssize_t read_once(UringDesc* d, void* buf, size_t len, int64_t deadline_ns, bool select);
   size_t take_chunks(RecvState& rs, void* buf, size_t len, std::unique_lock<std::mutex>& lk);
   void recv_disarm(UringDesc* d);
+  void recv_cancel_wait(UringDesc* d, std::unique_lock<std::mutex>& lk);
 
   const uint64_t id_;  // tells this poller's thread-local ring cache apart from another runtime's
   int efd_;
@@ -156,6 +170,7 @@ class UringPoller final : public sched::Poller, public IoBackend {
   std::shared_ptr<Ring> shared_;
   std::atomic<Ring*> rings_[kMaxRings] = {};  // lock-free scan for reapers
   std::atomic<int> nrings_{0};
+  std::atomic<uint32_t> reap_start_{0};
 
   DescTable<UringDesc> descs_;
 };

@@ -67,6 +67,8 @@ class Ring {
   std::mutex cq_mu;                // reapers; the buffer ring's producer side
   std::mutex sq_mu;                // submitters of a shared ring
   std::atomic<bool> owned{false};  // a thread submits here (owned rings only)
+  // When its thread went to sleep with no work (Poller::thread_parked), or 0 while it runs.
+  std::atomic<int64_t> owner_parked_since{0};
 
  private:
   Ring() = default;

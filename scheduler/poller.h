@@ -38,6 +38,9 @@ class Poller {
   // True if any fiber is parked waiting for I/O (a cheap relaxed read).
   virtual bool has_waiters() const = 0;
   virtual const char* name() const = 0;
+  // The calling M is about to sleep with no P (parked = true), or has woken (false). A backend that binds I/O to the
+  // thread that submitted it can move that I/O off a thread that sleeps for long.
+  virtual void thread_parked(bool /*parked*/) {}
 };
 
 }  // namespace tern::sched

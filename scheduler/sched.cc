@@ -912,7 +912,9 @@ void Sched::park_idle_m(M* m) {
     m->link = midle_;
     midle_ = m;
   }
+  poller_->thread_parked(true);
   m->note.sleep();
+  poller_->thread_parked(false);
   if (m->nextp != nullptr) {
     P* p = m->nextp;
     m->nextp = nullptr;

@@ -505,6 +505,60 @@ TEST_P(NetTest, ReaderThatFallsBehindStarvesNoOtherConnection) {
   });
 }
 
+TEST_P(NetTest, ReceivesMoveOffAThreadThatSleepsAndLoseNothing) {
+  // io_uring runs a receive's completion work on the thread that armed it. When that thread sleeps with no work for
+  // long, a read that has to wait moves the receive to its own thread (the sleeper would otherwise be woken for every
+  // arrival). Here every fiber pauses between rounds, so one M sleeps while the other waits in the poller; each
+  // server read starts before its client writes, long after that M went to sleep. Every byte must arrive, in order.
+  Runtime rt(config(2));
+  rt.run([&] {
+    auto l = listen("127.0.0.1:0", {.backlog = 256});
+    ASSERT_TRUE(l);
+    constexpr int kConns = 48;
+    constexpr int kRounds = 8;
+    std::vector<Stream> clients, servers;
+    for (int i = 0; i < kConns; i++) {
+      auto c = dial(l->local_addr(), 10s);
+      ASSERT_TRUE(c);
+      auto s = l->accept(10s);
+      ASSERT_TRUE(s);
+      clients.push_back(std::move(*c));
+      servers.push_back(std::move(*s));
+    }
+    uint64_t moves = 0;
+    for (int attempt = 0; attempt < 5 && moves == 0; attempt++) {
+      std::vector<JoinHandle<void>> fibers;
+      for (int i = 0; i < kConns; i++) {
+        fibers.push_back(spawn([&, i] {
+          for (int round = 0; round < kRounds; round++) {
+            sleep_for(8ms);
+            char msg[48];
+            int n = std::snprintf(msg, sizeof msg, "attempt %d conn %d round %d", attempt, i, round);
+            ASSERT_TRUE(clients[i].write_all(msg, static_cast<size_t>(n), 10s));
+          }
+        }));
+        fibers.push_back(spawn([&, i] {
+          for (int round = 0; round < kRounds; round++) {
+            char want[48], got[48];
+            int n = std::snprintf(want, sizeof want, "attempt %d conn %d round %d", attempt, i, round);
+            if (round > 0) sleep_for(5ms);  // read again well after the Ms went idle, before the next write lands
+            auto r = servers[i].read_full(got, static_cast<size_t>(n), 10s);
+            ASSERT_TRUE(r) << r.ec.message();
+            ASSERT_EQ(std::string(got, r.n), std::string(want, static_cast<size_t>(n)));
+          }
+        }));
+      }
+      for (auto& h : fibers) h.join();
+      moves = netpoll::current_backend()->io_stats().recv_moves;
+    }
+    if (GetParam() == "uring") {
+      EXPECT_GT(moves, 0u);
+    } else {
+      EXPECT_EQ(moves, 0u);
+    }
+  });
+}
+
 TEST_P(NetTest, ClosingAStreamWithAReadInFlightOrDataUnreadLosesNothingElse) {
   // Server-side close while the backend still receives for the stream (after a read that timed out, and with data
   // unread): the close returns, the peer sees the end of the stream, and the runtime carries on. Repeated, so a
