@@ -44,6 +44,18 @@ struct Pattern {
   }
 };
 
+// Dials `l` n times and accepts each connection: clients[i] is connected to servers[i].
+void connect_pairs(Listener& l, int n, std::vector<Stream>& clients, std::vector<Stream>& servers) {
+  for (int i = 0; i < n; i++) {
+    auto c = dial(l.local_addr(), 10s);
+    ASSERT_TRUE(c);
+    auto s = l.accept(10s);
+    ASSERT_TRUE(s);
+    clients.push_back(std::move(*c));
+    servers.push_back(std::move(*s));
+  }
+}
+
 class NetTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -459,14 +471,7 @@ TEST_P(NetTest, ReaderThatFallsBehindStarvesNoOtherConnection) {
 
     constexpr int kOthers = 40;
     std::vector<Stream> clients, servers;
-    for (int i = 0; i < kOthers; i++) {
-      auto c = dial(l->local_addr(), 10s);
-      ASSERT_TRUE(c);
-      auto s = l->accept(10s);
-      ASSERT_TRUE(s);
-      clients.push_back(std::move(*c));
-      servers.push_back(std::move(*s));
-    }
+    ASSERT_NO_FATAL_FAILURE(connect_pairs(*l, kOthers, clients, servers));
     std::vector<JoinHandle<void>> others;
     for (int i = 0; i < kOthers; i++) {
       others.push_back(spawn([&, i] {
@@ -517,14 +522,7 @@ TEST_P(NetTest, ReceivesMoveOffAThreadThatSleepsAndLoseNothing) {
     constexpr int kConns = 48;
     constexpr int kRounds = 8;
     std::vector<Stream> clients, servers;
-    for (int i = 0; i < kConns; i++) {
-      auto c = dial(l->local_addr(), 10s);
-      ASSERT_TRUE(c);
-      auto s = l->accept(10s);
-      ASSERT_TRUE(s);
-      clients.push_back(std::move(*c));
-      servers.push_back(std::move(*s));
-    }
+    ASSERT_NO_FATAL_FAILURE(connect_pairs(*l, kConns, clients, servers));
     uint64_t moves = 0;
     for (int attempt = 0; attempt < 5 && moves == 0; attempt++) {
       std::vector<JoinHandle<void>> fibers;
