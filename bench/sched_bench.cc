@@ -13,6 +13,8 @@
 //   BM_SchedSpawnManyRemote      ... from outside (a plain thread calling Runtime::go),
 //   BM_SchedYieldMany            ... many fibers each yielding many times,
 //   BM_SchedChainedSpawn         ... each fiber spawning the next
+//   BM_SchedWakeWide           N fibers parked ~1 KiB deep (as a connection fiber parks) woken at once: the cost of
+//                              resuming fibers whose stacks have left the cache
 //   BM_SchedIdleCpu            CPU the whole process burns while its only fiber sleeps (idle_cpu_pct; target < 1)
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
@@ -21,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "runtime/config.h"
 #include "runtime/go.h"
@@ -160,6 +163,52 @@ void BM_SchedYieldMany(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * fibers * kTokioYieldCount);
 }
 BENCHMARK(BM_SchedYieldMany)->UseRealTime();
+
+// Parks `depth` frames of kWideFrameBytes deep (a connection fiber parks about 1 KiB deep) on a Waiter published in
+// *slot, after counting down `parked`; returns once woken.
+constexpr int kWideFrameBytes = 256;
+constexpr int kWideDepth = 4;
+void sched_bench_park_deep(int depth, std::atomic<tern::Waiter*>* slot, SchedBenchLatch* parked) {
+  volatile char frame[kWideFrameBytes];
+  frame[0] = static_cast<char>(depth);
+  if (depth > 0) {
+    sched_bench_park_deep(depth - 1, slot, parked);
+  } else {
+    tern::Waiter w;
+    slot->store(&w, std::memory_order_release);
+    parked->count_down();
+    w.wait();
+  }
+  benchmark::DoNotOptimize(frame[0]);
+}
+
+// N parked fibers woken at once, as a poller readies a batch of connections: their stacks have left the cache by the
+// time each resumes. Per iteration: N fibers park, the driver wakes them all (they queue up on its P and spill to the
+// global queue, other Ps steal), and waits for them to finish. Times are per fiber, spawn included.
+void BM_SchedWakeWide(benchmark::State& state) {
+  auto cfg = sched_bench_config(state);
+  if (!cfg) return;
+  tern::Runtime rt(*cfg);
+  const int fibers = static_cast<int>(state.range(0));
+  std::vector<std::atomic<tern::Waiter*>> slots(static_cast<size_t>(fibers));
+  rt.run([&] {
+    for (auto _ : state) {
+      SchedBenchLatch parked(fibers);
+      SchedBenchLatch done(fibers);
+      for (int i = 0; i < fibers; i++) {
+        tern::go([&, i] {
+          sched_bench_park_deep(kWideDepth, &slots[static_cast<size_t>(i)], &parked);
+          done.count_down();
+        });
+      }
+      parked.wait();
+      for (auto& s : slots) s.load(std::memory_order_acquire)->notify();
+      done.wait();
+    }
+  });
+  report_per_fiber(state, fibers);
+}
+BENCHMARK(BM_SchedWakeWide)->Arg(100)->Arg(10'000)->UseRealTime();
 
 void sched_bench_chain(SchedBenchLatch* latch, int left) {
   if (left == 0) {

@@ -79,6 +79,15 @@ class RunQueue {
     }
   }
 
+  // Owner only: the i-th oldest fiber, left in place. A thief may take it at any moment, so the result is only a hint
+  // (Sched uses it to prefetch).
+  G* peek(uint32_t i) const {
+    uint32_t h = head_.load(std::memory_order_relaxed);
+    uint32_t t = tail_.load(std::memory_order_relaxed);
+    if (t - h <= i || t - h > kCapacity) return nullptr;
+    return slots_[(h + i) % kCapacity].load(std::memory_order_relaxed);
+  }
+
   uint32_t size() const {
     uint32_t h = head_.load(std::memory_order_acquire);
     uint32_t t = tail_.load(std::memory_order_acquire);
