@@ -2,6 +2,7 @@
 // wakeup hangs the test (ctest's timeout catches it); a resume-before-switch corrupts a context and crashes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -10,6 +11,7 @@
 #include "runtime/go.h"
 #include "runtime/runtime.h"
 #include "scheduler/park.h"
+#include "scheduler/run_queue.h"
 #include "scheduler/sched.h"
 #include "tests/scale.h"
 
@@ -225,6 +227,45 @@ TEST(ParkHandoff, PingPongPairLeavesRoomForQueuedFibers) {
   });
   EXPECT_TRUE(other_ran.load());
   EXPECT_LE(rounds_before, 2 * static_cast<int64_t>(sched::kRunnextChainMax));
+}
+
+// A poller's batch larger than the local queue (ready_list from a fiber, as the pollers call it): the first fibers of
+// the batch run before the last. runq_put on overflow moves the local queue's oldest half to the global queue, which a
+// P looks at only after its local queue (and one fiber in 61 ticks): the batch's first 128 ran after all the rest.
+TEST(ReadyList, ABatchLargerThanTheLocalQueueRunsOldestFirst) {
+  constexpr int kFibers = 400;  // more than RunQueue::kCapacity
+  constexpr int kFirst = 128;
+  constexpr int kLast = 100;
+  static_assert(kFibers > static_cast<int>(sched::RunQueue::kCapacity));
+  Config cfg;
+  cfg.procs = 1;
+  Runtime rt(cfg);
+  std::vector<int> order;
+  rt.run([&] {
+    std::vector<Slot> slots(kFibers);
+    for (int i = 0; i < kFibers; i++) {
+      go([&, i] {
+        park_in(slots[static_cast<size_t>(i)]);
+        order.push_back(i);  // one P: the fibers never run at once
+      });
+    }
+    sched::GList batch;
+    for (auto& s : slots) {
+      sched::G* g;
+      while ((g = s.parked.exchange(nullptr)) == nullptr) sched::yield();
+      batch.push(g);
+    }
+    sched::ready_list(batch);
+    while (order.size() < kFibers) sched::yield();
+  });
+  ASSERT_EQ(order.size(), static_cast<size_t>(kFibers));
+  std::vector<size_t> pos(kFibers);
+  for (size_t k = 0; k < order.size(); k++) pos[static_cast<size_t>(order[k])] = k;
+  size_t last_of_first = 0, first_of_last = order.size();
+  for (int i = 0; i < kFirst; i++) last_of_first = std::max(last_of_first, pos[static_cast<size_t>(i)]);
+  for (int i = kFibers - kLast; i < kFibers; i++) first_of_last = std::min(first_of_last, pos[static_cast<size_t>(i)]);
+  EXPECT_LT(last_of_first, first_of_last) << "fiber " << order[first_of_last] << " of the batch's last " << kLast
+                                          << " ran before some of its first " << kFirst;
 }
 
 }  // namespace
