@@ -28,7 +28,7 @@ enum class PStatus : uint32_t {
 // Per-P counters (invariant 6): written only by the owner with relaxed load+store, read by anyone with relaxed loads.
 struct PCounters {
   std::atomic<uint64_t> spawned{0}, finished{0}, switches{0}, yields{0}, parks{0}, steals{0}, global_taken{0},
-      overflows{0}, timers_fired{0}, polls{0};
+      overflows{0}, timers_fired{0}, polls{0}, rescued{0};
 };
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -52,6 +52,10 @@ struct alignas(64) P {
   alignas(64) uint32_t schedtick = 0;  // fibers started from a fresh time slice
   uint32_t runnext_chain = 0;          // consecutive runnext picks sharing the current slice
   uint64_t monitor_tick = 0;           // schedtick+switches seen by the monitor last period (monitor-only)
+  // Sched::rescue_stalled's watch on another P: which (an index into allp_), its switch count, and since when.
+  uint32_t watch = 0;
+  uint64_t watch_switches = 0;
+  int64_t watch_since = 0;
   G* gfree = nullptr;
   uint32_t ngfree = 0;
   alloc::StackCache stacks;

@@ -79,6 +79,21 @@ class RunQueue {
     }
   }
 
+  // Thief: takes up to half of this queue (rounded up), at most `max`, oldest first, into out[]. Returns the number.
+  uint32_t steal_batch(G** out, uint32_t max) {
+    for (;;) {
+      uint32_t h = head_.load(std::memory_order_acquire);
+      uint32_t t = tail_.load(std::memory_order_acquire);
+      uint32_t n = t - h;
+      n -= n / 2;
+      if (n == 0) return 0;
+      if (n > kCapacity / 2) continue;  // read a torn head/tail pair; retry
+      n = n < max ? n : max;
+      for (uint32_t i = 0; i < n; i++) out[i] = slots_[(h + i) % kCapacity].load(std::memory_order_relaxed);
+      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_relaxed)) return n;
+    }
+  }
+
   // Owner only: the i-th oldest fiber, left in place. A thief may take it at any moment, so the result is only a hint
   // (Sched uses it to prefetch).
   G* peek(uint32_t i) const {

@@ -74,6 +74,11 @@ inline constexpr int kStealPasses = 4;
 // Fibers readied into runnext inherit the running time slice; after this many in a row, the next one goes through the
 // local queue instead so a ping-pong pair cannot starve the rest of the queue (Tokio bounds its LIFO slot likewise).
 inline constexpr uint32_t kRunnextChainMax = 32;
+// A P that has not started a fiber for this long while fibers wait in its queue is stalled: its M was descheduled by
+// the OS, or one fiber holds it. A busy M that notices takes half the queue (Sched::rescue_stalled).
+inline constexpr int64_t kStallNs = 500'000;
+// How often (in fibers started) a busy M looks at another P for a stall: the look reads the clock.
+inline constexpr uint32_t kStallCheckInterval = 4;
 // Ps are stored in a fixed array so that stealers can read it without a lock while set_procs() grows it.
 inline constexpr int kMaxProcs = 1024;
 // The monitor's period while any P is busy (Go's sysmon settles at 10 ms); it sleeps until woken while all are idle.
@@ -102,7 +107,8 @@ struct SchedStats {
   uint64_t switches = 0;  // fiber resumptions
   uint64_t yields = 0;
   uint64_t parks = 0;
-  uint64_t steals = 0;  // fibers taken from other Ps
+  uint64_t steals = 0;   // fibers taken from other Ps
+  uint64_t rescued = 0;  // of those, taken from a P that had not switched fibers for kStallNs (rescue_stalled)
   uint64_t global_taken = 0;
   uint64_t overflows = 0;  // local queue overflows to the global queue
   uint64_t timers_fired = 0;
@@ -189,6 +195,7 @@ class Sched {
   M* newm();
   G* find_runnable(M* m);
   G* steal_work(M* m, P* pp);
+  void rescue_stalled(P* pp);
   G* runq_get(P* p, bool& inherit);
   void runq_put(P* p, G* g, bool next);
   void run_timers(P* p, int64_t now, P* into);
