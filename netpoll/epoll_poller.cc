@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "scheduler/park.h"
 #include "scheduler/timer.h"
 
 namespace tern::netpoll {
@@ -170,7 +171,12 @@ ssize_t EpollPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     if (n >= 0) return n;
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
-    if (!await(pd->rd, deadline_ns)) return -ETIMEDOUT;
+    // The receive after the wait writes buf first: the scheduler prefetches it (sched::G::prefetch_write).
+    sched::G* self = sched::current();
+    if (self != nullptr) self->prefetch_write.store(buf, std::memory_order_relaxed);
+    const bool ready = await(pd->rd, deadline_ns);
+    if (self != nullptr) self->prefetch_write.store(nullptr, std::memory_order_relaxed);
+    if (!ready) return -ETIMEDOUT;
   }
 }
 

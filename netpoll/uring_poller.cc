@@ -425,6 +425,11 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
         rs.throttled = throttle = true;
       }
       g = rs.slot.notify();
+      // The reader copies out of the first unread buffer as soon as it runs; it is in the cache of the CPU that ran
+      // the receive's completion work, or nowhere.
+      if (g != nullptr && rs.head < rs.chunks.size()) {
+        g->prefetch_read.store(rs.chunks[rs.head].ring->buffer(rs.chunks[rs.head].bid), std::memory_order_relaxed);
+      }
     }
     if (throttle) {
       recv_throttles_.fetch_add(1, std::memory_order_relaxed);
@@ -727,7 +732,15 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
           reinterpret_cast<uint64_t>(ud) | kTagRecv);
       continue;  // the submit reaped what completed inline
     }
-    if (rs.slot.wait(deadline_ns, waiters_) == WaitSlot::kTimedOut) {
+    // Where the data goes once it is here, and (set by the reaper) where it comes from: see sched::G's prefetch hints.
+    sched::G* self = sched::current();
+    if (self != nullptr) self->prefetch_write.store(buf, std::memory_order_relaxed);
+    const WaitSlot::Result woke = rs.slot.wait(deadline_ns, waiters_);
+    if (self != nullptr) {
+      self->prefetch_read.store(nullptr, std::memory_order_relaxed);
+      self->prefetch_write.store(nullptr, std::memory_order_relaxed);
+    }
+    if (woke == WaitSlot::kTimedOut) {
       // The receive stays armed: what arrives later waits for the next read. One last look for data that landed
       // right at the deadline.
       std::unique_lock lk(rs.mu);

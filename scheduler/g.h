@@ -42,7 +42,12 @@ struct G {
   ParkCommit commit = nullptr;
   void* commit_arg = nullptr;
 
-  void* user = nullptr;        // a word for the parker's use (e.g. the channel operation that woke it)
+  void* user = nullptr;  // a word for the parker's use (e.g. the channel operation that woke it)
+  // Memory the fiber touches first when it resumes, which the scheduler prefetches with its stack one fiber ahead of
+  // its run (sched.cc, prefetch_next): data it will read (a receive's buffer, set by whoever readies it) and memory
+  // it will write (a read's destination, set by the fiber before it parks). Hints only: relaxed, possibly stale.
+  std::atomic<const void*> prefetch_read{nullptr};
+  std::atomic<void*> prefetch_write{nullptr};
   void* tsan_fiber = nullptr;  // ThreadSanitizer's fiber handle (TSan builds only)
   void* asan_fake_stack = nullptr;
 };

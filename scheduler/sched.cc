@@ -164,6 +164,8 @@ inline void prefetch_next(P* p) {
   if (sp == nullptr || sp < lo || sp >= top) return;
   const size_t len = std::min<size_t>(static_cast<size_t>(top - sp), kPrefetchStackBytes);
   for (size_t off = 0; off < len; off += 64) __builtin_prefetch(sp + off);
+  if (const void* r = next->prefetch_read.load(std::memory_order_relaxed)) __builtin_prefetch(r);
+  if (void* w = next->prefetch_write.load(std::memory_order_relaxed)) __builtin_prefetch(w, 1);
 #else
   (void)p;
 #endif
