@@ -60,38 +60,16 @@ class RunQueue {
   // Thief: moves half of this queue (rounded up) into `dst`, which must be empty and owned by the caller. Returns the
   // number moved.
   uint32_t steal_into(RunQueue& dst) {
-    uint32_t dt = dst.tail_.load(std::memory_order_relaxed);
-    for (;;) {
-      uint32_t h = head_.load(std::memory_order_acquire);
-      uint32_t t = tail_.load(std::memory_order_acquire);
-      uint32_t n = t - h;
-      n -= n / 2;
-      if (n == 0) return 0;
-      if (n > kCapacity / 2) continue;  // read a torn head/tail pair; retry
-      for (uint32_t i = 0; i < n; i++) {
-        G* g = slots_[(h + i) % kCapacity].load(std::memory_order_relaxed);
-        dst.slots_[(dt + i) % kCapacity].store(g, std::memory_order_relaxed);
-      }
-      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-        dst.tail_.store(dt + n, std::memory_order_release);
-        return n;
-      }
-    }
+    const uint32_t dt = dst.tail_.load(std::memory_order_relaxed);
+    uint32_t n = take_half(
+        kCapacity / 2, [&](uint32_t i, G* g) { dst.slots_[(dt + i) % kCapacity].store(g, std::memory_order_relaxed); });
+    if (n > 0) dst.tail_.store(dt + n, std::memory_order_release);
+    return n;
   }
 
   // Thief: takes up to half of this queue (rounded up), at most `max`, oldest first, into out[]. Returns the number.
   uint32_t steal_batch(G** out, uint32_t max) {
-    for (;;) {
-      uint32_t h = head_.load(std::memory_order_acquire);
-      uint32_t t = tail_.load(std::memory_order_acquire);
-      uint32_t n = t - h;
-      n -= n / 2;
-      if (n == 0) return 0;
-      if (n > kCapacity / 2) continue;  // read a torn head/tail pair; retry
-      n = n < max ? n : max;
-      for (uint32_t i = 0; i < n; i++) out[i] = slots_[(h + i) % kCapacity].load(std::memory_order_relaxed);
-      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_relaxed)) return n;
-    }
+    return take_half(max, [&](uint32_t i, G* g) { out[i] = g; });
   }
 
   // Owner only: the i-th oldest fiber, left in place. A thief may take it at any moment, so the result is only a hint
@@ -111,6 +89,24 @@ class RunQueue {
   bool empty() const { return size() == 0; }
 
  private:
+  // Takes up to half of the queue (rounded up), at most `max`, handing each fiber to put(i, g) before claiming them
+  // all with one CAS on the head; a failed CAS (another thief, or the owner) starts over, and put() may be called
+  // again for the same i.
+  template <class Put>
+  uint32_t take_half(uint32_t max, Put&& put) {
+    for (;;) {
+      uint32_t h = head_.load(std::memory_order_acquire);
+      uint32_t t = tail_.load(std::memory_order_acquire);
+      uint32_t n = t - h;
+      n -= n / 2;
+      if (n == 0) return 0;
+      if (n > kCapacity / 2) continue;  // read a torn head/tail pair; retry
+      n = n < max ? n : max;
+      for (uint32_t i = 0; i < n; i++) put(i, slots_[(h + i) % kCapacity].load(std::memory_order_relaxed));
+      if (head_.compare_exchange_weak(h, h + n, std::memory_order_acq_rel, std::memory_order_relaxed)) return n;
+    }
+  }
+
   alignas(64) std::atomic<uint32_t> head_{0};  // thieves and owner CAS here
   alignas(64) std::atomic<uint32_t> tail_{0};  // owner only writes
   std::atomic<G*> slots_[kCapacity] = {};
