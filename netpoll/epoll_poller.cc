@@ -171,11 +171,11 @@ ssize_t EpollPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     if (n >= 0) return n;
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
-    // The receive after the wait writes buf first: the scheduler prefetches it (sched::G::prefetch_write).
-    sched::G* self = sched::current();
-    if (self != nullptr) self->prefetch_write.store(buf, std::memory_order_relaxed);
-    const bool ready = await(pd->rd, deadline_ns);
-    if (self != nullptr) self->prefetch_write.store(nullptr, std::memory_order_relaxed);
+    bool ready;
+    {
+      sched::ResumeHint hint(buf);  // the receive after the wait writes buf first
+      ready = await(pd->rd, deadline_ns);
+    }
     if (!ready) return -ETIMEDOUT;
   }
 }

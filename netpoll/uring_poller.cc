@@ -732,13 +732,10 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
           reinterpret_cast<uint64_t>(ud) | kTagRecv);
       continue;  // the submit reaped what completed inline
     }
-    // Where the data goes once it is here, and (set by the reaper) where it comes from: see sched::G's prefetch hints.
-    sched::G* self = sched::current();
-    if (self != nullptr) self->prefetch_write.store(buf, std::memory_order_relaxed);
-    const WaitSlot::Result woke = rs.slot.wait(deadline_ns, waiters_);
-    if (self != nullptr) {
-      self->prefetch_read.store(nullptr, std::memory_order_relaxed);
-      self->prefetch_write.store(nullptr, std::memory_order_relaxed);
+    WaitSlot::Result woke;
+    {
+      sched::ResumeHint hint(buf);  // where the data goes; complete() records where it comes from
+      woke = rs.slot.wait(deadline_ns, waiters_);
     }
     if (woke == WaitSlot::kTimedOut) {
       // The receive stays armed: what arrives later waits for the next read. One last look for data that landed

@@ -34,6 +34,26 @@ inline bool in_fiber() {
   return current() != nullptr;
 }
 
+// For the span of a wait: tells the scheduler where the calling fiber will write first when it resumes (G's
+// prefetch_write), and on the way out clears both of its prefetch hints (prefetch_read is the readier's to set).
+// A no-op off fibers.
+class ResumeHint {
+ public:
+  explicit ResumeHint(void* write) : g_(current()) {
+    if (g_ != nullptr) g_->prefetch_write.store(write, std::memory_order_relaxed);
+  }
+  ~ResumeHint() {
+    if (g_ == nullptr) return;
+    g_->prefetch_read.store(nullptr, std::memory_order_relaxed);
+    g_->prefetch_write.store(nullptr, std::memory_order_relaxed);
+  }
+  ResumeHint(const ResumeHint&) = delete;
+  ResumeHint& operator=(const ResumeHint&) = delete;
+
+ private:
+  G* g_;
+};
+
 // Parks the current fiber (see above). Must be called from a fiber.
 void park(ParkCommit commit, void* arg);
 

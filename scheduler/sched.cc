@@ -612,6 +612,13 @@ bool Sched::any_local_work() const {
   return false;
 }
 
+// How many fibers a batch (inject, rescue_stalled) may add to pp's local queue: up to half its capacity, leaving the
+// rest for fibers readied one at a time.
+static uint32_t batch_room(P* pp) {
+  const uint32_t size = pp->runq.size();
+  return size < RunQueue::kCapacity / 2 ? RunQueue::kCapacity / 2 - size : 0;
+}
+
 void Sched::inject(GList& list, P* pp) {
   if (list.empty()) return;
   // Up to half the local queue's capacity goes there, the rest (the newest) to the global queue in one batch. runq_put
@@ -619,8 +626,7 @@ void Sched::inject(GList& list, P* pp) {
   // newer local work a P runs before looking there: a poller's batch on top of a busy queue (at -c1000 the io_uring
   // backend's reaps overflowed 44 times a second) was the tail of the latency distribution. Half, not all, leaves room
   // for the fibers this P readies one at a time meanwhile (yields, wakeups), which still take runq_put's path.
-  const uint32_t size = pp->runq.size();
-  uint32_t room = size < RunQueue::kCapacity / 2 ? RunQueue::kCapacity / 2 - size : 0;
+  uint32_t room = batch_room(pp);
   while (room > 0 && !list.empty()) {
     G* g = list.pop();
     g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
@@ -884,8 +890,8 @@ G* Sched::steal_work(M* m, P* pp) {
 // it resumes, while the other Ms only steal once their own queues run dry, which under load is never. At -c1000 that
 // was a second mode in the time from a fiber's readying to its run: 12% of requests waited 2-8 ms. So a busy M keeps
 // a watch on one other P at a time, every kStallCheckInterval fibers: once the watched P has had fibers queued and
-// started none for kStallNs, the watcher takes half its queue (up to what fits in its own below half capacity, like
-// inject). The watch reads only the P's switch counter, so running fibers pay nothing for it.
+// started none for kStallNs, the watcher takes half its queue (up to its own batch_room, like inject). The watch reads
+// only the P's switch counter, so running fibers pay nothing for it.
 void Sched::rescue_stalled(P* pp) {
   const int n = nprocs_.load(std::memory_order_relaxed);
   if (n <= 1) return;
@@ -898,10 +904,10 @@ void Sched::rescue_stalled(P* pp) {
   if (vi == pp->watch && switches == pp->watch_switches && !v->runq.empty()) {
     if (now - pp->watch_since < kStallNs) return;
     pp->watch_since = now;
-    const uint32_t size = pp->runq.size();
-    if (size >= RunQueue::kCapacity / 2) return;
+    const uint32_t room = batch_room(pp);
+    if (room == 0) return;
     G* batch[RunQueue::kCapacity / 2];
-    const uint32_t got = v->runq.steal_batch(batch, RunQueue::kCapacity / 2 - size);
+    const uint32_t got = v->runq.steal_batch(batch, room);
     if (got == 0) return;
     bump(pp->counters.steals, got);
     bump(pp->counters.rescued, got);
