@@ -358,10 +358,7 @@ void Sched::startm(P* p, bool spinning) {
       m->link = nullptr;
     }
   }
-  if (monitor_sleeping_.load(std::memory_order_relaxed)) {
-    monitor_sleeping_.store(false, std::memory_order_relaxed);
-    monitor_note_.wakeup();
-  }
+  wake_monitor();
   if (m != nullptr) {
     m->nextp = p;
     m->next_spinning = spinning;
@@ -387,6 +384,13 @@ void Sched::startm(P* p, bool spinning) {
       std::fprintf(stderr, "tern: cannot start another scheduler thread (%s); continuing with the threads running\n",
                    e.what());
     }
+  }
+}
+
+void Sched::wake_monitor() {
+  if (monitor_sleeping_.load(std::memory_order_relaxed)) {
+    monitor_sleeping_.store(false, std::memory_order_relaxed);
+    monitor_note_.wakeup();
   }
 }
 
@@ -676,6 +680,7 @@ void Sched::wakep() {
   if (nmspinning_.load() != 0) return;
   int expected = 0;
   if (!nmspinning_.compare_exchange_strong(expected, 1)) return;
+  if (wake_poller_for_p()) return;
   P* p;
   {
     std::lock_guard lk(sched_mu_);
@@ -686,6 +691,32 @@ void Sched::wakep() {
     return;
   }
   startm(p, true);
+}
+
+// An M blocked in the poller is idle and holds no P: wakep() wakes it to take the idle P and spin, rather than start
+// another M. Otherwise the poller, back with its events and finding no P left, parks, and every M in that rotation
+// keeps the receives it armed: io_uring runs a receive's completion work on the thread that armed it, so each arrival
+// on one of them wakes a parked M just for that (at -c1000, three Ms rotating over two Ps slept 6,800 times in 3 s
+// against 1,000 for epoll). Returns false where no poll is blocked; the caller then starts an M.
+// The claim is handed over through poller_claim_: the poller exchanges it after clearing polling_, so whichever of the
+// two sees it set owns the spinning count wakep() took.
+bool Sched::wake_poller_for_p() {
+  if (!polling_.load()) return false;
+  poller_claim_.store(true);
+  if (polling_.load()) {
+    // Blocked, or about to block: wake() makes the next poll return at once too.
+    poller_claims_.fetch_add(1, std::memory_order_relaxed);
+    wake_monitor();
+    poller_->wake();
+    return true;
+  }
+  return !poller_claim_.exchange(false);  // the role was released meanwhile: its holder took the claim, or it is ours
+}
+
+// Every release of the poller role goes through here: the claim wakep() may have left is the releasing M's to honour.
+bool Sched::release_poller_role() {
+  polling_.store(false);
+  return poller_claim_.exchange(false);
 }
 
 void Sched::reset_spinning(M* m) {
@@ -934,7 +965,7 @@ void Sched::idle_without_p(M* m) {
       // Work this M could run if it had a P: take the P rather than poll. (Queued work on busy Ps is theirs; polling
       // with a zero timeout because of it would spin this M while every P is busy.)
       if (npidle_.load() > 0 && (!global_->empty() || any_local_work() || timers_due())) {
-        polling_.store(false);
+        const bool claimed = release_poller_role();
         P* p;
         {
           std::lock_guard lk(sched_mu_);
@@ -942,9 +973,11 @@ void Sched::idle_without_p(M* m) {
         }
         if (p != nullptr) {
           acquirep(m, p);
+          m->spinning = claimed;  // wakep() counted this M as spinning when it claimed it
           handoff_poller_role();
           return;
         }
+        if (claimed) nmspinning_.fetch_sub(1);
         continue;
       }
       if (npidle_.load() == 0) {
@@ -952,7 +985,11 @@ void Sched::idle_without_p(M* m) {
         // for 10 ms), and each checks its timers. A blocked poller here would only wake on every event, find no P,
         // and hand the fibers to the global queue: two context switches per event for nothing. Sleep instead; the M
         // whose P goes idle next takes the poller role.
-        polling_.store(false);
+        if (release_poller_role()) {
+          // wakep() claimed this M for an idle P, and there is none now: whoever took it runs the work.
+          nmspinning_.fetch_sub(1);
+          continue;
+        }
         if (npidle_.load() > 0) continue;  // a P went idle meanwhile; its M may have seen polling_ set
         park_idle_m(m);
         if (m->p != nullptr || shutting_down_.load(std::memory_order_acquire)) return;
@@ -965,9 +1002,9 @@ void Sched::idle_without_p(M* m) {
       GList list;
       poller_->poll(timeout, list);
       poll_until_.store(0);
-      polling_.store(false);
+      const bool claimed = release_poller_role();
       last_poll_.store(now_ns(), std::memory_order_relaxed);
-      if (!list.empty() || (npidle_.load() > 0 && (!global_->empty() || any_local_work() || timers_due()))) {
+      if (claimed || !list.empty() || (npidle_.load() > 0 && (!global_->empty() || any_local_work() || timers_due()))) {
         P* p;
         {
           std::lock_guard lk(sched_mu_);
@@ -975,11 +1012,13 @@ void Sched::idle_without_p(M* m) {
         }
         if (p != nullptr) {
           acquirep(m, p);
+          m->spinning = claimed;  // wakep() counted this M as spinning when it claimed it
           if (!list.empty()) bump(p->counters.polls);
           inject(list, p);
           handoff_poller_role();
           return;
         }
+        if (claimed) nmspinning_.fetch_sub(1);
         // Every P is busy: their Ms will find the harvest in the global queue.
         while (G* g = list.pop()) {
           g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
@@ -1014,20 +1053,14 @@ void Sched::park_idle_m(M* m) {
   }
 }
 
-// The poller M got a P and leaves the role; if timers or I/O waiters remain, wake an idle M to take it over.
+// The poller M got a P and leaves the role. If a P is still idle and timers or I/O waiters remain, start an M with
+// that P (wakep): spinning, it runs what the poller just readied, or gives the P back and takes the poller role. Waking
+// an M without a P for the role instead (the earlier way) made the ready() that follows start a third M for the idle
+// P, and Ms rotating through parks: an M parked with receives armed is woken for each of their completions.
 void Sched::handoff_poller_role() {
   if (npidle_.load() == 0) return;  // all busy: nobody needs to block in the poller (see idle_without_p)
   if (earliest_timer() == 0 && !poller_->has_waiters()) return;
-  M* m = nullptr;
-  {
-    std::lock_guard lk(sched_mu_);
-    if (midle_ != nullptr && !polling_.load()) {
-      m = midle_;
-      midle_ = m->link;
-      m->link = nullptr;
-    }
-  }
-  if (m != nullptr) m->note.wakeup();
+  wakep();
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -1213,6 +1246,8 @@ SchedStats Sched::stats() const {
   st.procs = nprocs_.load(std::memory_order_relaxed);
   st.idle_procs = npidle_.load(std::memory_order_relaxed);
   st.spinning = nmspinning_.load(std::memory_order_relaxed);
+  st.polling = polling_.load(std::memory_order_relaxed);
+  st.poller_claims = poller_claims_.load(std::memory_order_relaxed);
   {
     std::lock_guard lk(sched_mu_);
     st.threads = static_cast<int>(allm_.size());

@@ -102,7 +102,9 @@ struct SchedStats {
   int idle_procs = 0;
   int threads = 0;  // Ms started
   int spinning = 0;
-  uint64_t spawned = 0;  // fibers started
+  bool polling = false;        // an M without a P holds the poller role
+  uint64_t poller_claims = 0;  // times wakep() handed an idle P to that M instead of starting another
+  uint64_t spawned = 0;        // fibers started
   uint64_t finished = 0;
   uint64_t switches = 0;  // fiber resumptions
   uint64_t yields = 0;
@@ -192,6 +194,9 @@ class Sched {
   P* pidleget();        // sched_mu_ held
   void pidleput(P* p);  // sched_mu_ held
   void startm(P* p, bool spinning);
+  bool wake_poller_for_p();
+  bool release_poller_role();  // returns whether wakep() had claimed the poller
+  void wake_monitor();
   M* newm();
   G* find_runnable(M* m);
   G* steal_work(M* m, P* pp);
@@ -231,7 +236,10 @@ class Sched {
   std::atomic<int> nmspinning_{0};
   std::atomic<bool> polling_{false};    // an idle M holds the poller role
   std::atomic<int64_t> poll_until_{0};  // deadline of the blocked poll, 0 = none
-  std::atomic<int64_t> last_poll_{0};   // when someone last polled the network
+  // wakep() woke the blocked poller to take an idle P: the spinning M it counted in nmspinning_ is the poller's.
+  std::atomic<bool> poller_claim_{false};
+  std::atomic<uint64_t> poller_claims_{0};
+  std::atomic<int64_t> last_poll_{0};  // when someone last polled the network
   std::atomic<bool> shutting_down_{false};
 
   mutable std::mutex sched_mu_;  // pidle_, midle_, allm_, P status transitions
