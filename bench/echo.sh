@@ -7,7 +7,8 @@
 #   bench/echo.sh --bin build-echo/bin --conns "100 1000" --runs 5 --duration 20
 #
 # All servers run at once, each on its own port, idle except while wrk measures it; runs interleave the servers
-# (run 1 of every server, then run 2, ...) so that drift in the machine's load hits all of them alike. Nothing is
+# (run 1 of every server, then run 2, ..., in reverse order on every other run) so that drift in the machine's load
+# hits all of them alike. Nothing is
 # pinned: wrk (-t2) and every server (2 processors: tern-echo --procs auto, 2 epoll-responder threads, Go's default
 # GOMAXPROCS) float over the same CPUs, so both sides of every comparison share the machine the same way.
 #
@@ -138,9 +139,16 @@ if ((warmup > 0)); then
   done
 fi
 
+# The order of the servers alternates from run to run: measured always in one order, each server would always follow
+# the same one (tern-echo/io_uring came right after Go's net/http, whose runtime is still busy for a moment after a
+# -c1000 run) and inherit its aftermath.
+order_fwd=("${!names[@]}")
+order_rev=()
+for ((k = ${#order_fwd[@]} - 1; k >= 0; k--)); do order_rev+=("${order_fwd[$k]}"); done
 for c in $conns; do
   for r in $(seq "$runs"); do
-    for i in "${!names[@]}"; do
+    if ((r % 2)); then order=("${order_fwd[@]}"); else order=("${order_rev[@]}"); fi
+    for i in "${order[@]}"; do
       wrk -t$wrk_threads -c"$c" -d"${duration}s" --timeout $wrk_timeout --latency \
         "http://127.0.0.1:${ports[$i]}$path" >"$out/${names[$i]//\//_}.c$c.r$r.txt" 2>&1 || true
     done
