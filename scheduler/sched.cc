@@ -693,11 +693,11 @@ void Sched::wakep() {
   startm(p, true);
 }
 
-// An M blocked in the poller is idle and holds no P: wakep() wakes it to take the idle P and spin, rather than start
-// another M. Otherwise the poller, back with its events and finding no P left, parks, and every M in that rotation
-// keeps the receives it armed: io_uring runs a receive's completion work on the thread that armed it, so each arrival
-// on one of them wakes a parked M just for that (at -c1000, three Ms rotating over two Ps slept 6,800 times in 3 s
-// against 1,000 for epoll). Returns false where no poll is blocked; the caller then starts an M.
+// The M holding the poller role is idle and holds no P: wakep() wakes it to take the idle P and spin, rather than
+// start another M. Otherwise the poller, back with its events and finding no P left, parks, and every M in that
+// rotation keeps the receives it armed: io_uring runs a receive's completion work on the thread that armed it, so each
+// arrival on one of them wakes a parked M just for that (at -c1000, three Ms rotating over two Ps slept 6,800 times in
+// 3 s against 1,000 for epoll). Returns false where no M holds the role; the caller then starts an M.
 // The claim is handed over through poller_claim_: the poller exchanges it after clearing polling_, so whichever of the
 // two sees it set owns the spinning count wakep() took.
 bool Sched::wake_poller_for_p() {
