@@ -713,6 +713,23 @@ bool Sched::wake_poller_for_p() {
   return !poller_claim_.exchange(false);  // the role was released meanwhile: its holder took the claim, or it is ours
 }
 
+// An M leaving the poller role takes an idle P, if there is one. `claimed`: wakep() counted it as spinning (it spins
+// with the P, or gives that count back without one).
+bool Sched::acquire_idle_p(M* m, bool claimed) {
+  P* p;
+  {
+    std::lock_guard lk(sched_mu_);
+    p = pidleget();
+  }
+  if (p == nullptr) {
+    if (claimed) nmspinning_.fetch_sub(1);
+    return false;
+  }
+  acquirep(m, p);
+  m->spinning = claimed;
+  return true;
+}
+
 // Every release of the poller role goes through here: the claim wakep() may have left is the releasing M's to honour.
 bool Sched::release_poller_role() {
   polling_.store(false);
@@ -965,19 +982,10 @@ void Sched::idle_without_p(M* m) {
       // Work this M could run if it had a P: take the P rather than poll. (Queued work on busy Ps is theirs; polling
       // with a zero timeout because of it would spin this M while every P is busy.)
       if (npidle_.load() > 0 && (!global_->empty() || any_local_work() || timers_due())) {
-        const bool claimed = release_poller_role();
-        P* p;
-        {
-          std::lock_guard lk(sched_mu_);
-          p = pidleget();
-        }
-        if (p != nullptr) {
-          acquirep(m, p);
-          m->spinning = claimed;  // wakep() counted this M as spinning when it claimed it
+        if (acquire_idle_p(m, release_poller_role())) {
           handoff_poller_role();
           return;
         }
-        if (claimed) nmspinning_.fetch_sub(1);
         continue;
       }
       if (npidle_.load() == 0) {
@@ -1005,20 +1013,12 @@ void Sched::idle_without_p(M* m) {
       const bool claimed = release_poller_role();
       last_poll_.store(now_ns(), std::memory_order_relaxed);
       if (claimed || !list.empty() || (npidle_.load() > 0 && (!global_->empty() || any_local_work() || timers_due()))) {
-        P* p;
-        {
-          std::lock_guard lk(sched_mu_);
-          p = pidleget();
-        }
-        if (p != nullptr) {
-          acquirep(m, p);
-          m->spinning = claimed;  // wakep() counted this M as spinning when it claimed it
-          if (!list.empty()) bump(p->counters.polls);
-          inject(list, p);
+        if (acquire_idle_p(m, claimed)) {
+          if (!list.empty()) bump(m->p->counters.polls);
+          inject(list, m->p);
           handoff_poller_role();
           return;
         }
-        if (claimed) nmspinning_.fetch_sub(1);
         // Every P is busy: their Ms will find the harvest in the global queue.
         while (G* g = list.pop()) {
           g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
@@ -1029,12 +1029,12 @@ void Sched::idle_without_p(M* m) {
     }
     park_idle_m(m);
     if (m->p != nullptr) return;
-    // Woken without a P: to take over the poller role, or for shutdown.
+    // Woken without a P: for shutdown.
   }
 }
 
 // Sleeps on the M's note in the idle list until startm() hands it a P (then m->p is set) or it is woken without one
-// (to take the poller role, or for shutdown).
+// (for shutdown).
 void Sched::park_idle_m(M* m) {
   {
     std::lock_guard lk(sched_mu_);

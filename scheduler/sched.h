@@ -196,6 +196,7 @@ class Sched {
   void startm(P* p, bool spinning);
   bool wake_poller_for_p();
   bool release_poller_role();  // returns whether wakep() had claimed the poller
+  bool acquire_idle_p(M* m, bool claimed);
   void wake_monitor();
   M* newm();
   G* find_runnable(M* m);
