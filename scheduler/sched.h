@@ -237,7 +237,7 @@ class Sched {
   std::atomic<int> nmspinning_{0};
   std::atomic<bool> polling_{false};    // an idle M holds the poller role
   std::atomic<int64_t> poll_until_{0};  // deadline of the blocked poll, 0 = none
-  // wakep() woke the blocked poller to take an idle P: the spinning M it counted in nmspinning_ is the poller's.
+  // wakep() claimed the M holding the poller role for an idle P: the spinning M it counted in nmspinning_ is that M's.
   std::atomic<bool> poller_claim_{false};
   std::atomic<uint64_t> poller_claims_{0};
   std::atomic<int64_t> last_poll_{0};  // when someone last polled the network
