@@ -171,8 +171,15 @@ TEST(Runtime, SmallStacksAndManyFibers) {
   rt.run([&] {
     for (int64_t i = 0; i < n; i++) go([&] { ran.fetch_add(1, std::memory_order_relaxed); });
     while (ran.load() < n) sleep_for(std::chrono::microseconds(100));
+    // A fiber counts as finished only once it has switched out, after its body returned: the last ones may still be
+    // on an M the OS preempted right after their increment. Wait for their exits (bounded, so a lost one fails).
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (rt.stats().finished < static_cast<uint64_t>(n) && std::chrono::steady_clock::now() < until) {
+      sleep_for(std::chrono::microseconds(100));
+    }
   });
   auto st = rt.stats();
+  EXPECT_GE(st.finished, static_cast<uint64_t>(n)) << "every fiber but main has finished";
   EXPECT_GE(st.finished + 1, st.spawned) << "every fiber but main (which may still be exiting) has finished";
 }
 
