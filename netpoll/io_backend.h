@@ -42,6 +42,7 @@ struct IoStats {
   uint64_t buffer_misses = 0;    // io_uring: receives that found the provided buffers all in use and were retried
   uint64_t recv_throttles = 0;   // io_uring: connection receives paused because their reader fell behind
   uint64_t recv_moves = 0;       // io_uring: connection receives moved off the ring of a thread that went to sleep
+  uint64_t ring_parks = 0;       // io_uring: sleeps of an idle M in its own ring (Config::uring_park)
 };
 
 class IoBackend {
@@ -70,9 +71,9 @@ class IoBackend {
   virtual int accept(Desc* d, int64_t deadline_ns) = 0;
 
   IoStats io_stats() const {
-    return {timeouts_.load(std::memory_order_relaxed), accept_backoffs_.load(std::memory_order_relaxed),
+    return {timeouts_.load(std::memory_order_relaxed),      accept_backoffs_.load(std::memory_order_relaxed),
             buffer_misses_.load(std::memory_order_relaxed), recv_throttles_.load(std::memory_order_relaxed),
-            recv_moves_.load(std::memory_order_relaxed)};
+            recv_moves_.load(std::memory_order_relaxed),    ring_parks_.load(std::memory_order_relaxed)};
   }
   void count_accept_backoff() { accept_backoffs_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -82,6 +83,7 @@ class IoBackend {
   std::atomic<uint64_t> buffer_misses_{0};
   std::atomic<uint64_t> recv_throttles_{0};
   std::atomic<uint64_t> recv_moves_{0};
+  std::atomic<uint64_t> ring_parks_{0};
 };
 
 // The backend of the calling fiber's runtime; nullptr outside fibers, or if the runtime's poller is not a netpoll one.

@@ -7,14 +7,14 @@
 
 namespace tern::netpoll {
 
-Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind) {
+Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind, bool uring_park) {
   if (kind == "epoll") {
     auto p = EpollPoller::create();
     if (!p) return make_error("epoll poller: " + p.error());
     return std::unique_ptr<sched::Poller>(std::move(*p));
   }
   if (kind == "uring" || kind == "auto") {
-    auto p = UringPoller::create();
+    auto p = UringPoller::create(uring_park);
     if (p) return std::unique_ptr<sched::Poller>(std::move(*p));
     if (kind == "uring") return make_error("poller 'uring' requested but io_uring is unusable here: " + p.error());
     std::fprintf(stderr, "tern: io_uring unavailable (%s); using epoll\n", p.error().c_str());

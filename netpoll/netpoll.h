@@ -26,7 +26,8 @@
 
 namespace tern::netpoll {
 
-Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind);
+// uring_park: Config::uring_park (the io_uring backend's idle Ms sleep in their own rings where the kernel can).
+Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind, bool uring_park = true);
 
 // Whether make_poller("uring") would succeed here: empty, or the reason it would not (for --dry-run and tests).
 std::string uring_unavailable_reason();

@@ -30,6 +30,40 @@ constexpr uint64_t kTagOp = 0;
 constexpr uint64_t kTagAccept = 1;
 constexpr uint64_t kWakeData = 2;  // the wait ring's eventfd poll
 constexpr uint64_t kTagRecv = 3;   // a connection's multishot receive (the UringDesc)
+constexpr uint64_t kParkData = 4;  // a parked M's futex wait on its own ring (UringPoller::park)
+
+// IORING_OP_FUTEX_WAIT (Linux 6.7), which Debian 12's liburing predates; the values are the kernel's ABI.
+constexpr uint8_t kOpFutexWait = 51;
+constexpr uint32_t kFutex2SizeU32 = 0x02;
+constexpr uint32_t kFutex2Private = 128;
+constexpr uint64_t kFutexBitsetMatchAny = 0xffffffff;
+
+// Prepares a wait while *word == val; a futex wakeup on the word (FUTEX_WAKE_PRIVATE) completes it.
+void prep_futex_wait(io_uring_sqe* sqe, std::atomic<uint32_t>* word, uint32_t val) {
+  std::memset(sqe, 0, sizeof *sqe);
+  sqe->opcode = kOpFutexWait;
+  sqe->fd = static_cast<int32_t>(kFutex2SizeU32 | kFutex2Private);
+  sqe->addr = reinterpret_cast<uint64_t>(word);
+  sqe->addr2 = val;
+  sqe->addr3 = kFutexBitsetMatchAny;
+}
+
+// Whether `ring` takes futex waits: one on a word that does not hold the value must fail at once with -EAGAIN (an
+// older kernel rejects the opcode with -EINVAL).
+bool futex_wait_works(io_uring* ring) {
+  std::atomic<uint32_t> word{1};
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  if (sqe == nullptr) return false;
+  prep_futex_wait(sqe, &word, 0);
+  io_uring_sqe_set_data64(sqe, 1);
+  if (io_uring_submit(ring) != 1) return false;
+  io_uring_cqe* cqe = nullptr;
+  __kernel_timespec ts{1, 0};
+  if (io_uring_wait_cqe_timeout(ring, &cqe, &ts) < 0) return false;
+  const int res = cqe->res;
+  io_uring_cqe_seen(ring, cqe);
+  return res == -EAGAIN;
+}
 
 // A receive armed by a thread that has slept this long with no work moves to the thread of its next read that waits.
 // Most sleeps between bursts of load are far shorter (a median of 51 us, p75 224 us at -c1000), and moving a receive
@@ -212,7 +246,7 @@ std::string UringPoller::probe() {
   return {};
 }
 
-Result<std::unique_ptr<UringPoller>> UringPoller::create() {
+Result<std::unique_ptr<UringPoller>> UringPoller::create(bool park_in_ring) {
   std::string why = probe();
   if (!why.empty()) return make_error(why);
   int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -222,6 +256,7 @@ Result<std::unique_ptr<UringPoller>> UringPoller::create() {
   if (rc < 0) return make_error(errno_text("io_uring_setup", -rc));
   p->wait_ring_ok_ = true;
   unpoison_fresh_mapping(&p->wait_ring_);
+  p->futex_park_ = park_in_ring && futex_wait_works(&p->wait_ring_);
   auto shared = Ring::create(efd, /*shared=*/true);
   if (!shared) return make_error(shared.error());
   p->shared_ = std::shared_ptr<Ring>(std::move(*shared));
@@ -391,6 +426,10 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
   uint64_t ud = cqe->user_data;
   int res = cqe->res;
   sched::G* g = nullptr;
+  if (ud == kParkData) {
+    r->park_armed.store(false, std::memory_order_relaxed);
+    return 0;
+  }
   handoff_acquire(ud);
   if ((ud & kTagMask) == kTagRecv) {
     auto* d = reinterpret_cast<UringDesc*>(ud & ~kTagMask);
@@ -622,9 +661,48 @@ void UringPoller::recv_cancel_wait(UringDesc* d, std::unique_lock<std::mutex>& l
 }
 
 void UringPoller::thread_parked(bool parked) {
+  // A thread parked in its own ring (park()) runs its completion work and readies its fibers as they come: its
+  // receives need not move.
+  if (futex_park_) return;
   if (t_ring.poller_id != id_) return;  // this thread has no ring of this poller
   Ring* r = t_ring.ring.get();
   if (!r->shared()) r->owner_parked_since.store(parked ? sched::now_ns() : 0, std::memory_order_relaxed);
+}
+
+// The M sleeps in io_uring_enter on its own ring, on a futex wait for its note and on the completions of what it
+// submitted. Their completion work (receives on its connections) runs right there, on this thread, as it must, and
+// the CQEs it posts end the sleep, so the M takes them itself. While it sleeps so, its ring does not signal the
+// eventfd: the blocking poller is not woken for completions this M is handling.
+bool UringPoller::park(std::atomic<uint32_t>* word, sched::GList& out) {
+  if (!futex_park_ || t_ring.poller_id != id_) return false;
+  Ring* r = t_ring.ring.get();
+  if (r->shared()) return false;  // others submit here: their completion work is not this thread's
+  io_uring* u = r->uring();
+  {
+    std::lock_guard lk(r->cq_mu);
+    if (reap(r, out, kReapBudget) > 0) return true;
+  }
+  if (!r->park_armed.load(std::memory_order_relaxed)) {
+    // One wait stays armed across parks until a wakeup completes it; a new one would be a second waiter on the word.
+    io_uring_sqe* sqe;
+    while ((sqe = io_uring_get_sqe(u)) == nullptr) io_uring_submit(u);
+    prep_futex_wait(sqe, word, 0);
+    io_uring_sqe_set_data64(sqe, kParkData);
+    r->park_armed.store(true, std::memory_order_relaxed);
+  }
+  ring_parks_.fetch_add(1, std::memory_order_relaxed);
+  io_uring_cq_eventfd_toggle(u, false);
+  // Errors (EINTR from a signal, EBUSY with the CQ overflowing) are early returns: the reap below and the caller's
+  // loop handle them.
+  io_uring_submit_and_wait(u, 1);
+  io_uring_cq_eventfd_toggle(u, true);
+  {
+    std::lock_guard lk(r->cq_mu);
+    reap(r, out, kReapBudget);
+  }
+  // Completions posted with the eventfd off and not taken above (the budget) would signal nobody.
+  if (r->cq_pending()) wake();
+  return true;
 }
 
 void UringPoller::wait_disarmed(ListenState* ls) {

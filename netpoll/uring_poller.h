@@ -41,6 +41,12 @@
 //     io_uring's context switches). The next read of such a connection that has to wait, once its ring's thread has
 //     slept kMoveAfterNs, cancels the receive, waits for its final completion (data delivered before it stays, in
 //     order) and re-arms it on its own thread's ring: IoStats::recv_moves.
+//   - Where the kernel has IORING_OP_FUTEX_WAIT (6.7) and Config::uring_park is on, a parked M does not sleep on a
+//     futex but in io_uring_enter on its own ring (park(): IoStats::ring_parks), on a futex wait for its note and on
+//     its own completions, with its ring's eventfd signal off. The completion work of its receives then runs in that
+//     sleep and ends it with their CQEs: the M takes an idle P and runs the fibers itself (SchedStats::park_io_takes),
+//     or hands them to the global queue when every P is busy. One wakeup instead of three (the M for the work, the
+//     poller for the eventfd, an M started for the fibers), and its receives never need to move.
 //   - A reap readies at most kReapBudget fibers (kSubmitReapBudget after a submit), like epoll_wait's 128 events:
 //     one reaper's local run queue takes them all without overflowing to the global queue. Completions left behind
 //     stay in the ring, and wake() makes sure a blocking poller comes for them.
@@ -52,8 +58,8 @@
 //
 // Requires (probed by create(): ring setup, features, every opcode and registration used): Linux 6.0+ with
 // IORING_FEAT_FAST_POLL, NODROP and EXT_ARG, opcodes RECV, SEND, SENDMSG, CONNECT, ACCEPT (multishot), POLL_ADD,
-// eventfd registration and synchronous cancellation. Buffer rings (5.19+) and multishot receives (6.0+) are used
-// where present (a kernel that rejects a multishot receive turns them off for the poller's lifetime).
+// eventfd registration and synchronous cancellation. Buffer rings (5.19+), multishot receives (6.0+) and futex waits
+// (6.7+) are used where present (a kernel that rejects a multishot receive turns them off for the poller's lifetime).
 //
 //   auto p = netpoll::UringPoller::create();            // error text says what the kernel lacks
 //   if (!p) fallback(p.error());
@@ -82,7 +88,8 @@ class UringPoller final : public sched::Poller, public IoBackend {
   static constexpr int kMaxRings = 1024;
 
   // Probes io_uring and builds the poller; the error says what is missing.
-  static Result<std::unique_ptr<UringPoller>> create();
+  // park_in_ring: idle Ms sleep in their own rings (park()) where the kernel has IORING_OP_FUTEX_WAIT.
+  static Result<std::unique_ptr<UringPoller>> create(bool park_in_ring = true);
   // Empty if io_uring can serve as a backend here, else why not.
   static std::string probe();
   // Closes what fibers discarded with the runtime left open: descriptors, and connections accepted but not taken.
@@ -94,6 +101,7 @@ class UringPoller final : public sched::Poller, public IoBackend {
   bool has_waiters() const override { return waiters_.load(std::memory_order_relaxed) > 0; }
   const char* name() const override { return "uring"; }
   void thread_parked(bool parked) override;
+  bool park(std::atomic<uint32_t>* word, sched::GList& out) override;
 
   // IoBackend
   const char* backend_name() const override { return "uring"; }
@@ -164,6 +172,8 @@ class UringPoller final : public sched::Poller, public IoBackend {
   io_uring wait_ring_{};
   bool wait_ring_ok_ = false;
   bool efd_armed_ = false;
+  // The kernel has IORING_OP_FUTEX_WAIT (6.7): a parked M sleeps in its own ring (park()).
+  bool futex_park_ = false;
 
   std::mutex rings_mu_;  // owners_, and adding to rings_
   std::vector<std::shared_ptr<Ring>> owners_;

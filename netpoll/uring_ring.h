@@ -69,6 +69,8 @@ class Ring {
   std::atomic<bool> owned{false};  // a thread submits here (owned rings only)
   // When its thread went to sleep with no work (Poller::thread_parked), or 0 while it runs.
   std::atomic<int64_t> owner_parked_since{0};
+  // The owner's futex wait (UringPoller::park) is in flight: submitted, its completion not reaped yet.
+  std::atomic<bool> park_armed{false};
 
  private:
   Ring() = default;

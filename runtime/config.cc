@@ -22,6 +22,13 @@ std::string json_escape(const std::string& s) {
   }
   return out;
 }
+
+// A switch from the environment: on/1 or off/0.
+Result<bool> parse_on_off(const char* name, const std::string& s) {
+  if (s == "on" || s == "1") return true;
+  if (s == "off" || s == "0") return false;
+  return make_error(std::string(name) + ": must be on or off, not '" + s + "'");
+}
 }  // namespace
 
 Result<int> parse_procs(const std::string& s) {
@@ -86,14 +93,14 @@ Result<Config> Config::from_env() {
     c.poller = s;
   }
   if (const char* v = std::getenv("TERN_NUMA"); v != nullptr && *v != '\0') {
-    std::string s = v;
-    if (s == "on" || s == "1") {
-      c.numa = true;
-    } else if (s == "off" || s == "0") {
-      c.numa = false;
-    } else {
-      return make_error("TERN_NUMA: must be on or off, not '" + s + "'");
-    }
+    auto r = parse_on_off("TERN_NUMA", v);
+    if (!r) return make_error(r.error());
+    c.numa = *r;
+  }
+  if (const char* v = std::getenv("TERN_URING_PARK"); v != nullptr && *v != '\0') {
+    auto r = parse_on_off("TERN_URING_PARK", v);
+    if (!r) return make_error(r.error());
+    c.uring_park = *r;
   }
   return c;
 }
@@ -105,6 +112,7 @@ std::string Config::to_json() const {
   out += ", \"stack_size\": " + std::to_string(stack_size);
   out += ", \"poller\": \"" + json_escape(poller) + "\"";
   out += ", \"numa\": " + std::string(numa ? "true" : "false");
+  out += ", \"uring_park\": " + std::string(uring_park ? "true" : "false");
   out += "}";
   return out;
 }

@@ -13,6 +13,7 @@
 //   TERN_STACK_SIZE  fiber stack size in bytes; suffixes k/K, m/M accepted
 //   TERN_POLLER      auto | uring | epoll
 //   TERN_NUMA        on | off
+//   TERN_URING_PARK  on | off: an idle M sleeps in its own io_uring (netpoll/uring_poller.h, park())
 //   TERN_POLICY, TERN_METRICS, TERN_SCHEDTRACE, TERN_TRACE: read by later parts of the runtime
 #pragma once
 
@@ -28,6 +29,9 @@ struct Config {
   size_t stack_size = 256 << 10;  // usable bytes per fiber stack (virtual; pages commit lazily)
   std::string poller = "auto";    // auto | uring | epoll
   bool numa = true;
+  // io_uring backend, kernels with IORING_OP_FUTEX_WAIT (6.7): an idle M sleeps in its own ring, so that completions
+  // of I/O it submitted wake it with their fibers. Off: it sleeps on a futex, and receives move off it after 2 ms.
+  bool uring_park = true;
 
   static Result<Config> from_env();
   // The processor count `procs = 0` resolves to on this machine now.

@@ -12,13 +12,13 @@ namespace tern {
 
 Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
   // "auto" never fails here (it falls back to epoll); an explicit choice that cannot work is an error to report.
-  auto poller = netpoll::make_poller(cfg.poller);
+  auto poller = netpoll::make_poller(cfg.poller, cfg.uring_park);
   if (!poller) return make_error(poller.error());
   return std::unique_ptr<Runtime>(new Runtime(std::move(cfg), std::move(*poller)));
 }
 
 Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
-  auto poller = netpoll::make_poller(cfg_.poller);
+  auto poller = netpoll::make_poller(cfg_.poller, cfg_.uring_park);
   if (!poller) {
     std::fprintf(stderr, "tern: %s\n", poller.error().c_str());
     std::exit(2);

@@ -45,6 +45,10 @@ class Note {
   void wakeup() {
     if (word_.exchange(1, std::memory_order_release) == 0) futex_wake(&word_, 1);
   }
+  // For a sleeper that waits on the word some other way (Poller::park): takes a wakeup if one is there.
+  bool try_consume() { return word_.exchange(0, std::memory_order_acquire) != 0; }
+  // The futex word: 0 until wakeup(), which sets it and wakes one futex waiter on it.
+  std::atomic<uint32_t>* word() { return &word_; }
 
  private:
   std::atomic<uint32_t> word_{0};

@@ -10,6 +10,7 @@
 // wake() makes a blocked poll() return soon; it is called when new work or an earlier timer appears.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -41,6 +42,12 @@ class Poller {
   // The calling M is about to sleep with no P (parked = true), or has woken (false). A backend that binds I/O to the
   // thread that submitted it can move that I/O off a thread that sleeps for long.
   virtual void thread_parked(bool /*parked*/) {}
+  // Sleeps the calling M, which holds no P, until *word is not 0 (a futex wakeup on the word ends the sleep) or I/O
+  // that this thread submitted completes, and appends the fibers that I/O readied to `out`. May return early with
+  // neither. Returns false, at once, where the backend cannot sleep this way; the caller then waits on the word itself.
+  // A backend whose completion work runs on the submitting thread (io_uring) lets that thread act on it this way,
+  // instead of being woken for the work only to sleep again while another thread is woken for the result.
+  virtual bool park(std::atomic<uint32_t>* /*word*/, GList& /*out*/) { return false; }
 };
 
 }  // namespace tern::sched

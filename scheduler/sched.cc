@@ -1034,7 +1034,10 @@ void Sched::idle_without_p(M* m) {
 }
 
 // Sleeps on the M's note in the idle list until startm() hands it a P (then m->p is set) or it is woken without one
-// (for shutdown).
+// (for shutdown). Where the poller can (Poller::park), the M sleeps in it instead, so that the completions of I/O it
+// submitted wake it with their fibers: it then takes an idle P and runs them itself, rather than run their completion
+// work in the kernel, sleep again, and leave them to the poller M (a second wakeup) and to whichever M that one starts
+// for them (a third).
 void Sched::park_idle_m(M* m) {
   {
     std::lock_guard lk(sched_mu_);
@@ -1043,7 +1046,25 @@ void Sched::park_idle_m(M* m) {
     midle_ = m;
   }
   poller_->thread_parked(true);
-  m->note.sleep();
+  GList ready;
+  for (;;) {
+    if (!poller_->park(m->note.word(), ready)) {
+      m->note.sleep();
+      break;
+    }
+    if (m->note.try_consume()) break;
+    if (ready.empty()) continue;
+    park_io_wakes_.fetch_add(1, std::memory_order_relaxed);
+    if (leave_idle_list(m)) {
+      park_io_takes_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    // Every P is busy (their Ms find these in the global queue), or startm() is handing this M one right now.
+    while (G* g = ready.pop()) {
+      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      global_->push(g);
+    }
+  }
   poller_->thread_parked(false);
   if (m->nextp != nullptr) {
     P* p = m->nextp;
@@ -1051,6 +1072,28 @@ void Sched::park_idle_m(M* m) {
     acquirep(m, p);
     m->spinning = m->next_spinning;
   }
+  if (ready.empty()) return;
+  if (m->p != nullptr) {
+    bump(m->p->counters.polls);
+    inject(ready, m->p);
+    return;
+  }
+  ready_list(ready);  // woken without a P (shutdown)
+}
+
+// A parked M woken by its own completions takes itself out of the idle list with an idle P (not spinning: it has
+// work). False if no P is idle, or if startm() already took it from the list (its P and wakeup are on the way).
+bool Sched::leave_idle_list(M* m) {
+  std::lock_guard lk(sched_mu_);
+  if (shutting_down_.load(std::memory_order_relaxed) || pidle_ == nullptr) return false;
+  M** link = &midle_;
+  while (*link != nullptr && *link != m) link = &(*link)->link;
+  if (*link == nullptr) return false;
+  *link = m->link;
+  m->link = nullptr;
+  acquirep(m, pidleget());
+  m->spinning = false;
+  return true;
 }
 
 // The poller M got a P and leaves the role. If a P is still idle and timers or I/O waiters remain, start an M with
@@ -1248,6 +1291,8 @@ SchedStats Sched::stats() const {
   st.spinning = nmspinning_.load(std::memory_order_relaxed);
   st.polling = polling_.load(std::memory_order_relaxed);
   st.poller_claims = poller_claims_.load(std::memory_order_relaxed);
+  st.park_io_wakes = park_io_wakes_.load(std::memory_order_relaxed);
+  st.park_io_takes = park_io_takes_.load(std::memory_order_relaxed);
   {
     std::lock_guard lk(sched_mu_);
     st.threads = static_cast<int>(allm_.size());

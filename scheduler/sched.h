@@ -104,6 +104,8 @@ struct SchedStats {
   int spinning = 0;
   bool polling = false;        // an M without a P holds the poller role
   uint64_t poller_claims = 0;  // times wakep() handed an idle P to that M instead of starting another
+  uint64_t park_io_wakes = 0;  // a parked M woken by its own I/O completions (Poller::park)
+  uint64_t park_io_takes = 0;  // ... that then took an idle P and ran the fibers itself
   uint64_t spawned = 0;        // fibers started
   uint64_t finished = 0;
   uint64_t switches = 0;  // fiber resumptions
@@ -216,6 +218,7 @@ class Sched {
   P* releasep(M* m);
   void idle_without_p(M* m);
   void park_idle_m(M* m);
+  bool leave_idle_list(M* m);
   void handoff_poller_role();
   void inject(GList& list, P* pp);
   void gfput(P* p, G* g);
@@ -240,6 +243,8 @@ class Sched {
   // wakep() claimed the M holding the poller role for an idle P: the spinning M it counted in nmspinning_ is that M's.
   std::atomic<bool> poller_claim_{false};
   std::atomic<uint64_t> poller_claims_{0};
+  std::atomic<uint64_t> park_io_wakes_{0};
+  std::atomic<uint64_t> park_io_takes_{0};
   std::atomic<int64_t> last_poll_{0};  // when someone last polled the network
   std::atomic<bool> shutting_down_{false};
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -510,50 +511,81 @@ TEST_P(NetTest, ReaderThatFallsBehindStarvesNoOtherConnection) {
   });
 }
 
+// Called in a fiber: rounds in which every fiber pauses, so that one M sleeps with receives armed while the other waits
+// in the poller, and each server read starts before its client writes, long after that M went to sleep. Every byte
+// must arrive, in order. One attempt, and up to 4 more until `taken()` says the path under test ran.
+void paused_rounds(const std::function<bool()>& taken) {
+  auto l = listen("127.0.0.1:0", {.backlog = 256});
+  ASSERT_TRUE(l);
+  constexpr int kConns = 48;
+  constexpr int kRounds = 8;
+  std::vector<Stream> clients, servers;
+  ASSERT_NO_FATAL_FAILURE(connect_pairs(*l, kConns, clients, servers));
+  for (int attempt = 0; attempt == 0 || (attempt < 5 && !taken()); attempt++) {
+    std::vector<JoinHandle<void>> fibers;
+    for (int i = 0; i < kConns; i++) {
+      fibers.push_back(spawn([&, i] {
+        for (int round = 0; round < kRounds; round++) {
+          sleep_for(8ms);
+          char msg[48];
+          int n = std::snprintf(msg, sizeof msg, "attempt %d conn %d round %d", attempt, i, round);
+          ASSERT_TRUE(clients[i].write_all(msg, static_cast<size_t>(n), 10s));
+        }
+      }));
+      fibers.push_back(spawn([&, i] {
+        for (int round = 0; round < kRounds; round++) {
+          char want[48], got[48];
+          int n = std::snprintf(want, sizeof want, "attempt %d conn %d round %d", attempt, i, round);
+          if (round > 0) sleep_for(5ms);  // read again well after the Ms went idle, before the next write lands
+          auto r = servers[i].read_full(got, static_cast<size_t>(n), 10s);
+          ASSERT_TRUE(r) << r.ec.message();
+          ASSERT_EQ(std::string(got, r.n), std::string(want, static_cast<size_t>(n)));
+        }
+      }));
+    }
+    for (auto& h : fibers) h.join();
+  }
+}
+
 TEST_P(NetTest, ReceivesMoveOffAThreadThatSleepsAndLoseNothing) {
-  // io_uring runs a receive's completion work on the thread that armed it. When that thread sleeps with no work for
-  // long, a read that has to wait moves the receive to its own thread (the sleeper would otherwise be woken for every
-  // arrival). Here every fiber pauses between rounds, so one M sleeps while the other waits in the poller; each
-  // server read starts before its client writes, long after that M went to sleep. Every byte must arrive, in order.
+  // io_uring runs a receive's completion work on the thread that armed it. An M sleeping on a futex (uring_park off,
+  // or a kernel before 6.7) would be woken for every arrival, so once it has slept long with no work, a read that has
+  // to wait moves the receive to its own thread.
+  Config c = config(2);
+  c.uring_park = false;
+  Runtime rt(c);
+  rt.run([&] {
+    const bool uring = GetParam() == "uring";
+    ASSERT_NO_FATAL_FAILURE(
+        paused_rounds([&] { return !uring || netpoll::current_backend()->io_stats().recv_moves > 0; }));
+    auto io = netpoll::current_backend()->io_stats();
+    EXPECT_EQ(io.ring_parks, 0u);
+    if (uring) {
+      EXPECT_GT(io.recv_moves, 0u);
+    } else {
+      EXPECT_EQ(io.recv_moves, 0u);
+    }
+  });
+}
+
+TEST_P(NetTest, AnMParkedInItsRingRunsItsOwnCompletionsAndLosesNothing) {
+  // uring_park (the default): the sleeping M waits in its own ring, its receives' completions wake it, and it runs
+  // their fibers itself (a P is idle here) or queues them. Nothing moves, nothing is lost.
   Runtime rt(config(2));
   rt.run([&] {
-    auto l = listen("127.0.0.1:0", {.backlog = 256});
-    ASSERT_TRUE(l);
-    constexpr int kConns = 48;
-    constexpr int kRounds = 8;
-    std::vector<Stream> clients, servers;
-    ASSERT_NO_FATAL_FAILURE(connect_pairs(*l, kConns, clients, servers));
-    uint64_t moves = 0;
-    for (int attempt = 0; attempt < 5 && moves == 0; attempt++) {
-      std::vector<JoinHandle<void>> fibers;
-      for (int i = 0; i < kConns; i++) {
-        fibers.push_back(spawn([&, i] {
-          for (int round = 0; round < kRounds; round++) {
-            sleep_for(8ms);
-            char msg[48];
-            int n = std::snprintf(msg, sizeof msg, "attempt %d conn %d round %d", attempt, i, round);
-            ASSERT_TRUE(clients[i].write_all(msg, static_cast<size_t>(n), 10s));
-          }
-        }));
-        fibers.push_back(spawn([&, i] {
-          for (int round = 0; round < kRounds; round++) {
-            char want[48], got[48];
-            int n = std::snprintf(want, sizeof want, "attempt %d conn %d round %d", attempt, i, round);
-            if (round > 0) sleep_for(5ms);  // read again well after the Ms went idle, before the next write lands
-            auto r = servers[i].read_full(got, static_cast<size_t>(n), 10s);
-            ASSERT_TRUE(r) << r.ec.message();
-            ASSERT_EQ(std::string(got, r.n), std::string(want, static_cast<size_t>(n)));
-          }
-        }));
-      }
-      for (auto& h : fibers) h.join();
-      moves = netpoll::current_backend()->io_stats().recv_moves;
+    const bool uring = GetParam() == "uring";
+    ASSERT_NO_FATAL_FAILURE(paused_rounds([&] { return !uring || rt.stats().park_io_takes > 0; }));
+    auto io = netpoll::current_backend()->io_stats();
+    auto st = rt.stats();
+    if (!uring) {
+      EXPECT_EQ(io.ring_parks, 0u);
+      EXPECT_EQ(st.park_io_wakes, 0u);
+      return;
     }
-    if (GetParam() == "uring") {
-      EXPECT_GT(moves, 0u);
-    } else {
-      EXPECT_EQ(moves, 0u);
-    }
+    if (io.ring_parks == 0) GTEST_SKIP() << "the kernel lacks IORING_OP_FUTEX_WAIT (Linux 6.7)";
+    EXPECT_GT(st.park_io_takes, 0u);
+    EXPECT_GE(st.park_io_wakes, st.park_io_takes);
+    EXPECT_EQ(io.recv_moves, 0u);
   });
 }
 

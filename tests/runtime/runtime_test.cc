@@ -208,6 +208,17 @@ TEST(Config, FromEnvRejectsBadValuesClearly) {
   EXPECT_EQ(r->procs, 3);
   EXPECT_EQ(r->stack_size, 128u << 10);
   EXPECT_EQ(r->poller, "epoll");
+  EXPECT_TRUE(r->uring_park);
+  setenv("TERN_URING_PARK", "off", 1);
+  r = Config::from_env();
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_FALSE(r->uring_park);
+  EXPECT_NE(r->to_json().find("\"uring_park\": false"), std::string::npos) << r->to_json();
+  setenv("TERN_URING_PARK", "maybe", 1);
+  r = Config::from_env();
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().find("TERN_URING_PARK"), std::string::npos);
+  unsetenv("TERN_URING_PARK");
   setenv("TERN_POLLER", "kqueue", 1);
   EXPECT_FALSE(Config::from_env());
   unsetenv("TERN_PROCS");
