@@ -8,9 +8,9 @@
 #
 # All servers run at once, each on its own port, idle except while wrk measures it; runs interleave the servers
 # (run 1 of every server, then run 2, ..., in reverse order on every other run) so that drift in the machine's load
-# hits all of them alike. Nothing is
-# pinned: wrk (-t2) and every server (2 processors: tern-echo --procs auto, 2 epoll-responder threads, Go's default
-# GOMAXPROCS) float over the same CPUs, so both sides of every comparison share the machine the same way.
+# hits all of them alike. Nothing is pinned: wrk (-t2) and every server (2 processors: tern-echo --procs auto, 2
+# epoll-responder threads, Go's default GOMAXPROCS) float over the same CPUs, so both sides of every comparison share
+# the machine the same way.
 #
 # Prints, per connection count and server: requests/s, p50 and p99 latency, socket errors (connect+read+write+timeout,
 # summed over the runs) and non-2xx responses; then the ratios the targets are stated in. Raw wrk output is kept in
