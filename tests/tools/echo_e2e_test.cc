@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "netpoll/netpoll.h"
 #include "tests/scale.h"
 
 extern char** environ;
@@ -588,7 +589,24 @@ TEST(EchoCli, DryRunPrintsTheResolvedConfiguration) {
   EXPECT_EQ(j["mode"], "tcp");
   EXPECT_EQ(j["procs"], 3);
   EXPECT_EQ(j["poller"], "epoll");
+  EXPECT_EQ(j["poller_backend"], "epoll");
   EXPECT_EQ(j["max_body"], 64 << 10);
+}
+
+TEST(EchoCli, DryRunSaysWhichBackendAutoResolvesTo) {
+  int status = 0;
+  auto j = nlohmann::json::parse(run_capture({TERN_ECHO_BIN, "--dry-run"}, {}, status), nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["poller"], "auto");
+  const std::string why = tern::netpoll::uring_unavailable_reason();
+  if (why.empty()) {
+    EXPECT_EQ(j["poller_backend"], "uring");
+    EXPECT_FALSE(j.contains("uring_unavailable"));
+  } else {
+    EXPECT_EQ(j["poller_backend"], "epoll");
+    EXPECT_EQ(j["uring_unavailable"], why);
+  }
+  EXPECT_EQ(j["uring_park"], true);
 }
 
 TEST(EchoCli, FlagsOverrideTheEnvironmentWhichOverridesDefaults) {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "netpoll/netpoll.h"
 #include "runtime/config.h"
 #include "runtime/runtime.h"
 #include "tools/echo/echo_server.h"
@@ -84,6 +85,16 @@ int main(int argc, char** argv) {
     j["mode"] = mode;
     j["max_body"] = opts.limits.max_body_bytes;
     j["max_header"] = opts.limits.max_header_bytes;
+    // What the poller setting resolves to on this machine, as procs does: auto takes io_uring where its probe passes.
+    const std::string why = cfg.poller == "epoll" ? std::string() : tern::netpoll::uring_unavailable_reason();
+    if (cfg.poller == "epoll" || (cfg.poller == "auto" && !why.empty())) {
+      j["poller_backend"] = "epoll";
+    } else if (why.empty()) {
+      j["poller_backend"] = "uring";
+    } else {
+      j["poller_backend"] = nullptr;  // "uring" asked for where it cannot work: starting would fail with `why`
+    }
+    if (!why.empty()) j["uring_unavailable"] = why;
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
