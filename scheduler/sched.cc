@@ -638,11 +638,16 @@ void Sched::inject(GList& list, P* pp) {
     room--;
   }
   if (!list.empty()) {
-    for (G* g = list.head; g != nullptr; g = g->next) g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
-    global_->push_list(list);
+    global_put_list(list);
     bump(pp->counters.overflows);
   }
   wakep();
+}
+
+// Marks the fibers runnable and queues them globally, in order, under one lock. Wakes nobody.
+void Sched::global_put_list(GList& list) {
+  for (G* g = list.head; g != nullptr; g = g->next) g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  global_->push_list(list);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -666,10 +671,7 @@ void Sched::ready_list(GList& list) {
     inject(list, m->p);
     return;
   }
-  while (G* g = list.pop()) {
-    g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
-    global_->push(g);
-  }
+  global_put_list(list);
   wakep();
 }
 
@@ -1020,10 +1022,7 @@ void Sched::idle_without_p(M* m) {
           return;
         }
         // Every P is busy: their Ms will find the harvest in the global queue.
-        while (G* g = list.pop()) {
-          g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
-          global_->push(g);
-        }
+        global_put_list(list);
       }
       continue;
     }
@@ -1060,10 +1059,7 @@ void Sched::park_idle_m(M* m) {
       break;
     }
     // Every P is busy (their Ms find these in the global queue), or startm() is handing this M one right now.
-    while (G* g = ready.pop()) {
-      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
-      global_->push(g);
-    }
+    global_put_list(ready);
   }
   poller_->thread_parked(false);
   if (m->nextp != nullptr) {

@@ -222,6 +222,7 @@ class Sched {
   bool leave_idle_list(M* m);
   void handoff_poller_role();
   void inject(GList& list, P* pp);
+  void global_put_list(GList& list);
   void gfput(P* p, G* g);
   void execute(M* m, G* g);
   void monitor_main();
