@@ -31,6 +31,7 @@ TEST(RescueStalled, FibersQueuedBehindAHogRunOnABusyP) {
   std::atomic<bool> on_p[2] = {false, false};
   std::vector<std::atomic<int64_t>> ran_at(kMarkers);
   for (auto& r : ran_at) r.store(-1);
+  std::atomic<int> markers_done{0};
   Clock::time_point hog_start;
   rt.run([&] {
     std::vector<JoinHandle<void>> yielders;
@@ -51,6 +52,7 @@ TEST(RescueStalled, FibersQueuedBehindAHogRunOnABusyP) {
         go([&, i, start = hog_start] {
           ran_at[static_cast<size_t>(i)].store(
               std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+          markers_done.fetch_add(1, std::memory_order_release);
         });
       }
       while (Clock::now() - hog_start < kHog) {
@@ -59,6 +61,10 @@ TEST(RescueStalled, FibersQueuedBehindAHogRunOnABusyP) {
     hog.join();
     stop.store(true);
     for (auto& y : yielders) y.join();
+    // The markers are detached: the last (in runnext) may still be running when the hog ends. Wait for them (bounded,
+    // so one that never ran fails below) before ran_at goes away with this test.
+    const auto until = Clock::now() + std::chrono::seconds(10);
+    while (markers_done.load(std::memory_order_acquire) < kMarkers && Clock::now() < until) sched::yield();
   });
   // The last marker sits in the runnext slot, which is the hog's P's own: it runs when the hog ends.
   int early = 0;
