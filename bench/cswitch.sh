@@ -39,7 +39,9 @@ while [[ $# -gt 0 ]]; do
 done
 die() { echo "cswitch.sh: $*" >&2; exit 1; }
 [[ $# -gt 0 ]] || { usage >&2; exit 2; }
-[[ $duration =~ ^[0-9]+$ ]] && ((duration >= 3)) || die "--duration must be a whole number of seconds, at least 3"
+if ! [[ $duration =~ ^[0-9]+$ ]] || ((duration < 3)); then
+  die "--duration must be a whole number of seconds, at least 3"
+fi
 command -v wrk >/dev/null || die "wrk not found: apt-get install wrk"
 command -v curl >/dev/null || die "curl not found: apt-get install curl"
 
@@ -57,8 +59,11 @@ work=$(mktemp -d /tmp/tern-cswitch.XXXXXX)
 server_pid=""
 wrk_pid=""
 cleanup() {
-  [[ -n $wrk_pid ]] && kill "$wrk_pid" 2>/dev/null || true
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+  if [[ -n $wrk_pid ]]; then kill "$wrk_pid" 2>/dev/null || true; fi
+  if [[ -n $server_pid ]]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
