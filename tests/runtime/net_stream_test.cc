@@ -589,6 +589,55 @@ TEST_P(NetTest, AnMParkedInItsRingRunsItsOwnCompletionsAndLosesNothing) {
   });
 }
 
+TEST_P(NetTest, AReadArmedByAThreadThatRunsOneLongFiberIsServedMeanwhile) {
+  // A reader parks on its thread's ring; that thread then runs one fiber that never yields, and the data arrives.
+  // io_uring runs the receive's completion work on that thread (at its next timer tick: the fiber makes no system
+  // call), and the reader must then run on the other P while the hog still runs: a thread busy with one long fiber
+  // must not hold the completions of everything it submitted. The hog gives up after 10 s; the reader must be done long
+  // before.
+  Runtime rt(config(2));
+  rt.run([&] {
+    auto l = listen("127.0.0.1:0");
+    ASSERT_TRUE(l);
+    auto c = dial(l->local_addr(), 10s);
+    ASSERT_TRUE(c);
+    auto s = l->accept(10s);
+    ASSERT_TRUE(s);
+    bool same_thread = false;
+    for (int attempt = 0; attempt < 10 && !same_thread; attempt++) {
+      std::atomic<bool> reading{false}, done{false};
+      std::thread::id reader_thread;
+      auto hog = spawn([&] {
+        const auto hog_thread = std::this_thread::get_id();
+        auto reader = spawn([&] {
+          reader_thread = std::this_thread::get_id();
+          reading.store(true);
+          char buf[8];
+          auto r = s->read_full(buf, 5, 30s);
+          EXPECT_TRUE(r) << r.ec.message();
+          EXPECT_EQ(std::string(buf, r.n), "hello");
+          done.store(true);
+        });
+        while (!reading.load()) yield();  // the reader runs here first (it is in this P's runnext), and parks
+        yield();
+        auto writer = spawn([&] {  // queued behind the hog: the other P takes it
+          sleep_for(20ms);
+          EXPECT_TRUE(c->write_all("hello", 5, 10s));
+        });
+        const auto t0 = Clock::now();
+        while (!done.load() && Clock::now() - t0 < 10s) {
+        }
+        same_thread = reader_thread == hog_thread && std::this_thread::get_id() == hog_thread;
+        EXPECT_TRUE(done.load()) << "the reader was not run while the thread that armed its read ran one fiber";
+        reader.join();
+        writer.join();
+      });
+      hog.join();
+    }
+    if (!same_thread) GTEST_SKIP() << "the reader never parked on the thread that then ran the hog";
+  });
+}
+
 TEST_P(NetTest, ClosingAStreamWithAReadInFlightOrDataUnreadLosesNothingElse) {
   // Server-side close while the backend still receives for the stream (after a read that timed out, and with data
   // unread): the close returns, the peer sees the end of the stream, and the runtime carries on. Repeated, so a
