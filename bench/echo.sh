@@ -5,6 +5,11 @@
 #   bench/echo.sh                 # -c100 and -c1000, 3 runs of 10 s each per server, medians
 #   bench/echo.sh --quick         # one 1 s run per server and connection count (what `tools/tern demo` runs)
 #   bench/echo.sh --bin build-echo/bin --conns "100 1000" --runs 5 --duration 20
+#   bench/echo.sh --restart --runs 9   # every server started afresh (and warmed 1 s) before each of its runs
+#
+# With --restart each run measures new server processes: the kernel places a process's threads on the CPUs early in
+# its life and the placement tends to hold, and the -c100 tail differs by a factor of about 1.5 between placements
+# (threads of a server on separate CPUs or sharing one), so runs of one process sample one placement.
 #
 # All servers run at once, each on its own port, idle except while wrk measures it; runs interleave the servers
 # (run 1 of every server, then run 2, ..., in reverse order on every other run) so that drift in the machine's load
@@ -31,11 +36,12 @@ path=/health
 port_base=18480
 out=""
 quick=0
+restart=0
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
   echo
-  echo "options: --quick --bin DIR --conns \"N ...\" --runs N --duration S --path P --port-base P --out DIR"
+  echo "options: --quick --restart --bin DIR --conns \"N ...\" --runs N --duration S --path P --port-base P --out DIR"
 }
 
 while [[ $# -gt 0 ]]; do
@@ -48,6 +54,7 @@ while [[ $# -gt 0 ]]; do
     --path) path=$2; shift ;;
     --port-base) port_base=$2; shift ;;
     --out) out=$2; shift ;;
+    --restart) restart=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "echo.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -105,33 +112,54 @@ trap cleanup EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-start() {  # name, then the command with PORT where the port goes
-  local name=$1; shift
-  local port=$((port_base + ${#names[@]}))
+next_port=$port_base
+# launch INDEX: starts server INDEX from its command (tmpl_INDEX, PORT where the port goes) on the next free port, and
+# waits until it answers.
+launch() {
+  local i=$1 name=${names[$1]}
+  local -n tmpl="tmpl_$1"
+  local port=$next_port
+  next_port=$((next_port + 1))
   port_free "$port" || die "port $port is in use (choose another --port-base)"
-  local args=("${@//PORT/$port}")
-  commands+=("$name: ${args[*]}")
-  "${args[@]}" >"$out/${name//\//_}.log" 2>&1 &
-  pids+=($!)
-  names+=("$name")
-  ports+=("$port")
+  local args=("${tmpl[@]//PORT/$port}")
+  "${args[@]}" >>"$out/${name//\//_}.log" 2>&1 &
+  pids[i]=$!
+  ports[i]=$port
   for _ in $(seq 100); do
     if curl -sf -o /dev/null "http://127.0.0.1:$port/health"; then return 0; fi
-    kill -0 "${pids[-1]}" 2>/dev/null || die "$name exited at start: $(cat "$out/${name//\//_}.log")"
+    kill -0 "${pids[i]}" 2>/dev/null || die "$name exited at start: $(cat "$out/${name//\//_}.log")"
     sleep 0.05
   done
   die "$name did not answer /health on port $port within 5 s"
 }
+start() {  # name, then the command with PORT where the port goes
+  local i=${#names[@]}
+  names+=("$1"); shift
+  declare -g -a "tmpl_$i"
+  local -n tmpl="tmpl_$i"
+  tmpl=("$@")
+  launch "$i"
+  commands+=("${names[i]}: ${tmpl[*]//PORT/${ports[i]}}")
+}
+# restart INDEX: the same server, a new process (--restart), warmed up like the first.
+restart() {
+  kill "${pids[$1]}" 2>/dev/null || true
+  wait "${pids[$1]}" 2>/dev/null || true
+  launch "$1"
+  wrk -t$wrk_threads -c100 -d1s "http://127.0.0.1:${ports[$1]}$path" >/dev/null
+}
+
+wrk_threads=2
+wrk_timeout=2s
 
 start tern-echo/uring "$bin/tern-echo" --listen 127.0.0.1:PORT --poller uring
 start tern-echo/epoll "$bin/tern-echo" --listen 127.0.0.1:PORT --poller epoll
 start epoll-responder "$bin/epoll-responder" --listen 127.0.0.1:PORT
 if [[ -n $go_bin ]]; then start go-net/http "$go_bin" -listen 127.0.0.1:PORT; fi
 
-wrk_threads=2
-wrk_timeout=2s
 echo "bench/echo.sh: wrk -t$wrk_threads -d${duration}s --timeout $wrk_timeout --latency GET $path;" \
-  "$runs run(s) per point, medians; unpinned on $(nproc) CPUs; raw output in $out"
+  "$runs run(s) per point, medians; unpinned on $(nproc) CPUs;" \
+  "$( ((restart)) && echo "servers restarted before each run;")" "raw output in $out"
 printf '  %s\n' "${commands[@]}"
 
 if ((warmup > 0)); then
@@ -150,6 +178,7 @@ for c in $conns; do
   for r in $(seq "$runs"); do
     if ((r % 2)); then order=("${order_fwd[@]}"); else order=("${order_rev[@]}"); fi
     for i in "${order[@]}"; do
+      ((restart)) && restart "$i"
       wrk -t$wrk_threads -c"$c" -d"${duration}s" --timeout $wrk_timeout --latency \
         "http://127.0.0.1:${ports[$i]}$path" >"$out/${names[$i]//\//_}.c$c.r$r.txt" 2>&1 || true
     done
