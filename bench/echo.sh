@@ -138,6 +138,7 @@ start() {  # name, then the command with PORT where the port goes
   declare -g -a "tmpl_$i"
   local -n tmpl="tmpl_$i"
   tmpl=("$@")
+  : >"$out/${names[i]//\//_}.log"  # launch appends: a restarted server's output follows the earlier processes'
   launch "$i"
   commands+=("${names[i]}: ${tmpl[*]//PORT/${ports[i]}}")
 }
