@@ -22,6 +22,7 @@ constexpr int kMaxEvents = 128;
 constexpr uint64_t kWakeTag = ~uint64_t{0};
 
 constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr uint32_t kHupEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 constexpr uint32_t kWriteEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
 
 std::string errno_message(const char* what) {
@@ -104,6 +105,8 @@ size_t EpollPoller::poll(int64_t timeout_ns, sched::GList& out) {
     if (pd == nullptr) continue;  // closed since the event was queued
     uint32_t e = evs[i].events;
     if (e & kReadEvents) {
+      // Published by rd.notify()'s exchange (wait_slot.h, "Ordering").
+      if (e & kHupEvents) pd->rd_hup.store(true, std::memory_order_relaxed);
       if (sched::G* g = pd->rd.notify()) {
         out.push(g);
         readied++;
@@ -139,6 +142,8 @@ Desc* EpollPoller::open(int fd, bool /*listening*/, int* err) {
   pd->fd = fd;
   pd->rd.reset();
   pd->wr.reset();
+  pd->rd_drained = false;
+  pd->rd_hup.store(false, std::memory_order_relaxed);
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.u64 = DescTable<PollDesc>::tag(pd);
@@ -166,9 +171,23 @@ bool EpollPoller::await(WaitSlot& slot, int64_t deadline_ns) {
 
 ssize_t EpollPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
   auto* pd = static_cast<PollDesc*>(d);
+  bool waited = false;
+  if (pd->rd_drained && !pd->rd_hup.load(std::memory_order_relaxed)) {
+    // Request-response: the previous read emptied the queue, so data for this one comes with a new edge, which
+    // either has latched rd already or will wake us. Parking first saves the receive that would fail with EAGAIN.
+    // A hang-up, though, may have come with an edge that coalesced into the one that woke the previous read, and
+    // its end of stream is still to be received: rd_hup says so.
+    pd->rd_drained = false;
+    waited = true;
+    sched::ResumeHint hint(buf);
+    if (!await(pd->rd, deadline_ns)) return -ETIMEDOUT;
+  }
   for (;;) {
     ssize_t n = ::recv(pd->fd, buf, len, 0);
-    if (n >= 0) return n;
+    if (n >= 0) {
+      pd->rd_drained = waited && n > 0 && static_cast<size_t>(n) < len;
+      return n;
+    }
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
     bool ready;
@@ -177,6 +196,7 @@ ssize_t EpollPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
       ready = await(pd->rd, deadline_ns);
     }
     if (!ready) return -ETIMEDOUT;
+    waited = true;
   }
 }
 

@@ -21,7 +21,8 @@ WaitSlot::Result WaitSlot::wait(int64_t deadline_ns, std::atomic<int64_t>& waite
   uintptr_t s = state_.load(std::memory_order_acquire);
   // Only the waiter moves the word away from kReady, so this exchange cannot lose a notification.
   if (s == kReady) {
-    state_.store(kEmpty, std::memory_order_relaxed);
+    // An exchange, not a store: it reads the latest notify(), so it acquires what that notifier published.
+    state_.exchange(kEmpty, std::memory_order_acq_rel);
     return kNotified;
   }
   if (deadline_ns >= 0 && sched::now_ns() >= deadline_ns) return kTimedOut;
@@ -69,12 +70,10 @@ WaitSlot::Result WaitSlot::wait(int64_t deadline_ns, std::atomic<int64_t>& waite
 }
 
 sched::G* WaitSlot::notify() {
-  uintptr_t s = state_.load(std::memory_order_acquire);
-  for (;;) {
-    if (s == kReady) return nullptr;
-    if (state_.compare_exchange_weak(s, kReady, std::memory_order_acq_rel, std::memory_order_acquire)) break;
-  }
-  return (s == kEmpty || s == kExpired) ? nullptr : reinterpret_cast<sched::G*>(s);
+  // An exchange even when kReady is latched already: every notify() is then ordered against the waiter's consuming
+  // exchange, so what the notifier wrote before it is visible to whoever consumes this or a later notification.
+  uintptr_t s = state_.exchange(kReady, std::memory_order_acq_rel);
+  return (s == kEmpty || s == kReady || s == kExpired) ? nullptr : reinterpret_cast<sched::G*>(s);
 }
 
 }  // namespace tern::netpoll

@@ -15,6 +15,10 @@
 //   // poller, on EPOLLIN for pd:
 //   if (sched::G* g = pd->rd.notify()) out.push(g);
 //
+// Ordering: notify() and the waiter's consumption of a notification are both read-modify-writes of the state word, so
+// whatever a notifier stored before notify() (a hang-up flag, say) happens-before the return of the wait() that
+// consumes that notification, even when it coalesced with an earlier one; or else a later wait() finds it latched.
+//
 // Lifetime: notify() touches the slot only up to its final compare-and-swap, so a slot on a fiber's stack may be
 // destroyed as soon as wait() has returned kNotified.
 #pragma once

@@ -483,6 +483,47 @@ TEST_P(NetTest, AReadAfterOneThatEmptiedTheQueueSeesWhatCameBetween) {
   });
 }
 
+TEST_P(NetTest, DataAndAHangUpThatArriveTogetherEndTheStream) {
+  // A plain-thread peer sends a few bytes and its FIN back to back, each with its own edge, while the reader waits.
+  // The reader gets the bytes (less than it asked for) and must then see the end of stream, whose edge may have
+  // coalesced with the one that woke it: the epoll backend's read after a draining one must not park for an edge that
+  // has come and gone.
+  Runtime rt(config());
+  rt.run([] {
+    auto l = listen("127.0.0.1:0");
+    ASSERT_TRUE(l);
+    const Address addr = l->local_addr();
+    for (int round = 0; round < test::scaled(200, 20); round++) {
+      std::thread peer([&addr, round] {
+        int fd = ::socket(addr.sockaddr_ptr()->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || ::connect(fd, addr.sockaddr_ptr(), addr.size()) != 0) std::abort();
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (round % 2 == 1) std::this_thread::sleep_for(1ms);  // let the reader park first in half the rounds
+        if (::send(fd, "ping", 4, MSG_NOSIGNAL) != 4) std::abort();
+        ::shutdown(fd, SHUT_WR);
+        char b[16];
+        while (::recv(fd, b, sizeof b, 0) > 0) {
+        }
+        ::close(fd);
+      });
+      auto s = l->accept(10s);
+      ASSERT_TRUE(s) << s.error().message();
+      char buf[64];
+      std::string got;
+      for (;;) {
+        auto r = s->read(buf, sizeof buf, 5s);
+        ASSERT_TRUE(r) << "round " << round << " after \"" << got << "\": " << r.ec.message();
+        if (r.n == 0) break;
+        got.append(buf, r.n);
+      }
+      EXPECT_EQ(got, "ping");
+      s->close();
+      peer.join();
+    }
+  });
+}
+
 TEST_P(NetTest, ReaderThatFallsBehindStarvesNoOtherConnection) {
   // One peer floods a connection whose reader does not read for a while. The io_uring backend receives into buffers
   // its ring shares among connections; without a bound on unread data the flood would take them all. Meanwhile other
