@@ -79,7 +79,10 @@ class JoinHandle {
         w.wait();
       }
     }
-    if (s->error) std::rethrow_exception(s->error);
+    // Moved out, so the exception's last reference dies here, on the joiner's side: the fiber may still hold the
+    // JoinState, and its release would otherwise free the exception through libsupc++'s uninstrumented count, which
+    // TSan reports as a race with the joiner's handler.
+    if (s->error) std::rethrow_exception(std::exchange(s->error, nullptr));
     if constexpr (!std::is_void_v<T>) return std::move(*s->value);
   }
 
