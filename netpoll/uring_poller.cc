@@ -818,8 +818,27 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     if (woke == WaitSlot::kTimedOut) {
       // The receive stays armed: what arrives later waits for the next read. One last look for data that landed
       // right at the deadline.
-      std::unique_lock lk(rs.mu);
-      if (rs.head < rs.chunks.size()) return static_cast<ssize_t>(take_chunks(rs, buf, len, lk));
+      Ring* here = thread_ring();
+      Ring* mine = nullptr;
+      {
+        std::unique_lock lk(rs.mu);
+        if (rs.head < rs.chunks.size()) return static_cast<ssize_t>(take_chunks(rs, buf, len, lk));
+        if (rs.armed && rs.ring == here) mine = here;
+      }
+      if (mine != nullptr) {
+        // Armed by this thread: data that is in the socket may still wait for the receive's completion work, which
+        // cooperative task running defers to this thread's next system call, or sit unreaped in the ring. Run the
+        // work and reap, so that a deadline never hides data that is there (as it cannot with epoll).
+        io_uring_get_events(mine->uring());
+        sched::GList ready;
+        {
+          std::lock_guard cl(mine->cq_mu);
+          if (reap(mine, ready, kSubmitReapBudget) >= kSubmitReapBudget && mine->cq_pending()) wake();
+        }
+        if (!ready.empty()) sched::ready_list(ready);
+        std::unique_lock lk(rs.mu);
+        if (rs.head < rs.chunks.size()) return static_cast<ssize_t>(take_chunks(rs, buf, len, lk));
+      }
       timeouts_.fetch_add(1, std::memory_order_relaxed);
       return -ETIMEDOUT;
     }

@@ -483,6 +483,43 @@ TEST_P(NetTest, AReadAfterOneThatEmptiedTheQueueSeesWhatCameBetween) {
   });
 }
 
+TEST_P(NetTest, AReadWhoseDeadlinePassesStillTakesDataThatIsThere) {
+  // One processor, so no other M polls: data written after a read that emptied the queue sits in the socket with its
+  // edge (or its io_uring completion) unhandled while a CPU-bound fiber runs past the read's deadline. The read must
+  // then return the data, not a timeout.
+  Runtime rt(config(1));
+  rt.run([] {
+    auto l = listen("127.0.0.1:0");
+    ASSERT_TRUE(l);
+    std::vector<Stream> clients, servers;
+    ASSERT_NO_FATAL_FAILURE(connect_pairs(*l, 1, clients, servers));
+    Stream* c = &clients[0];
+    Stream* s = &servers[0];
+    char buf[64];
+    for (int round = 0; round < 20; round++) {
+      auto writer = spawn([&] {
+        tern::sleep_for(1ms);
+        EXPECT_TRUE(c->write_all("a", 1));
+      });
+      auto r = s->read(buf, sizeof buf, 10s);  // waits, and gets less than it asked
+      ASSERT_TRUE(r) << r.ec.message();
+      ASSERT_EQ(std::string(buf, r.n), "a");
+      writer.join();
+      ASSERT_TRUE(c->write_all("x", 1));
+      // The read parks until its deadline, and meanwhile a fiber keeps the only M from polling past it.
+      auto burner = spawn([] {
+        const auto until = std::chrono::steady_clock::now() + 2ms;
+        while (std::chrono::steady_clock::now() < until) {
+        }
+      });
+      r = s->read(buf, sizeof buf, 200us);
+      burner.join();
+      ASSERT_TRUE(r) << "round " << round << ": " << r.ec.message();
+      ASSERT_EQ(std::string(buf, r.n), "x");
+    }
+  });
+}
+
 TEST_P(NetTest, DataAndAHangUpThatArriveTogetherEndTheStream) {
   // A plain-thread peer sends a few bytes and its FIN back to back, each with its own edge, while the reader waits.
   // The reader gets the bytes (less than it asked for) and must then see the end of stream, whose edge may have
