@@ -57,6 +57,13 @@ void connect_pairs(Listener& l, int n, std::vector<Stream>& clients, std::vector
   }
 }
 
+// One connection over a loopback listener that is closed again: clients[0] is connected to servers[0].
+void connect_loopback_pair(std::vector<Stream>& clients, std::vector<Stream>& servers) {
+  auto l = listen("127.0.0.1:0");
+  ASSERT_TRUE(l);
+  connect_pairs(*l, 1, clients, servers);
+}
+
 class NetTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -449,10 +456,8 @@ TEST_P(NetTest, AReadAfterOneThatEmptiedTheQueueSeesWhatCameBetween) {
   // later must wake the reader, and an expired deadline with nothing there must time out and leave the stream usable.
   Runtime rt(config());
   rt.run([] {
-    auto l = listen("127.0.0.1:0");
-    ASSERT_TRUE(l);
     std::vector<Stream> clients, servers;
-    ASSERT_NO_FATAL_FAILURE(connect_pairs(*l, 1, clients, servers));
+    ASSERT_NO_FATAL_FAILURE(connect_loopback_pair(clients, servers));
     Stream* c = &clients[0];
     Stream* s = &servers[0];
     char buf[64];
@@ -489,10 +494,8 @@ TEST_P(NetTest, AReadWhoseDeadlinePassesStillTakesDataThatIsThere) {
   // then return the data, not a timeout.
   Runtime rt(config(1));
   rt.run([] {
-    auto l = listen("127.0.0.1:0");
-    ASSERT_TRUE(l);
     std::vector<Stream> clients, servers;
-    ASSERT_NO_FATAL_FAILURE(connect_pairs(*l, 1, clients, servers));
+    ASSERT_NO_FATAL_FAILURE(connect_loopback_pair(clients, servers));
     Stream* c = &clients[0];
     Stream* s = &servers[0];
     char buf[64];
@@ -715,10 +718,8 @@ TEST_P(NetTest, AReadArmedByAThreadThatRunsOneLongFiberIsServedMeanwhile) {
   // before.
   Runtime rt(config(2));
   rt.run([&] {
-    auto l = listen("127.0.0.1:0");
-    ASSERT_TRUE(l);
     std::vector<Stream> clients, servers;
-    ASSERT_NO_FATAL_FAILURE(connect_pairs(*l, 1, clients, servers));
+    ASSERT_NO_FATAL_FAILURE(connect_loopback_pair(clients, servers));
     Stream* c = &clients[0];
     Stream* s = &servers[0];
     bool same_thread = false;
