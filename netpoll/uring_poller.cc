@@ -348,26 +348,16 @@ Ring* UringPoller::submit(Prep&& prep, uint64_t user_data) {
     if (rc >= 0) break;
     if (rc == -EINTR || rc == -EAGAIN) continue;  // EAGAIN: the kernel is short of request memory for a moment
     if (rc == -EBUSY) {                           // completions backed up: make room, then submit
-      sched::GList ready;
-      {
-        std::lock_guard lk(r->cq_mu);
-        reap(r, ready);
-      }
-      if (!ready.empty()) sched::ready_list(ready);
+      reap_ready(r);
       continue;
     }
     fatal("io_uring_enter", -rc);  // EBADF, EFAULT, EINVAL: the ring itself is broken
   }
   io_uring_cq_eventfd_toggle(u, true);
   if (sq_lock.owns_lock()) sq_lock.unlock();
-  sched::GList ready;
-  {
-    // Blocking, not try_lock: a reaper that holds the lock may have read the tail before these completions were
-    // posted, and with the eventfd off nobody else would learn of them.
-    std::lock_guard lk(r->cq_mu);
-    if (reap(r, ready, kSubmitReapBudget) >= kSubmitReapBudget && r->cq_pending()) wake();
-  }
-  if (!ready.empty()) sched::ready_list(ready);
+  // Blocking on cq_mu, not try_lock: a reaper that holds the lock may have read the tail before these completions were
+  // posted, and with the eventfd off nobody else would learn of them.
+  reap_ready(r, kSubmitReapBudget);
   return r;
 }
 
@@ -420,6 +410,15 @@ size_t UringPoller::reap(Ring* r, sched::GList& out, size_t budget) {
     if (io_uring_cq_ready(u) == 0) break;
   }
   return readied;
+}
+
+void UringPoller::reap_ready(Ring* r, size_t budget) {
+  sched::GList ready;
+  {
+    std::lock_guard lk(r->cq_mu);
+    if (reap(r, ready, budget) >= budget && r->cq_pending()) wake();
+  }
+  if (!ready.empty()) sched::ready_list(ready);
 }
 
 size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out) {
@@ -640,15 +639,7 @@ void UringPoller::recv_cancel_wait(UringDesc* d, std::unique_lock<std::mutex>& l
   lk.unlock();
   cancel(r, reinterpret_cast<uint64_t>(d) | kTagRecv);
   for (;;) {
-    {
-      // The final completion may sit unreaped in the ring: reap it here rather than wait for a poller.
-      sched::GList ready;
-      {
-        std::lock_guard cl(r->cq_mu);
-        reap(r, ready);
-      }
-      if (!ready.empty()) sched::ready_list(ready);
-    }
+    reap_ready(r);  // the final completion may sit unreaped in the ring: reap it here rather than wait for a poller
     lk.lock();
     if (!rs.armed) return;
     lk.unlock();
@@ -830,12 +821,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
         // cooperative task running defers to this thread's next system call, or sit unreaped in the ring. Run the
         // work and reap, so that a deadline never hides data that is there (as it cannot with epoll).
         io_uring_get_events(mine->uring());
-        sched::GList ready;
-        {
-          std::lock_guard cl(mine->cq_mu);
-          if (reap(mine, ready, kSubmitReapBudget) >= kSubmitReapBudget && mine->cq_pending()) wake();
-        }
-        if (!ready.empty()) sched::ready_list(ready);
+        reap_ready(mine, kSubmitReapBudget);
         std::unique_lock lk(rs.mu);
         if (rs.head < rs.chunks.size()) return static_cast<ssize_t>(take_chunks(rs, buf, len, lk));
       }

@@ -160,6 +160,9 @@ class UringPoller final : public sched::Poller, public IoBackend {
   void cancel(Ring* r, uint64_t user_data);
   // Reaps r's completions until `budget` fibers are readied; r->cq_mu held.
   size_t reap(Ring* r, sched::GList& out, size_t budget = SIZE_MAX);
+  // reap() under r->cq_mu (waiting for it), then readies the fibers from here; with a budget, completions left over
+  // get a blocking poller (wake()).
+  void reap_ready(Ring* r, size_t budget = SIZE_MAX);
   size_t reap_all(sched::GList& out, bool wait_for_locks);
   void wake_if_left(int count);
   size_t complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out);

@@ -19,9 +19,9 @@ struct Park {
 
 WaitSlot::Result WaitSlot::wait(int64_t deadline_ns, std::atomic<int64_t>& waiters) {
   uintptr_t s = state_.load(std::memory_order_acquire);
-  // Only the waiter moves the word away from kReady, so this exchange cannot lose a notification.
+  // Only the waiter moves the word away from kReady, so taking it cannot lose a notification. An exchange, not a
+  // store: it reads the latest notify(), so it acquires what that notifier published.
   if (s == kReady) {
-    // An exchange, not a store: it reads the latest notify(), so it acquires what that notifier published.
     state_.exchange(kEmpty, std::memory_order_acq_rel);
     return kNotified;
   }

@@ -19,7 +19,7 @@
 // whatever a notifier stored before notify() (a hang-up flag, say) happens-before the return of the wait() that
 // consumes that notification, even when it coalesced with an earlier one; or else a later wait() finds it latched.
 //
-// Lifetime: notify() touches the slot only up to its final compare-and-swap, so a slot on a fiber's stack may be
+// Lifetime: notify() touches the slot only up to its exchange, so a slot on a fiber's stack may be
 // destroyed as soon as wait() has returned kNotified.
 #pragma once
 
