@@ -138,6 +138,17 @@ struct ThreadRing {
 };
 thread_local ThreadRing t_ring;
 
+// The calling thread's ThreadRing. Fiber code must reach t_ring only through this: a fiber that parks may resume on
+// another thread, and a compiler is free to compute a thread_local's address once per function and keep it across the
+// park (it cannot know that a call switches threads), which would then submit to the old thread's ring without its
+// lock: two threads writing one submission queue. GCC 12 -O2 happens to recompute it today, but inlining (LTO) or
+// another compiler need not. Out of line, with a compiler barrier, every call takes the address afresh on the thread
+// that runs it: the same device as sched::this_m() (scheduler/sched.cc).
+__attribute__((noinline)) ThreadRing* this_thread_ring() {
+  asm volatile("" ::: "memory");
+  return &t_ring;
+}
+
 bool owner_asleep(const Ring* r) {
   int64_t since = r->owner_parked_since.load(std::memory_order_relaxed);
   return since != 0 && sched::now_ns() - since > kMoveAfterNs;
@@ -293,13 +304,15 @@ UringPoller::~UringPoller() {
 }
 
 Ring* UringPoller::thread_ring() {
-  if (t_ring.poller_id == id_) [[likely]]
-    return t_ring.ring.get();
+  ThreadRing* tr = this_thread_ring();
+  if (tr->poller_id == id_) [[likely]]
+    return tr->ring.get();
   return adopt_ring();
 }
 
 Ring* UringPoller::adopt_ring() {
-  t_ring.release();
+  ThreadRing* tr = this_thread_ring();
+  tr->release();
   std::shared_ptr<Ring> pick;
   {
     std::lock_guard lk(rings_mu_);
@@ -324,9 +337,9 @@ Ring* UringPoller::adopt_ring() {
     }
     if (!pick) pick = shared_;
   }
-  t_ring.poller_id = id_;
-  t_ring.ring = std::move(pick);
-  return t_ring.ring.get();
+  tr->poller_id = id_;
+  tr->ring = std::move(pick);
+  return tr->ring.get();
 }
 
 template <class Prep>
@@ -655,8 +668,9 @@ void UringPoller::thread_parked(bool parked) {
   // A thread parked in its own ring (park()) runs its completion work and readies its fibers as they come: its
   // receives need not move.
   if (futex_park_) return;
-  if (t_ring.poller_id != id_) return;  // this thread has no ring of this poller
-  Ring* r = t_ring.ring.get();
+  ThreadRing* tr = this_thread_ring();
+  if (tr->poller_id != id_) return;  // this thread has no ring of this poller
+  Ring* r = tr->ring.get();
   if (!r->shared()) r->owner_parked_since.store(parked ? sched::now_ns() : 0, std::memory_order_relaxed);
 }
 
@@ -665,8 +679,9 @@ void UringPoller::thread_parked(bool parked) {
 // the CQEs it posts end the sleep, so the M takes them itself. While it sleeps so, its ring does not signal the
 // eventfd: the blocking poller is not woken for completions this M is handling.
 bool UringPoller::park(std::atomic<uint32_t>* word, sched::GList& out) {
-  if (!futex_park_ || t_ring.poller_id != id_) return false;
-  Ring* r = t_ring.ring.get();
+  ThreadRing* tr = this_thread_ring();
+  if (!futex_park_ || tr->poller_id != id_) return false;
+  Ring* r = tr->ring.get();
   if (r->shared()) return false;  // others submit here: their completion work is not this thread's
   io_uring* u = r->uring();
   {
