@@ -3,7 +3,7 @@
 // netpoll/ implements scheduler/'s Poller interface twice, and offers runtime/net the fiber-blocking socket operations
 // of netpoll::IoBackend (netpoll/io_backend.h):
 //   epoll_poller.h   readiness, edge-triggered, one registration per socket (any Linux)
-//   uring_poller.h   completions, one io_uring per submitting thread, multishot accept, provided buffers (Linux 6.0+)
+//   uring_poller.h   completions, one io_uring per submitting thread, provided buffers (Linux 6.0+)
 //   wait_slot.h      the one-fiber parking spot both are built on; desc_table.h, their descriptor storage
 // It may call scheduler/ (park, ready, timers) and alloc/; the scheduler knows no backend.
 //

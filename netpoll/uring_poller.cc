@@ -175,12 +175,12 @@ struct UringPoller::Op {
 };
 
 struct UringPoller::ListenState {
-  std::mutex mu;  // ready, error, armed: the reaper and the acceptor
-  std::deque<int> ready;
-  int error = 0;       // first error of a terminated multishot accept, for accept() to report
-  bool armed = false;  // a multishot accept is in flight
+  std::mutex mu;          // ready, error, armed: the reaper and the acceptor
+  std::deque<int> ready;  // at most kMaxAcceptAhead: the result of an accept whose accept() call timed out
+  int error = 0;          // an accept's error, for accept() to report
+  bool armed = false;     // an accept is in flight
   Ring* ring = nullptr;
-  WaitSlot slot;  // the acceptor, or close() waiting for the multishot to end
+  WaitSlot slot;  // the acceptor, or close() waiting for the accept in flight to end
 };
 
 std::string UringPoller::probe() {
@@ -228,8 +228,8 @@ std::string UringPoller::probe() {
   rc = io_uring_register_eventfd(&ring, cleanup.efd);
   if (rc < 0) return errno_text("IORING_REGISTER_EVENTFD", -rc);
 
-  // Multishot accept and synchronous cancellation, for real: arm one on an autobound abstract unix socket (no
-  // network needed), cancel it, and expect -ECANCELED.
+  // Accept and synchronous cancellation, for real: arm one on an autobound abstract unix socket (no network needed),
+  // cancel it, and expect -ECANCELED.
   cleanup.sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (cleanup.sock < 0) return errno_text("socket(AF_UNIX)", errno);
   sockaddr_un sun{};
@@ -237,7 +237,7 @@ std::string UringPoller::probe() {
   if (bind(cleanup.sock, reinterpret_cast<sockaddr*>(&sun), sizeof(sa_family_t)) < 0 || listen(cleanup.sock, 1) < 0)
     return errno_text("probe socket", errno);
   io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-  io_uring_prep_multishot_accept(sqe, cleanup.sock, nullptr, nullptr, SOCK_CLOEXEC);
+  io_uring_prep_accept(sqe, cleanup.sock, nullptr, nullptr, SOCK_CLOEXEC);
   io_uring_sqe_set_data64(sqe, 1);
   rc = io_uring_submit(&ring);
   if (rc < 0) return errno_text("io_uring_enter", -rc);
@@ -250,10 +250,10 @@ std::string UringPoller::probe() {
   io_uring_cqe* cqe = nullptr;
   __kernel_timespec ts{1, 0};  // the completion is posted before the cancel returns; a second is slack
   rc = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
-  if (rc < 0) return errno_text("multishot accept probe", -rc);
+  if (rc < 0) return errno_text("accept probe", -rc);
   int res = cqe->res;
   io_uring_cqe_seen(&ring, cqe);
-  if (res != -ECANCELED) return errno_text("multishot accept", res < 0 ? -res : EPROTO);
+  if (res != -ECANCELED) return errno_text("accept", res < 0 ? -res : EPROTO);
   return {};
 }
 
@@ -505,7 +505,7 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
       // ECANCELED: close() cancelled it, or its submitting thread exited; accept() simply re-arms.
       ls->error = -res;
     }
-    if ((cqe->flags & IORING_CQE_F_MORE) == 0) ls->armed = false;
+    ls->armed = false;
     g = ls->slot.notify();
   }
   if (g == nullptr) return 0;
@@ -963,9 +963,12 @@ int UringPoller::accept(Desc* d, int64_t deadline_ns) {
       if (!ls->armed) arm = ls->armed = true;
     }
     if (arm) {
+      // One connection per submission, on demand: a multishot accept would take every incoming connection into the
+      // process however slowly accept() is called (see kMaxAcceptAhead). The kernel tries the accept at once, so
+      // with a connection queued it completes inline and the submit's reap has it.
       int lfd = ud->fd;
       ls->ring = thread_ring();
-      submit([&](io_uring_sqe* sqe) { io_uring_prep_multishot_accept(sqe, lfd, nullptr, nullptr, SOCK_CLOEXEC); },
+      submit([&](io_uring_sqe* sqe) { io_uring_prep_accept(sqe, lfd, nullptr, nullptr, SOCK_CLOEXEC); },
              reinterpret_cast<uint64_t>(ls) | kTagAccept);
       continue;  // the submit reaped inline completions: look at the queue again
     }

@@ -25,9 +25,12 @@
 //     a flag as in Go's netpollBreak), ends the sleep. A submitter switches its ring's eventfd notifications off
 //     around its own submit, since it reaps those completions itself: otherwise every inline send would wake the
 //     sleeping poller for nothing.
-//   - Accept is one multishot accept per listener, armed on first use: each connection arrives as a completion whose
-//     fd goes to the listener's queue, with no submission per accept. EMFILE ends the multishot; accept() reports it
-//     (runtime/net backs off) and re-arms on the next call.
+//   - Accept is one accept submission per accept() that finds no connection taken already, tried by the kernel at
+//     once (a queued connection completes inline) and otherwise parked on the listener's poll. Not a multishot
+//     accept: the kernel would take every incoming connection into the process however slowly accept() is called
+//     (its loop drains the whole backlog on every arrival, faster than any reaper can cancel it), so that clients
+//     see "connected" but are never served, the listen backlog stops meaning anything, and descriptors grow until
+//     EMFILE. On demand, the surplus waits in the kernel's backlog as with epoll (kMaxAcceptAhead).
 //   - A connection's reads of request size (up to 16 KiB) share one multishot receive into the ring's provided buffers
 //     (IOSQE_BUFFER_SELECT), armed by the first read that would block: the kernel receives whenever data arrives, with
 //     no submission, poll arm or failed attempt per read, and a read takes the delivered data (Chunk) and recycles
@@ -64,7 +67,7 @@
 // ready connections of any thread from the shared epoll). Each wakeup preempts a wrk thread on this machine.
 //
 // Requires (probed by create(): ring setup, features, every opcode and registration used): Linux 6.0+ with
-// IORING_FEAT_FAST_POLL, NODROP and EXT_ARG, opcodes RECV, SEND, SENDMSG, CONNECT, ACCEPT (multishot), POLL_ADD,
+// IORING_FEAT_FAST_POLL, NODROP and EXT_ARG, opcodes RECV, SEND, SENDMSG, CONNECT, ACCEPT, POLL_ADD,
 // eventfd registration and synchronous cancellation. Buffer rings (5.19+), multishot receives (6.0+) and futex waits
 // (6.7+) are used where present (a kernel that rejects a multishot receive turns them off for the poller's lifetime).
 //
@@ -93,6 +96,9 @@ class UringPoller final : public sched::Poller, public IoBackend {
   // Rings (threads with their own ring) per poller; beyond this, threads share the fallback ring. One per M, and a
   // runtime has at most sched::kMaxProcs Ms running fibers.
   static constexpr int kMaxRings = 1024;
+  // Connections a listener takes into the process ahead of accept() calls: the result of the one accept in flight,
+  // when the accept() that submitted it timed out first (the next accept() returns it). The epoll backend takes none.
+  static constexpr size_t kMaxAcceptAhead = 1;
 
   // Probes io_uring and builds the poller; the error says what is missing.
   // park_in_ring: idle Ms sleep in their own rings (park()) where the kernel has IORING_OP_FUTEX_WAIT.
