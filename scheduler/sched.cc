@@ -293,6 +293,7 @@ Sched::Sched(SchedOptions opts)
     allp_[i].store(p, std::memory_order_release);
   }
   nprocs_.store(n, std::memory_order_release);
+  nscan_.store(n, std::memory_order_release);
   for (int i = n - 1; i >= 0; i--) pidleput(allp_[i].load(std::memory_order_relaxed));
   monitor_ = std::thread([this] { monitor_main(); });
 }
@@ -336,7 +337,7 @@ M* Sched::newm() {
   m->sched = this;
   {
     std::lock_guard lk(sched_mu_);
-    m->id = static_cast<int>(allm_.size());
+    m->id = next_m_id_++;
     allm_.push_back(m);
   }
   m->rand_state = 0xD1B54A32D192ED03ull * (m->id + 1) ^ id_;
@@ -371,27 +372,50 @@ void Sched::startm(P* p, bool spinning) {
   try {
     m->thread = std::thread(m_main, m);
   } catch (const std::system_error& e) {
-    // Out of threads (RLIMIT_NPROC, memory, vm.max_map_count): keep running on the Ms there are. The P goes back to
-    // the idle list; its work stays queued for them.
+    // Out of threads (RLIMIT_NPROC, a cgroup's pids.max, memory, vm.max_map_count): keep running on the Ms there are.
+    // The P goes back to the idle list; its work stays queued. With no M running at all (the first one failed), that
+    // work would wait for an unrelated wakep() that may never come: the monitor retries with back-off.
+    thread_start_failures_.fetch_add(1, std::memory_order_relaxed);
     {
       std::lock_guard lk(sched_mu_);
-      allm_.pop_back();  // newm() appended it and nothing else has seen it
+      // By identity: other startm calls (the spinning token serializes only some of them) may have appended since.
+      allm_.erase(std::find(allm_.begin(), allm_.end(), m));
       pidleput(p);
+      const int64_t delay = thread_retry_delay_.load(std::memory_order_relaxed);
+      thread_retry_at_.store(now_ns() + delay);
+      thread_retry_delay_.store(std::min(delay * 2, kThreadRetryMaxNs), std::memory_order_relaxed);
     }
     if (spinning) nmspinning_.fetch_sub(1);
     delete m;
+    monitor_note_.wakeup();  // whether it sleeps or not: its next sleep must end at the retry time
     if (!thread_failure_reported_.exchange(true)) {
-      std::fprintf(stderr, "tern: cannot start another scheduler thread (%s); continuing with the threads running\n",
+      std::fprintf(stderr,
+                   "tern: cannot start another scheduler thread (%s); continuing with the threads running, retrying "
+                   "with back-off\n",
                    e.what());
     }
+    return;
+  }
+  if (thread_retry_delay_.load(std::memory_order_relaxed) != kThreadRetryMinNs) {
+    thread_retry_delay_.store(kThreadRetryMinNs, std::memory_order_relaxed);
   }
 }
 
+// Monitor thread: a thread start failed earlier and its retry time has come. wakep() starts an M if a P is idle and no
+// M looks for work; a failure there schedules the next retry.
+void Sched::retry_thread_start() {
+  const int64_t at = thread_retry_at_.load();
+  if (at == 0 || now_ns() < at) return;
+  thread_retry_at_.store(0);
+  wakep();
+}
+
+// Store buffering: the waker's RMW on npidle_ (pidleget) then its load of monitor_sleeping_, against the monitor's
+// store of monitor_sleeping_ then its load of npidle_. All four are sequentially consistent, so in their single total
+// order either the monitor's store comes first (the waker sees it and wakes it) or the waker's RMW does (the monitor
+// sees the P busy and does not sleep). A relaxed load here could miss both.
 void Sched::wake_monitor() {
-  if (monitor_sleeping_.load(std::memory_order_relaxed)) {
-    monitor_sleeping_.store(false, std::memory_order_relaxed);
-    monitor_note_.wakeup();
-  }
+  if (monitor_sleeping_.load() && monitor_sleeping_.exchange(false)) monitor_note_.wakeup();
 }
 
 void Sched::stack_exhausted() {
@@ -608,7 +632,7 @@ G* Sched::runq_get(P* p, bool& inherit) {
 }
 
 bool Sched::any_local_work() const {
-  int n = nprocs_.load(std::memory_order_acquire);
+  int n = scan_bound();
   for (int i = 0; i < n; i++) {
     P* p = allp_[i].load(std::memory_order_acquire);
     if (!p->runq.empty() || p->runnext.load(std::memory_order_acquire) != nullptr) return true;
@@ -641,6 +665,16 @@ void Sched::inject(GList& list, P* pp) {
     global_put_list(list);
     bump(pp->counters.overflows);
   }
+  wakep();
+}
+
+// Queues fibers readied by an M that holds no P and found none idle (Go's injectglist without a P): globally, then
+// wakep(). The wakep is what keeps them from being lost: between this M's look at the idle list and its push, the last
+// busy M may have run dry, given its P back, seen an empty global queue and blocked in the poller with no deadline.
+// Its P is idle now, so wakep() hands it to that poller M (or starts one); when every P is still busy it is one load.
+void Sched::inject_global(GList& list) {
+  if (list.empty()) return;
+  global_put_list(list);
   wakep();
 }
 
@@ -683,11 +717,7 @@ void Sched::wakep() {
   int expected = 0;
   if (!nmspinning_.compare_exchange_strong(expected, 1)) return;
   if (wake_poller_for_p()) return;
-  P* p;
-  {
-    std::lock_guard lk(sched_mu_);
-    p = pidleget();
-  }
+  P* p = take_idle_p();
   if (p == nullptr) {
     nmspinning_.fetch_sub(1);
     return;
@@ -718,11 +748,7 @@ bool Sched::wake_poller_for_p() {
 // An M leaving the poller role takes an idle P, if there is one. `claimed`: wakep() counted it as spinning (it spins
 // with the P, or gives that count back without one).
 bool Sched::acquire_idle_p(M* m, bool claimed) {
-  P* p;
-  {
-    std::lock_guard lk(sched_mu_);
-    p = pidleget();
-  }
+  P* p = take_idle_p();
   if (p == nullptr) {
     if (claimed) nmspinning_.fetch_sub(1);
     return false;
@@ -752,6 +778,18 @@ P* Sched::pidleget() {
   p->link = nullptr;
   p->status.store(PStatus::kRunning, std::memory_order_relaxed);
   npidle_.fetch_sub(1);
+  return p;
+}
+
+P* Sched::take_idle_p() {
+  P* p;
+  {
+    std::lock_guard lk(sched_mu_);
+    p = pidleget();
+  }
+  // Every way a P goes busy wakes the monitor if it sleeps (it sleeps only while all Ps are idle): otherwise a P taken
+  // by a poller M or by an M's re-check runs with nobody to notice a fiber that holds it, or to poll for its M.
+  if (p != nullptr) wake_monitor();
   return p;
 }
 
@@ -879,11 +917,7 @@ top:
   // A producer that saw a spinning M did not wake anyone; with the spinning count lowered (a full fence), look again
   // before sleeping, so its fiber cannot be stranded.
   if (any_local_work() || !global_->empty() || timers_due()) {
-    P* p;
-    {
-      std::lock_guard lk(sched_mu_);
-      p = pidleget();
-    }
+    P* p = take_idle_p();
     if (p != nullptr) {
       acquirep(m, p);
       if (was_spinning) {
@@ -898,14 +932,17 @@ top:
 }
 
 G* Sched::steal_work(M* m, P* pp) {
-  const int n = nprocs_.load(std::memory_order_acquire);
+  // Retiring Ps beyond procs() whose M still runs a fiber are victims too: until that fiber reaches a scheduling point
+  // they hold queued fibers and timers that nobody else would run (and earliest_timer() counts their timers, so an idle
+  // M would wake for them, find nothing to steal, and spin).
+  const int n = scan_bound();
   if (n <= 1) return nullptr;
   for (int pass = 0; pass < kStealPasses; pass++) {
     const bool last = pass == kStealPasses - 1;
     const uint32_t start = random(m) % static_cast<uint32_t>(n);
     for (int i = 0; i < n; i++) {
       P* v = allp_[(start + i) % n].load(std::memory_order_acquire);
-      if (v == pp) continue;
+      if (v == pp || v->status.load(std::memory_order_relaxed) == PStatus::kDead) continue;
       // Timers of a P whose M is busy (or that is idle) would otherwise wait; run them here.
       int64_t t0 = v->timer0.load(std::memory_order_relaxed);
       if (t0 != 0) {
@@ -943,7 +980,7 @@ G* Sched::steal_work(M* m, P* pp) {
 // started none for kStallNs, the watcher takes half its queue (up to its own batch_room, like inject). The watch reads
 // only the P's switch counter, so running fibers pay nothing for it.
 void Sched::rescue_stalled(P* pp) {
-  const int n = nprocs_.load(std::memory_order_relaxed);
+  const int n = scan_bound();  // a retiring P whose M runs one long fiber is the stalled P this is for
   if (n <= 1) return;
   const auto np = static_cast<uint32_t>(n);
   auto other = [&](uint32_t i) { return static_cast<int>(i % np) == pp->id ? (i + 1) % np : i % np; };
@@ -1021,8 +1058,9 @@ void Sched::idle_without_p(M* m) {
           handoff_poller_role();
           return;
         }
-        // Every P is busy: their Ms will find the harvest in the global queue.
-        global_put_list(list);
+        // Every P was busy a moment ago: their Ms find the harvest in the global queue, unless one ran dry meanwhile.
+        point(SchedPoint::kReadiedWithoutP);
+        inject_global(list);
       }
       continue;
     }
@@ -1059,7 +1097,8 @@ void Sched::park_idle_m(M* m) {
       break;
     }
     // Every P is busy (their Ms find these in the global queue), or startm() is handing this M one right now.
-    global_put_list(ready);
+    point(SchedPoint::kReadiedWithoutP);
+    inject_global(ready);
   }
   poller_->thread_parked(false);
   if (m->nextp != nullptr) {
@@ -1080,7 +1119,7 @@ void Sched::park_idle_m(M* m) {
 // A parked M woken by its own completions takes itself out of the idle list with an idle P (not spinning: it has
 // work). False if no P is idle, or if startm() already took it from the list (its P and wakeup are on the way).
 bool Sched::leave_idle_list(M* m) {
-  std::lock_guard lk(sched_mu_);
+  std::unique_lock lk(sched_mu_);
   if (shutting_down_.load(std::memory_order_relaxed) || pidle_ == nullptr) return false;
   M** link = &midle_;
   while (*link != nullptr && *link != m) link = &(*link)->link;
@@ -1089,6 +1128,8 @@ bool Sched::leave_idle_list(M* m) {
   m->link = nullptr;
   acquirep(m, pidleget());
   m->spinning = false;
+  lk.unlock();
+  wake_monitor();
   return true;
 }
 
@@ -1122,6 +1163,7 @@ void Sched::set_procs(int n) {
     {
       std::lock_guard lk(sched_mu_);
       nprocs_.store(n, std::memory_order_release);
+      update_scan_bound();
       for (int i = old; i < n; i++) {
         P* p = allp_[i].load(std::memory_order_relaxed);
         // A P still held by its M (it had not reached a scheduling point since the shrink) simply stays.
@@ -1154,8 +1196,22 @@ void Sched::set_procs(int n) {
   {
     std::lock_guard lk(sched_mu_);
     for (P* p : idle) p->status.store(PStatus::kDead, std::memory_order_relaxed);
+    update_scan_bound();
   }
   wakep();
+}
+
+// Ps beyond procs() stay in the scan (stealing, the monitor, rescue) until they are dead: a retiring P whose M runs a
+// long fiber still holds work. Shrinks the bound past dead Ps at the top; grows it to procs().
+void Sched::update_scan_bound() {
+  const int n = nprocs_.load(std::memory_order_relaxed);
+  int b = std::max(n, nscan_.load(std::memory_order_relaxed));
+  while (b > n) {
+    P* p = allp_[b - 1].load(std::memory_order_relaxed);
+    if (p != nullptr && p->status.load(std::memory_order_relaxed) != PStatus::kDead) break;
+    b--;
+  }
+  nscan_.store(b, std::memory_order_release);
 }
 
 bool Sched::retire_if_needed(M* m) {
@@ -1176,6 +1232,7 @@ bool Sched::retire_if_needed(M* m) {
     }
     releasep(m);
     p->status.store(PStatus::kDead, std::memory_order_relaxed);
+    update_scan_bound();
   }
   if (m->spinning) {
     m->spinning = false;
@@ -1225,16 +1282,24 @@ void Sched::monitor_main() {
   for (;;) {
     if (shutting_down_.load(std::memory_order_acquire)) return;
     int n = nprocs_.load(std::memory_order_acquire);
-    if (npidle_.load() >= n && !poller_->has_waiters()) {
-      // All idle: sleep until startm() wakes us, so an idle runtime costs nothing here.
+    if (int64_t at = thread_retry_at_.load(); at != 0) {
+      // A thread failed to start: with all Ps idle because of it, queued work has nobody else to start an M.
+      const int64_t left = at - now_ns();
+      if (left > 0) monitor_note_.sleep(std::min(left, kMonitorPeriodNs));
+      if (shutting_down_.load(std::memory_order_acquire)) return;
+      retry_thread_start();
+      if (npidle_.load() >= n && !poller_->has_waiters()) continue;
+    } else if (npidle_.load() >= n && !poller_->has_waiters()) {
+      // All idle: sleep until a P goes busy (take_idle_p wakes us), so an idle runtime costs nothing here.
       monitor_sleeping_.store(true);
-      if (npidle_.load() >= n) monitor_note_.sleep();
+      if (npidle_.load() >= n && thread_retry_at_.load() == 0) monitor_note_.sleep();
       monitor_sleeping_.store(false);
       continue;
     }
     monitor_note_.sleep(kMonitorPeriodNs);
     if (shutting_down_.load(std::memory_order_acquire)) return;
-    n = nprocs_.load(std::memory_order_acquire);
+    retry_thread_start();
+    n = scan_bound();  // a retiring P still held by a long fiber counts: its queue is stuck behind it
     bool stuck_work = false;
     for (int i = 0; i < n; i++) {
       P* p = allp_[i].load(std::memory_order_acquire);
@@ -1309,11 +1374,12 @@ SchedStats Sched::stats() const {
     st.overflows += c.overflows.load(std::memory_order_relaxed);
     st.timers_fired += c.timers_fired.load(std::memory_order_relaxed);
     st.polls += c.polls.load(std::memory_order_relaxed);
-    if (i < st.procs) st.runnable += p->runq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
+    if (i < scan_bound()) st.runnable += p->runq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
   }
   st.runnable += global_->size();
   st.live = st.spawned >= st.finished ? st.spawned - st.finished : 0;
   st.long_running = long_running_.load(std::memory_order_relaxed);
+  st.thread_start_failures = thread_start_failures_.load(std::memory_order_relaxed);
   st.stacks = stacks_.stats();
   return st;
 }

@@ -86,6 +86,19 @@ inline constexpr int kMaxProcs = 1024;
 inline constexpr int64_t kMonitorPeriodNs = 10'000'000;
 // How often the monitor gives back the memory of fiber stacks that stayed unused above the pool's watermark.
 inline constexpr int64_t kStackTrimPeriodNs = 1'000'000'000;
+// After an M's thread fails to start (RLIMIT_NPROC, a cgroup's pids.max, memory), the monitor tries again after this
+// long, doubling per failure up to kThreadRetryMaxNs: work queued meanwhile must not wait for an unrelated wakep(),
+// and a limit that stays does not cost a failed clone() per scheduling event.
+inline constexpr int64_t kThreadRetryMinNs = 1'000'000;
+inline constexpr int64_t kThreadRetryMaxNs = 1'000'000'000;
+
+// Points in the wakeup protocol where SchedOptions::on_point is called: the places where an M acts on what it saw a
+// moment ago, so the interleavings a lost wakeup needs happen there. A test holds one M at a point while another runs.
+enum class SchedPoint : uint8_t {
+  // An M back from a blocking poll (or woken in its own ring, Poller::park) with fibers found no idle P; next it
+  // queues them globally. Another M may run dry and block in the poller meanwhile.
+  kReadiedWithoutP,
+};
 
 struct SchedOptions {
   int procs = 1;
@@ -95,6 +108,9 @@ struct SchedOptions {
   Poller* poller = nullptr;
   // Called when a fiber lets an exception escape. Default: print the fiber id and message, then std::terminate().
   std::function<void(uint64_t fiber_id, std::exception_ptr)> on_uncaught;
+  // Called by the M that reaches a SchedPoint, on its own stack, holding no lock. For tests: unset in production (then
+  // each point costs one predictable branch).
+  std::function<void(SchedPoint)> on_point;
 };
 
 // Totals over all Ps (sums of per-P counters) and scheduler-wide figures.
@@ -117,10 +133,11 @@ struct SchedStats {
   uint64_t global_taken = 0;
   uint64_t overflows = 0;  // local queue overflows to the global queue
   uint64_t timers_fired = 0;
-  uint64_t polls = 0;         // poller calls that returned fibers
-  uint64_t long_running = 0;  // times the monitor saw one fiber hold a P for a whole period
-  uint64_t runnable = 0;      // fibers queued now (local + global)
-  uint64_t live = 0;          // fibers spawned and not finished
+  uint64_t polls = 0;                  // poller calls that returned fibers
+  uint64_t long_running = 0;           // times the monitor saw one fiber hold a P for a whole period
+  uint64_t thread_start_failures = 0;  // an M's thread could not be started (retried with back-off by the monitor)
+  uint64_t runnable = 0;               // fibers queued now (local + global)
+  uint64_t live = 0;                   // fibers spawned and not finished
   alloc::StackStats stacks;
 };
 
@@ -196,6 +213,14 @@ class Sched {
   friend void m_main(M* m);
   P* pidleget();        // sched_mu_ held
   void pidleput(P* p);  // sched_mu_ held
+  P* take_idle_p();     // pidleget under sched_mu_, then wakes the monitor for the P that went busy
+  // How many entries of allp_ may hold work: procs(), or more while a P beyond it still runs a fiber (retiring).
+  int scan_bound() const { return nscan_.load(std::memory_order_acquire); }
+  void update_scan_bound();  // sched_mu_ held
+  void point(SchedPoint pt) {
+    if (opts_.on_point) opts_.on_point(pt);
+  }
+  void retry_thread_start();  // monitor thread
   void startm(P* p, bool spinning);
   bool wake_poller_for_p();
   bool release_poller_role();  // returns whether wakep() had claimed the poller
@@ -222,6 +247,7 @@ class Sched {
   bool leave_idle_list(M* m);
   void handoff_poller_role();
   void inject(GList& list, P* pp);
+  void inject_global(GList& list);
   void global_put_list(GList& list);
   void gfput(P* p, G* g);
   void execute(M* m, G* g);
@@ -238,6 +264,9 @@ class Sched {
   // Ps: allp_[0, nprocs_) are live; retired ones stay allocated (a later grow reuses them).
   std::unique_ptr<std::atomic<P*>[]> allp_;
   std::atomic<int> nprocs_{0};
+  // scan_bound(): Ps in [nprocs_, nscan_) are retiring but still held by an M that runs one fiber; their queues,
+  // runnext and timers stay stealable until it reaches a scheduling point and retires them. Written under sched_mu_.
+  std::atomic<int> nscan_{0};
   std::atomic<int> npidle_{0};
   std::atomic<int> nmspinning_{0};
   std::atomic<bool> polling_{false};    // an idle M holds the poller role
@@ -254,6 +283,7 @@ class Sched {
   P* pidle_ = nullptr;
   M* midle_ = nullptr;
   std::vector<M*> allm_;
+  int next_m_id_ = 0;
   std::mutex resize_mu_;
 
   std::unique_ptr<GlobalQueue> global_;
@@ -273,6 +303,10 @@ class Sched {
   std::atomic<uint64_t> long_running_{0};
   int64_t last_trim_ = 0;  // monitor thread only
   std::atomic<bool> thread_failure_reported_{false};
+  std::atomic<uint64_t> thread_start_failures_{0};
+  // A thread start failed: the monitor calls wakep() again at thread_retry_at_ (monotonic ns; 0 = nothing pending).
+  std::atomic<int64_t> thread_retry_at_{0};
+  std::atomic<int64_t> thread_retry_delay_{kThreadRetryMinNs};  // the next back-off; reset by a start that succeeds
 };
 
 }  // namespace tern::sched
