@@ -402,6 +402,8 @@ void UringPoller::cancel(Ring* r, uint64_t user_data) {
 }
 
 size_t UringPoller::reap(Ring* r, sched::GList& out, size_t budget) {
+  // The owner sleeps in this ring (park()): what is posted here ends its sleep, and it reaps that itself.
+  if (r->owner_in_park) return 0;
   io_uring* u = r->uring();
   size_t readied = 0;
   for (;;) {
@@ -687,16 +689,24 @@ bool UringPoller::park(std::atomic<uint32_t>* word, sched::GList& out) {
   {
     std::lock_guard lk(r->cq_mu);
     if (reap(r, out, kReapBudget) > 0) return true;
-  }
-  if (!r->park_armed.load(std::memory_order_relaxed)) {
-    // One wait stays armed across parks until a wakeup completes it; a new one would be a second waiter on the word.
-    io_uring_sqe* sqe;
-    while ((sqe = io_uring_get_sqe(u)) == nullptr) io_uring_submit(u);
-    prep_futex_wait(sqe, word, 0);
-    io_uring_sqe_set_data64(sqe, kParkData);
-    r->park_armed.store(true, std::memory_order_relaxed);
+    if (!r->park_armed.load(std::memory_order_relaxed)) {
+      // One wait stays armed across parks until a wakeup completes it; a new one would be a second waiter on the
+      // word.
+      io_uring_sqe* sqe;
+      while ((sqe = io_uring_get_sqe(u)) == nullptr) io_uring_submit(u);
+      prep_futex_wait(sqe, word, 0);
+      io_uring_sqe_set_data64(sqe, kParkData);
+      r->park_armed.store(true, std::memory_order_relaxed);
+    }
+    // Reusing a wait decided under cq_mu is sound only if its completion cannot vanish before the sleep: had another
+    // thread reaped it between this decision and io_uring_enter (a wakeup of the note in between), the M would sleep
+    // with no wait armed until unrelated I/O, stranding the P and the spinning token startm() handed it. So from here
+    // until it wakes, only this thread reaps the ring (reap() skips it): whatever is posted meanwhile stays in the
+    // ring, and io_uring_enter returns at once for it or is woken by it.
+    r->owner_in_park = true;
   }
   ring_parks_.fetch_add(1, std::memory_order_relaxed);
+  if (auto hook = park_enter_hook.load(std::memory_order_relaxed)) hook();
   io_uring_cq_eventfd_toggle(u, false);
   // Errors (EINTR from a signal, EBUSY with the CQ overflowing) are early returns: the reap below and the caller's
   // loop handle them.
@@ -704,6 +714,7 @@ bool UringPoller::park(std::atomic<uint32_t>* word, sched::GList& out) {
   io_uring_cq_eventfd_toggle(u, true);
   {
     std::lock_guard lk(r->cq_mu);
+    r->owner_in_park = false;
     reap(r, out, kReapBudget);
   }
   // Completions posted with the eventfd off and not taken above (the budget) would signal nobody.

@@ -108,6 +108,10 @@ class UringPoller final : public sched::Poller, public IoBackend {
   // Closes what fibers discarded with the runtime left open: descriptors, and connections accepted but not taken.
   ~UringPoller() override;
 
+  // Test-only: when set, park() calls it on the parking thread right before it sleeps in io_uring_enter, after it has
+  // decided how (tests/netpoll/uring_park_test.cc widens the window between that decision and the sleep with it).
+  static inline std::atomic<void (*)()> park_enter_hook{nullptr};
+
   // sched::Poller
   size_t poll(int64_t timeout_ns, sched::GList& out) override;
   void wake() override;

@@ -71,6 +71,10 @@ class Ring {
   std::atomic<int64_t> owner_parked_since{0};
   // The owner's futex wait (UringPoller::park) is in flight: submitted, its completion not reaped yet.
   std::atomic<bool> park_armed{false};
+  // Under cq_mu: the owner has decided to sleep in this ring (UringPoller::park) and has not reaped since it woke.
+  // Meanwhile only the owner reaps here, so that every completion posted after its decision stays in the ring and
+  // ends its sleep.
+  bool owner_in_park = false;
 
  private:
   Ring() = default;
