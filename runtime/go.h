@@ -11,12 +11,14 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <type_traits>
 #include <utility>
 
+#include "runtime/deadline.h"
 #include "runtime/join_handle.h"
 #include "runtime/runtime.h"
 #include "scheduler/park.h"
@@ -59,9 +61,20 @@ inline void yield() {
   sched::yield();
 }
 
+namespace detail {
+// Parks the fiber until the CLOCK_MONOTONIC deadline (kNoDeadline: for good); outside fibers, sleeps the thread.
+void sleep_until_ns(int64_t deadline_ns);
+}  // namespace detail
+
 // Parks the fiber until `deadline` (CLOCK_MONOTONIC based steady_clock); outside fibers, sleeps the thread.
-void sleep_until(std::chrono::steady_clock::time_point deadline);
-void sleep_for(std::chrono::nanoseconds d);
+inline void sleep_until(std::chrono::steady_clock::time_point deadline) {
+  detail::sleep_until_ns(detail::deadline_at(deadline));
+}
+// Any duration; it saturates (runtime/deadline.h), so sleep_for(hours::max()) sleeps rather than returning at once.
+template <class Rep, class Period>
+void sleep_for(std::chrono::duration<Rep, Period> d) {
+  detail::sleep_until_ns(detail::deadline_after(d));
+}
 
 namespace this_fiber {
 // The current fiber's id (unique within the process), 0 outside fibers.

@@ -1,7 +1,11 @@
 #include "runtime/runtime.h"
 
+#include <time.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 
 #include "netpoll/netpoll.h"
 #include "runtime/go.h"
@@ -74,14 +78,23 @@ uint64_t current_fiber_id() {
 
 }  // namespace detail
 
-void sleep_until(std::chrono::steady_clock::time_point deadline) {
-  // steady_clock is CLOCK_MONOTONIC on Linux, the clock timers run on.
-  int64_t when = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+namespace detail {
+
+void sleep_until_ns(int64_t deadline_ns) {
   if (!sched::in_fiber()) {
-    std::this_thread::sleep_until(deadline);
+    // CLOCK_MONOTONIC, the clock of every deadline here; kNoDeadline sleeps to the clock's far end (never reached).
+    const int64_t when = deadline_ns == kNoDeadline ? std::numeric_limits<int64_t>::max() : deadline_ns;
+    const timespec ts{static_cast<time_t>(when / 1'000'000'000), static_cast<long>(when % 1'000'000'000)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+    }
     return;
   }
-  if (when <= sched::now_ns()) {
+  if (deadline_ns == kNoDeadline) {
+    // No timer: nothing will ready this fiber, and a timer at the far end would only sit in the P's heap.
+    sched::park([](sched::G*, void*) { return true; }, nullptr);
+    return;
+  }
+  if (deadline_ns <= sched::now_ns()) {
     sched::yield();
     return;
   }
@@ -90,7 +103,7 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) {
     sched::G* g;
   } s;
   s.g = sched::current();
-  s.timer.when = when;
+  s.timer.when = deadline_ns;
   s.timer.arg = &s;
   s.timer.fire = [](sched::Timer* t) { return static_cast<Sleep*>(t->arg)->g; };
   sched::park(
@@ -101,8 +114,6 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) {
       &s.timer);
 }
 
-void sleep_for(std::chrono::nanoseconds d) {
-  sleep_until(std::chrono::steady_clock::now() + d);
-}
+}  // namespace detail
 
 }  // namespace tern

@@ -18,9 +18,9 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
-#include <type_traits>
 #include <utility>
 
+#include "runtime/deadline.h"
 #include "runtime/sync/mutex.h"
 #include "runtime/sync/wait_queue.h"
 #include "runtime/sync/waiter.h"
@@ -41,30 +41,28 @@ class CondVar {
     while (!pred()) wait(lk);
   }
 
-  // Like wait(), giving up at `deadline`; lk is locked again either way.
+  // Like wait(), giving up at `deadline`; lk is locked again either way. Time points of any clock; one too far away
+  // for int64 nanoseconds (time_point::max(), say) means no deadline (runtime/deadline.h).
   template <class Clock, class Duration>
   std::cv_status wait_until(std::unique_lock<Mutex>& lk, const std::chrono::time_point<Clock, Duration>& deadline) {
-    return wait_until_ns(lk, to_monotonic_ns(deadline)) ? std::cv_status::no_timeout : std::cv_status::timeout;
+    return wait_until_ns(lk, detail::deadline_at(deadline)) ? std::cv_status::no_timeout : std::cv_status::timeout;
   }
 
   // Returns pred() at the end: false only when the deadline passed with the predicate still false.
   template <class Clock, class Duration, class Pred>
   bool wait_until(std::unique_lock<Mutex>& lk, const std::chrono::time_point<Clock, Duration>& deadline, Pred pred) {
-    int64_t d = to_monotonic_ns(deadline);
-    while (!pred()) {
-      if (!wait_until_ns(lk, d)) return pred();
-    }
-    return true;
+    return wait_until_pred(lk, detail::deadline_at(deadline), std::move(pred));
   }
 
+  // Durations saturate: hours::max() and the like wait for a notify, however long (runtime/deadline.h).
   template <class Rep, class Period>
   std::cv_status wait_for(std::unique_lock<Mutex>& lk, const std::chrono::duration<Rep, Period>& d) {
-    return wait_until(lk, std::chrono::steady_clock::now() + d);
+    return wait_until_ns(lk, detail::deadline_after(d)) ? std::cv_status::no_timeout : std::cv_status::timeout;
   }
 
   template <class Rep, class Period, class Pred>
   bool wait_for(std::unique_lock<Mutex>& lk, const std::chrono::duration<Rep, Period>& d, Pred pred) {
-    return wait_until(lk, std::chrono::steady_clock::now() + d, std::move(pred));
+    return wait_until_pred(lk, detail::deadline_after(d), std::move(pred));
   }
 
   // Wakes the longest-waiting fiber or thread, if any.
@@ -78,20 +76,15 @@ class CondVar {
     bool timed = false;
   };
 
-  // steady_clock is CLOCK_MONOTONIC, the clock of Waiter deadlines; other clocks are converted through "now".
-  template <class Clock, class Duration>
-  static int64_t to_monotonic_ns(const std::chrono::time_point<Clock, Duration>& t) {
-    using std::chrono::nanoseconds;
-    if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-      return std::chrono::duration_cast<nanoseconds>(t.time_since_epoch()).count();
-    } else {
-      auto left = std::chrono::duration_cast<nanoseconds>(t - Clock::now());
-      return std::chrono::duration_cast<nanoseconds>(std::chrono::steady_clock::now().time_since_epoch() + left)
-          .count();
+  template <class Pred>
+  bool wait_until_pred(std::unique_lock<Mutex>& lk, int64_t deadline_ns, Pred pred) {
+    while (!pred()) {
+      if (!wait_until_ns(lk, deadline_ns)) return pred();
     }
+    return true;
   }
 
-  // Returns false on timeout.
+  // Returns false on timeout. deadline_ns: CLOCK_MONOTONIC nanoseconds, or detail::kNoDeadline (-1) to wait untimed.
   bool wait_until_ns(std::unique_lock<Mutex>& lk, int64_t deadline_ns);
 
   // Guards q_. An untimed waiter is notified after mu_ is released: once woken it may destroy the CondVar, which

@@ -1,5 +1,6 @@
 #include "runtime/sync/select.h"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <utility>
@@ -85,8 +86,7 @@ int select_run(SelectCase* cases, size_t n, uint16_t* scratch) {
   if (timeout >= 0) {
     int64_t d = cases[timeout].timeout_ns;
     if (d <= 0 && dflt < 0 && nchan == 0) return timeout;
-    int64_t now = sched::now_ns();
-    deadline = d <= 0 ? now : (d > INT64_MAX - now ? INT64_MAX : now + d);
+    deadline = deadline_after(std::chrono::nanoseconds(d));
   }
   // A random poll order makes the choice among ready cases uniform (Go's pollorder).
   for (size_t i = nchan; i > 1; i--) std::swap(poll[i - 1], poll[rand_below(static_cast<uint32_t>(i))]);

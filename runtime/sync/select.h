@@ -34,6 +34,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "runtime/deadline.h"
 #include "runtime/sync/channel.h"
 #include "runtime/sync/waiter.h"
 
@@ -229,9 +230,10 @@ detail::DefaultCase<std::decay_t<F>> default_case(F&& f = {}) {
   return detail::DefaultCase<std::decay_t<F>>(std::forward<F>(f));
 }
 
+// d saturates (runtime/deadline.h): hours::max() never fires rather than wrapping into a timeout that fires at once.
 template <class Rep, class Period, class F = detail::NoOp>
 detail::TimeoutCase<std::decay_t<F>> timeout_case(std::chrono::duration<Rep, Period> d, F&& f = {}) {
-  return {std::chrono::duration_cast<std::chrono::nanoseconds>(d), std::forward<F>(f)};
+  return {detail::saturating_ns(d), std::forward<F>(f)};
 }
 
 // Waits for the first of `cases` to be ready, runs its callback and returns its index (see the top of this file).
