@@ -172,6 +172,10 @@ struct UringPoller::Op {
   // Set by the reaper before it notifies: seen right after the submit, it means the operation did not wait.
   std::atomic<bool> completed{false};
   bool waited = false;  // run(): the completion was not there when the submit returned
+  // run_until(): the record is on the heap, and its fiber may leave at its deadline before the completion. Whichever
+  // of the fiber and the reaper comes second to `released` deletes it.
+  bool heap = false;
+  std::atomic<bool> released{false};
 };
 
 struct UringPoller::ListenState {
@@ -375,25 +379,52 @@ Ring* UringPoller::submit(Prep&& prep, uint64_t user_data) {
 }
 
 template <class Prep>
-int UringPoller::run(Op& op, int64_t deadline_ns, Prep&& prep) {
+int UringPoller::run(Op& op, Prep&& prep) {
   uint64_t ud = reinterpret_cast<uint64_t>(&op) | kTagOp;
-  Ring* r = submit(prep, ud);
+  submit(prep, ud);
   op.waited = !op.completed.load(std::memory_order_relaxed);
-  if (op.slot.wait(deadline_ns, waiters_) == WaitSlot::kNotified) return op.res == -ECANCELED ? kResubmit : op.res;
-  timeouts_.fetch_add(1, std::memory_order_relaxed);
-  cancel(r, ud);
-  // Until its completion is reaped the kernel may still write to the caller's buffer, and the reaper to `op`.
   op.slot.wait(-1, waiters_);
-  return op.res == -ECANCELED ? -ETIMEDOUT : op.res;
+  return op.res == -ECANCELED ? kResubmit : op.res;
+}
+
+template <class Prep>
+int UringPoller::run_until(int64_t deadline_ns, Prep&& prep) {
+  auto* op = new Op();
+  op->heap = true;
+  uint64_t ud = reinterpret_cast<uint64_t>(op) | kTagOp;
+  Ring* r = submit(prep, ud);
+  int res;
+  if (op->slot.wait(deadline_ns, waiters_) == WaitSlot::kNotified) {
+    res = op->res == -ECANCELED ? kResubmit : op->res;
+  } else if (op->completed.load(std::memory_order_acquire)) {
+    res = op->res == -ECANCELED ? kResubmit : op->res;  // it completed right at the deadline: its result stands
+  } else {
+    // The fiber leaves now, and the record goes to the reaper of the completion. Cancelled before `released`, while
+    // the record cannot be freed, so that its address names no other operation yet.
+    cancel(r, ud);
+    res = -ETIMEDOUT;
+  }
+  if (op->released.exchange(true, std::memory_order_acq_rel)) delete op;
+  return res;
+}
+
+int UringPoller::wait_ready(int fd, short events, int64_t deadline_ns) {
+  for (;;) {
+    int res = run_until(deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, events); });
+    if (res != kResubmit) return res;
+  }
 }
 
 void UringPoller::cancel(Ring* r, uint64_t user_data) {
   io_uring_sync_cancel_reg reg{};
   reg.addr = user_data;
   reg.fd = -1;
-  // No timeout: socket operations wait in the kernel's poll machinery, from which cancellation is immediate.
-  reg.timeout.tv_sec = -1;
-  reg.timeout.tv_nsec = -1;
+  // A zero timeout: the kernel starts the cancellation and returns rather than wait for it (-ETIME, or -EALREADY when
+  // the operation is running in an io-wq worker). Callers wait for the final completion, if at all, by parking the
+  // fiber; a wait in the kernel here would block an M that holds a P, for as long as the submitting thread takes to
+  // run the cancellation's task work (it may be blocked in the kernel itself).
+  reg.timeout.tv_sec = 0;
+  reg.timeout.tv_nsec = 0;
   int rc;
   do {
     rc = io_uring_register_sync_cancel(r->uring(), &reg);
@@ -496,8 +527,11 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
       r->recycle(bid);
     }
     op->res = res;
-    op->completed.store(true, std::memory_order_relaxed);
-    g = op->slot.notify();  // the last touch of `op`: its fiber may return and pop it as soon as this lands
+    const bool heap = op->heap;
+    op->completed.store(true, std::memory_order_release);
+    g = op->slot.notify();  // the last touch of a stack `op`: its fiber may return and pop it as soon as this lands
+    // A heap record (run_until) is deleted by whichever of its fiber and this reaper is done with it second.
+    if (heap && op->released.exchange(true, std::memory_order_acq_rel)) delete op;
   } else {
     auto* ls = reinterpret_cast<ListenState*>(ud & ~kTagMask);
     std::lock_guard lk(ls->mu);
@@ -891,12 +925,27 @@ size_t UringPoller::take_chunks(RecvState& rs, void* buf, size_t len, std::uniqu
 // plain non-blocking attempt where one was worth making, so this read is expected to wait.
 ssize_t UringPoller::read_once(UringDesc* ud, void* buf, size_t len, int64_t deadline_ns, bool select) {
   int fd = ud->fd;
+  if (deadline_ns >= 0) {
+    // A receive the kernel runs later writes the caller's buffer (or, buffer-selected, needs the reaper to copy into
+    // it), so a fiber could not leave it at its deadline. With a deadline the ring only says when data is there.
+    ud->read_waits = true;
+    for (;;) {
+      int ready = wait_ready(fd, POLLIN, deadline_ns);
+      if (ready < 0 && ready != -ETIMEDOUT) return ready;
+      // Even at the deadline: data that is in the socket is taken, not hidden by a timeout.
+      if (ssize_t n = try_now(::recv(fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
+      if (ready == -ETIMEDOUT) {
+        timeouts_.fetch_add(1, std::memory_order_relaxed);
+        return -ETIMEDOUT;
+      }
+    }
+  }
   for (;;) {
     Op op;
     Ring* r = thread_ring();
     bool provided = select && r->has_buffers() && len <= Ring::kBufSize;
     if (provided) op.copy_to = static_cast<char*>(buf);
-    int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) {
+    int res = run(op, [&](io_uring_sqe* sqe) {
       if (provided) {
         io_uring_prep_recv(sqe, fd, nullptr, len, 0);
         sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -923,9 +972,14 @@ ssize_t UringPoller::write(Desc* d, const void* buf, size_t len, int64_t deadlin
   int fd = d->fd;
   len = std::min(len, kMaxTransfer);
   if (ssize_t n = try_now(::send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL)); n != kWouldBlock) return n;
+  if (deadline_ns >= 0) {
+    // As for read_once(): a send the kernel runs later reads the caller's buffer, so with a deadline the ring only
+    // says when there is room.
+    return send_ready(fd, deadline_ns, [&] { return ::send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL); });
+  }
   for (;;) {
     Op op;
-    int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL); });
+    int res = run(op, [&](io_uring_sqe* sqe) { io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL); });
     if (res != kResubmit) return res;
   }
 }
@@ -936,19 +990,44 @@ ssize_t UringPoller::writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadl
   msg.msg_iov = const_cast<iovec*>(iov);
   msg.msg_iovlen = static_cast<size_t>(iovcnt);
   if (ssize_t n = try_now(::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)); n != kWouldBlock) return n;
+  if (deadline_ns >= 0) {
+    return send_ready(fd, deadline_ns, [&] { return ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL); });
+  }
   for (;;) {
     Op op;
     // SENDMSG rather than WRITEV for MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE.
-    int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL); });
+    int res = run(op, [&](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL); });
     if (res != kResubmit) return res;
+  }
+}
+
+template <class Send>
+ssize_t UringPoller::send_ready(int fd, int64_t deadline_ns, Send&& send) {
+  for (;;) {
+    int ready = wait_ready(fd, POLLOUT, deadline_ns);
+    if (ready < 0 && ready != -ETIMEDOUT) return ready;
+    // Even at the deadline: room that is there is used.
+    if (ssize_t n = try_now(send()); n != kWouldBlock) return n;
+    if (ready == -ETIMEDOUT) {
+      timeouts_.fetch_add(1, std::memory_order_relaxed);
+      return -ETIMEDOUT;
+    }
   }
 }
 
 int UringPoller::connect(Desc* d, const sockaddr* addr, socklen_t len, int64_t deadline_ns) {
   int fd = d->fd;
   for (;;) {
-    Op op;
-    int res = run(op, deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); });
+    int res;
+    if (deadline_ns >= 0) {
+      // The kernel copies the address when it first issues the connect, within the submit: nothing of the caller's
+      // is left for it to read, and the fiber may leave at its deadline.
+      res = run_until(deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); });
+      if (res == -ETIMEDOUT) timeouts_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      Op op;
+      res = run(op, [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); });
+    }
     if (res != kResubmit) return res;
   }
 }

@@ -53,11 +53,16 @@
 //   - A reap readies at most kReapBudget fibers (kSubmitReapBudget after a submit), like epoll_wait's 128 events:
 //     one reaper's local run queue takes them all without overflowing to the global queue. Completions left behind
 //     stay in the ring, and wake() makes sure a blocking poller comes for them.
-//   - Deadlines are scheduler timers (as for epoll). A read that times out leaves the multishot receive armed. Any
-//     other timed-out operation is cancelled with IORING_REGISTER_SYNC_CANCEL, which works on any ring from any
-//     thread, and the fiber then waits for the operation's completion before returning, because until then the
-//     kernel may still write to its buffer. A completion that beat the cancellation keeps its result (data read is
-//     never lost to a timeout).
+//   - Deadlines are scheduler timers (as for epoll), and a fiber leaves at its deadline whatever the kernel is doing:
+//     the completion of an operation (or of its cancellation) is task work on the thread that submitted it, which
+//     may be blocked in the kernel for as long as it likes (a vfork, say). A read that times out leaves the multishot
+//     receive armed; an accept leaves its accept in flight, whose connection the next accept() takes. Any other
+//     operation with a deadline references nothing of the caller's once submitted: sends and one-shot receives wait
+//     for readiness (POLL_ADD) and then move the data with a plain non-blocking system call, as with epoll (data in
+//     the socket is still taken at the deadline); a connect's address is copied by the kernel within the submit. Its
+//     record is on the heap, and at the deadline the fiber cancels it and leaves it to the reaper. Operations with no
+//     deadline submit the transfer itself, into or from the caller's buffer. Cancellation never waits in the kernel
+//     (IORING_REGISTER_SYNC_CANCEL with a zero timeout): the thread holds a P.
 //
 // Against the epoll backend (2 CPUs shared with wrk, bench/echo.sh): less work per request (1.2 system calls against
 // 2.1, and no more CPU time), a better tail at -c1000, and throughput within 1% at -c100 but 2-4% lower at -c1000.
@@ -165,8 +170,18 @@ class UringPoller final : public sched::Poller, public IoBackend {
   Ring* adopt_ring();
   template <class Prep>
   Ring* submit(Prep&& prep, uint64_t user_data);
+  // Submits an operation with no deadline and parks until it completes; its result, or kResubmit.
   template <class Prep>
-  int run(Op& op, int64_t deadline_ns, Prep&& prep);
+  int run(Op& op, Prep&& prep);
+  // Submits an operation that references no memory of the caller's once submitted, and parks until it completes or
+  // deadline_ns passes: its result, kResubmit, or -ETIMEDOUT, at the deadline whatever the kernel is doing.
+  template <class Prep>
+  int run_until(int64_t deadline_ns, Prep&& prep);
+  // Waits (POLL_ADD) until fd has `events`: the poll mask, -ETIMEDOUT at the deadline, or -errno.
+  int wait_ready(int fd, short events, int64_t deadline_ns);
+  // A send with a deadline: waits for room, then sends without blocking; `send` returns bytes or -1 with errno.
+  template <class Send>
+  ssize_t send_ready(int fd, int64_t deadline_ns, Send&& send);
   void cancel(Ring* r, uint64_t user_data);
   // Reaps r's completions until `budget` fibers are readied; r->cq_mu held.
   size_t reap(Ring* r, sched::GList& out, size_t budget = SIZE_MAX);

@@ -2,14 +2,19 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <string>
 #include <thread>
@@ -754,6 +759,71 @@ TEST_P(NetTest, AReadArmedByAThreadThatRunsOneLongFiberIsServedMeanwhile) {
       hog.join();
     }
     if (!same_thread) GTEST_SKIP() << "the reader never parked on the thread that then ran the hog";
+  });
+}
+
+// Holds the calling thread in the kernel for `ns`, in a wait that no signal or io_uring task work interrupts: the
+// parent of a vfork child (as in posix_spawn) until the child exits. The child shares the memory, so it runs on a stack
+// of its own and makes raw system calls only.
+void block_thread_in_kernel(int64_t ns) {
+  std::vector<char> stack(64 << 10);
+  struct Arg {
+    timespec ts;
+  } arg{{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)}};
+  int pid = ::clone(
+      [](void* a) -> int {
+        syscall(SYS_nanosleep, &static_cast<Arg*>(a)->ts, nullptr);
+        return 0;
+      },
+      stack.data() + stack.size(), CLONE_VM | CLONE_VFORK | SIGCHLD, &arg);
+  ASSERT_GT(pid, 0) << "clone: " << errno;
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+}
+
+TEST_P(NetTest, AReadEndsAtItsDeadlineWhileTheThreadThatSubmittedItIsBlocked) {
+  // A bulk read (larger than a request: one receive operation of its own on io_uring) parks on its thread's ring; that
+  // thread then blocks in the kernel, in a wait that io_uring's task work cannot interrupt. The read's deadline must
+  // still end it on time, on the other P: its completion (or its cancellation's) needs task work on the blocked
+  // thread, and waiting for that held the reader until the block ended.
+  constexpr auto kDeadline = 100ms;
+  constexpr auto kLate = 500ms;  // past the deadline: timer and scheduling jitter, not a wait for the blocked thread
+  constexpr auto kBlock = 2s;
+  Runtime rt(config(2));
+  rt.run([&] {
+    std::vector<Stream> clients, servers;
+    ASSERT_NO_FATAL_FAILURE(connect_loopback_pair(clients, servers));
+    Stream* s = &servers[0];
+    bool same_thread = false;
+    for (int attempt = 0; attempt < 10 && !same_thread; attempt++) {
+      std::atomic<bool> reading{false};
+      std::thread::id reader_thread, blocked_thread;
+      Clock::duration took{};
+      auto outer = spawn([&] {
+        auto reader = spawn([&] {
+          reader_thread = std::this_thread::get_id();
+          reading.store(true);
+          std::vector<char> buf(64 << 10);
+          const auto t0 = Clock::now();
+          auto r = s->read(buf.data(), buf.size(), kDeadline);
+          took = Clock::now() - t0;
+          EXPECT_EQ(r.ec, std::errc::timed_out);
+        });
+        while (!reading.load()) yield();  // the reader runs here first (it is in this P's runnext), and parks
+        yield();
+        blocked_thread = std::this_thread::get_id();
+        block_thread_in_kernel(std::chrono::nanoseconds(kBlock).count());
+        reader.join();
+      });
+      outer.join();
+      same_thread = reader_thread == blocked_thread;
+      if (same_thread) {
+        EXPECT_LT(took, kDeadline + kLate)
+            << "the read ended " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+            << " ms after it began, its deadline " << kDeadline.count() << " ms";
+      }
+    }
+    if (!same_thread) GTEST_SKIP() << "the reader never parked on the thread that then blocked";
   });
 }
 
