@@ -13,6 +13,8 @@
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
 #include "tests/scale.h"
+#include "tests/support/race.h"
+#include "tests/support/watchdog.h"
 
 namespace tern::netpoll {
 namespace {
@@ -86,43 +88,65 @@ TEST(WaitSlot, NotifyFromAPlainThreadWakesTheWaiter) {
   });
 }
 
-// Notifications race parks and timers on two Ps: every wait must end (by notify or deadline) and the waiter count
-// must return to zero. A lost wakeup hangs the test; a double ready corrupts the scheduler.
+// Notifications race parks and timers on two Ps. Every round the notifier calls notify() exactly once, so exactly one
+// kNotified must come of it: from the round's wait(), or, when the deadline won, from the notification it latched
+// (taken by a wait whose deadline has already passed). Rounds alternate between no deadline (only a notify can end
+// the wait: a lost wakeup hangs, and the watchdog fails the test) and a deadline that tracks the point where the
+// timer and the notify land together (both outcomes must occur). A fiber that notify() handed back must have seen
+// kNotified.
 TEST(WaitSlot, NotifyRacingParkAndTimerLosesNothing) {
   Runtime rt(two_procs());
-  const int rounds = static_cast<int>(test::scaled(20000, 500));
+  const int rounds = static_cast<int>(test::scaled(20000, 1000));
   rt.run([rounds] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
-    std::atomic<int> round{0};
+    std::atomic<int> round{-1};           // the round the notifier is to notify once
+    std::atomic<int> notified{-1};        // the last round whose notify() has returned
+    std::atomic<bool> woke_fiber{false};  // that notify() returned the parked waiter
     std::atomic<bool> stop{false};
+    test::RaceDeadline race;
     auto notifier = spawn([&] {
       int last = -1;
-      while (!stop.load(std::memory_order_relaxed)) {
-        int r = round.load(std::memory_order_acquire);
+      while (!stop.load(std::memory_order_acquire)) {
+        const int r = round.load(std::memory_order_acquire);
         if (r == last) {
           yield();
           continue;
         }
         last = r;
-        if (sched::G* g = slot.notify()) sched::ready(g);
+        race.hold_notify();
+        sched::G* g = slot.notify();
+        woke_fiber.store(g != nullptr, std::memory_order_relaxed);
+        notified.store(r, std::memory_order_release);
+        if (g != nullptr) sched::ready(g);
       }
     });
-    int notified = 0, timed_out = 0;
+    test::Watchdog dog("WaitSlot: a round of notify racing park and timer");
+    int untimed_timeouts = 0, lost = 0, doubled = 0, woken_but_timed_out = 0;
     for (int i = 0; i < rounds; i++) {
+      const bool timed = i % 2 == 1;
+      const int64_t deadline = timed ? sched::now_ns() + race.offset_ns() : -1;
       round.store(i, std::memory_order_release);
-      // Deadlines from "already passed" to a few microseconds: the timer, the notify and the park all race.
-      int64_t deadline = sched::now_ns() + (i % 4) * 2'000;
-      if (slot.wait(deadline, waiters) == WaitSlot::kNotified) {
-        notified++;
-      } else {
-        timed_out++;
-      }
+      const WaitSlot::Result r = slot.wait(deadline, waiters);
+      // The notify may still be on its way (the deadline won): wait for it, then take what it latched.
+      while (notified.load(std::memory_order_acquire) != i) yield();
+      const bool woke = woke_fiber.load(std::memory_order_relaxed);
+      const WaitSlot::Result latched = slot.wait(0, waiters);  // a deadline in the past: never parks
+      const int got = (r == WaitSlot::kNotified) + (latched == WaitSlot::kNotified);
+      if (!timed && r != WaitSlot::kNotified) untimed_timeouts++;
+      if (got == 0) lost++;
+      if (got == 2) doubled++;
+      if (woke && r != WaitSlot::kNotified) woken_but_timed_out++;
+      if (timed) race.record(r == WaitSlot::kNotified);
+      dog.kick();
     }
-    stop.store(true);
+    stop.store(true, std::memory_order_release);
     notifier.join();
-    EXPECT_EQ(notified + timed_out, rounds);
-    EXPECT_GT(notified, 0);
+    EXPECT_EQ(untimed_timeouts, 0) << "a wait without a deadline returned kTimedOut";
+    EXPECT_EQ(lost, 0) << "notifications lost (neither the wait nor a later one saw them)";
+    EXPECT_EQ(doubled, 0) << "one notify() ended two waits";
+    EXPECT_EQ(woken_but_timed_out, 0) << "a fiber handed back by notify() returned kTimedOut";
+    EXPECT_TRUE(race.both_outcomes()) << "the timed rounds did not race: " << race.summary();
     EXPECT_EQ(waiters.load(), 0);
   });
 }

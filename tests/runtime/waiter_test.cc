@@ -3,11 +3,14 @@
 #include "runtime/sync/waiter.h"
 
 #include <gtest/gtest.h>
+#include <sys/prctl.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "runtime/go.h"
@@ -15,6 +18,8 @@
 #include "scheduler/timer.h"
 #include "tests/procs.h"
 #include "tests/scale.h"
+#include "tests/support/race.h"
+#include "tests/support/watchdog.h"
 
 namespace {
 
@@ -96,59 +101,131 @@ TEST(Waiter, NotifiedBeforeDeadline) {
   });
 }
 
-TEST(Waiter, WaitUnlocksMutexAfterParking) {
+// wait(lk) releases the lock for the wait and holds it again when it returns. The main fiber holds the lock except
+// inside wait(lk), so the notifier (on the other P, blocked on the lock) gets it only once the waiter released it, and
+// notifies at once: in many rounds its notify() lands between the unlock and the park commit, and must abandon the
+// park rather than be lost (a lost one hangs, and the watchdog fails the test).
+TEST(Waiter, WaitUnlocksTheMutexAndANotifyBeforeTheParkIsNotLost) {
   tern::Runtime rt(procs(2));
-  rt.run([] {
+  const int rounds = scaled(5000, 500);
+  rt.run([&] {
     std::mutex mu;
-    tern::Waiter w;
-    bool queued = false;
-    std::unique_lock lk(mu);
-    queued = true;
-    tern::go([&] {
-      std::lock_guard g(mu);  // acquirable only once the waiter has parked
-      EXPECT_TRUE(queued);
-      w.notify();
+    std::optional<tern::Waiter> w;
+    int round = -1;  // guarded by mu
+    std::atomic<int> notify_failed{0};
+    std::atomic<bool> stop{false};
+    auto notifier = tern::spawn([&] {
+      int last = -1;
+      while (!stop.load()) {
+        {
+          std::lock_guard g(mu);  // acquirable only while the waiter is inside wait(lk)
+          if (round != last) {
+            last = round;
+            if (!w->notify()) notify_failed++;
+          }
+        }
+        tern::yield();
+      }
     });
-    w.wait(lk);
-    EXPECT_TRUE(lk.owns_lock());
+    tern::test::Watchdog dog("Waiter: a wait(lk) whose notify came through the lock");
+    int not_relocked = 0;
+    std::unique_lock lk(mu);
+    for (int i = 0; i < rounds; i++) {
+      w.emplace();
+      round = i;
+      w->wait(lk);
+      if (!lk.owns_lock()) not_relocked++;
+      if (i % 64 == 0) {  // the mutex itself is held again, not just the flag of the unique_lock
+        bool held = false;
+        std::thread([&] {
+          held = !mu.try_lock();
+          if (!held) mu.unlock();
+        }).join();
+        if (!held) not_relocked++;
+      }
+      dog.kick();
+    }
+    stop = true;
+    lk.unlock();
+    notifier.join();
+    EXPECT_EQ(not_relocked, 0) << "wait(lk) returned without the lock";
+    EXPECT_EQ(notify_failed.load(), 0) << "notify() found a waiter without a deadline timed out";
   });
 }
 
-// A deadline and a notify racing: the waiter's result and notify()'s result must agree, from fibers and threads.
+// One round per waiter: the waiter's wait_until() against one notify() from a notifier that runs all along (a fiber
+// on another P, or a plain thread). The deadline tracks the point where the two land together, so both outcomes occur;
+// in every round the waiter's result and notify()'s must agree.
+template <typename Yield>
+struct DeadlineRace {
+  explicit DeadlineRace(Yield yield) : yield_(yield) {}
+
+  void notifier() {
+    int last = -1;
+    while (!stop.load(std::memory_order_acquire)) {
+      const int r = round.load(std::memory_order_acquire);
+      if (r == last) {
+        yield_();
+        continue;
+      }
+      last = r;
+      race.hold_notify();
+      notify_won.store(target.load(std::memory_order_relaxed)->notify(), std::memory_order_relaxed);
+      done.store(r, std::memory_order_release);
+    }
+  }
+
+  void waiter(int rounds, const char* what) {
+    std::optional<tern::Waiter> w;
+    tern::test::Watchdog dog(what);
+    for (int i = 0; i < rounds; i++) {
+      w.emplace();
+      target.store(&*w, std::memory_order_relaxed);
+      const int64_t deadline = tern::sched::now_ns() + race.offset_ns();
+      round.store(i, std::memory_order_release);
+      const bool got = w->wait_until(deadline);
+      while (done.load(std::memory_order_acquire) != i) yield_();  // the notify may still be on its way
+      if (got != notify_won.load(std::memory_order_relaxed)) disagreements++;
+      race.record(got);
+      dog.kick();
+    }
+    stop.store(true, std::memory_order_release);
+  }
+
+  Yield yield_;
+  std::atomic<tern::Waiter*> target{nullptr};
+  std::atomic<int> round{-1}, done{-1};
+  std::atomic<bool> notify_won{false}, stop{false};
+  tern::test::RaceDeadline race;
+  int disagreements = 0;
+};
+
 TEST(Waiter, DeadlineRacingNotifyHasOneWinner) {
   tern::Runtime rt(procs(2));
-  const int rounds = scaled(2000);
-  std::atomic<int> disagreements{0};
-  std::atomic<int> notified{0};
+  const int rounds = scaled(4000, 1000);
+  DeadlineRace race([] { tern::yield(); });
   rt.run([&] {
-    for (int i = 0; i < rounds; i++) {
-      tern::Waiter w;
-      std::atomic<int> by_notify{-1};
-      auto h = tern::spawn([&] { by_notify = w.notify() ? 1 : 0; });
-      // Deadline about now, so timer and notify land close together.
-      bool got = w.wait_until(tern::sched::now_ns() + (i % 3) * 20'000);
-      h.join();
-      if (got != (by_notify.load() == 1)) disagreements++;
-      if (got) notified++;
-    }
+    auto notifier = tern::spawn([&] { race.notifier(); });
+    race.waiter(rounds, "Waiter: a fiber's deadline racing a notify");
+    notifier.join();
   });
-  EXPECT_EQ(disagreements.load(), 0);
-  // Both outcomes should happen over many rounds, or the test did not exercise the race.
-  EXPECT_GT(notified.load(), 0);
+  EXPECT_EQ(race.disagreements, 0) << "the waiter and notify() disagree on who won";
+  EXPECT_TRUE(race.race.both_outcomes()) << "the rounds did not race: " << race.race.summary();
 }
 
 TEST(Waiter, ThreadDeadlineRacingNotifyHasOneWinner) {
-  const int rounds = scaled(300);
-  int disagreements = 0;
-  for (int i = 0; i < rounds; i++) {
-    tern::Waiter w;
-    std::atomic<int> by_notify{-1};
-    std::thread t([&] { by_notify = w.notify() ? 1 : 0; });
-    bool got = w.wait_until(tern::sched::now_ns() + (i % 3) * 20'000);
-    t.join();
-    if (got != (by_notify.load() == 1)) disagreements++;
-  }
-  EXPECT_EQ(disagreements, 0);
+  const int rounds = scaled(20000, 2000);
+  DeadlineRace race([] { std::this_thread::yield(); });
+  std::thread notifier([&] { race.notifier(); });
+  // The futex wait's timeout is otherwise rounded up by the timer slack (50 us): without it the waiter's wakeups are
+  // precise enough for the lead to steer notifies into the instant the waiter times out.
+  const int slack = prctl(PR_GET_TIMERSLACK);
+  prctl(PR_SET_TIMERSLACK, 1);
+  race.waiter(rounds, "Waiter: a thread's deadline racing a notify");
+  prctl(PR_SET_TIMERSLACK, slack);
+  notifier.join();
+  EXPECT_EQ(race.disagreements, 0) << "the waiter and notify() disagree on who won";
+  EXPECT_TRUE(race.race.both_outcomes()) << "the rounds did not race: " << race.race.summary();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "runtime/go.h"
@@ -13,6 +14,8 @@
 #include "runtime/sync/waiter.h"
 #include "scheduler/park.h"
 #include "tests/scale.h"
+#include "tests/support/race.h"
+#include "tests/support/watchdog.h"
 
 namespace tern {
 namespace {
@@ -74,26 +77,59 @@ TEST(Timers, IdleRuntimeWakesForTimer) {
   });
 }
 
+// A Waiter's deadline timer racing its notify() on two Ps. Every round one notify() is made, and its result must agree
+// with the wait's: true exactly when the wait returned true. Rounds alternate between no deadline (only the notify can
+// end the wait: a lost wakeup hangs, and the watchdog fails the test) and a deadline that tracks the point where the
+// timer and the notify land together (both outcomes must occur). Every round's Waiter is built in the same storage, so
+// a timer that was not cancelled when its wait returned fires into a later round and ends an untimed wait early.
 TEST(Timers, WaiterTimeoutAndCancelRace) {
   Config cfg;
   cfg.procs = 2;
   Runtime rt(cfg);
-  const int kRounds = static_cast<int>(test::scaled(5000, 200));
-  std::atomic<int> notified{0}, timed_out{0};
+  const int kRounds = static_cast<int>(test::scaled(10000, 1000));
   rt.run([&] {
+    std::optional<Waiter> w;
+    std::atomic<Waiter*> target{nullptr};  // the round's waiter, for the notifier to notify once
+    std::atomic<int> round{-1};
+    std::atomic<int> done{-1};  // the last round whose notify() has returned
+    std::atomic<bool> notify_won{false};
+    std::atomic<bool> stop{false};
+    test::RaceDeadline race;
+    auto notifier = spawn([&] {
+      int last = -1;
+      while (!stop.load(std::memory_order_acquire)) {
+        const int r = round.load(std::memory_order_acquire);
+        if (r == last) {
+          yield();
+          continue;
+        }
+        last = r;
+        race.hold_notify();
+        notify_won.store(target.load(std::memory_order_relaxed)->notify(), std::memory_order_relaxed);
+        done.store(r, std::memory_order_release);
+      }
+    });
+    test::Watchdog dog("Timers: a round of a Waiter's deadline racing its notify");
+    int untimed_false = 0, disagreements = 0;
     for (int i = 0; i < kRounds; i++) {
-      auto w = std::make_shared<Waiter>();
-      // The notifier fires about when the deadline does, so both outcomes occur; exactly one must win.
-      auto h = spawn([w, i] {
-        if (i % 2) yield();
-        w->notify();
-      });
-      bool ok = w->wait_until(sched::now_ns() + (i % 3) * 1000);
-      (ok ? notified : timed_out).fetch_add(1);
-      h.join();
+      const bool timed = i % 2 == 1;
+      w.emplace();
+      target.store(&*w, std::memory_order_relaxed);
+      const int64_t deadline = timed ? sched::now_ns() + race.offset_ns() : -1;
+      round.store(i, std::memory_order_release);
+      const bool ok = w->wait_until(deadline);
+      while (done.load(std::memory_order_acquire) != i) yield();  // the notify may be on its way still
+      if (!timed && !ok) untimed_false++;
+      if (ok != notify_won.load(std::memory_order_relaxed)) disagreements++;
+      if (timed) race.record(ok);
+      dog.kick();
     }
+    stop.store(true, std::memory_order_release);
+    notifier.join();
+    EXPECT_EQ(untimed_false, 0) << "a wait without a deadline returned false (a stale timer fired into it?)";
+    EXPECT_EQ(disagreements, 0) << "the waiter and notify() disagree on who won";
+    EXPECT_TRUE(race.both_outcomes()) << "the timed rounds did not race: " << race.summary();
   });
-  EXPECT_EQ(notified.load() + timed_out.load(), kRounds);
 }
 
 TEST(Timers, CancelBeforeFireReturnsTrue) {
