@@ -37,7 +37,11 @@ struct M {
   bool spinning = false;
 
   uint64_t rand_state = 0;
+  // The chaos schedule's stream (SchedOptions::chaos_seed), seeded from the seed and the id: a seed replays each M's
+  // decisions.
+  uint64_t chaos_state = 0;
   std::thread thread;
+  std::atomic<bool> exited{false};  // m_main returned (the shutdown leak check's proof that the M is done)
 
   // Sanitizer bookkeeping for the scheduler stack.
   const void* g0_bottom = nullptr;

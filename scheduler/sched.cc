@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <system_error>
+#include <thread>
 
 #include "scheduler/context.h"
 #include "scheduler/global_queue.h"
@@ -40,6 +42,29 @@ uint32_t xorshift(uint64_t& s) {
   s ^= s >> 7;
   s ^= s << 17;
   return static_cast<uint32_t>(s >> 32);
+}
+
+// A well-mixed, nonzero xorshift state from a seed and a stream number (an M id): nearby seeds give unrelated streams.
+uint64_t chaos_stream(uint64_t seed, uint64_t stream) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return z != 0 ? z : 1;
+}
+
+// An environment variable that is a number (0x.. allowed); `fallback` if it is unset, and with a warning if garbled.
+uint64_t env_number(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long n = std::strtoull(v, &end, 0);
+  if (errno != 0 || end == v || *end != '\0') {
+    std::fprintf(stderr, "tern: %s=%s is not a number; ignored\n", name, v);
+    return fallback;
+  }
+  return n;
 }
 
 void default_uncaught(uint64_t id, std::exception_ptr e) {
@@ -211,6 +236,11 @@ void Sched::finish_park(P* p, G* g) {
 }
 
 G* Sched::take_handoff(M* m) {
+  // park() calls this right before it switches out: the park point. The chaos schedule sends some parks the long way.
+  if (hooks_) [[unlikely]] {
+    point_slow(SchedPoint::kPark);
+    if (chaos_ && chaos_rand() % 4 == 0) return nullptr;
+  }
   // The checks find_runnable makes before it would pick runnext; any of them failing sends the fiber the long way.
   P* p = m->p;
   if (p->runnext.load(std::memory_order_relaxed) == nullptr || p->runnext_chain >= kRunnextChainMax) return nullptr;
@@ -276,6 +306,14 @@ Sched::Sched(SchedOptions opts)
       allp_(new std::atomic<P*>[kMaxProcs]),
       global_(std::make_unique<GlobalQueue>()) {
   if (!opts_.on_uncaught) opts_.on_uncaught = default_uncaught;
+  if (opts_.chaos_seed == 0) opts_.chaos_seed = env_number("TERN_CHAOS", 0);
+  if (!opts_.leak_check) opts_.leak_check = env_number("TERN_LEAK_CHECK", 0) != 0;
+  chaos_ = opts_.chaos_seed != 0;
+  hooks_ = chaos_ || static_cast<bool>(opts_.on_point);
+  if (chaos_) {
+    // One line, so that a failing test's log says how to replay its schedule.
+    std::fprintf(stderr, "tern: chaos schedule, seed %llu\n", static_cast<unsigned long long>(opts_.chaos_seed));
+  }
   install_stack_guard_handler();
   // The poller is fixed before any thread of this runtime (monitor, Ms) starts: they read poller_ without a lock.
   if (opts_.poller != nullptr) {
@@ -330,6 +368,7 @@ void m_main(M* m) {
     s->pidleput(s->releasep(m));
   }
   set_this_m(nullptr);
+  m->exited.store(true, std::memory_order_release);
 }
 
 M* Sched::newm() {
@@ -341,6 +380,7 @@ M* Sched::newm() {
     allm_.push_back(m);
   }
   m->rand_state = 0xD1B54A32D192ED03ull * (m->id + 1) ^ id_;
+  m->chaos_state = chaos_stream(opts_.chaos_seed, static_cast<uint64_t>(m->id));
   return m;
 }
 
@@ -468,12 +508,23 @@ void Sched::shutdown() {
     if (m->thread.joinable()) m->thread.join();
     joined++;
   }
+  LeakReport leaks;
+  if (opts_.leak_check) {
+    for (M* m : allm_) {
+      if (m->thread.joinable() || !m->exited.load(std::memory_order_acquire)) leaks.ms_running++;
+    }
+    for (int i = 0; i < kMaxProcs; i++) {
+      P* p = allp_[i].load(std::memory_order_acquire);
+      if (p != nullptr && p->m != nullptr) leaks.ps_held++;
+    }
+  }
   for (M* m : allm_) delete m;
   allm_.clear();
   // Every fiber, whatever its state, goes: closures never run are destroyed, stacks return to the pool.
   for (auto& block : gblocks_) {
     for (size_t i = 0; i < kGBlock; i++) {
       G& g = block[i];
+      if (opts_.leak_check) leaks.count(g);
       g.task.reset();
       if (g.stack.valid()) stacks_.put(g.stack);
       g.stack = {};
@@ -485,6 +536,51 @@ void Sched::shutdown() {
   for (int i = 0; i < kMaxProcs; i++) {
     delete allp_[i].exchange(nullptr);
   }
+  if (opts_.leak_check) {
+    // Every G record gave its stack back and every P's cache was flushed (deleting the P): none may be in use now.
+    leaks.stacks_in_use = stacks_.stats().in_use;
+    leaks.report(id_);
+  }
+}
+
+// The shutdown leak check's findings (SchedOptions::leak_check).
+void Sched::LeakReport::count(const G& g) {
+  switch (g.status.load(std::memory_order_relaxed)) {
+    case GStatus::kWaiting:
+      parked++;
+      break;
+    case GStatus::kRunnable:
+      queued++;
+      break;
+    case GStatus::kRunning:
+      running++;
+      break;
+    default:
+      return;
+  }
+  if (nids < kMaxIds) ids[nids++] = g.id;
+}
+
+void Sched::LeakReport::report(uint64_t sched_id) const {
+  if (const uint64_t live = parked + queued + running; live > 0) {
+    // A user-level leak (like Go's goleak): fibers that never finished. Informational: a test may end so on purpose.
+    std::string list;
+    for (size_t i = 0; i < nids; i++) list += (i > 0 ? " " : "") + std::to_string(ids[i]);
+    std::fprintf(stderr,
+                 "tern: leak check: %llu fibers still alive at shutdown of runtime %llu (%llu parked, %llu queued, "
+                 "%llu running); fiber ids: %s%s\n",
+                 static_cast<unsigned long long>(live), static_cast<unsigned long long>(sched_id),
+                 static_cast<unsigned long long>(parked), static_cast<unsigned long long>(queued),
+                 static_cast<unsigned long long>(running), list.c_str(), live > nids ? " ..." : "");
+  }
+  if (stacks_in_use == 0 && ms_running == 0 && ps_held == 0) return;
+  std::fprintf(stderr,
+               "tern: leak check: runtime leak at shutdown of runtime %llu: %llu fiber stacks still in use after every "
+               "fiber gave its stack back, %llu threads (Ms) not joined, %llu Ps still held by an M\n",
+               static_cast<unsigned long long>(sched_id), static_cast<unsigned long long>(stacks_in_use),
+               static_cast<unsigned long long>(ms_running), static_cast<unsigned long long>(ps_held));
+  std::fflush(stderr);
+  std::abort();
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -674,7 +770,9 @@ void Sched::inject(GList& list, P* pp) {
 // Its P is idle now, so wakep() hands it to that poller M (or starts one); when every P is still busy it is one load.
 void Sched::inject_global(GList& list) {
   if (list.empty()) return;
+  point(SchedPoint::kGlobalPush);
   global_put_list(list);
+  point(SchedPoint::kGlobalPushed);
   wakep();
 }
 
@@ -689,11 +787,41 @@ void Sched::global_put_list(GList& list) {
 
 void Sched::ready(G* g, bool next) {
   g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  if (hooks_) [[unlikely]] {
+    ready_hooked(g, next);
+    return;
+  }
   M* m = this_m();
   if (m != nullptr && m->sched == this && m->p != nullptr) {
     runq_put(m->p, g, next);
   } else {
     global_->push(g);
+  }
+  wakep();
+}
+
+// ready() with a hook set: the chaos schedule picks among the places a readied fiber may legally go (runnext, the
+// local queue's tail, the global queue), with delays at the points around them.
+void Sched::ready_hooked(G* g, bool next) {
+  point_slow(SchedPoint::kReady);
+  M* m = this_m();
+  P* p = (m != nullptr && m->sched == this) ? m->p : nullptr;
+  bool global = p == nullptr;
+  if (!global && chaos_) {
+    const uint32_t r = chaos_rand();
+    if (next) {
+      if (r % 4 == 2) next = false;
+      if (r % 4 == 3) global = true;
+    } else if (r % 8 == 0) {
+      global = true;
+    }
+  }
+  if (global) {
+    point_slow(SchedPoint::kGlobalPush);
+    global_->push(g);
+    point_slow(SchedPoint::kGlobalPushed);
+  } else {
+    runq_put(p, g, next);
   }
   wakep();
 }
@@ -705,13 +833,56 @@ void Sched::ready_list(GList& list) {
     inject(list, m->p);
     return;
   }
+  point(SchedPoint::kGlobalPush);
   global_put_list(list);
+  point(SchedPoint::kGlobalPushed);
   wakep();
+}
+
+void Sched::point_slow(SchedPoint pt) {
+  if (opts_.on_point) opts_.on_point(pt);
+  if (chaos_) chaos_delay();
+}
+
+uint32_t Sched::chaos_rand() {
+  M* m = this_m();
+  if (m != nullptr && m->sched == this) return xorshift(m->chaos_state);
+  // A plain thread (a test's, the monitor): its own stream, reseeded when it meets another seed.
+  static std::atomic<uint64_t> next_stream{1u << 20};
+  thread_local uint64_t seed = 0, state = 0;
+  if (seed != opts_.chaos_seed || state == 0) {
+    seed = opts_.chaos_seed;
+    state = chaos_stream(seed, next_stream.fetch_add(1, std::memory_order_relaxed));
+  }
+  return xorshift(state);
+}
+
+void Sched::chaos_delay() {
+  const uint32_t r = chaos_rand();
+  switch (r % 8) {
+    case 0:
+      std::this_thread::yield();
+      break;
+    case 1:
+    case 2: {
+      // A few hundred ns: long enough for another M to act on what it saw, too short to look like a stall.
+      const int64_t until = now_ns() + static_cast<int64_t>((r >> 8) % 500);
+      while (now_ns() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
+      break;
+    }
+    default:
+      break;
+  }
 }
 
 // Hands an idle P to an M if work may be waiting and no M is already looking for it (Go's wakep). Cheap when every P
 // is busy (one load) or an M already spins (two loads).
 void Sched::wakep() {
+  point(SchedPoint::kWakep);
   if (npidle_.load() == 0) return;
   if (nmspinning_.load() != 0) return;
   int expected = 0;
@@ -842,7 +1013,8 @@ top:
     }
     runq_put(pp, g, false);  // timers or the global queue have work: the yielder waits its turn
   }
-  if (pp->schedtick % kGlobalQueueInterval == 0 && !global_->empty()) {
+  // The chaos schedule looks at the global queue first now and then, as if at a fairness tick.
+  if ((pp->schedtick % kGlobalQueueInterval == 0 || (chaos_ && chaos_rand() % 8 == 0)) && !global_->empty()) {
     if (G* g = global_->pop()) {
       bump(pp->counters.global_taken);
       pp->schedtick++;

@@ -94,10 +94,22 @@ inline constexpr int64_t kThreadRetryMaxNs = 1'000'000'000;
 
 // Points in the wakeup protocol where SchedOptions::on_point is called: the places where an M acts on what it saw a
 // moment ago, so the interleavings a lost wakeup needs happen there. A test holds one M at a point while another runs.
+// The points after kReadiedWithoutP are the park and wake points where the chaos schedule (SchedOptions::chaos_seed)
+// injects its delays; they may be reached on a fiber's stack or a plain thread, with the caller's own locks held, so a
+// hook must not block there.
 enum class SchedPoint : uint8_t {
   // An M back from a blocking poll (or woken in its own ring, Poller::park) with fibers found no idle P; next it
   // queues them globally. Another M may run dry and block in the poller meanwhile.
   kReadiedWithoutP,
+  // park(): the fiber is about to switch out; its commit has not run.
+  kPark,
+  // ready(): a fiber is about to be queued.
+  kReady,
+  // wakep(): about to look at the idle Ps and the spinning Ms.
+  kWakep,
+  // Fibers are about to be pushed onto the global queue (kGlobalPush), or were just pushed (kGlobalPushed).
+  kGlobalPush,
+  kGlobalPushed,
 };
 
 struct SchedOptions {
@@ -108,9 +120,19 @@ struct SchedOptions {
   Poller* poller = nullptr;
   // Called when a fiber lets an exception escape. Default: print the fiber id and message, then std::terminate().
   std::function<void(uint64_t fiber_id, std::exception_ptr)> on_uncaught;
-  // Called by the M that reaches a SchedPoint, on its own stack, holding no lock. For tests: unset in production (then
-  // each point costs one predictable branch).
+  // Called by the M that reaches a SchedPoint, on its own stack, holding no lock (kReadiedWithoutP; see SchedPoint for
+  // the others). For tests: unset in production (then each point costs one predictable branch).
   std::function<void(SchedPoint)> on_point;
+  // Chaos schedule, for tests (Go's race mode shuffles run order likewise): nonzero seeds a randomized choice among the
+  // legal ones wherever the scheduler picks (runnext, local tail or global queue for a readied fiber; the global queue
+  // before the local one; parking through the scheduler loop instead of a handoff) and random yields and short spins at
+  // the SchedPoints. Each M draws from its own xorshift stream seeded from the seed and its id. 0: the TERN_CHAOS
+  // environment variable's value (read once, here; unset or 0 = off). Off, it costs one predictable branch per point.
+  uint64_t chaos_seed = 0;
+  // Leak check at shutdown: an M not joined or a fiber stack still in use after every G record gave its stack back
+  // is a runtime bug and aborts with a message; fibers still alive (parked or queued: a user-level leak, like Go's
+  // goleak) are reported on stderr with their count. false: on if TERN_LEAK_CHECK=1 (read once, here).
+  bool leak_check = false;
 };
 
 // Totals over all Ps (sums of per-P counters) and scheduler-wide figures.
@@ -217,9 +239,24 @@ class Sched {
   // How many entries of allp_ may hold work: procs(), or more while a P beyond it still runs a fiber (retiring).
   int scan_bound() const { return nscan_.load(std::memory_order_acquire); }
   void update_scan_bound();  // sched_mu_ held
+  // One predictable branch unless a hook (on_point or the chaos schedule) is set.
   void point(SchedPoint pt) {
-    if (opts_.on_point) opts_.on_point(pt);
+    if (hooks_) [[unlikely]]
+      point_slow(pt);
   }
+  void point_slow(SchedPoint pt);
+  uint32_t chaos_rand();  // the calling M's chaos stream (or this thread's, off an M)
+  void chaos_delay();     // nothing, a spin of up to ~500 ns, or sched_yield(), at random
+  void ready_hooked(G* g, bool next);
+  struct LeakReport {
+    static constexpr size_t kMaxIds = 8;
+    uint64_t parked = 0, queued = 0, running = 0;  // live fibers, by state
+    uint64_t ids[kMaxIds] = {};                    // the first few of them
+    size_t nids = 0;
+    uint64_t stacks_in_use = 0, ms_running = 0, ps_held = 0;  // runtime-internal leaks
+    void count(const G& g);
+    void report(uint64_t sched_id) const;  // prints; aborts on a runtime-internal leak
+  };
   void retry_thread_start();  // monitor thread
   void startm(P* p, bool spinning);
   bool wake_poller_for_p();
@@ -260,6 +297,10 @@ class Sched {
   alloc::StackPool stacks_;
   Poller* poller_ = nullptr;
   std::unique_ptr<Poller> idle_poller_;  // a poller that only waits, for runtimes without netpoll
+  // opts_.on_point is set or the chaos schedule is on: the one flag the hot paths test (next to poller_ and allp_,
+  // which they read anyway).
+  bool hooks_ = false;
+  bool chaos_ = false;  // opts_.chaos_seed != 0
 
   // Ps: allp_[0, nprocs_) are live; retired ones stay allocated (a later grow reuses them).
   std::unique_ptr<std::atomic<P*>[]> allp_;
