@@ -18,6 +18,7 @@
 #include "runtime/config.h"
 #include "runtime/runtime.h"
 #include "scheduler/poller.h"
+#include "tests/support/require.h"
 
 namespace tern::netpoll {
 namespace {
@@ -31,10 +32,7 @@ constexpr milliseconds kSlack{2000};
 class PollerTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "uring") {
-      std::string why = uring_unavailable_reason();
-      if (!why.empty()) GTEST_SKIP() << "io_uring unavailable: " << why;
-    }
+    if (GetParam() == "uring") TERN_SKIP_UNLESS_URING();
     auto p = make_poller(GetParam());
     ASSERT_TRUE(p) << p.error();
     poller_ = std::move(*p);

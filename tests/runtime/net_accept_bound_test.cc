@@ -19,6 +19,7 @@
 #include "runtime/go.h"
 #include "runtime/net/net.h"
 #include "runtime/runtime.h"
+#include "tests/support/require.h"
 
 namespace tern::net {
 namespace {
@@ -65,10 +66,7 @@ size_t server_side_sockets(uint16_t port) {
 class NetAcceptBoundTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "uring") {
-      std::string why = netpoll::uring_unavailable_reason();
-      if (!why.empty()) GTEST_SKIP() << "io_uring unavailable: " << why;
-    }
+    if (GetParam() == "uring") TERN_SKIP_UNLESS_URING();
   }
 };
 

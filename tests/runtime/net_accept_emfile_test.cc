@@ -19,6 +19,7 @@
 #include "runtime/net/net.h"
 #include "runtime/runtime.h"
 #include "runtime/sync/wait_group.h"
+#include "tests/support/require.h"
 
 namespace tern::net {
 namespace {
@@ -112,10 +113,7 @@ void starve_and_recover(const std::string& poller) {
 class AcceptEmfileDeathTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(AcceptEmfileDeathTest, BacksOffAndRecovers) {
-  if (GetParam() == "uring") {
-    std::string why = netpoll::uring_unavailable_reason();
-    if (!why.empty()) GTEST_SKIP() << "io_uring unavailable: " << why;
-  }
+  if (GetParam() == "uring") TERN_SKIP_UNLESS_URING();
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(starve_and_recover(GetParam()), ::testing::ExitedWithCode(kOk), "backoffs=[1-9]");
 }
