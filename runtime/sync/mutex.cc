@@ -75,43 +75,58 @@ void Mutex::lock_slow() {
 
 void Mutex::unlock_slow() {
   std::unique_lock lk(mu_);
-  // While kLocked is set, state_ changes only under mu_, which we hold: plain stores are safe until we drop kLocked.
-  uint32_t s = state_.load(std::memory_order_relaxed);
-  int64_t now = sched::now_ns();
-  Node* head = q_.front();
-  if (head != nullptr && ((s & kStarving) != 0 || now - head->since >= kMutexStarvationNs)) {
-    q_.pop_front();
-    head->handoff = true;
-    uint32_t next = kLocked | (s & kWoken);
-    if (!q_.empty()) {
-      next |= kWaiters;
-      // Go's rule: leave starvation mode once a waiter got the lock without having starved.
-      if (now - head->since >= kMutexStarvationNs) next |= kStarving;
+  for (;;) {
+    // While kLocked is set, state_ changes only under mu_, which we hold: plain stores are safe until we drop kLocked.
+    uint32_t s = state_.load(std::memory_order_relaxed);
+    int64_t now = sched::now_ns();
+    Node* head = q_.front();
+    if (head != nullptr && ((s & kStarving) != 0 || now - head->since >= kMutexStarvationNs)) {
+      q_.pop_front();
+      head->handoff = true;
+      uint32_t next = kLocked | (s & kWoken);
+      if (!q_.empty()) {
+        next |= kWaiters;
+        // Go's rule: leave starvation mode once a waiter got the lock without having starved.
+        if (now - head->since >= kMutexStarvationNs) next |= kStarving;
+      }
+      state_.store(next, std::memory_order_relaxed);
+      Waiter* w = head->waiter;
+      lk.unlock();
+      w->notify();  // publishes the handoff; the waiter cannot time out, so it is still there
+      return;
     }
-    state_.store(next, std::memory_order_relaxed);
+    // The two paths below free the lock while still holding mu_. That is safe only because a waiter they leave woken
+    // (kWoken) is still inside lock() and must take mu_ before it can return: nobody can own the Mutex, let alone
+    // destroy it, until mu_'s release, and a released glibc mutex is not touched again (std::mutex's own promise).
+    if ((s & kWoken) != 0) {
+      // A woken waiter is on its way; if it has starved meanwhile, the lock stays reserved for it.
+      uint32_t next = s & ~(kLocked | kStarving);
+      if (now - woken_since_ >= kMutexStarvationNs) next |= kStarving;
+      state_.store(next, std::memory_order_release);
+      return;
+    }
+    if (head == nullptr) {
+      // Nobody waits and nobody is on the way, so once the lock is free a newcomer may take it, release it and
+      // destroy the Mutex, which std::mutex allows: freeing it must be this unlock's last touch of *this, after mu_'s
+      // release. Drop the bits a starving waiter leaves behind (kStarving, when it took the lock reserved for it) while
+      // the lock is still ours, release mu_, and free the lock in one CAS. Meanwhile lock_slow may queue a waiter
+      // (setting kWaiters under mu_): the CAS then fails, and we go round again to wake it.
+      if (s != kLocked) state_.store(kLocked, std::memory_order_relaxed);
+      lk.unlock();
+      uint32_t locked = kLocked;
+      if (state_.compare_exchange_strong(locked, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+      lk.lock();
+      continue;
+    }
+    q_.pop_front();
+    woken_since_ = head->since;
+    uint32_t next = (q_.empty() ? 0 : kWaiters) | kWoken;
+    state_.store(next, std::memory_order_release);
     Waiter* w = head->waiter;
     lk.unlock();
-    w->notify();  // publishes the handoff; the waiter cannot time out, so it is still there
+    w->notify();
     return;
   }
-  if ((s & kWoken) != 0) {
-    // A woken waiter is on its way; if it has starved meanwhile, the lock stays reserved for it.
-    uint32_t next = s & ~(kLocked | kStarving);
-    if (now - woken_since_ >= kMutexStarvationNs) next |= kStarving;
-    state_.store(next, std::memory_order_release);
-    return;
-  }
-  if (head == nullptr) {
-    state_.store(0, std::memory_order_release);
-    return;
-  }
-  q_.pop_front();
-  woken_since_ = head->since;
-  uint32_t next = (q_.empty() ? 0 : kWaiters) | kWoken;
-  state_.store(next, std::memory_order_release);
-  Waiter* w = head->waiter;
-  lk.unlock();
-  w->notify();
 }
 
 }  // namespace tern
