@@ -27,6 +27,7 @@
 #include "runtime/runtime.h"
 #include "runtime/sync/wait_group.h"
 #include "tests/scale.h"
+#include "tests/support/require.h"
 
 namespace tern::net {
 namespace {
@@ -72,10 +73,7 @@ void connect_loopback_pair(std::vector<Stream>& clients, std::vector<Stream>& se
 class NetTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "uring") {
-      std::string why = netpoll::uring_unavailable_reason();
-      if (!why.empty()) GTEST_SKIP() << "io_uring unavailable: " << why;
-    }
+    if (GetParam() == "uring") TERN_SKIP_UNLESS_URING();
   }
   Config config(int procs = 2) const {
     Config c;
@@ -708,7 +706,9 @@ TEST_P(NetTest, AnMParkedInItsRingRunsItsOwnCompletionsAndLosesNothing) {
       EXPECT_EQ(st.park_io_wakes, 0u);
       return;
     }
-    if (io.ring_parks == 0) GTEST_SKIP() << "the kernel lacks IORING_OP_FUTEX_WAIT (Linux 6.7)";
+    if (io.ring_parks == 0)
+      TERN_SKIP_OR_FAIL(test::uring_futex_required(),
+                        "no ring parks: the kernel lacks IORING_OP_FUTEX_WAIT (Linux 6.7)");
     EXPECT_GT(st.park_io_takes, 0u);
     EXPECT_GE(st.park_io_wakes, st.park_io_takes);
     EXPECT_EQ(io.recv_moves, 0u);
