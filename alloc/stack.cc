@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -43,6 +46,7 @@ Stack StackPool::map_one() {
   const size_t len = opts_.stack_size + guard;
   void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (p == MAP_FAILED) {
+    map_errno_.store(errno, std::memory_order_relaxed);
     map_failures_.fetch_add(1, std::memory_order_relaxed);
     return {};
   }
@@ -58,6 +62,7 @@ Stack StackPool::map_one() {
     }
   }
   if (!guarded && mprotect(p, guard, PROT_NONE) != 0) {
+    map_errno_.store(errno, std::memory_order_relaxed);  // ENOMEM: the split would pass vm.max_map_count
     munmap(p, len);
     map_failures_.fetch_add(1, std::memory_order_relaxed);
     return {};
@@ -79,8 +84,42 @@ void StackPool::unmap_one(Stack s) {
 
 Stack StackPool::get() {
   Stack s;
-  get_batch(&s, 1);
+  if (get_batch(&s, 1) == 0) take_from_caches(nullptr, &s, 1);
   return s;
+}
+
+size_t StackPool::take_from_caches(const StackCache* except, Stack* out, size_t n) {
+  size_t got = 0;
+  std::lock_guard lk(caches_mu_);
+  for (StackCache* c : caches_) {
+    if (got == n) break;
+    if (c == except) continue;
+    c->lock();
+    // Half of what the victim holds, rounded up: one thief cannot empty a P that still has stacks to share.
+    size_t take = std::min(n - got, (c->n_ + 1) / 2);
+    for (size_t i = 0; i < take; i++) out[got++] = c->cache_[--c->n_];
+    c->unlock();
+  }
+  if (got < n) out[got] = Stack{};
+  taken_.fetch_add(got, std::memory_order_relaxed);
+  return got;
+}
+
+std::string exhausted_message(const StackStats& st) {
+  long max_maps = -1;
+  if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
+    if (std::fscanf(f, "%ld", &max_maps) != 1) max_maps = -1;
+    std::fclose(f);
+  }
+  const int err = st.map_errno;
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "cannot map a stack for a new fiber (%s) with %llu fiber stacks of %zu bytes mapped and none free in "
+                "any cache. Each stack is %s and vm.max_map_count is %ld: raise it (sysctl -w vm.max_map_count=N), "
+                "lower TERN_STACK_SIZE, or bound the number of live fibers",
+                err != 0 ? std::strerror(err) : "no error recorded", static_cast<unsigned long long>(st.mapped),
+                st.stack_size, st.guard_regions ? "one mapping" : "two mappings", max_maps);
+  return buf;
 }
 
 size_t StackPool::get_batch(Stack* out, size_t n) {
@@ -147,27 +186,76 @@ StackStats StackPool::stats() const {
   st.released = released_.load(std::memory_order_relaxed);
   st.unmapped = unmapped_.load(std::memory_order_relaxed);
   st.map_failures = map_failures_.load(std::memory_order_relaxed);
+  st.taken_from_caches = taken_.load(std::memory_order_relaxed);
+  st.map_errno = map_errno_.load(std::memory_order_relaxed);
+  st.stack_size = opts_.stack_size;
+  st.guard_regions = guard_regions();
   return st;
 }
 
+StackCache::StackCache(StackPool& pool) : pool_(pool) {
+  std::lock_guard lk(pool_.caches_mu_);
+  pool_.caches_.push_back(this);
+}
+
+StackCache::~StackCache() {
+  {
+    std::lock_guard lk(pool_.caches_mu_);
+    pool_.caches_.erase(std::find(pool_.caches_.begin(), pool_.caches_.end(), this));
+  }
+  flush();
+}
+
+size_t StackCache::size() const {
+  lock();
+  size_t n = n_;
+  unlock();
+  return n;
+}
+
 Stack StackCache::get() {
-  if (n_ == 0) n_ = pool_.get_batch(cache_, kCacheBatch);
-  if (n_ == 0) return {};
-  return cache_[--n_];
+  lock();
+  if (n_ > 0) {
+    Stack s = cache_[--n_];
+    unlock();
+    return s;
+  }
+  unlock();
+  // Refill outside the lock: the pool's lock and the list of caches come before a cache's lock.
+  Stack batch[kCacheBatch];
+  size_t got = pool_.get_batch(batch, kCacheBatch);
+  if (got == 0) got = pool_.take_from_caches(this, batch, kCacheBatch);
+  if (got == 0) return {};
+  // Thieves only ever remove, so the cache, empty a moment ago, has room for the batch.
+  lock();
+  for (size_t i = 1; i < got; i++) cache_[n_++] = batch[i];
+  unlock();
+  return batch[0];
 }
 
 void StackCache::put(Stack s) {
   if (!s.valid()) return;
+  Stack spill[kCacheBatch];
+  size_t nspill = 0;
+  lock();
   if (n_ == kCacheMax) {
     n_ -= kCacheBatch;
-    pool_.put_batch(cache_ + n_, kCacheBatch);
+    std::copy(cache_ + n_, cache_ + n_ + kCacheBatch, spill);
+    nspill = kCacheBatch;
   }
   cache_[n_++] = s;
+  unlock();
+  if (nspill > 0) pool_.put_batch(spill, nspill);
 }
 
 void StackCache::flush() {
-  if (n_ > 0) pool_.put_batch(cache_, n_);
+  Stack all[kCacheMax];
+  lock();
+  size_t n = n_;
+  std::copy(cache_, cache_ + n, all);
   n_ = 0;
+  unlock();
+  if (n > 0) pool_.put_batch(all, n);
 }
 
 }  // namespace tern::alloc

@@ -7,8 +7,9 @@
 // each stack two mappings and caps live fibers at about vm.max_map_count / 2.
 //
 // Stacks are pooled in two levels, like Go's stackcache over stackpool:
-//   StackCache: per processor (P), owner-only, no locks; holds up to kCacheMax stacks and moves kCacheBatch at a time
-//               to and from the global pool.
+//   StackCache: per processor (P); holds up to kCacheMax stacks and moves kCacheBatch at a time to and from the
+//               global pool. Only its P's owner adds to it; its own lock (one uncontended exchange per get/put) lets
+//               another cache take from it when stacks run out.
 //   StackPool:  one per runtime, mutex-protected, LIFO (the most recently freed stack, still hot in cache and
 //               resident, is reused first). trim(), which the runtime's monitor calls about once a second, gives back
 //               the memory of free stacks above `high_watermark` that stayed unused for the whole period
@@ -22,12 +23,18 @@
 //   alloc::Stack s = cache.get();   // s.valid() is false if mmap failed
 //   ...
 //   cache.put(s);
+//
+// Running out: when the kernel refuses a new mapping (vm.max_map_count, or memory), StackCache::get() and
+// StackPool::get() take from the other caches (up to half of each) before reporting an invalid stack, so that a P
+// whose cache is empty does not fail while other Ps hold up to kCacheMax free stacks each. What then remains is real
+// exhaustion; Sched::try_go and tern::try_go return it as an error (exhausted_message() says which limit).
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace tern::alloc {
@@ -59,7 +66,17 @@ struct StackStats {
   uint64_t released = 0;     // total madvise(DONTNEED) releases
   uint64_t unmapped = 0;     // total munmaps
   uint64_t map_failures = 0;
+  uint64_t taken_from_caches = 0;  // stacks moved between caches because no new one could be mapped
+  int map_errno = 0;               // errno of the last failed mapping
+  size_t stack_size = 0;
+  bool guard_regions = true;  // see StackPool::guard_regions()
 };
+
+// Why stacks ran out, for a fatal message or an error value: the errno, the stacks mapped, and the limit to raise
+// (vm.max_map_count, with how many mappings each stack costs).
+std::string exhausted_message(const StackStats& st);
+
+class StackCache;
 
 class StackPool {
  public:
@@ -68,7 +85,7 @@ class StackPool {
   StackPool(const StackPool&) = delete;
   StackPool& operator=(const StackPool&) = delete;
 
-  // A stack from the pool or a new mapping; !valid() if the kernel refused the mapping.
+  // A stack from the pool, a new mapping, or (when the kernel refuses the mapping) another cache; !valid() if none.
   Stack get();
   void put(Stack s);
   // Moves up to n stacks into out; returns how many (maps new ones if the pool runs dry).
@@ -84,38 +101,59 @@ class StackPool {
 
   size_t stack_size() const { return opts_.stack_size; }
   StackStats stats() const;
+  std::string exhausted_message() const { return alloc::exhausted_message(stats()); }
 
  private:
+  friend class StackCache;
   Stack map_one();
   void unmap_one(Stack s);
+  // Moves up to n free stacks from the caches other than `except` into out (up to half of each, so that no P is left
+  // empty by one thief); returns how many. Called only after a mapping failed.
+  size_t take_from_caches(const StackCache* except, Stack* out, size_t n);
 
   StackPoolOptions opts_;
   mutable std::mutex mu_;
   std::vector<Stack> free_;  // LIFO; free_[0, cold_) have been released, the rest may be resident
   size_t cold_ = 0;
   size_t low_ = 0;  // the fewest free stacks seen since the last trim: free_[0, low_) went unused all period
-  std::atomic<uint64_t> mapped_{0}, in_use_{0}, released_{0}, unmapped_{0}, map_failures_{0};
+  std::atomic<uint64_t> mapped_{0}, in_use_{0}, released_{0}, unmapped_{0}, map_failures_{0}, taken_{0};
+  std::atomic<int> map_errno_{0};
   std::atomic<bool> guard_regions_{true};
+  // The caches in front of this pool, for take_from_caches(). Lock order: caches_mu_, then a cache's lock; neither
+  // is held while calling into the pool's mu_ from a cache.
+  std::mutex caches_mu_;
+  std::vector<StackCache*> caches_;
 };
 
-// Per-P cache in front of a StackPool. Not thread-safe: only the P's owner touches it.
+// Per-P cache in front of a StackPool. get/put/flush are for the P's owner only (one thread at a time); the lock
+// inside is for other caches taking stacks when no new one can be mapped (StackPool::take_from_caches).
 class StackCache {
  public:
   static constexpr size_t kCacheMax = 32;    // a burst of 32 spawns and exits on one P never touches the pool's lock
   static constexpr size_t kCacheBatch = 16;  // refill/drain half the cache per trip to the pool
 
-  explicit StackCache(StackPool& pool) : pool_(pool) {}
-  ~StackCache() { flush(); }
+  explicit StackCache(StackPool& pool);
+  ~StackCache();  // flushes, and leaves the pool's list of caches
   StackCache(const StackCache&) = delete;
   StackCache& operator=(const StackCache&) = delete;
 
-  Stack get();
+  Stack get();  // !valid() only when the pool cannot map and no other cache has a stack to spare
   void put(Stack s);
   void flush();  // returns every cached stack to the pool
-  size_t size() const { return n_; }
+  size_t size() const;
 
  private:
+  friend class StackPool;
+  void lock() const {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      while (locked_.load(std::memory_order_relaxed)) {
+      }
+    }
+  }
+  void unlock() const { locked_.store(false, std::memory_order_release); }
+
   StackPool& pool_;
+  mutable std::atomic<bool> locked_{false};  // held for a few instructions: an array copy, never a syscall
   Stack cache_[kCacheMax];
   size_t n_ = 0;
 };

@@ -1,6 +1,7 @@
 // runtime/go.h: starting fibers and giving up the processor.
 //
 //   tern::go([] { serve(); });                    // detached; an escaping exception terminates with the fiber's id
+//   if (auto r = tern::try_go(f); !r) ...         // as go(), but running out of stacks is an error, not an abort
 //   auto h = tern::spawn([] { return 42; });      // joinable
 //   int v = h.join();                             // parks this fiber (or blocks this thread); rethrows f's exception
 //   tern::yield();
@@ -20,6 +21,7 @@
 
 #include "runtime/deadline.h"
 #include "runtime/join_handle.h"
+#include "runtime/result.h"
 #include "runtime/runtime.h"
 #include "scheduler/park.h"
 #include "scheduler/sched.h"
@@ -35,6 +37,28 @@ void go(F&& f) {
   sched::Sched* s = sched::Sched::current();
   if (s == nullptr) detail::go_outside_fiber();
   s->go(std::forward<F>(f));
+}
+
+namespace detail {
+// The error try_go returns: which limit ran out and how to raise it (alloc::StackPool::exhausted_message).
+Error stack_exhausted_error(sched::Sched& s);
+}  // namespace detail
+
+// Like go(), but when no stack can be had for the fiber (vm.max_map_count or memory exhausted, and no P's cache has
+// one to spare) it returns the error and f is not run, instead of stopping the process when the fiber first runs.
+// The stack is bound here rather than at first run. Outside fibers, use Runtime::try_go.
+//   if (auto r = tern::try_go([c = std::move(conn)]() mutable { serve(c); }); !r) shed_load(r.error());
+template <class F>
+Result<void> try_go(sched::Sched& s, F&& f) {
+  if (s.try_go(std::forward<F>(f))) return {};
+  return detail::stack_exhausted_error(s);
+}
+
+template <class F>
+Result<void> try_go(F&& f) {
+  sched::Sched* s = sched::Sched::current();
+  if (s == nullptr) detail::go_outside_fiber();
+  return try_go(*s, std::forward<F>(f));
 }
 
 template <class F>

@@ -1,6 +1,6 @@
 // runtime/result.h: tern::Result<T>, an expected-like value-or-error for API edges (C++20 has no std::expected).
 //
-//   Result<int> r = parse_procs("x");
+//   Result<int> r = parse_procs("x");      // Result<void>: success or an error, nothing else
 //   if (!r) std::puts(r.error().c_str());
 //   else use(*r);
 #pragma once
@@ -33,6 +33,23 @@ class [[nodiscard]] Result {
 
  private:
   std::variant<T, Error> v_;
+};
+
+// Success or an error, for operations with nothing to return (tern::try_go).
+//   if (auto r = tern::try_go(f); !r) log(r.error());
+template <>
+class [[nodiscard]] Result<void> {
+ public:
+  Result() = default;
+  Result(Error e) : error_(std::move(e.message)), ok_(false) {}
+
+  bool ok() const { return ok_; }
+  explicit operator bool() const { return ok_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string error_;
+  bool ok_ = true;
 };
 
 inline Error make_error(std::string message) {

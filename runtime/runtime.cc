@@ -51,6 +51,10 @@ const char* Runtime::poller_name() const {
   return sched_->poller()->name();
 }
 
+Error Runtime::stack_exhausted_error() const {
+  return detail::stack_exhausted_error(*sched_);
+}
+
 namespace detail {
 
 void go_outside_fiber() {
@@ -70,6 +74,10 @@ void terminate_uncaught(uint64_t fiber_id, std::exception_ptr e) {
                static_cast<unsigned long long>(fiber_id), what.c_str());
   std::fflush(stderr);
   std::abort();
+}
+
+Error stack_exhausted_error(sched::Sched& s) {
+  return make_error(alloc::exhausted_message(s.stats().stacks));
 }
 
 uint64_t current_fiber_id() {

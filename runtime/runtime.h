@@ -56,6 +56,14 @@ class Runtime {
     sched_->go(std::forward<F>(f));
   }
 
+  // Like go(), but when no stack can be had it returns the error (f is not run) instead of stopping the process;
+  // see tern::try_go in runtime/go.h.
+  template <class F>
+  Result<void> try_go(F&& f) {
+    if (sched_->try_go(std::forward<F>(f))) return {};
+    return stack_exhausted_error();
+  }
+
   void set_procs(int n) { sched_->set_procs(n); }
   int procs() const { return sched_->procs(); }
   RuntimeStats stats() const { return sched_->stats(); }
@@ -67,6 +75,7 @@ class Runtime {
  private:
   Runtime(Config cfg, std::unique_ptr<sched::Poller> poller);
   void start(std::unique_ptr<sched::Poller> poller);
+  Error stack_exhausted_error() const;
 
   Config cfg_;
   // Declared before sched_ so that it is destroyed after it: the scheduler's shutdown may still call wake().
