@@ -459,17 +459,9 @@ void Sched::wake_monitor() {
 }
 
 void Sched::stack_exhausted() {
-  alloc::StackStats st = stacks_.stats();
-  long max_maps = -1;
-  if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
-    if (std::fscanf(f, "%ld", &max_maps) != 1) max_maps = -1;
-    std::fclose(f);
-  }
-  std::fprintf(stderr,
-               "tern: fatal: cannot map a stack for a new fiber (%s) with %llu fiber stacks of %zu bytes mapped. "
-               "Each stack is two mappings and vm.max_map_count is %ld: raise it (sysctl -w vm.max_map_count=N), "
-               "lower TERN_STACK_SIZE, or bound the number of live fibers. Use Sched::try_go to handle this.\n",
-               std::strerror(errno), static_cast<unsigned long long>(st.mapped), stacks_.stack_size(), max_maps);
+  // Reached only once the pool could not map and no other P's cache had a stack to spare (StackCache::get).
+  std::fprintf(stderr, "tern: fatal: %s. Start fibers with tern::try_go or Runtime::try_go to get this as an error.\n",
+               stacks_.exhausted_message().c_str());
   std::fflush(stderr);
   std::abort();
 }
