@@ -104,7 +104,7 @@ for ((r = 1; r <= rounds; r++)); do
   t=$(last_ms "$tmp/tern.$r.log")
   g=$(last_ms "$tmp/go.$r.log")
   echo "$t $g" >>"$tmp/pairs"
-  awk -v r="$r" -v t="$t" -v g="$g" 'BEGIN {printf "round %d: tern %d ms, go %d ms, tern/go %.2f\n", r, t, g, g > 0 ? t / g : 0}'
+  awk -v r="$r" -v t="$t" -v g="$g" 'BEGIN {printf "round %d: tern %d ms, go %d ms, tern/go %.2f\n", r, t, g, (g > 0 ? t / g : 0)}'
 done
 
 pairs=$(wc -l <"$tmp/pairs")
