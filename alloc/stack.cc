@@ -32,6 +32,7 @@ size_t round_up(size_t n, size_t to) {
 StackPool::StackPool(StackPoolOptions opts) : opts_(opts) {
   // A stack smaller than 4 pages cannot hold the context switch frame plus any useful call depth.
   opts_.stack_size = round_up(std::max(opts_.stack_size, 4 * page_size()), page_size());
+  opts_.guard_size = round_up(std::max(opts_.guard_size, page_size()), page_size());
   opts_.high_watermark = std::min(opts_.high_watermark, opts_.max_free);
 }
 
@@ -42,7 +43,7 @@ StackPool::~StackPool() {
 }
 
 Stack StackPool::map_one() {
-  const size_t guard = page_size();
+  const size_t guard = opts_.guard_size;
   const size_t len = opts_.stack_size + guard;
   void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (p == MAP_FAILED) {
@@ -77,7 +78,7 @@ void StackPool::unmap_one(Stack s) {
   // memory (GCC 12's ASan does not clear its shadow on munmap/mmap).
   __asan_unpoison_memory_region(s.lo, s.size);
 #endif
-  munmap(s.guard, s.size + page_size());
+  munmap(s.guard, static_cast<size_t>(static_cast<char*>(s.lo) - static_cast<char*>(s.guard)) + s.size);
   mapped_.fetch_sub(1, std::memory_order_relaxed);
   unmapped_.fetch_add(1, std::memory_order_relaxed);
 }

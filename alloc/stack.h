@@ -1,6 +1,7 @@
 // alloc/stack.h: fiber stacks.
 //
-// A stack is one anonymous mapping: a guard page at the bottom and `size` usable bytes above it. The mapping is
+// A stack is one anonymous mapping: a guard region (kDefaultGuardBytes unless configured) at the bottom and `size`
+// usable bytes above it. The mapping is
 // MAP_NORESERVE, so pages become resident only when a fiber touches them (a 256 KiB stack that never goes deeper
 // than 8 KiB costs two or three pages of RSS). The guard is a guard region (madvise MADV_GUARD_INSTALL, Linux 6.13+)
 // where the kernel has them, so neighbouring stacks merge into few mappings; elsewhere a PROT_NONE page, which makes
@@ -40,23 +41,32 @@
 namespace tern::alloc {
 
 struct Stack {
-  void* lo = nullptr;     // lowest usable byte (just above the guard page)
+  void* lo = nullptr;     // lowest usable byte (just above the guard region)
   size_t size = 0;        // usable bytes; the stack grows down from lo + size
-  void* guard = nullptr;  // start of the mapping: the guard page
+  void* guard = nullptr;  // start of the mapping: the guard region, up to lo
 
   bool valid() const { return lo != nullptr; }
   void* top() const { return static_cast<char*>(lo) + size; }
-  // True if `addr` lies in this stack's guard page.
+  // True if `addr` lies in this stack's guard region.
   bool in_guard(const void* addr) const {
     auto a = reinterpret_cast<uintptr_t>(addr), g = reinterpret_cast<uintptr_t>(guard);
     return guard != nullptr && a >= g && a < reinterpret_cast<uintptr_t>(lo);
   }
 };
 
+// The guard below each stack. Stacks are mapped next to each other, so a frame that skips the guard lands in the stack
+// below; the guard must outsize any frame that does not touch each of its pages as it grows (code built without
+// -fstack-clash-protection, which tern::tern passes to its users: e.g. a 32 KiB buffer filled from its top). 64 KiB
+// covers such buffers (glibc's BUFSIZ-sized ones, a 16 KiB TLS record, a 64 KiB read buffer minus its header) and
+// costs only address space: a guard region is a page-table marker and an mprotect'ed guard is one mapping whatever
+// its size, never resident memory.
+inline constexpr size_t kDefaultGuardBytes = 64 << 10;
+
 struct StackPoolOptions {
-  size_t stack_size = 256 << 10;  // usable bytes, rounded up to whole pages
-  size_t high_watermark = 1024;   // free stacks kept resident; the rest are madvise'd cold
-  size_t max_free = 16384;        // free stacks kept mapped at all; the rest are unmapped
+  size_t stack_size = 256 << 10;           // usable bytes, rounded up to whole pages
+  size_t guard_size = kDefaultGuardBytes;  // rounded up to whole pages, at least one
+  size_t high_watermark = 1024;            // free stacks kept resident; the rest are madvise'd cold
+  size_t max_free = 16384;                 // free stacks kept mapped at all; the rest are unmapped
 };
 
 struct StackStats {
@@ -100,6 +110,7 @@ class StackPool {
   size_t trim();
 
   size_t stack_size() const { return opts_.stack_size; }
+  size_t guard_size() const { return opts_.guard_size; }
   StackStats stats() const;
   std::string exhausted_message() const { return alloc::exhausted_message(stats()); }
 
