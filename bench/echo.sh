@@ -18,18 +18,24 @@
 # epoll-responder threads, Go's default GOMAXPROCS) float over the same CPUs, so both sides of every comparison share
 # the machine the same way.
 #
-# Prints, per connection count and server: requests/s, p50 and p99 latency, socket errors (connect+read+write+timeout,
-# summed over the runs) and non-2xx responses; then the ratios the targets are stated in, each the median over runs of
-# the ratio between two servers measured in the same run, with how many of those runs met the target and the ratio of
-# the two medians beside it. Raw wrk output is kept in the --out directory.
+# Prints, per connection count and server: the valid runs, requests/s, p50 and p99 latency, the runs invalidated by socket
+# errors, socket errors (connect+read+write+timeout, summed over all runs) and non-2xx responses; then the ratios the
+# targets are stated in, each the median over runs of the ratio between two servers measured in the same run, with how
+# many of those runs met the target and the ratio of the two medians beside it. Raw wrk output is kept in the --out
+# directory.
+#
+# Only what was answered counts: requests/s is 2xx/3xx responses per second (wrk's own figure counts error responses
+# too), and a run with any socket error is invalid: its figures enter no median and no ratio (a server that drops
+# connections must not look fast for it), and the table says how many runs were dropped so.
 #
 # --report pools earlier invocations: every run found in the given --out directories counts once, paired with the other
 # servers' runs of the same number in the same directory. On this shared machine a verdict from one invocation can flip
 # in the next (the -c100 tail differs by placement, and the machine's speed drifts by 2x over hours); one over runs
 # taken at different times of a session says more than any of them.
 #
-# Exit status: 0 when every server ran, 1 on a failed start or a missing program; missed targets are reported, not fatal
-# (the machine is shared).
+# Exit status: 0 when every server ran, 1 on a failed start, a missing program or a failed wrk run (wrk's exit status,
+# or output without a Requests/sec line: its output is kept as *.txt.failed and enters no figure); missed targets are
+# reported, not fatal (the machine is shared).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -190,6 +196,7 @@ measure() {
   # The order of the servers alternates from run to run: measured always in one order, each server would always follow
   # the same one (tern-echo/io_uring came right after Go's net/http, whose runtime is still busy for a moment after a
   # -c1000 run) and inherit its aftermath.
+  wrk_failures=0
   order_fwd=("${!names[@]}")
   order_rev=()
   for ((k = ${#order_fwd[@]} - 1; k >= 0; k--)); do order_rev+=("${order_fwd[$k]}"); done
@@ -198,8 +205,15 @@ measure() {
       if ((r % 2)); then order=("${order_fwd[@]}"); else order=("${order_rev[@]}"); fi
       for i in "${order[@]}"; do
         ((restart)) && restart "$i"
+        local f="$out/${names[$i]//\//_}.c$c.r$r.txt" rc=0
         wrk -t$wrk_threads -c"$c" -d"${duration}s" --timeout $wrk_timeout --latency \
-          "http://127.0.0.1:${ports[$i]}$path" >"$out/${names[$i]//\//_}.c$c.r$r.txt" 2>&1 || true
+          "http://127.0.0.1:${ports[$i]}$path" >"$f" 2>&1 || rc=$?
+        if ((rc != 0)) || ! grep -q '^Requests/sec:' "$f"; then
+          echo "echo.sh: wrk FAILED against ${names[$i]} at -c$c, run $r (exit $rc); its output:" >&2
+          sed 's/^/    /' "$f" >&2
+          mv "$f" "$f.failed"
+          wrk_failures=$((wrk_failures + 1))
+        fi
       done
     done
   done
@@ -244,7 +258,8 @@ shown_conns=()
 for c in $conns; do [[ -n $(runs_of "$c") ]] && shown_conns+=("$c"); done
 [[ ${#shown_conns[@]} -gt 0 ]] || die "no wrk output for -c${conns// /, -c} in ${dirs[*]}"
 
-# One line per wrk output: req/s, p50 us, p99 us, socket errors, non-2xx.
+# One line per wrk output: req/s (2xx/3xx responses only), p50 us, p99 us, socket errors, non-2xx, valid (1: a
+# Requests/sec line and no socket error).
 parse() {
   awk '
     function us(v) {
@@ -253,12 +268,24 @@ parse() {
       if (v ~ /s$/) return (v + 0) * 1000000;
       return v + 0;
     }
+    function secs(v) {
+      if (v ~ /ms$/) return (v + 0) / 1000;
+      if (v ~ /m$/) return (v + 0) * 60;
+      if (v ~ /h$/) return (v + 0) * 3600;
+      return v + 0;
+    }
     /^Requests\/sec:/ { rps = $2 }
+    / requests in / { reqs = $1; d = $4; gsub(",", "", d); took = secs(d) }
     /^ +50%/ { p50 = us($2) }
     /^ +99%/ { p99 = us($2) }
     /Socket errors:/ { gsub(",", ""); err = $4 + $6 + $8 + $10 }
     /Non-2xx or 3xx responses:/ { bad = $5 }
-    END { printf "%s %s %s %d %d\n", (rps == "" ? 0 : rps), (p50 == "" ? 0 : p50), (p99 == "" ? 0 : p99), err, bad }
+    END {
+      # wrk counts error responses in requests and Requests/sec: only the answered ones count here.
+      good = (took > 0 && reqs != "") ? (reqs - bad) / took : 0
+      valid = (rps != "" && took > 0 && err == 0) ? 1 : 0
+      printf "%s %s %s %d %d %d\n", good, (p50 == "" ? 0 : p50), (p99 == "" ? 0 : p99), err, bad, valid
+    }
   ' "$1"
 }
 # run_file NAME DIR R CONNS: that server's wrk output of one run.
@@ -266,29 +293,36 @@ run_file() { echo "$2/${1//\//_}.c$4.r$3.txt"; }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR == 0 ? 0 : v[int((NR + 1) / 2)]) }'; }
 
-declare -A rps p50 p99 errs bad nruns
+declare -A rps p50 p99 errs bad nruns ninvalid
+invalid_total=0
 for c in "${shown_conns[@]}"; do
   for n in "${names[@]}"; do
     rows=$(runs_of "$c" | while read -r d r; do
       f=$(run_file "$n" "$d" "$r" "$c")
       if [[ -e $f ]]; then parse "$f"; fi
     done)
-    nruns[$n,$c]=$(grep -c . <<<"$rows" || true)
-    rps[$n,$c]=$(awk '{ print $1 }' <<<"$rows" | median)
-    p50[$n,$c]=$(awk '{ print $2 }' <<<"$rows" | median)
-    p99[$n,$c]=$(awk '{ print $3 }' <<<"$rows" | median)
+    valid=$(awk '$6 == 1' <<<"$rows")
+    nruns[$n,$c]=$(grep -c . <<<"$valid" || true)
+    ninvalid[$n,$c]=$(awk 'NF && $6 != 1 { k++ } END { print k + 0 }' <<<"$rows")
+    invalid_total=$((invalid_total + ninvalid[$n,$c]))
+    rps[$n,$c]=$(awk 'NF { print $1 }' <<<"$valid" | median)
+    p50[$n,$c]=$(awk 'NF { print $2 }' <<<"$valid" | median)
+    p99[$n,$c]=$(awk 'NF { print $3 }' <<<"$valid" | median)
     errs[$n,$c]=$(awk '{ s += $4 } END { print s + 0 }' <<<"$rows")
     bad[$n,$c]=$(awk '{ s += $5 } END { print s + 0 }' <<<"$rows")
   done
 done
 
-printf '\n%-6s %-16s %5s %12s %10s %10s %9s %8s\n' conns server runs req/s p50_us p99_us sock_err non2xx
+printf '\n%-6s %-16s %5s %12s %10s %10s %7s %9s %8s\n' conns server runs req/s p50_us p99_us invalid sock_err non2xx
 for c in "${shown_conns[@]}"; do
   for n in "${names[@]}"; do
-    printf '%-6s %-16s %5d %12.0f %10.0f %10.0f %9d %8d\n' "$c" "$n" "${nruns[$n,$c]}" "${rps[$n,$c]}" "${p50[$n,$c]}" \
-      "${p99[$n,$c]}" "${errs[$n,$c]}" "${bad[$n,$c]}"
+    printf '%-6s %-16s %5d %12.0f %10.0f %10.0f %7d %9d %8d\n' "$c" "$n" "${nruns[$n,$c]}" "${rps[$n,$c]}" \
+      "${p50[$n,$c]}" "${p99[$n,$c]}" "${ninvalid[$n,$c]}" "${errs[$n,$c]}" "${bad[$n,$c]}"
   done
 done
+if ((invalid_total > 0)); then
+  echo "echo.sh: $invalid_total run(s) had socket errors and count in no figure or ratio (column invalid)" >&2
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 # paired A B COLUMN CONNS: A's figure over B's in each run that measured both (1 = req/s, 3 = p99), one per line. Both
@@ -300,12 +334,13 @@ paired() {
     fa=$(run_file "$1" "$d" "$r" "$4")
     fb=$(run_file "$2" "$d" "$r" "$4")
     if [[ -e $fa && -e $fb ]]; then paste -d' ' <(parse "$fa") <(parse "$fb"); fi
-  done | awk -v k="$3" '{ if ($(k + 5) > 0) print $k / $(k + 5) }'
+  done | awk -v k="$3" '$6 == 1 && $12 == 1 { if ($(k + 6) > 0) print $k / $(k + 6) }'
 }
 check() {  # label, A, B, column, conns, op (ge|le), target
   local ratios v m verdict runs_met
   ratios=$(paired "$2" "$3" "$4" "$5")
   v=$(median <<<"$ratios" | awk '{ printf "%.2f", $1 }')
+  [[ -n $ratios ]] || v=n/a
   # Each run's ratio rounded as the median is, so that a median printed as met counts as met in its own run.
   runs_met=$(awk -v t="$7" -v op="$6" 'NF { n++; r = sprintf("%.2f", $1) + 0; if ((op == "ge" && r >= t) || (op == "le" && r <= t)) k++ }
     END { printf "%d/%d", k, n }' <<<"$ratios")
@@ -336,3 +371,8 @@ for c in "${shown_conns[@]}"; do
   check_errors "socket errors, tern-echo/uring" "${errs[$t,$c]}"
   check_errors "socket errors, tern-echo/epoll" "${errs[tern-echo/epoll,$c]}"
 done
+
+if ((${wrk_failures:-0} > 0)); then
+  echo "echo.sh: FAILED: $wrk_failures wrk run(s) failed (see above); their output is kept as $out/*.txt.failed" >&2
+  exit 1
+fi
