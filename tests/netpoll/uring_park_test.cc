@@ -18,6 +18,7 @@
 #include "netpoll/netpoll.h"
 #include "netpoll/uring_poller.h"
 #include "scheduler/poller.h"
+#include "tests/support/require.h"
 
 namespace tern::netpoll {
 namespace {
@@ -54,8 +55,7 @@ void wake_and_reap_elsewhere() {
 void on_signal(int) {}
 
 TEST(UringPark, AWakeupWhoseCompletionAnotherThreadReapsStillEndsThePark) {
-  std::string why = uring_unavailable_reason();
-  if (!why.empty()) GTEST_SKIP() << "io_uring unavailable: " << why;
+  TERN_SKIP_UNLESS_URING();
   auto created = UringPoller::create(/*park_in_ring=*/true);
   ASSERT_TRUE(created) << created.error();
   UringPoller& p = **created;
@@ -124,7 +124,7 @@ TEST(UringPark, AWakeupWhoseCompletionAnotherThreadReapsStillEndsThePark) {
   }
   m.join();
   sigaction(SIGUSR1, &old, nullptr);
-  if (!supported) GTEST_SKIP() << "the kernel lacks IORING_OP_FUTEX_WAIT (Linux 6.7)";
+  if (!supported) TERN_SKIP_OR_FAIL(test::uring_futex_required(), "the kernel lacks IORING_OP_FUTEX_WAIT (Linux 6.7)");
   EXPECT_TRUE(returned) << "the M slept with its note woken and no futex wait armed";
   EXPECT_EQ(word.load(), 1u);
 }
