@@ -95,17 +95,54 @@ TEST(Channel, TrySendHandsToParkedReceiver) {
   });
 }
 
+// Several senders blocked on a full channel, blocked in a known order: their values come out behind the buffered ones,
+// in the order the senders blocked. On one P a fiber runs from its `blocking` store into the park without giving the
+// P up, so once the main fiber sees the store, that sender is queued.
 TEST(Channel, BlockedSendersKeepFifoBehindTheBuffer) {
-  tern::Runtime rt(procs(2));
+  tern::Runtime rt(procs(1));
   rt.run([] {
+    constexpr int kSenders = 6;
     tern::Channel<int> ch(2);
-    auto h = tern::spawn([&] {
-      for (int i = 0; i < 6; i++) ch.send(i);  // blocks once two are buffered
-    });
-    tern::sleep_for(std::chrono::milliseconds(2));
+    EXPECT_TRUE(ch.send(100));
+    EXPECT_TRUE(ch.send(101));
+    std::vector<tern::JoinHandle<void>> hs;
+    for (int k = 0; k < kSenders; k++) {
+      std::atomic<bool> blocking{false};
+      hs.push_back(tern::spawn([&ch, &blocking, k] {
+        blocking = true;
+        EXPECT_TRUE(ch.send(k));  // full: parks
+      }));
+      while (!blocking.load()) tern::yield();
+    }
     EXPECT_EQ(ch.size(), 2u);
-    for (int i = 0; i < 6; i++) EXPECT_EQ(ch.recv(), i);
-    h.join();
+    std::vector<int> got;
+    for (int i = 0; i < kSenders + 2; i++) got.push_back(ch.recv().value_or(-1));
+    EXPECT_EQ(got, (std::vector<int>{100, 101, 0, 1, 2, 3, 4, 5}));
+    for (auto& h : hs) h.join();
+  });
+}
+
+// Receivers blocked on an empty channel, in a known order (as above), are served in that order.
+TEST(Channel, BlockedReceiversAreServedInFifoOrder) {
+  tern::Runtime rt(procs(1));
+  rt.run([] {
+    constexpr int kReceivers = 6;
+    for (size_t cap : {0u, 3u}) {
+      tern::Channel<int> ch(cap);
+      std::vector<int> got(kReceivers, -1);
+      std::vector<tern::JoinHandle<void>> hs;
+      for (int k = 0; k < kReceivers; k++) {
+        std::atomic<bool> blocking{false};
+        hs.push_back(tern::spawn([&ch, &got, &blocking, k] {
+          blocking = true;
+          got[k] = ch.recv().value_or(-2);  // empty: parks
+        }));
+        while (!blocking.load()) tern::yield();
+      }
+      for (int v = 0; v < kReceivers; v++) EXPECT_TRUE(ch.send(v));
+      for (auto& h : hs) h.join();
+      EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 3, 4, 5})) << "capacity " << cap;
+    }
   });
 }
 

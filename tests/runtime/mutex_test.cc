@@ -18,6 +18,7 @@
 #include "scheduler/timer.h"
 #include "tests/procs.h"
 #include "tests/scale.h"
+#include "tests/support/watchdog.h"
 
 namespace {
 
@@ -112,18 +113,24 @@ TEST(Mutex, FibersAndPlainThreadsShareOneMutex) {
   EXPECT_EQ(counter, 6L * per_worker);
 }
 
-// A fiber blocked in lock() parks: its P keeps running other fibers meanwhile.
+// A fiber blocked in lock() parks: its P keeps running other fibers meanwhile, and the blocked fiber itself does not
+// run again until the unlock. A lock that spins (yielding or not) fails: one that spins without yielding holds the
+// only P, so the main fiber never wakes from its sleep (the watchdog fails the test); one that yields between tries
+// is switched to over and over while the main fiber sleeps, which the scheduler's switch count shows.
 TEST(Mutex, WaiterParksNotThread) {
   tern::Runtime rt(procs(1));
-  rt.run([] {
+  tern::test::Watchdog dog("Mutex: a fiber blocked in lock() on the only P");
+  rt.run([&] {
     tern::Mutex mu;
     mu.lock();
-    std::atomic<bool> got{false};
+    std::atomic<bool> trying{false}, got{false};
     tern::go([&] {
+      trying = true;
       std::lock_guard g(mu);
       got = true;
     });
-    tern::yield();  // with one P, the locker can only have run if it parked and gave the P back
+    while (!trying.load()) tern::yield();
+    tern::yield();  // with one P, the locker has run into the lock and (if it parks) given the P back
     int others = 0;
     tern::WaitGroup wg;
     wg.add(1);
@@ -133,6 +140,13 @@ TEST(Mutex, WaiterParksNotThread) {
     });
     wg.wait();
     EXPECT_EQ(others, 1);
+    EXPECT_FALSE(got.load());
+    // While the main fiber sleeps, a parked locker costs no switches at all; a yielding spinner, thousands.
+    const uint64_t before = rt.stats().switches;
+    tern::sleep_for(std::chrono::milliseconds(100));
+    dog.kick();
+    const uint64_t during = rt.stats().switches - before;
+    EXPECT_LT(during, 100u) << "the blocked locker kept running while the lock was held: it spins instead of parking";
     EXPECT_FALSE(got.load());
     mu.unlock();
     while (!got.load()) tern::yield();
@@ -181,7 +195,8 @@ std::vector<int> worst_waits(int nprocs, int contenders, int total, bool yield_w
 // Without starvation mode the unlocker and the waiter it wakes would trade the lock forever and the others starve.
 TEST(Mutex, NoContenderStarvesOnOneP) {
   constexpr int kContenders = 4;
-  const std::vector<int> worst = worst_waits(1, kContenders, scaled(1500), true);
+  // Not scaled down under the sanitizers: with fewer acquisitions than the bound, a starving contender could not fail.
+  const std::vector<int> worst = worst_waits(1, kContenders, 1500, true);
   for (int c = 0; c < kContenders; c++) {
     EXPECT_GE(worst[c], 0) << "contender " << c << " never got the lock";
     EXPECT_LE(worst[c], 2 * kPerStarvation + 4 * kContenders) << "contender " << c;
@@ -192,7 +207,8 @@ TEST(Mutex, NoContenderStarvesOnOneP) {
 // queued, while the others keep going; the bound leaves room for ~10 ms of that.
 TEST(Mutex, NoContenderStarvesAcrossPs) {
   constexpr int kContenders = 4;
-  const std::vector<int> worst = worst_waits(2, kContenders, scaled(2000), false);
+  // Not scaled down under the sanitizers: the bound (516) must be well below the acquisitions, or nothing can fail.
+  const std::vector<int> worst = worst_waits(2, kContenders, 2000, false);
   for (int c = 0; c < kContenders; c++) {
     EXPECT_GE(worst[c], 0) << "contender " << c << " never got the lock";
     EXPECT_LE(worst[c], 10 * kPerStarvation + 4 * kContenders) << "contender " << c;
