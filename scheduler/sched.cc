@@ -1073,6 +1073,7 @@ top:
     }
     pidleput(releasep(m));
   }
+  point(SchedPoint::kReleasedP);
   bool was_spinning = m->spinning;
   if (m->spinning) {
     m->spinning = false;

@@ -107,6 +107,9 @@ enum class SchedPoint : uint8_t {
   kReady,
   // wakep(): about to look at the idle Ps and the spinning Ms.
   kWakep,
+  // find_runnable() found nothing and gave its P back; next it re-checks every queue before it blocks (a producer
+  // that saw it spinning woke nobody).
+  kReleasedP,
   // Fibers are about to be pushed onto the global queue (kGlobalPush), or were just pushed (kGlobalPushed).
   kGlobalPush,
   kGlobalPushed,
