@@ -111,13 +111,17 @@ TEST_P(PollerTest, NonBlockingPollDoesNotSwallowAWake) {
 TEST_P(PollerTest, RepeatedWakesEachEndOneBlockedPoll) {
   constexpr int kRounds = 20;
   for (int i = 0; i < kRounds; i++) {
+    Clock::duration took{};
     std::thread sleeper([&] {
       sched::GList out;
-      poller_->poll(-1, out);
+      const auto t0 = Clock::now();
+      poller_->poll(std::chrono::nanoseconds(std::chrono::seconds(10)).count(), out);
+      took = Clock::now() - t0;
     });
     std::this_thread::sleep_for(milliseconds(2));
     poller_->wake();
-    sleeper.join();  // hangs (and the test times out) if a wake is lost
+    sleeper.join();
+    ASSERT_LT(took, kSlack) << "round " << i << ": the wake was lost and the poll ran to its 10 s timeout";
   }
 }
 

@@ -15,6 +15,7 @@
 #include "runtime/sync/wait_group.h"
 #include "tests/procs.h"
 #include "tests/scale.h"
+#include "tests/support/watchdog.h"
 
 namespace {
 
@@ -211,22 +212,37 @@ TEST(CondVar, NotifyOneSkipsTimedOutWaiters) {
   });
 }
 
+// A plain thread blocked in wait() is woken by a fiber's notify_all(). The fiber notifies only once the thread is
+// inside wait() (it saw `waiting` under the mutex, which wait() releases only once the thread is queued), so the
+// notify must wake a blocked thread; a lost one hangs the join, and the watchdog fails the test.
 TEST(CondVar, PlainThreadWaiterAndFiberNotifier) {
   tern::Runtime rt(procs(2));
   tern::Mutex mu;
   tern::CondVar cv;
-  bool ready = false;
+  bool waiting = false, ready = false;
+  std::atomic<bool> woke{false};
+  tern::test::Watchdog dog("CondVar: a plain thread waiting for a fiber's notify");
   std::thread t([&] {
     std::unique_lock lk(mu);
+    waiting = true;
     cv.wait(lk, [&] { return ready; });
+    woke = true;
   });
   rt.run([&] {
-    tern::sleep_for(milliseconds(2));
+    for (;;) {
+      {
+        std::lock_guard g(mu);
+        if (waiting) break;
+      }
+      tern::yield();
+    }
     std::lock_guard g(mu);
     ready = true;
     cv.notify_all();
   });
   t.join();
+  dog.kick();
+  EXPECT_TRUE(woke.load());
 }
 
 // The waiter destroys the CondVar as soon as it has been woken (allowed for std::condition_variable too), while
