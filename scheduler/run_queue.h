@@ -10,7 +10,9 @@
 //   uint32_t n = victim.steal_into(q);
 //
 // kCapacity = 256 is Go's and Tokio's choice: large enough that a burst of spawns rarely spills to the global queue,
-// small enough that stealing half is a short copy.
+// small enough that stealing half is a short copy. The capacity is a template parameter only so that tests can run
+// the same code at capacity 4, where every operation meets a full or empty ring and the indices wrap constantly
+// (Tokio runs its queue at capacity 4 under loom for the same reason); the scheduler uses RunQueue.
 #pragma once
 
 #include <atomic>
@@ -20,9 +22,17 @@
 
 namespace tern::sched {
 
-class RunQueue {
+template <uint32_t Capacity>
+class BasicRunQueue {
  public:
-  static constexpr uint32_t kCapacity = 256;
+  // head and tail are free-running uint32_t counters: the ring index (counter % kCapacity) stays continuous across
+  // their wrap only if kCapacity divides 2^32.
+  static_assert(Capacity >= 2 && (Capacity & (Capacity - 1)) == 0, "the capacity must be a power of two");
+  static constexpr uint32_t kCapacity = Capacity;
+
+  BasicRunQueue() = default;
+  // Starts both counters at `start`: tests begin just below 2^32 to cross the counters' wrap.
+  explicit BasicRunQueue(uint32_t start) : head_(start), tail_(start) {}
 
   // Owner only. False if the queue is full.
   bool push(G* g) {
@@ -59,7 +69,7 @@ class RunQueue {
 
   // Thief: moves half of this queue (rounded up) into `dst`, which must be empty and owned by the caller. Returns the
   // number moved.
-  uint32_t steal_into(RunQueue& dst) {
+  uint32_t steal_into(BasicRunQueue& dst) {
     const uint32_t dt = dst.tail_.load(std::memory_order_relaxed);
     uint32_t n = take_half(
         kCapacity / 2, [&](uint32_t i, G* g) { dst.slots_[(dt + i) % kCapacity].store(g, std::memory_order_relaxed); });
@@ -111,5 +121,7 @@ class RunQueue {
   alignas(64) std::atomic<uint32_t> tail_{0};  // owner only writes
   std::atomic<G*> slots_[kCapacity] = {};
 };
+
+using RunQueue = BasicRunQueue<256>;
 
 }  // namespace tern::sched

@@ -5,17 +5,20 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <semaphore>
-#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "scheduler/sched.h"
 
@@ -24,9 +27,12 @@ namespace {
 
 const char* const kPidsRoot = "/sys/fs/cgroup/pids";
 
-std::string cgroup_for(pid_t parent) {
-  return std::string(kPidsRoot) + "/tern-thread-start-" + std::to_string(parent);
-}
+// The child is this test binary again, started with the cgroup's path in this variable: it runs child_body() before
+// any test, with no thread but its own (a fork of the multi-threaded test process would inherit locks held by
+// threads that do not exist in the child, and ThreadSanitizer refuses to run such a child).
+const char* const kChildEnv = "TERN_THREAD_START_CHILD";
+
+extern "C" char** environ;
 
 bool write_file(const std::string& path, const std::string& text) {
   std::ofstream f(path);
@@ -57,10 +63,12 @@ long refusals(const std::string& cg) {
 
 // Runs in the death-test child: joins the parent's cgroup with room for exactly one more thread (the monitor), starts
 // a fiber, and exits 0 if it ran after at least one failed thread start, 3 if it never ran, 4 if no start failed.
-[[noreturn]] void child_body() {
+[[noreturn]] void child_body(const std::string& cg) {
   alarm(20);  // a stranded fiber must end the child, not the test run
-  const std::string cg = cgroup_for(getppid());
   if (!write_file(cg + "/cgroup.procs", std::to_string(getpid()))) _exit(5);
+  // ThreadSanitizer starts a background thread of its own at the process's first thread creation: let that happen
+  // now, so that the thread counted below is the only room left.
+  std::thread([] {}).join();
   if (!write_file(cg + "/pids.max", std::to_string(threads_of_this_process() + 1))) _exit(5);
   std::binary_semaphore ran(0);
   sched::SchedOptions opts;
@@ -75,11 +83,22 @@ long refusals(const std::string& cg) {
   _exit(st.thread_start_failures > 0 ? 0 : 4);
 }
 
+// A global test environment's SetUp runs inside RUN_ALL_TESTS, after every static initializer (the runtime's
+// included) and before any test: the child does its work there and exits.
+class ChildEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (const char* cg = std::getenv(kChildEnv)) child_body(cg);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const child_environment =
+    ::testing::AddGlobalTestEnvironment(new ChildEnvironment);
+
 TEST(ThreadStart, WorkQueuedWhileNoThreadCanStartRunsOnceOneCan) {
   if (geteuid() != 0 || access(kPidsRoot, W_OK) != 0) {
     GTEST_SKIP() << "needs root and a writable cgroup v1 pids controller at " << kPidsRoot;
   }
-  const std::string cg = cgroup_for(getpid());
+  const std::string cg = std::string(kPidsRoot) + "/tern-thread-start-" + std::to_string(getpid());
   rmdir(cg.c_str());
   ASSERT_EQ(mkdir(cg.c_str(), 0755), 0) << cg;
   // Lift the limit once the child has been refused a thread (or after a while, so a child that never hits it ends).
@@ -92,8 +111,23 @@ TEST(ThreadStart, WorkQueuedWhileNoThreadCanStartRunsOnceOneCan) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the child's first retry comes 1 ms after
     write_file(cg + "/pids.max", "max");
   });
-  // The default ("fast") style forks at this point: the child has one thread, and the lifter stays in the parent.
-  EXPECT_EXIT(child_body(), ::testing::ExitedWithCode(0), "ran=1");
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; e++) env_strings.emplace_back(*e);
+  env_strings.push_back(std::string(kChildEnv) + "=" + cg);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char exe[] = "/proc/self/exe";
+  char* argv[] = {exe, nullptr};
+  pid_t child = -1;
+  ASSERT_EQ(posix_spawn(&child, exe, nullptr, nullptr, argv, envp.data()), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "child: "
+      << (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
+                            : "signal " + std::to_string(WTERMSIG(status)))
+      << " (3: the fiber never ran; 4: no thread start failed; 5: could not join the cgroup)";
   stop = true;
   lifter.join();
   EXPECT_GT(refusals(cg), 0) << "the cgroup never refused a thread: the test did not exercise a failed start";
