@@ -642,6 +642,8 @@ bool Sched::bind_stack(G* g) {
 }
 
 void Sched::free_g(G* g) {
+  // new_g() counted it spawned; it never will be, so it must not stay in stats().live forever.
+  unstarted_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(gfree_mu_);
   g->status.store(GStatus::kIdle, std::memory_order_relaxed);
   g->next = gfree_;
@@ -1542,6 +1544,7 @@ SchedStats Sched::stats() const {
     if (i < scan_bound()) st.runnable += p->runq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
   }
   st.runnable += global_->size();
+  st.spawned -= std::min(st.spawned, unstarted_.load(std::memory_order_relaxed));
   st.live = st.spawned >= st.finished ? st.spawned - st.finished : 0;
   st.long_running = long_running_.load(std::memory_order_relaxed);
   st.thread_start_failures = thread_start_failures_.load(std::memory_order_relaxed);

@@ -337,6 +337,7 @@ class Sched {
   G* gfree_ = nullptr;
   std::vector<std::unique_ptr<G[]>> gblocks_;
   std::atomic<uint64_t> outside_spawned_{0};  // fibers started from threads without a P
+  std::atomic<uint64_t> unstarted_{0};        // fibers new_g() counted as spawned that try_go() then gave up
 
   // Monitor thread.
   std::thread monitor_;

@@ -103,6 +103,14 @@ void unmap_all(const std::vector<void*>& pages) {
   });
   CHILD_CHECK(started > 0);
   CHILD_CHECK(ran.load() == started);  // the refused closure never ran
+  // The refused fiber was never spawned: the counts do not leave it live forever.
+  const tern::RuntimeStats st = rt.stats();
+  if (st.live != 0 || st.spawned != st.finished) {
+    std::fprintf(stderr, "child check failed: live %llu, spawned %llu, finished %llu\n",
+                 static_cast<unsigned long long>(st.live), static_cast<unsigned long long>(st.spawned),
+                 static_cast<unsigned long long>(st.finished));
+    std::_Exit(3);
+  }
   CHILD_CHECK(error.find("vm.max_map_count") != std::string::npos);
   CHILD_CHECK(error.find("cannot map a stack") != std::string::npos);
   std::fprintf(stderr, "started %d, then: %s\n", started, error.c_str());
