@@ -14,7 +14,6 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <utility>
 
 #include "runtime/sync/wait_queue.h"
@@ -44,20 +43,25 @@ class Once {
   bool done() const { return state_.load(std::memory_order_acquire) == kDone; }
 
  private:
-  static constexpr uint32_t kIdle = 0, kRunning = 1, kDone = 2;
+  // state_ holds the phase and, in kLocked, the lock over q_ and the phase: one word, so that finish() can make the
+  // Once done and release its lock with one store, its last touch of *this (whoever sees it done may destroy it, as
+  // a std::mutex may be destroyed by whoever sees it free).
+  static constexpr uint32_t kIdle = 0, kRunning = 1, kDone = 2, kPhase = 3, kLocked = 4;
 
   struct Node : detail::WaitLink<Node> {
     Waiter* waiter = nullptr;
+    bool done = false;  // set by finish() before the wake: the Once is done, and may be gone
   };
 
   // Returns true if the caller must run f (the Once is now running); false once another caller has completed it.
   bool begin();
   // Records the outcome of f and wakes the waiters.
   void finish(bool ok);
+  // Takes kLocked unless the Once is done; returns the phase it found (kDone: not locked).
+  uint32_t lock_unless_done();
 
-  std::atomic<uint32_t> state_{kIdle};  // changed under mu_; read without it on the fast path
-  std::mutex mu_;
-  detail::WaitQueue<Node> q_;
+  std::atomic<uint32_t> state_{kIdle};
+  detail::WaitQueue<Node> q_;  // under kLocked
 };
 
 }  // namespace tern

@@ -14,6 +14,7 @@
 #include "runtime/runtime.h"
 #include "runtime/sync/wait_group.h"
 #include "tests/procs.h"
+#include "tests/scale.h"
 
 namespace {
 
@@ -114,6 +115,87 @@ TEST(Once, WaiterTakesOverAfterException) {
     EXPECT_EQ(attempts.load(), 2);
     EXPECT_TRUE(once.done());
   });
+}
+
+// A Once may be destroyed by whoever sees it done, as a std::mutex may be by whoever sees it free: the caller that
+// ran f must not touch the Once after the store that makes it done. The runner here is a fiber, the deleter a plain
+// thread on the other CPU that spins on done() and deletes the Once at once. ThreadSanitizer reports any access by
+// the runner after that store (nothing orders it before the delete), so under TSan this fails on the first round
+// if call() still unlocks an internal lock after publishing kDone; without a sanitizer it checks the rounds complete.
+TEST(Once, DeleteAsSoonAsDoneIsSeen) {
+  const int rounds = tern::test::scaled(300, 30);
+  std::atomic<tern::Once*> armed{nullptr};
+  std::atomic<int> deleted{0};
+  std::thread deleter([&] {
+    for (int i = 0; i < rounds; i++) {
+      tern::Once* once;
+      while ((once = armed.load(std::memory_order_acquire)) == nullptr) {
+      }
+      while (!once->done()) {
+      }
+      armed.store(nullptr, std::memory_order_relaxed);
+      delete once;
+      deleted.fetch_add(1, std::memory_order_release);
+    }
+  });
+  tern::Runtime rt(procs(1));
+  int ran = 0;
+  rt.run([&] {
+    for (int i = 0; i < rounds; i++) {
+      auto* once = new tern::Once;
+      armed.store(once, std::memory_order_release);
+      once->call([&] { ran++; });
+      while (deleted.load(std::memory_order_acquire) <= i) tern::yield();
+    }
+  });
+  deleter.join();
+  EXPECT_EQ(ran, rounds);
+}
+
+// The same with a second caller parked in call() while f runs: once woken, it returns without touching the Once
+// either (the deleter never waits for it to leave). One P, so that when f's yield comes back the waiter, which ran
+// in between, has parked in call().
+TEST(Once, DeleteAsSoonAsDoneIsSeenWithAWaiter) {
+  const int rounds = tern::test::scaled(200, 20);
+  std::atomic<tern::Once*> armed{nullptr};
+  std::atomic<int> deleted{0};
+  std::thread deleter([&] {
+    for (int i = 0; i < rounds; i++) {
+      tern::Once* once;
+      while ((once = armed.load(std::memory_order_acquire)) == nullptr) {
+      }
+      while (!once->done()) {
+      }
+      armed.store(nullptr, std::memory_order_relaxed);
+      delete once;
+      deleted.fetch_add(1, std::memory_order_release);
+    }
+  });
+  tern::Runtime rt(procs(1));
+  std::atomic<int> ran{0}, waiter_returned{0};
+  rt.run([&] {
+    for (int i = 0; i < rounds; i++) {
+      auto* once = new tern::Once;
+      std::atomic<bool> waiter_in{false};
+      tern::WaitGroup wg(1);
+      once->call([&] {
+        tern::go([&, once] {
+          waiter_in.store(true, std::memory_order_release);
+          once->call([&] { ran++; });  // parks: f below is still running
+          waiter_returned++;
+          wg.done();
+        });
+        while (!waiter_in.load(std::memory_order_acquire)) tern::yield();
+        ran++;
+        armed.store(once, std::memory_order_release);
+      });
+      wg.wait();
+      while (deleted.load(std::memory_order_acquire) <= i) tern::yield();
+    }
+  });
+  deleter.join();
+  EXPECT_EQ(ran.load(), rounds);
+  EXPECT_EQ(waiter_returned.load(), rounds);
 }
 
 }  // namespace
