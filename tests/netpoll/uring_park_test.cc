@@ -11,7 +11,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -71,9 +73,17 @@ TEST(UringPark, AWakeupWhoseCompletionAnotherThreadReapsStillEndsThePark) {
   sigemptyset(&sa.sa_mask);
   ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
 
-  std::atomic<int> stage{0};  // 1: first park returned; 2: second park returned
+  // 1: set up, about to park; 2: first park returned; 3: second park returned, or the thread ended early (a failed
+  // setup).
+  std::atomic<int> stage{0};
   bool supported = true;
   std::thread m([&] {
+    // Whatever ends this thread (an ASSERT failing in the setup returns early) tells the main thread, which would
+    // otherwise signal it forever.
+    struct Done {
+      std::atomic<int>& stage;
+      ~Done() { stage.store(3); }
+    } done{stage};
     // A ring of this thread's own: the poller makes one on a thread's first submission, here an accept that finds its
     // connection queued and completes inline.
     int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -85,7 +95,7 @@ TEST(UringPark, AWakeupWhoseCompletionAnotherThreadReapsStillEndsThePark) {
     ASSERT_EQ(::listen(lfd, 1), 0);
     ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&sin), &len), 0);
     int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+    ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0) << std::strerror(errno);
     int err = 0;
     Desc* d = p.open(lfd, /*listening=*/true, &err);
     ASSERT_NE(d, nullptr) << err;
@@ -95,30 +105,33 @@ TEST(UringPark, AWakeupWhoseCompletionAnotherThreadReapsStillEndsThePark) {
     ::close(client);
 
     // The first park arms a futex wait on the word and is ended by a signal: the wait stays armed for the next.
+    // Signals come only from here on: one during the setup above would interrupt connect() (no SA_RESTART).
+    stage.store(1);
     sched::GList out;
     if (!p.park(&word, out)) {
       supported = false;  // the kernel lacks IORING_OP_FUTEX_WAIT
     } else {
-      stage.store(1);
+      stage.store(2);
       UringPoller::park_enter_hook.store(wake_and_reap_elsewhere);
       p.park(&word, out);
       UringPoller::park_enter_hook.store(nullptr);
     }
-    stage.store(2);
+    stage.store(3);
     p.close(d);
   });
 
   const pthread_t mt = m.native_handle();
+  while (stage.load() == 0) std::this_thread::sleep_for(1ms);
   // Interrupt the first park: signals until it returns (one that lands before the sleep is ignored).
-  while (stage.load() == 0) {
+  while (stage.load() == 1) {
     pthread_kill(mt, SIGUSR1);
     std::this_thread::sleep_for(5ms);
   }
   const auto t0 = Clock::now();
-  while (stage.load() < 2 && Clock::now() - t0 < kSlack) std::this_thread::sleep_for(1ms);
-  const bool returned = stage.load() == 2;
+  while (stage.load() < 3 && Clock::now() - t0 < kSlack) std::this_thread::sleep_for(1ms);
+  const bool returned = stage.load() == 3;
   // A stranded park sleeps until unrelated I/O; free it so that the test ends.
-  while (stage.load() < 2) {
+  while (stage.load() < 3) {
     pthread_kill(mt, SIGUSR1);
     std::this_thread::sleep_for(5ms);
   }
