@@ -1,6 +1,9 @@
 #include "alloc/stack.h"
 
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,9 +30,38 @@ size_t page_size() {
 size_t round_up(size_t n, size_t to) {
   return (n + to - 1) / to * to;
 }
+
+// Registers the process for membarrier's private expedited command, once; false where the kernel (before 4.14, or a
+// sandbox such as valgrind or gVisor that lacks the syscall) cannot do it.
+bool membarrier_registered() {
+  static const bool ok = [] {
+    const long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  }();
+  return ok;
+}
+
+// The heavy side of an asymmetric fence: a full barrier on every running thread of the process. The caller's own
+// accesses around it are seq_cst, so they stay on their side of it.
+bool heavy_fence() {
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+// Waiting for the other side of a cache's exclusion, which holds it for a few instructions unless its thread is
+// preempted: spin a little, then let it run.
+void backoff(int& spins) {
+  if (++spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    sched_yield();
+  }
+}
 }  // namespace
 
-StackPool::StackPool(StackPoolOptions opts) : opts_(opts) {
+StackPool::StackPool(StackPoolOptions opts) : opts_(opts), asym_(opts.asymmetric_fences && membarrier_registered()) {
   // A stack smaller than 4 pages cannot hold the context switch frame plus any useful call depth.
   opts_.stack_size = round_up(std::max(opts_.stack_size, 4 * page_size()), page_size());
   opts_.guard_size = round_up(std::max(opts_.guard_size, page_size()), page_size());
@@ -92,14 +124,35 @@ Stack StackPool::get() {
 size_t StackPool::take_from_caches(const StackCache* except, Stack* out, size_t n) {
   size_t got = 0;
   std::lock_guard lk(caches_mu_);
+  // The victims: every other cache that looks non-empty (one that fills meanwhile is simply not taken from this time).
+  std::vector<StackCache*>& victims = victims_;
+  victims.clear();
   for (StackCache* c : caches_) {
-    if (got == n) break;
-    if (c == except) continue;
-    c->lock();
+    if (c != except && c->n_.load(std::memory_order_relaxed) > 0) victims.push_back(c);
+  }
+  if (asym_ && !victims.empty() && n > 0) {
+    // Raise the flag on every victim, then one heavy fence for them all. Owners that see a flag step back until it
+    // drops, so it must drop on every victim, taken from or not.
+    for (StackCache* c : victims) c->taker_.store(true);
+    if (!heavy_fence()) {
+      // Registered, yet refused: no exclusion with the owners is possible, so take nothing (the caller reports
+      // exhaustion, which is an error, not a crash).
+      for (StackCache* c : victims) c->taker_leave();
+      victims.clear();
+    }
+  }
+  for (StackCache* c : victims) {
+    if (got == n) {
+      if (asym_) c->taker_leave();
+      continue;
+    }
+    c->taker_wait();
     // Half of what the victim holds, rounded up: one thief cannot empty a P that still has stacks to share.
-    size_t take = std::min(n - got, (c->n_ + 1) / 2);
-    for (size_t i = 0; i < take; i++) out[got++] = c->cache_[--c->n_];
-    c->unlock();
+    size_t have = c->n_.load(std::memory_order_relaxed);
+    const size_t take = std::min(n - got, (have + 1) / 2);
+    for (size_t i = 0; i < take; i++) out[got++] = c->cache_[--have];
+    c->n_.store(have, std::memory_order_relaxed);
+    c->taker_leave();
   }
   if (got < n) out[got] = Stack{};
   taken_.fetch_add(got, std::memory_order_relaxed);
@@ -194,9 +247,10 @@ StackStats StackPool::stats() const {
   return st;
 }
 
-StackCache::StackCache(StackPool& pool) : pool_(pool) {
+StackCache::StackCache(StackPool& pool) : pool_(pool), asym_(pool.asym_) {
   std::lock_guard lk(pool_.caches_mu_);
   pool_.caches_.push_back(this);
+  pool_.victims_.reserve(pool_.caches_.size());  // take_from_caches runs when memory or mappings ran out
 }
 
 StackCache::~StackCache() {
@@ -208,54 +262,95 @@ StackCache::~StackCache() {
 }
 
 size_t StackCache::size() const {
-  lock();
-  size_t n = n_;
-  unlock();
-  return n;
+  return n_.load(std::memory_order_relaxed);
+}
+
+void StackCache::owner_yield_to_taker() {
+  for (;;) {
+    owner_busy_.store(false, std::memory_order_release);
+    int spins = 0;
+    while (taker_.load(std::memory_order_acquire)) backoff(spins);
+    owner_busy_.store(true, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (!taker_.load(std::memory_order_acquire)) return;
+  }
+}
+
+void StackCache::taker_wait() const {
+  if (!asym_) {
+    lock();
+    return;
+  }
+  int spins = 0;
+  while (owner_busy_.load()) backoff(spins);  // seq_cst: after the heavy fence, never before the flag's store
 }
 
 Stack StackCache::get() {
-  lock();
-  if (n_ > 0) {
-    Stack s = cache_[--n_];
-    unlock();
+  owner_enter();
+  if (const size_t n = n_.load(std::memory_order_relaxed); n > 0) {
+    Stack s = cache_[n - 1];
+    n_.store(n - 1, std::memory_order_relaxed);
+    owner_leave();
     return s;
   }
-  unlock();
-  // Refill outside the lock: the pool's lock and the list of caches come before a cache's lock.
+  owner_leave();
+  return get_refilling();
+}
+
+// get() with the cache empty. Refills outside the exclusion: the pool's lock and the list of caches come before it.
+Stack StackCache::get_refilling() {
   Stack batch[kCacheBatch];
   size_t got = pool_.get_batch(batch, kCacheBatch);
   if (got == 0) got = pool_.take_from_caches(this, batch, kCacheBatch);
   if (got == 0) return {};
-  // Thieves only ever remove, so the cache, empty a moment ago, has room for the batch.
-  lock();
-  for (size_t i = 1; i < got; i++) cache_[n_++] = batch[i];
-  unlock();
+  // Takers only ever remove, so the cache, empty a moment ago, has room for the batch.
+  owner_enter();
+  size_t n = n_.load(std::memory_order_relaxed);
+  for (size_t i = 1; i < got; i++) cache_[n++] = batch[i];
+  n_.store(n, std::memory_order_relaxed);
+  owner_leave();
   return batch[0];
 }
 
 void StackCache::put(Stack s) {
   if (!s.valid()) return;
+  owner_enter();
+  if (const size_t n = n_.load(std::memory_order_relaxed); n < kCacheMax) {
+    cache_[n] = s;
+    n_.store(n + 1, std::memory_order_relaxed);
+    owner_leave();
+    return;
+  }
+  owner_leave();
+  put_spilling(s);
+}
+
+// put() with the cache full: half of it goes back to the pool. Out of line so that put()'s frame holds no spill array
+// (a Stack array is value-initialized: zeroing it cost every put() more than the rest of put() together).
+void StackCache::put_spilling(Stack s) {
   Stack spill[kCacheBatch];
   size_t nspill = 0;
-  lock();
-  if (n_ == kCacheMax) {
-    n_ -= kCacheBatch;
-    std::copy(cache_ + n_, cache_ + n_ + kCacheBatch, spill);
+  owner_enter();
+  // Takers may have taken some since put() looked; only this thread adds.
+  size_t n = n_.load(std::memory_order_relaxed);
+  if (n == kCacheMax) {
+    n -= kCacheBatch;
+    std::copy(cache_ + n, cache_ + n + kCacheBatch, spill);
     nspill = kCacheBatch;
   }
-  cache_[n_++] = s;
-  unlock();
+  cache_[n++] = s;
+  n_.store(n, std::memory_order_relaxed);
+  owner_leave();
   if (nspill > 0) pool_.put_batch(spill, nspill);
 }
 
 void StackCache::flush() {
   Stack all[kCacheMax];
-  lock();
-  size_t n = n_;
+  owner_enter();
+  const size_t n = n_.load(std::memory_order_relaxed);
   std::copy(cache_, cache_ + n, all);
-  n_ = 0;
-  unlock();
+  n_.store(0, std::memory_order_relaxed);
+  owner_leave();
   if (n > 0) pool_.put_batch(all, n);
 }
 

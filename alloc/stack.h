@@ -9,8 +9,9 @@
 //
 // Stacks are pooled in two levels, like Go's stackcache over stackpool:
 //   StackCache: per processor (P); holds up to kCacheMax stacks and moves kCacheBatch at a time to and from the
-//               global pool. Only its P's owner adds to it; its own lock (one uncontended exchange per get/put) lets
-//               another cache take from it when stacks run out.
+//               global pool. Only its P's owner adds to it. Another cache may take from it when stacks run out; the
+//               owner's side of that exclusion costs two plain stores and a load per get/put (an asymmetric fence,
+//               membarrier(2), puts the whole price on the rare taker), or one lock where membarrier is unavailable.
 //   StackPool:  one per runtime, mutex-protected, LIFO (the most recently freed stack, still hot in cache and
 //               resident, is reused first). trim(), which the runtime's monitor calls about once a second, gives back
 //               the memory of free stacks above `high_watermark` that stayed unused for the whole period
@@ -67,6 +68,9 @@ struct StackPoolOptions {
   size_t guard_size = kDefaultGuardBytes;  // rounded up to whole pages, at least one
   size_t high_watermark = 1024;            // free stacks kept resident; the rest are madvise'd cold
   size_t max_free = 16384;                 // free stacks kept mapped at all; the rest are unmapped
+  // The caches' owner/taker exclusion (StackCache): asymmetric fences when the kernel has membarrier(2)'s private
+  // expedited command, else (or when false) a lock taken by every get/put.
+  bool asymmetric_fences = true;
 };
 
 struct StackStats {
@@ -113,14 +117,17 @@ class StackPool {
   size_t guard_size() const { return opts_.guard_size; }
   StackStats stats() const;
   std::string exhausted_message() const { return alloc::exhausted_message(stats()); }
+  // Whether the caches use asymmetric fences (see StackPoolOptions::asymmetric_fences) rather than a lock.
+  bool asymmetric_fences() const { return asym_; }
+
+  // Moves up to n free stacks from the caches other than `except` into out (up to half of each, so that no P is left
+  // empty by one thief); returns how many. get() and StackCache::get() call it after a mapping failed; any thread may.
+  size_t take_from_caches(const StackCache* except, Stack* out, size_t n);
 
  private:
   friend class StackCache;
   Stack map_one();
   void unmap_one(Stack s);
-  // Moves up to n free stacks from the caches other than `except` into out (up to half of each, so that no P is left
-  // empty by one thief); returns how many. Called only after a mapping failed.
-  size_t take_from_caches(const StackCache* except, Stack* out, size_t n);
 
   StackPoolOptions opts_;
   mutable std::mutex mu_;
@@ -130,14 +137,22 @@ class StackPool {
   std::atomic<uint64_t> mapped_{0}, in_use_{0}, released_{0}, unmapped_{0}, map_failures_{0}, taken_{0};
   std::atomic<int> map_errno_{0};
   std::atomic<bool> guard_regions_{true};
+  bool asym_ = false;
   // The caches in front of this pool, for take_from_caches(). Lock order: caches_mu_, then a cache's lock; neither
   // is held while calling into the pool's mu_ from a cache.
   std::mutex caches_mu_;
   std::vector<StackCache*> caches_;
+  std::vector<StackCache*> victims_;  // take_from_caches' scratch, under caches_mu_: no allocation once it has grown
 };
 
-// Per-P cache in front of a StackPool. get/put/flush are for the P's owner only (one thread at a time); the lock
-// inside is for other caches taking stacks when no new one can be mapped (StackPool::take_from_caches).
+// Per-P cache in front of a StackPool. get/put/flush are for the P's owner only (one thread at a time); another thread
+// takes stacks from it only through StackPool::take_from_caches, when no new one can be mapped.
+//
+// Owner and taker exclude each other Dekker-style. The owner stores owner_busy_, then loads taker_ (a compiler barrier
+// between: no fence instruction); the taker stores taker_, runs membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which
+// puts a full barrier on every running thread of the process, then loads owner_busy_. Either the taker sees the owner
+// busy and waits for it, or the owner sees the taker and steps back until it is done. An uncontended exchange, which is
+// what a lock costs the owner, was a quarter of a ChainedSpawn spawn. Without membarrier every side takes locked_.
 class StackCache {
  public:
   static constexpr size_t kCacheMax = 32;    // a burst of 32 spawns and exits on one P never touches the pool's lock
@@ -155,18 +170,52 @@ class StackCache {
 
  private:
   friend class StackPool;
+  // The slow paths, out of line: their Stack arrays (value-initialized, so zeroed) stay off the fast paths' frames.
+  [[gnu::noinline]] Stack get_refilling();
+  [[gnu::noinline]] void put_spilling(Stack s);
+  // The owner's side: around every access to cache_ and n_.
+  void owner_enter() {
+    if (!asym_) {
+      lock();
+      return;
+    }
+    owner_busy_.store(true, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the taker's membarrier makes this a full fence
+    if (taker_.load(std::memory_order_acquire)) [[unlikely]]
+      owner_yield_to_taker();
+  }
+  void owner_leave() {
+    if (!asym_) {
+      unlock();
+      return;
+    }
+    owner_busy_.store(false, std::memory_order_release);
+  }
+  [[gnu::noinline]] void owner_yield_to_taker();
+  // The taker's side (StackPool::take_from_caches, under caches_mu_). With asymmetric fences: taker_ is raised on
+  // every victim, then one membarrier, then taker_wait() on each before touching it and taker_leave() after.
+  void taker_wait() const;
+  void taker_leave() { asym_ ? taker_.store(false, std::memory_order_release) : unlock(); }
   void lock() const {
     while (locked_.exchange(true, std::memory_order_acquire)) {
       while (locked_.load(std::memory_order_relaxed)) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
       }
     }
   }
-  void unlock() const { locked_.store(false, std::memory_order_release); }
+  void unlock() const {
+    locked_.store(false, std::memory_order_release);
+  }
 
   StackPool& pool_;
-  mutable std::atomic<bool> locked_{false};  // held for a few instructions: an array copy, never a syscall
+  const bool asym_;
+  mutable std::atomic<bool> locked_{false};  // without asymmetric fences; held for an array copy, never a syscall
+  std::atomic<bool> owner_busy_{false};      // the owner is in get/put/flush
+  std::atomic<bool> taker_{false};           // a taker wants or holds this cache
   Stack cache_[kCacheMax];
-  size_t n_ = 0;
+  std::atomic<size_t> n_{0};  // written only inside the exclusion; atomic so that size() may read it from anywhere
 };
 
 }  // namespace tern::alloc
