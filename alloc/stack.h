@@ -95,7 +95,9 @@ class StackCache;
 class StackPool {
  public:
   explicit StackPool(StackPoolOptions opts = {});
-  ~StackPool();  // unmaps every stack it mapped, in use or not
+  // Unmaps the free stacks. Stacks still handed out (in a StackCache or a fiber) stay mapped: their holders must give
+  // them back first, which Sched::shutdown does for every fiber and P before the pool goes.
+  ~StackPool();
   StackPool(const StackPool&) = delete;
   StackPool& operator=(const StackPool&) = delete;
 

@@ -42,7 +42,6 @@ class EpollPoller final : public sched::Poller, public IoBackend {
   const char* name() const override { return "epoll"; }
 
   // IoBackend
-  const char* backend_name() const override { return "epoll"; }
   int socket_flags() const override;
   Desc* open(int fd, bool listening, int* err) override;
   void close(Desc* d) override;

@@ -35,7 +35,7 @@ struct Desc {
 };
 
 // Counters a backend keeps (cumulative). Only rare events are counted here: a shared counter on the read/write path
-// would be a cache line every core writes (ARCHITECTURE.md invariant 6).
+// would be a cache line every core writes (docs/architecture.md invariant 6).
 struct IoStats {
   uint64_t timeouts = 0;         // operations that ended at their deadline
   uint64_t accept_backoffs = 0;  // accept() back-offs after EMFILE/ENFILE/ENOBUFS/ENOMEM
@@ -49,8 +49,6 @@ class IoBackend {
  public:
   virtual ~IoBackend() = default;
 
-  // "epoll" or "uring".
-  virtual const char* backend_name() const = 0;
   // Extra flags for socket(2) so that the descriptor suits this backend (SOCK_NONBLOCK for a readiness backend).
   virtual int socket_flags() const = 0;
 

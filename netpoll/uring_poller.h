@@ -126,7 +126,6 @@ class UringPoller final : public sched::Poller, public IoBackend {
   bool park(std::atomic<uint32_t>* word, sched::GList& out) override;
 
   // IoBackend
-  const char* backend_name() const override { return "uring"; }
   int socket_flags() const override { return 0; }
   Desc* open(int fd, bool listening, int* err) override;
   void close(Desc* d) override;

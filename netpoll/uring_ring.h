@@ -42,8 +42,8 @@ class Ring {
   // arrives, and holds it until its reader has copied the data out. So the count bounds how many connections can have
   // data waiting to be read at once, and under a full load every connection may: with 1,000 connections on two rings,
   // 256 buffers per ring ran out on a fifth of all receives (each then costs a one-shot submission, and p99 latency
-  // went from 13 to 30 ms). Small buffers keep that many cheap: a request fits in one, and a larger one spans several.
-  // 2048 x 4 KiB = 8 MiB of address space per ring, resident as the kernel fills it.
+  // went from 12-15 ms to 27-30 ms: docs/performance.md). Small buffers keep that many cheap: a request fits in one,
+  // and a larger one spans several. 2048 x 4 KiB = 8 MiB of address space per ring, resident as the kernel fills it.
   static constexpr unsigned kBufSize = 4 << 10;
   static constexpr unsigned kBufCount = 2048;
   static constexpr uint16_t kBufGroup = 0;

@@ -1,6 +1,6 @@
 // runtime/config.h: tern::Config, the runtime's settings, and where they come from.
 //
-// Precedence (ARCHITECTURE.md): explicit API call > command-line flag > environment > defaults derived from the
+// Precedence (docs/architecture.md): explicit API call > command-line flag > environment > defaults derived from the
 // machine. Config::from_env() applies the environment over the defaults; programs apply their flags over that.
 //
 //   auto cfg = tern::Config::from_env();

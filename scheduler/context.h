@@ -1,8 +1,8 @@
 // scheduler/context.h: switching between an M's scheduler stack and fibers, with the annotations that let
 // AddressSanitizer and ThreadSanitizer follow Boost.Context's stack switches.
 //
-// Every switch goes through switch_to(): ASan is told which stack we are entering (start_switch) and learns which we
-// left (finish_switch); TSan is switched to the target's fiber handle.
+// Every jump_fcontext in the scheduler is bracketed by before_switch() and after_switch(): ASan is told which stack we
+// are entering (start_switch) and learns which we left (finish_switch); TSan is switched to the target's fiber handle.
 #pragma once
 
 #include <boost/context/detail/fcontext.hpp>
@@ -23,14 +23,6 @@ namespace tern::sched::ctx {
 namespace bctx = boost::context::detail;
 using fcontext_t = bctx::fcontext_t;
 using transfer_t = bctx::transfer_t;
-
-// The bookkeeping one side of a switch needs.
-struct SwitchState {
-  void* fake_stack = nullptr;    // ASan fake stack of the side being left
-  const void* bottom = nullptr;  // ASan: the stack being entered
-  size_t size = 0;
-  void* tsan_fiber = nullptr;  // TSan: the fiber being entered
-};
 
 inline void* tsan_current() {
 #ifdef TERN_TSAN

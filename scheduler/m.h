@@ -48,9 +48,6 @@ struct M {
   size_t g0_size = 0;
   void* g0_fake_stack = nullptr;
   void* g0_tsan_fiber = nullptr;
-
-  // Alternate signal stack for the stack-overflow handler.
-  void* sigstack = nullptr;
 };
 
 // The M running on this thread, or nullptr. Not inlined on purpose: a fiber may resume on another thread, and the

@@ -51,7 +51,8 @@ struct alignas(64) P {
   // Owner-only state.
   alignas(64) uint32_t schedtick = 0;  // fibers started from a fresh time slice
   uint32_t runnext_chain = 0;          // consecutive runnext picks sharing the current slice
-  uint64_t monitor_tick = 0;           // schedtick+switches seen by the monitor last period (monitor-only)
+  // Not the owner's: the monitor thread alone reads and writes it (counters.switches as it saw it last period).
+  uint64_t monitor_tick = 0;
   // Sched::rescue_stalled's watch on another P: which (an index into allp_), its switch count, and since when.
   uint32_t watch = 0;
   uint64_t watch_switches = 0;

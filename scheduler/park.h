@@ -1,6 +1,6 @@
 // scheduler/park.h: the primitives that sync/ and netpoll/ build on.
 //
-// Park/ready protocol (invariant 2 in ARCHITECTURE.md):
+// Park/ready protocol (invariant 2 in docs/architecture.md):
 //   1. A fiber that must wait publishes nothing yet; it calls park(commit, arg).
 //   2. park() switches to the M's scheduler stack (or straight to the fiber that runs next on this P); only then does
 //      that side run commit(g, arg), which makes the fiber findable (registers it as a waiter, unlocks the structure

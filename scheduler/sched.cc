@@ -1443,7 +1443,7 @@ void Sched::drain_p(P* p) {
 
 // ----------------------------------------------------------------------------------------------------------------
 // Monitor (Go's sysmon duties that tern has so far: notice fibers that hold a P too long while others wait, poll the
-// network if nobody has for 10 ms, tick the controller hook).
+// network if nobody has for 10 ms, retry a failed thread start, trim the stack pool).
 
 void Sched::monitor_main() {
   for (;;) {
@@ -1495,18 +1495,7 @@ void Sched::monitor_main() {
       last_trim_ = now;
       stacks_.trim();
     }
-    std::function<void()> hook;
-    {
-      std::lock_guard lk(hook_mu_);
-      hook = monitor_hook_;
-    }
-    if (hook) hook();
   }
-}
-
-void Sched::set_monitor_hook(std::function<void()> hook) {
-  std::lock_guard lk(hook_mu_);
-  monitor_hook_ = std::move(hook);
 }
 
 // ----------------------------------------------------------------------------------------------------------------

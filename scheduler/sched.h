@@ -8,9 +8,10 @@
 //      heap, caches of G records and stacks, and counters. procs() Ps exist; set_procs() changes that while running.
 //
 // Finding work (Sched::find_runnable, run by an M holding a P), in order:
-//   1. every kGlobalQueueInterval scheduling ticks, one fiber from the global queue (fairness: without it two fibers
+//   1. expired timers of this P; every kStallCheckInterval ticks, a look for a stalled P to rescue (rescue_stalled);
+//      a fiber that yielded goes back in line behind timers and the global queue;
+//   2. every kGlobalQueueInterval scheduling ticks, one fiber from the global queue (fairness: without it two fibers
 //      that ready each other through runnext could starve the global queue forever);
-//   2. expired timers of this P;
 //   3. runnext, then the local queue;
 //   4. the global queue (a batch, up to half the local queue's capacity);
 //   5. a non-blocking poll of the network;
@@ -36,13 +37,14 @@
 // A fiber's stack is bound when it first runs, not when it is spawned: queued fibers cost only their G record, and a
 // fiber that starts right after another finished takes its stack from the top of the P's LIFO cache, still hot.
 //
-// Invariants kept here (ARCHITECTURE.md): a fiber is in exactly one place; park() runs its commit only after the
-// switch; an M blocks only without a P; resizing moves a retired P's queue, runnext and timers on before the P is
-// retired, at the P's next scheduling point; counters are per P, owner-written, relaxed-read.
+// Invariants kept here (docs/architecture.md, where they are numbered): a fiber is in exactly one place; park() runs
+// its commit only after the switch; an M blocks only without a P; resizing moves a retired P's queue, runnext and
+// timers on before the P is retired, at the P's next scheduling point; counters are per P, owner-written, relaxed-read.
 //
-// Lock order: resize_mu_ -> sched_mu_ -> P::timers_mu (lower P id first) -> global queue lock. ready() takes only the
-// global queue lock and sched_mu_, so it must not be called with a timer lock held (timer `fire` returns the fiber
-// instead).
+// Lock order (docs/architecture.md has the whole list): resize_mu_ -> sched_mu_ -> P::timers_mu (lower P id first) ->
+// global queue lock; gfree_mu_ -> the stack pool's locks. No path holds sched_mu_ while taking the last two, which the
+// order allows. ready() takes only the global queue lock and sched_mu_, so it must not be called with a timer lock held
+// (timer `fire` returns the fiber instead).
 #pragma once
 
 #include <atomic>
@@ -73,7 +75,9 @@ inline constexpr uint32_t kGlobalQueueInterval = 61;
 // Passes over the other Ps when stealing (Go's stealTries).
 inline constexpr int kStealPasses = 4;
 // Fibers readied into runnext inherit the running time slice; after this many in a row, the next one goes through the
-// local queue instead so a ping-pong pair cannot starve the rest of the queue (Tokio bounds its LIFO slot likewise).
+// local queue instead so a ping-pong pair cannot starve the rest of the queue. Tokio bounds its LIFO slot too, far
+// tighter (MAX_LIFO_POLLS_PER_TICK = 3); Go bounds it by time instead (runnext inherits the slice, which sysmon
+// preempts).
 inline constexpr uint32_t kRunnextChainMax = 32;
 // A P that has not started a fiber for this long while fibers wait in its queue is stalled: its M was descheduled by
 // the OS, or one fiber holds it. A busy M that notices takes half the queue (Sched::rescue_stalled).
@@ -94,9 +98,9 @@ inline constexpr int64_t kThreadRetryMaxNs = 1'000'000'000;
 
 // Points in the wakeup protocol where SchedOptions::on_point is called: the places where an M acts on what it saw a
 // moment ago, so the interleavings a lost wakeup needs happen there. A test holds one M at a point while another runs.
-// The points after kReadiedWithoutP are the park and wake points where the chaos schedule (SchedOptions::chaos_seed)
-// injects its delays; they may be reached on a fiber's stack or a plain thread, with the caller's own locks held, so a
-// hook must not block there.
+// The chaos schedule (SchedOptions::chaos_seed) injects its delays at every point. The points after kReadiedWithoutP
+// are the park and wake points; they may be reached on a fiber's stack or a plain thread, with the caller's own locks
+// held, so a hook must not block there.
 enum class SchedPoint : uint8_t {
   // An M back from a blocking poll (or woken in its own ring, Poller::park) with fibers found no idle P; next it
   // queues them globally. Another M may run dry and block in the poller meanwhile.
@@ -121,7 +125,7 @@ struct SchedOptions {
   size_t stack_high_watermark = 1024;
   // The network poller (not owned; must outlive the Sched). nullptr: a built-in one that only waits for timers.
   Poller* poller = nullptr;
-  // Called when a fiber lets an exception escape. Default: print the fiber id and message, then std::terminate().
+  // Called when a fiber lets an exception escape. Default: print the fiber id and message, then std::abort().
   std::function<void(uint64_t fiber_id, std::exception_ptr)> on_uncaught;
   // Called by the M that reaches a SchedPoint, on its own stack, holding no lock (kReadiedWithoutP; see SchedPoint for
   // the others). For tests: unset in production (then each point costs one predictable branch).
@@ -180,9 +184,9 @@ class Sched {
 
   Poller* poller() const { return poller_; }
 
-  // Starts a fiber running f. Callable from any thread. If no stack can be mapped (memory, or vm.max_map_count: each
-  // guarded stack is two mappings), the process stops with a message saying which limit and how to raise it: a fiber
-  // is never dropped silently.
+  // Starts a fiber running f. Callable from any thread. If no stack can be mapped (memory, or vm.max_map_count: a stack
+  // is one mapping with guard regions, two with an mprotect'ed guard page), the process stops with a message saying
+  // which limit and how to raise it: a fiber is never dropped silently.
   template <class F>
   void go(F&& f) {
     G* g = new_g();
@@ -211,9 +215,6 @@ class Sched {
   SchedStats stats() const;
   size_t stack_size() const { return stacks_.stack_size(); }
   uint64_t id() const { return id_; }
-
-  // A hook the monitor calls about every kMonitorPeriodNs while the runtime is busy (the controller lives there).
-  void set_monitor_hook(std::function<void()> hook);
 
   // Internal interface, used by park.h/timer.h and the M loop.
   G* new_g();
@@ -343,8 +344,6 @@ class Sched {
   std::thread monitor_;
   Note monitor_note_;
   std::atomic<bool> monitor_sleeping_{false};
-  std::mutex hook_mu_;
-  std::function<void()> monitor_hook_;
   std::atomic<uint64_t> long_running_{0};
   int64_t last_trim_ = 0;  // monitor thread only
   std::atomic<bool> thread_failure_reported_{false};

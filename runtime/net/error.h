@@ -37,7 +37,7 @@ inline std::error_code errno_code(int err) {
 
 // The outcome of a read or write: bytes moved, and the error that stopped it (n may be non-zero with an error: the
 // bytes moved before it).
-struct IoResult {
+struct [[nodiscard]] IoResult {
   size_t n = 0;
   std::error_code ec;
 

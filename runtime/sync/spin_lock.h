@@ -11,7 +11,8 @@
 // and a branch for sleepers; on a channel's ping-pong path that is a quarter of the time). Under contention it spins
 // reading the word (no cache-line ping-pong), and after kSpinLockSpins rounds yields the thread to the kernel
 // instead, so a holder preempted by the kernel gets its core back. Never hold it across anything that parks a fiber
-// or blocks a thread: waiters spin on it.
+// or blocks a thread (waiters spin on it), with one exception made on purpose: Waiter::wait_locked() parks with it
+// held and has the park commit release it once the fiber has switched out (runtime/sync/waiter.h), a few instructions.
 #pragma once
 
 #include <sched.h>

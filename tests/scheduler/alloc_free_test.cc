@@ -1,4 +1,4 @@
-// Invariant 7 (ARCHITECTURE.md): once warm, spawning, running, parking, readying and finishing fibers allocates
+// Invariant 7 (docs/architecture.md): once warm, spawning, running, parking, readying and finishing fibers allocates
 // nothing from the general heap: G records and stacks come from the runtime's pools. Counted by replacing the global
 // operator new for this test binary.
 #include <gtest/gtest.h>

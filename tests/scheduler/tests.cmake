@@ -20,6 +20,6 @@ foreach(name ${tern_chaos_tests})
   foreach(seed ${seeds})
     add_test(NAME chaos.${name}.seed${seed} COMMAND ${name} ${tern_chaos_filter_${name}})
     set_tests_properties(chaos.${name}.seed${seed} PROPERTIES TIMEOUT 240
-      ENVIRONMENT "TERN_CHAOS=${seed};TERN_LEAK_CHECK=1;TERN_BIN_DIR=${CMAKE_BINARY_DIR}/bin;TERN_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+      ENVIRONMENT "TERN_CHAOS=${seed};TERN_LEAK_CHECK=1")
   endforeach()
 endforeach()
