@@ -11,9 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#endif
+#include "base/sanitizer.h"
 
 // Guard regions (Linux 6.13): a page range that faults on access without being a separate mapping. Debian 12's headers
 // predate it; the value is the kernel's ABI.
@@ -105,7 +103,7 @@ Stack StackPool::map_one() {
 }
 
 void StackPool::unmap_one(Stack s) {
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef TERN_ASAN
   // A stack unmapped with frames ASan still marks would make the next mapping at this address look like stack
   // memory (GCC 12's ASan does not clear its shadow on munmap/mmap).
   __asan_unpoison_memory_region(s.lo, s.size);

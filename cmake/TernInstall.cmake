@@ -2,7 +2,7 @@
 # outside project does find_package(tern) and links tern::tern.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
-install(TARGETS tern EXPORT ternTargets
+install(TARGETS tern tern_base tern_alloc tern_scheduler tern_netpoll tern_runtime EXPORT ternTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   FILE_SET HEADERS DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tern)

@@ -21,10 +21,10 @@
 #include <atomic>
 #include <memory>
 
+#include "base/result.h"
 #include "netpoll/desc_table.h"
 #include "netpoll/io_backend.h"
 #include "netpoll/wait_slot.h"
-#include "runtime/result.h"
 #include "scheduler/poller.h"
 
 namespace tern::netpoll {

@@ -21,7 +21,7 @@
 #include <memory>
 #include <string>
 
-#include "runtime/result.h"
+#include "base/result.h"
 #include "scheduler/poller.h"
 
 namespace tern::netpoll {

@@ -13,13 +13,9 @@
 #include <cstring>
 #include <deque>
 
+#include "base/sanitizer.h"
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
-
-#if defined(TERN_SANITIZE_THREAD) || defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#define TERN_NETPOLL_TSAN 1
-#endif
 
 namespace tern::netpoll {
 namespace {
@@ -90,7 +86,7 @@ constexpr size_t kMultishotMaxRead = 16 << 10;
 
 // An operation record reaches its reaper through the kernel (submission entry in, completion entry out), which
 // ThreadSanitizer cannot see; these tell it that the submit happens before the completion is handled.
-#ifdef TERN_NETPOLL_TSAN
+#ifdef TERN_TSAN
 void handoff_release(uint64_t user_data) {
   __tsan_release(reinterpret_cast<void*>(user_data & ~kTagMask));
 }

@@ -87,11 +87,11 @@
 #include <string>
 #include <vector>
 
+#include "base/result.h"
 #include "netpoll/desc_table.h"
 #include "netpoll/io_backend.h"
 #include "netpoll/uring_ring.h"
 #include "netpoll/wait_slot.h"
-#include "runtime/result.h"
 #include "scheduler/poller.h"
 
 namespace tern::netpoll {

@@ -5,10 +5,7 @@
 #include <cstring>
 #include <string>
 
-#if defined(TERN_SANITIZE_ADDRESS) || defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define TERN_NETPOLL_ASAN 1
-#endif
+#include "base/sanitizer.h"
 
 namespace tern::netpoll {
 namespace {
@@ -22,7 +19,7 @@ constexpr unsigned kCoopFlags = IORING_SETUP_COOP_TASKRUN;
 }  // namespace
 
 void unpoison_fresh_mapping(void* addr, size_t len) {
-#ifdef TERN_NETPOLL_ASAN
+#ifdef TERN_ASAN
   __asan_unpoison_memory_region(addr, len);
 #else
   (void)addr;

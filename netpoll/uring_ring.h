@@ -20,7 +20,7 @@
 #include <memory>
 #include <mutex>
 
-#include "runtime/result.h"
+#include "base/result.h"
 
 namespace tern::netpoll {
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "netpoll/netpoll.h"
 #include "runtime/cgroup.h"
 
 namespace tern {
@@ -103,6 +104,17 @@ Result<Config> Config::from_env() {
     c.uring_park = *r;
   }
   return c;
+}
+
+Config::PollerResolution Config::resolved_poller() const {
+  PollerResolution r;
+  if (poller != "epoll") r.uring_unavailable = netpoll::uring_unavailable_reason();
+  if (poller == "epoll" || (poller == "auto" && !r.uring_unavailable.empty())) {
+    r.backend = "epoll";
+  } else if (r.uring_unavailable.empty()) {
+    r.backend = "uring";
+  }
+  return r;
 }
 
 std::string Config::to_json() const {

@@ -20,7 +20,7 @@
 #include <cstddef>
 #include <string>
 
-#include "runtime/result.h"
+#include "base/result.h"
 
 namespace tern {
 
@@ -38,6 +38,13 @@ struct Config {
   static int default_procs();
   // procs with 0 resolved.
   int resolved_procs() const { return procs > 0 ? procs : default_procs(); }
+  // What `poller` resolves to on this machine now, as resolved_procs() for procs: "auto" takes io_uring where its
+  // probe passes. Probes the kernel (a throwaway ring) unless poller is "epoll".
+  struct PollerResolution {
+    std::string backend;            // "uring" or "epoll"; empty: "uring" was asked for where it cannot work
+    std::string uring_unavailable;  // why io_uring cannot be used here; empty if it can, or was not probed
+  };
+  PollerResolution resolved_poller() const;
   // The configuration as a JSON object (for --dry-run).
   std::string to_json() const;
 };

@@ -19,9 +19,9 @@
 #include <type_traits>
 #include <utility>
 
+#include "base/result.h"
 #include "runtime/deadline.h"
 #include "runtime/join_handle.h"
-#include "runtime/result.h"
 #include "runtime/runtime.h"
 #include "scheduler/park.h"
 #include "scheduler/sched.h"

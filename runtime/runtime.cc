@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <stdexcept>
 
 #include "netpoll/netpoll.h"
 #include "runtime/go.h"
@@ -23,10 +24,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
 
 Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
   auto poller = netpoll::make_poller(cfg_.poller, cfg_.uring_park);
-  if (!poller) {
-    std::fprintf(stderr, "tern: %s\n", poller.error().c_str());
-    std::exit(2);
-  }
+  if (!poller) throw std::runtime_error("tern: " + poller.error());
   start(std::move(*poller));
 }
 

@@ -30,7 +30,8 @@ class Runtime {
   // Starts the runtime's processors (threads start on demand). Config::procs = 0 resolves from the machine.
   // Returns an error if the configuration cannot work here (poller = "uring" on a kernel without io_uring).
   static Result<std::unique_ptr<Runtime>> create(Config cfg = {});
-  // As create(), for programs: a configuration that cannot work prints the reason and exits with status 2.
+  // As create(), throwing std::runtime_error with the reason where create() returns an error. The library never exits
+  // the process: a program that wants an exit status on a bad configuration uses create().
   explicit Runtime(Config cfg = {});
   ~Runtime();
   Runtime(const Runtime&) = delete;

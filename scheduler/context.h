@@ -9,14 +9,7 @@
 
 #include <cstddef>
 
-#if defined(TERN_SANITIZE_ADDRESS) || defined(__SANITIZE_ADDRESS__)
-#define TERN_ASAN 1
-#include <sanitizer/common_interface_defs.h>
-#endif
-#if defined(TERN_SANITIZE_THREAD) || defined(__SANITIZE_THREAD__)
-#define TERN_TSAN 1
-#include <sanitizer/tsan_interface.h>
-#endif
+#include "base/sanitizer.h"
 
 namespace tern::sched::ctx {
 

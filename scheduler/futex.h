@@ -1,31 +1,16 @@
-// scheduler/futex.h: the two futex calls the scheduler parks threads with (private futexes, CLOCK_MONOTONIC).
+// scheduler/futex.h: Note, the one-waiter sleep/wakeup slot the scheduler parks threads on (the monitor, idle Ms),
+// over base/futex.h's calls.
 #pragma once
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <atomic>
-#include <climits>
 #include <cstdint>
-#include <ctime>
+
+#include "base/futex.h"
 
 namespace tern::sched {
 
-// Blocks while *word == expected, at most timeout_ns (< 0: no limit). Spurious returns are possible.
-inline void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns = -1) {
-  timespec ts{};
-  if (timeout_ns >= 0) {
-    ts.tv_sec = timeout_ns / 1'000'000'000;
-    ts.tv_nsec = timeout_ns % 1'000'000'000;
-  }
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, timeout_ns >= 0 ? &ts : nullptr,
-          nullptr, 0);
-}
-
-inline void futex_wake(std::atomic<uint32_t>* word, int n = INT_MAX) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
-}
+using tern::futex_wait;
+using tern::futex_wake;
 
 // A one-waiter sleep/wakeup slot (Go's note): sleep() returns after wakeup(); wakeup() before sleep() is kept.
 class Note {

@@ -96,7 +96,12 @@ int main(int argc, char** argv) {
 
   const int64_t expected = size * (size - 1) / 2;
   bool ok = true;
-  tern::Runtime rt(*cfg);
+  auto created = tern::Runtime::create(*cfg);
+  if (!created) {
+    fmt::print(stderr, "tern-skynet: {}\n", created.error());
+    return 2;
+  }
+  tern::Runtime& rt = **created;
   rt.run([&] {
     for (int r = 0; r < rounds; r++) {
       const auto start = std::chrono::steady_clock::now();

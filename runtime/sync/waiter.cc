@@ -1,23 +1,13 @@
+// runtime/sync/waiter.cc: Waiter, the one-shot wait under every sync primitive (fiber park or thread futex).
 #include "runtime/sync/waiter.h"
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <cerrno>
 
+#include "base/futex.h"
+
 namespace tern {
-namespace {
-void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const timespec* abs_monotonic) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, abs_monotonic,
-          nullptr, FUTEX_BITSET_MATCH_ANY);
-}
-void futex_wake_all(std::atomic<uint32_t>* word) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT32_MAX, nullptr, nullptr,
-          0);
-}
-}  // namespace
 
 void Waiter::wait() {
   wait_until(-1, nullptr);
@@ -94,7 +84,7 @@ bool Waiter::wait_thread(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) 
       if (state_.compare_exchange_strong(expected, kTimedOut, std::memory_order_acq_rel)) break;
       continue;  // notified meanwhile
     }
-    futex_wait(&state_, s, deadline_ns >= 0 ? &ts : nullptr);
+    futex_wait_until(&state_, s, deadline_ns >= 0 ? &ts : nullptr);
   }
   if (lk != nullptr) *lk = std::unique_lock<std::mutex>(*mu);
   return state_.load(std::memory_order_acquire) == kNotified;
@@ -104,7 +94,7 @@ void Waiter::wait_locked(SpinLock& mu) {
   if (!sched::in_fiber()) {
     state_.store(kBlocked, std::memory_order_relaxed);
     mu.unlock();
-    while (state_.load(std::memory_order_acquire) != kNotified) futex_wait(&state_, kBlocked, nullptr);
+    while (state_.load(std::memory_order_acquire) != kNotified) futex_wait_until(&state_, kBlocked, nullptr);
     return;
   }
   g_ = sched::current();
@@ -130,7 +120,7 @@ void Waiter::notify_popped() {
     sched::ready(g);
   } else {
     state_.store(kNotified, std::memory_order_release);
-    futex_wake_all(&state_);  // as in notify(): at worst it touches an address whose waiter already returned
+    futex_wake(&state_);  // as in notify(): at worst it touches an address whose waiter already returned
   }
 }
 
@@ -145,7 +135,7 @@ bool Waiter::notify() {
   if (s == kParked) {
     sched::ready(g_);
   } else if (s == kBlocked) {
-    futex_wake_all(&state_);
+    futex_wake(&state_);
   }
   return true;
 }

@@ -15,8 +15,8 @@
 
 #include <string>
 
+#include "base/result.h"
 #include "runtime/net/address.h"
-#include "runtime/result.h"
 #include "tools/echo/http_parser.h"
 
 namespace tern::echo {

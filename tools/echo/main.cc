@@ -13,7 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "netpoll/netpoll.h"
 #include "runtime/config.h"
 #include "runtime/runtime.h"
 #include "tools/echo/echo_server.h"
@@ -86,22 +85,25 @@ int main(int argc, char** argv) {
     j["max_body"] = opts.limits.max_body_bytes;
     j["max_header"] = opts.limits.max_header_bytes;
     // What the poller setting resolves to on this machine, as procs does: auto takes io_uring where its probe passes.
-    const std::string why = cfg.poller == "epoll" ? std::string() : tern::netpoll::uring_unavailable_reason();
-    if (cfg.poller == "epoll" || (cfg.poller == "auto" && !why.empty())) {
-      j["poller_backend"] = "epoll";
-    } else if (why.empty()) {
-      j["poller_backend"] = "uring";
+    const tern::Config::PollerResolution poller = cfg.resolved_poller();
+    if (!poller.backend.empty()) {
+      j["poller_backend"] = poller.backend;
     } else {
-      j["poller_backend"] = nullptr;  // "uring" asked for where it cannot work: starting would fail with `why`
+      j["poller_backend"] = nullptr;  // "uring" asked for where it cannot work: starting would fail with the reason
     }
-    if (!why.empty()) j["uring_unavailable"] = why;
+    if (!poller.uring_unavailable.empty()) j["uring_unavailable"] = poller.uring_unavailable;
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
 
   // A peer that resets a connection mid-write must cost an error value, not the process.
   signal(SIGPIPE, SIG_IGN);
-  tern::Runtime rt(cfg);
+  auto created = tern::Runtime::create(cfg);
+  if (!created) {
+    fmt::print(stderr, "tern-echo: {}\n", created.error());
+    return kExitUsage;
+  }
+  tern::Runtime& rt = **created;
   int status = 0;
   rt.run([&] {
     tern::Error e = tern::echo::serve(opts);

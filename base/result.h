@@ -1,4 +1,4 @@
-// runtime/result.h: tern::Result<T>, an expected-like value-or-error for API edges (C++20 has no std::expected).
+// base/result.h: tern::Result<T>, an expected-like value-or-error for API edges (C++20 has no std::expected).
 //
 //   Result<int> r = parse_procs("x");      // Result<void>: success or an error, nothing else
 //   if (!r) std::puts(r.error().c_str());
