@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "alloc/stack.h"
+#include "base/check.h"
 #include "scheduler/task.h"
 
 namespace tern::sched {
@@ -51,5 +52,32 @@ struct G {
   void* tsan_fiber = nullptr;  // ThreadSanitizer's fiber handle (TSan builds only)
   void* asan_fake_stack = nullptr;
 };
+
+// The moves a G's status may make (Go's casgstatus checks the same): a fiber is in exactly one place (invariant 1), so a
+// move from anywhere else is a fiber readied twice, run while queued, or recycled while parked.
+//   kIdle     -> kRunnable (started)              kRunnable -> kRunning (picked)
+//   kRunning  -> kRunnable (yielded) / kWaiting (parked) / kDead (finished)
+//   kWaiting  -> kRunnable (readied, or its park abandoned by the commit)
+//   kDead     -> kIdle (recycled)                 kIdle -> kIdle (a G new_g() gave that never started: free_g)
+constexpr bool gstatus_move_ok(GStatus from, GStatus to) {
+  switch (to) {
+    case GStatus::kRunnable:
+      return from == GStatus::kIdle || from == GStatus::kRunning || from == GStatus::kWaiting;
+    case GStatus::kRunning:
+      return from == GStatus::kRunnable;
+    case GStatus::kWaiting:
+    case GStatus::kDead:
+      return from == GStatus::kRunning;
+    case GStatus::kIdle:
+      return from == GStatus::kDead || from == GStatus::kIdle;
+  }
+  return false;
+}
+
+// The one way a G's status changes. Checked in Debug and sanitizer builds (TERN_DCHECK); one relaxed store in Release.
+inline void set_gstatus(G* g, GStatus to) {
+  TERN_DCHECK(gstatus_move_ok(g->status.load(std::memory_order_relaxed), to));
+  g->status.store(to, std::memory_order_relaxed);
+}
 
 }  // namespace tern::sched

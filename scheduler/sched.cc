@@ -202,7 +202,7 @@ void switch_direct(M* m, G* g, G* next) {
   P* p = m->p;
   if (next->ctx == nullptr) m->sched->prepare_first_run(p, next);
   m->curg = next;
-  next->status.store(GStatus::kRunning, std::memory_order_relaxed);
+  set_gstatus(next, GStatus::kRunning);
   bump(p->counters.switches);
   m->parked_from = g;
   prefetch_next(p);
@@ -225,12 +225,12 @@ void Sched::prepare_first_run(P* p, G* g) {
 
 void Sched::finish_park(P* p, G* g) {
   bump(p->counters.parks);
-  g->status.store(GStatus::kWaiting, std::memory_order_relaxed);
+  set_gstatus(g, GStatus::kWaiting);
   ParkCommit commit = g->commit;
   g->commit = nullptr;
   if (commit != nullptr && !commit(g, g->commit_arg)) {
     // Abandoned park: the condition it waited for already holds; run it next.
-    g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+    set_gstatus(g, GStatus::kRunnable);
     runq_put(p, g, true);
   }
 }
@@ -259,7 +259,7 @@ void Sched::execute(M* m, G* g) {
   P* p = m->p;
   if (g->ctx == nullptr) prepare_first_run(p, g);
   m->curg = g;
-  g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+  set_gstatus(g, GStatus::kRunning);
   bump(p->counters.switches);
   prefetch_next(p);
   ctx::before_switch(&m->g0_fake_stack, g->stack.lo, g->stack.size, g->tsan_fiber);
@@ -273,7 +273,7 @@ void Sched::execute(M* m, G* g) {
   switch (m->action) {
     case MAction::kYield:
       bump(p->counters.yields);
-      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      set_gstatus(g, GStatus::kRunnable);
       if (p->runq.empty() && p->runnext.load(std::memory_order_relaxed) == nullptr) {
         // Nothing else is queued here: keep it M-local and skip the queue round trip; find_runnable still checks
         // timers and the global queue before running it again.
@@ -287,7 +287,7 @@ void Sched::execute(M* m, G* g) {
       break;
     case MAction::kExit:
       bump(p->counters.finished);
-      g->status.store(GStatus::kDead, std::memory_order_relaxed);
+      set_gstatus(g, GStatus::kDead);
       gfput(p, g);
       break;
     case MAction::kNone:
@@ -359,10 +359,7 @@ void m_main(M* m) {
     if (g == nullptr) break;
     s->execute(m, g);
   }
-  if (m->spinning) {
-    m->spinning = false;
-    s->nmspinning_.fetch_sub(1);
-  }
+  s->stop_spinning(m);
   if (m->p != nullptr) {
     std::lock_guard lk(s->sched_mu_);
     s->pidleput(s->releasep(m));
@@ -390,7 +387,7 @@ void Sched::startm(P* p, bool spinning) {
     std::lock_guard lk(sched_mu_);
     if (shutting_down_.load(std::memory_order_relaxed)) {
       pidleput(p);
-      if (spinning) nmspinning_.fetch_sub(1);
+      if (spinning) drop_spinning();
       return;
     }
     if (midle_ != nullptr) {
@@ -425,7 +422,7 @@ void Sched::startm(P* p, bool spinning) {
       thread_retry_at_.store(now_ns() + delay);
       thread_retry_delay_.store(std::min(delay * 2, kThreadRetryMaxNs), std::memory_order_relaxed);
     }
-    if (spinning) nmspinning_.fetch_sub(1);
+    if (spinning) drop_spinning();
     delete m;
     monitor_note_.wakeup();  // whether it sleeps or not: its next sleep must end at the retry time
     if (!thread_failure_reported_.exchange(true)) {
@@ -645,13 +642,13 @@ void Sched::free_g(G* g) {
   // new_g() counted it spawned; it never will be, so it must not stay in stats().live forever.
   unstarted_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(gfree_mu_);
-  g->status.store(GStatus::kIdle, std::memory_order_relaxed);
+  set_gstatus(g, GStatus::kIdle);
   g->next = gfree_;
   gfree_ = g;
 }
 
 void Sched::gfput(P* p, G* g) {
-  g->status.store(GStatus::kIdle, std::memory_order_relaxed);
+  set_gstatus(g, GStatus::kIdle);
   // The stack goes to the top of the P's LIFO cache, where the next fiber to start here picks it up still hot.
   p->stacks.put(g->stack);
   g->stack = {};
@@ -670,8 +667,7 @@ void Sched::gfput(P* p, G* g) {
 }
 
 void Sched::start(G* g) {
-  g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
-  // Like Go's newproc: a fiber started by a fiber runs next on the same P (depth-first trees keep their data hot).
+  // ready() marks it runnable. Like Go's newproc: a fiber started by a fiber runs next on the same P (depth-first trees keep their data hot).
   ready(g, true);
 }
 
@@ -747,7 +743,7 @@ void Sched::inject(GList& list, P* pp) {
   uint32_t room = batch_room(pp);
   while (room > 0 && !list.empty()) {
     G* g = list.pop();
-    g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+    set_gstatus(g, GStatus::kRunnable);
     runq_put(pp, g, false);
     room--;
   }
@@ -772,7 +768,7 @@ void Sched::inject_global(GList& list) {
 
 // Marks the fibers runnable and queues them globally, in order, under one lock. Wakes nobody.
 void Sched::global_put_list(GList& list) {
-  for (G* g = list.head; g != nullptr; g = g->next) g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  for (G* g = list.head; g != nullptr; g = g->next) set_gstatus(g, GStatus::kRunnable);
   global_->push_list(list);
 }
 
@@ -780,7 +776,7 @@ void Sched::global_put_list(GList& list) {
 // Ready and wakeups
 
 void Sched::ready(G* g, bool next) {
-  g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  set_gstatus(g, GStatus::kRunnable);
   if (hooks_) [[unlikely]] {
     ready_hooked(g, next);
     return;
@@ -884,7 +880,7 @@ void Sched::wakep() {
   if (wake_poller_for_p()) return;
   P* p = take_idle_p();
   if (p == nullptr) {
-    nmspinning_.fetch_sub(1);
+    drop_spinning();
     return;
   }
   startm(p, true);
@@ -915,7 +911,7 @@ bool Sched::wake_poller_for_p() {
 bool Sched::acquire_idle_p(M* m, bool claimed) {
   P* p = take_idle_p();
   if (p == nullptr) {
-    if (claimed) nmspinning_.fetch_sub(1);
+    if (claimed) drop_spinning();
     return false;
   }
   acquirep(m, p);
@@ -933,10 +929,25 @@ void Sched::reset_spinning(M* m) {
   if (!m->spinning) return;
   m->spinning = false;
   // The last spinning M found work: there may be more, so make sure another M looks (Go's resetspinning).
-  if (nmspinning_.fetch_sub(1) == 1) wakep();
+  if (drop_spinning() == 1) wakep();
+}
+
+// Lowers the count of spinning Ms and returns what it was: never below zero, or a wakeup was counted twice.
+int Sched::drop_spinning() {
+  const int before = nmspinning_.fetch_sub(1);
+  TERN_DCHECK(before > 0);
+  return before;
+}
+
+// An M that stops looking for work without having found any (its P given back, or retired): no wakep.
+void Sched::stop_spinning(M* m) {
+  if (!m->spinning) return;
+  m->spinning = false;
+  drop_spinning();
 }
 
 P* Sched::pidleget() {
+  sched_mu_.assert_held();
   P* p = pidle_;
   if (p == nullptr) return nullptr;
   pidle_ = p->link;
@@ -959,6 +970,7 @@ P* Sched::take_idle_p() {
 }
 
 void Sched::pidleput(P* p) {
+  sched_mu_.assert_held();
   p->status.store(PStatus::kIdle, std::memory_order_relaxed);
   p->link = pidle_;
   pidle_ = p;
@@ -1044,7 +1056,7 @@ top:
       bump(pp->counters.polls);
       G* g = list.pop();
       inject(list, pp);
-      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      set_gstatus(g, GStatus::kRunnable);
       pp->schedtick++;
       reset_spinning(m);
       return g;
@@ -1077,10 +1089,7 @@ top:
   }
   point(SchedPoint::kReleasedP);
   bool was_spinning = m->spinning;
-  if (m->spinning) {
-    m->spinning = false;
-    nmspinning_.fetch_sub(1);
-  }
+  stop_spinning(m);
   // A producer that saw a spinning M did not wake anyone; with the spinning count lowered (a full fence), look again
   // before sleeping, so its fiber cannot be stranded.
   if (any_local_work() || !global_->empty() || timers_due()) {
@@ -1201,7 +1210,7 @@ void Sched::idle_without_p(M* m) {
         // whose P goes idle next takes the poller role.
         if (release_poller_role()) {
           // wakep() claimed this M for an idle P, and there is none now: whoever took it runs the work.
-          nmspinning_.fetch_sub(1);
+          drop_spinning();
           continue;
         }
         if (npidle_.load() > 0) continue;  // a P went idle meanwhile; its M may have seen polling_ set
@@ -1371,6 +1380,7 @@ void Sched::set_procs(int n) {
 // Ps beyond procs() stay in the scan (stealing, the monitor, rescue) until they are dead: a retiring P whose M runs a
 // long fiber still holds work. Shrinks the bound past dead Ps at the top; grows it to procs().
 void Sched::update_scan_bound() {
+  sched_mu_.assert_held();
   const int n = nprocs_.load(std::memory_order_relaxed);
   int b = std::max(n, nscan_.load(std::memory_order_relaxed));
   while (b > n) {
@@ -1401,10 +1411,7 @@ bool Sched::retire_if_needed(M* m) {
     p->status.store(PStatus::kDead, std::memory_order_relaxed);
     update_scan_bound();
   }
-  if (m->spinning) {
-    m->spinning = false;
-    nmspinning_.fetch_sub(1);
-  }
+  stop_spinning(m);
   wakep();
   return true;
 }

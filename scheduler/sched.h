@@ -57,6 +57,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/checked_mutex.h"
 #include "alloc/stack.h"
 #include "scheduler/futex.h"
 #include "scheduler/g.h"
@@ -237,12 +238,12 @@ class Sched {
 
  private:
   friend void m_main(M* m);
-  P* pidleget();        // sched_mu_ held
-  void pidleput(P* p);  // sched_mu_ held
+  P* pidleget();        // sched_mu_ held (asserted)
+  void pidleput(P* p);  // sched_mu_ held (asserted)
   P* take_idle_p();     // pidleget under sched_mu_, then wakes the monitor for the P that went busy
   // How many entries of allp_ may hold work: procs(), or more while a P beyond it still runs a fiber (retiring).
   int scan_bound() const { return nscan_.load(std::memory_order_acquire); }
-  void update_scan_bound();  // sched_mu_ held
+  void update_scan_bound();  // sched_mu_ held (asserted)
   // One predictable branch unless a hook (on_point or the chaos schedule) is set.
   void point(SchedPoint pt) {
     if (hooks_) [[unlikely]]
@@ -281,6 +282,8 @@ class Sched {
   void drain_p(P* p);
   bool any_local_work() const;
   void reset_spinning(M* m);
+  void stop_spinning(M* m);
+  int drop_spinning();
   void acquirep(M* m, P* p);
   P* releasep(M* m);
   void idle_without_p(M* m);
@@ -324,7 +327,7 @@ class Sched {
   std::atomic<int64_t> last_poll_{0};  // when someone last polled the network
   std::atomic<bool> shutting_down_{false};
 
-  mutable std::mutex sched_mu_;  // pidle_, midle_, allm_, P status transitions
+  mutable CheckedMutex sched_mu_;  // pidle_, midle_, allm_, P status transitions
   P* pidle_ = nullptr;
   M* midle_ = nullptr;
   std::vector<M*> allm_;

@@ -120,7 +120,7 @@ void Sched::run_timers(P* p, int64_t now, P* into) {
   if (n == 0) return;
   bump(into->counters.timers_fired, n);
   for (size_t i = 0; i < n; i++) {
-    fired[i]->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+    set_gstatus(fired[i], GStatus::kRunnable);
     runq_put(into, fired[i], false);
   }
   wakep();
