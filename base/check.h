@@ -22,8 +22,7 @@ namespace tern::detail {
 }
 }  // namespace tern::detail
 
-#define TERN_CHECK(cond) \
-  ((cond) ? static_cast<void>(0) : ::tern::detail::check_failed(#cond, __FILE__, __LINE__))
+#define TERN_CHECK(cond) ((cond) ? static_cast<void>(0) : ::tern::detail::check_failed(#cond, __FILE__, __LINE__))
 
 #if !defined(NDEBUG) || defined(TERN_ASAN) || defined(TERN_TSAN)
 #define TERN_DCHECK_IS_ON 1

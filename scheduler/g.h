@@ -53,8 +53,8 @@ struct G {
   void* asan_fake_stack = nullptr;
 };
 
-// The moves a G's status may make (Go's casgstatus checks the same): a fiber is in exactly one place (invariant 1), so a
-// move from anywhere else is a fiber readied twice, run while queued, or recycled while parked.
+// The moves a G's status may make (Go's casgstatus checks the same): a fiber is in exactly one place (invariant 1), so
+// a move from anywhere else is a fiber readied twice, run while queued, or recycled while parked.
 //   kIdle     -> kRunnable (started)              kRunnable -> kRunning (picked)
 //   kRunning  -> kRunnable (yielded) / kWaiting (parked) / kDead (finished)
 //   kWaiting  -> kRunnable (readied, or its park abandoned by the commit)

@@ -667,7 +667,8 @@ void Sched::gfput(P* p, G* g) {
 }
 
 void Sched::start(G* g) {
-  // ready() marks it runnable. Like Go's newproc: a fiber started by a fiber runs next on the same P (depth-first trees keep their data hot).
+  // ready() marks it runnable. Like Go's newproc: a fiber started by a fiber runs next on the same P (depth-first trees
+  // keep their data hot).
   ready(g, true);
 }
 

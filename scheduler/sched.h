@@ -57,8 +57,8 @@
 #include <thread>
 #include <vector>
 
-#include "base/checked_mutex.h"
 #include "alloc/stack.h"
+#include "base/checked_mutex.h"
 #include "scheduler/futex.h"
 #include "scheduler/g.h"
 #include "scheduler/poller.h"
