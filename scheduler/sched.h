@@ -1,5 +1,16 @@
 // scheduler/sched.h: the GMP scheduler.
 //
+// Sched is one class whose definition is split by concept:
+//   sched.cc      construction, the M threads' main loop, shutdown and its leak check, statistics
+//   switch.cc     entering and leaving fibers: first run, execute, park and its direct handoff, the park.h API
+//   g_records.cc  G records and their pools, GList, starting a fiber
+//   find_work.cc  find_runnable: run queues, runnext, the global queue, injection, stealing, rescuing a stalled P
+//   idle.cc       the idle protocol: idle Ps and Ms, spinning, the poller role, wakep/startm (its two StoreLoad rules)
+//   chaos.cc      the hooked paths: SchedOptions::on_point and the chaos schedule
+//   resize.cc     set_procs, retiring and draining Ps
+//   monitor.cc    the monitor thread
+// with helpers they share in sched_internal.h.
+//
 // The model, after Go's runtime (src/runtime/proc.go):
 //   G  a fiber (scheduler/g.h).
 //   M  an OS thread. It runs the scheduler loop on its own thread stack ("g0") and switches into fibers with

@@ -1,0 +1,310 @@
+// scheduler/find_work.cc: where an M with a P finds its next fiber: the local run queue and runnext, the global queue,
+// injection of readied batches, stealing from other Ps and rescuing a stalled one (find_runnable's order is in
+// scheduler/sched.h).
+#include "scheduler/sched.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "scheduler/global_queue.h"
+#include "scheduler/m.h"
+#include "scheduler/p.h"
+#include "scheduler/poller.h"
+#include "scheduler/sched_internal.h"
+#include "scheduler/timer.h"
+
+namespace tern::sched {
+
+void Sched::runq_put(P* p, G* g, bool next) {
+  if (next) {
+    // Thieves only ever take runnext (non-null -> null), so an empty slot stays empty until its owner (us) fills
+    // it: a plain store suffices, and the common case costs no atomic read-modify-write.
+    G* old = p->runnext.load(std::memory_order_relaxed);
+    if (old == nullptr) {
+      p->runnext.store(g, std::memory_order_release);
+      return;
+    }
+    old = p->runnext.exchange(g, std::memory_order_acq_rel);
+    if (old == nullptr) return;
+    g = old;  // the previous runnext goes to the tail of the queue
+  }
+  while (!p->runq.push(g)) {
+    G* batch[RunQueue::kCapacity / 2 + 1];
+    uint32_t n = p->runq.pop_half(batch);
+    if (n == 0) continue;  // a thief made room
+    batch[n++] = g;
+    global_->push_batch(batch, n);
+    bump(p->counters.overflows);
+    return;
+  }
+}
+
+G* Sched::runq_get(P* p, bool& inherit) {
+  G* g = p->runnext.load(std::memory_order_acquire);
+  if (g != nullptr) {
+    if (p->runnext_chain < kRunnextChainMax) {
+      if (p->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
+        p->runnext_chain++;
+        inherit = true;
+        return g;
+      }
+    } else if (p->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
+      // The chain used up its slice: the runnext fiber waits its turn at the tail.
+      runq_put(p, g, false);
+    }
+  }
+  p->runnext_chain = 0;
+  inherit = false;
+  return p->runq.pop();
+}
+
+bool Sched::any_local_work() const {
+  int n = scan_bound();
+  for (int i = 0; i < n; i++) {
+    P* p = allp_[i].load(std::memory_order_acquire);
+    if (!p->runq.empty() || p->runnext.load(std::memory_order_acquire) != nullptr) return true;
+  }
+  return false;
+}
+
+// How many fibers a batch (inject, rescue_stalled) may add to pp's local queue: up to half its capacity, leaving the
+// rest for fibers readied one at a time.
+static uint32_t batch_room(P* pp) {
+  const uint32_t size = pp->runq.size();
+  return size < RunQueue::kCapacity / 2 ? RunQueue::kCapacity / 2 - size : 0;
+}
+
+void Sched::inject(GList& list, P* pp) {
+  if (list.empty()) return;
+  // Up to half the local queue's capacity goes there, the rest (the newest) to the global queue in one batch. runq_put
+  // alone would, on overflow, move the local queue's oldest half to the global queue, where it waits behind all the
+  // newer local work a P runs before looking there: a poller's batch on top of a busy queue (at -c1000 the io_uring
+  // backend's reaps overflowed 44 times a second) was the tail of the latency distribution. Half, not all, leaves room
+  // for the fibers this P readies one at a time meanwhile (yields, wakeups), which still take runq_put's path.
+  uint32_t room = batch_room(pp);
+  while (room > 0 && !list.empty()) {
+    G* g = list.pop();
+    set_gstatus(g, GStatus::kRunnable);
+    runq_put(pp, g, false);
+    room--;
+  }
+  if (!list.empty()) {
+    global_put_list(list);
+    bump(pp->counters.overflows);
+  }
+  wakep();
+}
+
+// Queues fibers readied by an M that holds no P and found none idle (Go's injectglist without a P): globally, then
+// wakep(). The wakep is what keeps them from being lost: between this M's look at the idle list and its push, the last
+// busy M may have run dry, given its P back, seen an empty global queue and blocked in the poller with no deadline.
+// Its P is idle now, so wakep() hands it to that poller M (or starts one); when every P is still busy it is one load.
+void Sched::inject_global(GList& list) {
+  if (list.empty()) return;
+  point(SchedPoint::kGlobalPush);
+  global_put_list(list);
+  point(SchedPoint::kGlobalPushed);
+  wakep();
+}
+
+// Marks the fibers runnable and queues them globally, in order, under one lock. Wakes nobody.
+void Sched::global_put_list(GList& list) {
+  for (G* g = list.head; g != nullptr; g = g->next) set_gstatus(g, GStatus::kRunnable);
+  global_->push_list(list);
+}
+
+uint32_t Sched::random(M* m) {
+  return xorshift(m->rand_state);
+}
+
+G* Sched::find_runnable(M* m) {
+top:
+  if (shutting_down_.load(std::memory_order_acquire)) return nullptr;
+  if (m->p->id >= nprocs_.load(std::memory_order_acquire) && retire_if_needed(m)) {
+    idle_without_p(m);
+    goto top;
+  }
+  P* pp = m->p;
+  int64_t t0 = pp->timer0.load(std::memory_order_relaxed);
+  if (t0 != 0) {
+    int64_t now = now_ns();
+    if (t0 <= now) run_timers(pp, now, pp);
+  }
+  if (pp->schedtick % kStallCheckInterval == 0) rescue_stalled(pp);
+  if (G* g = m->yielded) {
+    m->yielded = nullptr;
+    if (pp->runq.empty() && (pp->schedtick % kGlobalQueueInterval != 0 || global_->empty())) {
+      pp->schedtick++;
+      return g;
+    }
+    runq_put(pp, g, false);  // timers or the global queue have work: the yielder waits its turn
+  }
+  // The chaos schedule looks at the global queue first now and then, as if at a fairness tick.
+  if ((pp->schedtick % kGlobalQueueInterval == 0 || (chaos_ && chaos_rand() % 8 == 0)) && !global_->empty()) {
+    if (G* g = global_->pop()) {
+      bump(pp->counters.global_taken);
+      pp->schedtick++;
+      pp->runnext_chain = 0;
+      reset_spinning(m);
+      return g;
+    }
+  }
+  bool inherit = false;
+  if (G* g = runq_get(pp, inherit)) {
+    if (!inherit) pp->schedtick++;
+    reset_spinning(m);
+    return g;
+  }
+  if (!global_->empty()) {
+    // A fair share of the global queue, at most half a local queue.
+    int n = nprocs_.load(std::memory_order_relaxed);
+    uint32_t want = static_cast<uint32_t>(std::min<uint64_t>(global_->size() / n + 1, RunQueue::kCapacity / 2));
+    G* batch[RunQueue::kCapacity / 2];
+    uint32_t got = global_->pop_batch(batch, want);
+    if (got > 0) {
+      bump(pp->counters.global_taken, got);
+      for (uint32_t i = 1; i < got; i++) runq_put(pp, batch[i], false);
+      pp->schedtick++;
+      reset_spinning(m);
+      return batch[0];
+    }
+  }
+  if (poller_->has_waiters() && !polling_.load(std::memory_order_relaxed)) {
+    GList list;
+    if (poller_->poll(0, list) > 0) {
+      last_poll_.store(now_ns(), std::memory_order_relaxed);
+      bump(pp->counters.polls);
+      G* g = list.pop();
+      inject(list, pp);
+      set_gstatus(g, GStatus::kRunnable);
+      pp->schedtick++;
+      reset_spinning(m);
+      return g;
+    }
+  }
+  // Steal, unless enough Ms already spin: at most half as many as there are busy Ps.
+  {
+    int busy = nprocs_.load(std::memory_order_relaxed) - npidle_.load(std::memory_order_relaxed);
+    if (m->spinning || 2 * nmspinning_.load(std::memory_order_relaxed) < busy) {
+      if (!m->spinning) {
+        m->spinning = true;
+        nmspinning_.fetch_add(1);
+      }
+      if (G* g = steal_work(m, pp)) {
+        pp->schedtick++;
+        reset_spinning(m);
+        return g;
+      }
+    }
+  }
+  // Nothing. Give the P back.
+  {
+    std::unique_lock lk(sched_mu_);
+    if (!global_->empty() || pp->id >= nprocs_.load(std::memory_order_relaxed) ||
+        shutting_down_.load(std::memory_order_relaxed)) {
+      lk.unlock();
+      goto top;
+    }
+    pidleput(releasep(m));
+  }
+  point(SchedPoint::kReleasedP);
+  bool was_spinning = m->spinning;
+  stop_spinning(m);
+  // A producer that saw a spinning M did not wake anyone; with the spinning count lowered (a full fence), look again
+  // before sleeping, so its fiber cannot be stranded.
+  if (any_local_work() || !global_->empty() || timers_due()) {
+    P* p = take_idle_p();
+    if (p != nullptr) {
+      acquirep(m, p);
+      if (was_spinning) {
+        m->spinning = true;
+        nmspinning_.fetch_add(1);
+      }
+      goto top;
+    }
+  }
+  idle_without_p(m);
+  goto top;
+}
+
+G* Sched::steal_work(M* m, P* pp) {
+  // Retiring Ps beyond procs() whose M still runs a fiber are victims too: until that fiber reaches a scheduling point
+  // they hold queued fibers and timers that nobody else would run (and earliest_timer() counts their timers, so an idle
+  // M would wake for them, find nothing to steal, and spin).
+  const int n = scan_bound();
+  if (n <= 1) return nullptr;
+  for (int pass = 0; pass < kStealPasses; pass++) {
+    const bool last = pass == kStealPasses - 1;
+    const uint32_t start = random(m) % static_cast<uint32_t>(n);
+    for (int i = 0; i < n; i++) {
+      P* v = allp_[(start + i) % n].load(std::memory_order_acquire);
+      if (v == pp || v->status.load(std::memory_order_relaxed) == PStatus::kDead) continue;
+      // Timers of a P whose M is busy (or that is idle) would otherwise wait; run them here.
+      int64_t t0 = v->timer0.load(std::memory_order_relaxed);
+      if (t0 != 0) {
+        int64_t now = now_ns();
+        if (t0 <= now) {
+          run_timers(v, now, pp);
+          bool inherit;
+          if (G* g = runq_get(pp, inherit)) return g;
+        }
+      }
+      uint32_t got = v->runq.steal_into(pp->runq);
+      if (got > 0) {
+        bump(pp->counters.steals, got);
+        bool inherit;
+        if (G* g = runq_get(pp, inherit)) return g;
+      }
+      // The runnext slot of a running P is about to run there; take it only on the last pass.
+      if (last && v->status.load(std::memory_order_relaxed) == PStatus::kRunning) {
+        G* g = v->runnext.load(std::memory_order_acquire);
+        if (g != nullptr && v->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
+          bump(pp->counters.steals);
+          return g;
+        }
+      }
+    }
+  }
+  return nullptr;
+}
+
+// Fibers queued on a P whose M has stopped running them (descheduled by the OS: on a machine shared with other
+// processes a runnable thread waits out another's time slice, 4 ms at HZ=250; or one fiber holding the P) wait until
+// it resumes, while the other Ms only steal once their own queues run dry, which under load is never. At -c1000 that
+// was a second mode in the time from a fiber's readying to its run: 12% of requests waited 2-8 ms. So a busy M keeps
+// a watch on one other P at a time, every kStallCheckInterval fibers: once the watched P has had fibers queued and
+// started none for kStallNs, the watcher takes half its queue (up to its own batch_room, like inject). The watch reads
+// only the P's switch counter, so running fibers pay nothing for it.
+void Sched::rescue_stalled(P* pp) {
+  const int n = scan_bound();  // a retiring P whose M runs one long fiber is the stalled P this is for
+  if (n <= 1) return;
+  const auto np = static_cast<uint32_t>(n);
+  auto other = [&](uint32_t i) { return static_cast<int>(i % np) == pp->id ? (i + 1) % np : i % np; };
+  uint32_t vi = other(pp->watch);
+  P* v = allp_[vi].load(std::memory_order_acquire);
+  uint64_t switches = v->counters.switches.load(std::memory_order_relaxed);
+  const int64_t now = now_ns();
+  if (vi == pp->watch && switches == pp->watch_switches && !v->runq.empty()) {
+    if (now - pp->watch_since < kStallNs) return;
+    pp->watch_since = now;
+    const uint32_t room = batch_room(pp);
+    if (room == 0) return;
+    G* batch[RunQueue::kCapacity / 2];
+    const uint32_t got = v->runq.steal_batch(batch, room);
+    if (got == 0) return;
+    bump(pp->counters.steals, got);
+    bump(pp->counters.rescued, got);
+    for (uint32_t i = 0; i < got; i++) runq_put(pp, batch[i], false);
+    return;
+  }
+  // A new watch, or the watched P has nothing queued (time it afresh) or moved on (watch the next P in turn).
+  if (vi == pp->watch && switches != pp->watch_switches) {
+    vi = other(vi + 1);
+    switches = allp_[vi].load(std::memory_order_acquire)->counters.switches.load(std::memory_order_relaxed);
+  }
+  pp->watch = vi;
+  pp->watch_switches = switches;
+  pp->watch_since = now;
+}
+
+}  // namespace tern::sched

@@ -1,0 +1,131 @@
+// scheduler/g_records.cc: G records (allocated in blocks, pooled per P and globally, never freed before shutdown),
+// GList, and starting a fiber.
+#include "scheduler/sched.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "scheduler/global_queue.h"
+#include "scheduler/m.h"
+#include "scheduler/p.h"
+#include "scheduler/sched_internal.h"
+
+namespace tern::sched {
+
+namespace {
+
+// Fiber ids are unique within the process (they name fibers in crash messages); the counter carries no behaviour.
+std::atomic<uint64_t> g_next_fiber_id{1};
+
+}  // namespace
+
+void GList::push(G* g) {
+  g->next = nullptr;
+  if (tail != nullptr) {
+    tail->next = g;
+  } else {
+    head = g;
+  }
+  tail = g;
+  size++;
+}
+
+G* GList::pop() {
+  G* g = head;
+  if (g == nullptr) return nullptr;
+  head = g->next;
+  if (head == nullptr) tail = nullptr;
+  g->next = nullptr;
+  size--;
+  return g;
+}
+
+G* Sched::new_g() {
+  M* m = this_m();
+  P* p = (m != nullptr && m->sched == this) ? m->p : nullptr;
+  G* g = nullptr;
+  if (p != nullptr) {
+    if (p->gfree == nullptr) {
+      // Refill half the per-P list from the runtime's list in one lock acquisition.
+      std::lock_guard lk(gfree_mu_);
+      while (gfree_ != nullptr && p->ngfree < kGFreeMax / 2) {
+        G* f = gfree_;
+        gfree_ = f->next;
+        f->next = p->gfree;
+        p->gfree = f;
+        p->ngfree++;
+      }
+    }
+    if (p->gfree != nullptr) {
+      g = p->gfree;
+      p->gfree = g->next;
+      p->ngfree--;
+    }
+  } else {
+    std::lock_guard lk(gfree_mu_);
+    if (gfree_ != nullptr) {
+      g = gfree_;
+      gfree_ = g->next;
+    }
+  }
+  if (g == nullptr) {
+    std::unique_ptr<G[]> block(new G[kGBlock]);
+    for (size_t i = 0; i < kGBlock; i++) {
+      block[i].sched = this;
+      block[i].tsan_fiber = ctx::tsan_create();
+    }
+    g = &block[0];
+    std::lock_guard lk(gfree_mu_);
+    for (size_t i = 1; i < kGBlock; i++) {
+      block[i].next = gfree_;
+      gfree_ = &block[i];
+    }
+    gblocks_.push_back(std::move(block));
+  }
+  g->next = nullptr;
+  g->id = g_next_fiber_id.fetch_add(1, std::memory_order_relaxed);
+  g->ctx = nullptr;  // the stack is bound when the fiber first runs (execute)
+  g->user = nullptr;
+  if (p != nullptr) {
+    bump(p->counters.spawned);
+  } else {
+    outside_spawned_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return g;
+}
+
+void Sched::free_g(G* g) {
+  // new_g() counted it spawned; it never will be, so it must not stay in stats().live forever.
+  unstarted_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lk(gfree_mu_);
+  set_gstatus(g, GStatus::kIdle);
+  g->next = gfree_;
+  gfree_ = g;
+}
+
+void Sched::gfput(P* p, G* g) {
+  set_gstatus(g, GStatus::kIdle);
+  // The stack goes to the top of the P's LIFO cache, where the next fiber to start here picks it up still hot.
+  p->stacks.put(g->stack);
+  g->stack = {};
+  g->next = p->gfree;
+  p->gfree = g;
+  p->ngfree++;
+  if (p->ngfree < kGFreeMax) return;
+  std::lock_guard lk(gfree_mu_);
+  while (p->ngfree > kGFreeMax / 2) {
+    G* f = p->gfree;
+    p->gfree = f->next;
+    p->ngfree--;
+    f->next = gfree_;
+    gfree_ = f;
+  }
+}
+
+void Sched::start(G* g) {
+  // ready() marks it runnable. Like Go's newproc: a fiber started by a fiber runs next on the same P (depth-first trees
+  // keep their data hot).
+  ready(g, true);
+}
+
+}  // namespace tern::sched

@@ -1,0 +1,64 @@
+// scheduler/monitor.cc: the monitor thread (Go's sysmon duties tern has so far): notice a fiber holding a P while
+// others wait, poll the network when nobody has for 10 ms, retry a failed thread start, trim the stack pool.
+#include "scheduler/sched.h"
+
+#include "scheduler/m.h"
+#include "scheduler/p.h"
+#include "scheduler/poller.h"
+
+namespace tern::sched {
+
+void Sched::monitor_main() {
+  for (;;) {
+    if (shutting_down_.load(std::memory_order_acquire)) return;
+    int n = nprocs_.load(std::memory_order_acquire);
+    if (int64_t at = thread_retry_at_.load(); at != 0) {
+      // A thread failed to start: with all Ps idle because of it, queued work has nobody else to start an M.
+      const int64_t left = at - now_ns();
+      if (left > 0) monitor_note_.sleep(std::min(left, kMonitorPeriodNs));
+      if (shutting_down_.load(std::memory_order_acquire)) return;
+      retry_thread_start();
+      if (npidle_.load() >= n && !poller_->has_waiters()) continue;
+    } else if (npidle_.load() >= n && !poller_->has_waiters()) {
+      // All idle: sleep until a P goes busy (take_idle_p wakes us), so an idle runtime costs nothing here.
+      monitor_sleeping_.store(true);
+      if (npidle_.load() >= n && thread_retry_at_.load() == 0) monitor_note_.sleep();
+      monitor_sleeping_.store(false);
+      continue;
+    }
+    monitor_note_.sleep(kMonitorPeriodNs);
+    if (shutting_down_.load(std::memory_order_acquire)) return;
+    retry_thread_start();
+    n = scan_bound();  // a retiring P still held by a long fiber counts: its queue is stuck behind it
+    bool stuck_work = false;
+    for (int i = 0; i < n; i++) {
+      P* p = allp_[i].load(std::memory_order_acquire);
+      if (p->status.load(std::memory_order_relaxed) != PStatus::kRunning) continue;
+      uint64_t tick = p->counters.switches.load(std::memory_order_relaxed);
+      if (tick == p->monitor_tick) {
+        // One fiber held this P for a whole period. Work queued behind it (fibers or due timers) needs another M.
+        int64_t t0 = p->timer0.load(std::memory_order_relaxed);
+        if (!p->runq.empty() || p->runnext.load(std::memory_order_relaxed) != nullptr || (t0 != 0 && t0 <= now_ns())) {
+          long_running_.fetch_add(1, std::memory_order_relaxed);
+          stuck_work = true;
+        }
+      }
+      p->monitor_tick = tick;
+    }
+    if (stuck_work) wakep();
+    if (poller_->has_waiters() && !polling_.load() &&
+        now_ns() - last_poll_.load(std::memory_order_relaxed) > kMonitorPeriodNs) {
+      GList list;
+      if (poller_->poll(0, list) > 0) {
+        last_poll_.store(now_ns(), std::memory_order_relaxed);
+        ready_list(list);
+      }
+    }
+    if (int64_t now = now_ns(); now - last_trim_ >= kStackTrimPeriodNs) {
+      last_trim_ = now;
+      stacks_.trim();
+    }
+  }
+}
+
+}  // namespace tern::sched

@@ -1,0 +1,33 @@
+// scheduler/sched_internal.h: helpers the scheduler's .cc files share and nothing outside scheduler/ may use.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tern::sched {
+
+struct M;
+
+// The body of every M's thread (scheduler/sched.cc); startm (scheduler/idle.cc) starts threads on it.
+void m_main(M* m);
+
+// G records are allocated this many at a time and live until the runtime is destroyed.
+inline constexpr size_t kGBlock = 64;
+
+inline uint32_t xorshift(uint64_t& s) {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return static_cast<uint32_t>(s >> 32);
+}
+
+// A well-mixed, nonzero xorshift state from a seed and a stream number (an M id): nearby seeds give unrelated streams.
+inline uint64_t chaos_stream(uint64_t seed, uint64_t stream) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return z != 0 ? z : 1;
+}
+
+}  // namespace tern::sched

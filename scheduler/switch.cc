@@ -1,0 +1,253 @@
+// scheduler/switch.cc: entering and leaving fibers: first run, the M's execute step, park with its direct handoff to
+// the partner it readied (take_handoff/finish_park, invariant 2), and the park.h API (park, ready, yield, current).
+#include <atomic>
+
+#include "scheduler/context.h"
+#include "scheduler/global_queue.h"
+#include "scheduler/m.h"
+#include "scheduler/p.h"
+#include "scheduler/park.h"
+#include "scheduler/sched.h"
+
+namespace tern::sched {
+
+namespace {
+
+// Runs in a fiber just switched to, with the transfer that brought it here and its own ASan fake stack (nullptr on
+// first entry). It came either from the M's scheduler context (save that context) or straight from a fiber that
+// parked (save that fiber's context and finish its park here, now that it has fully switched out).
+void arrived(ctx::transfer_t t, void* fake_stack) {
+  M* m = static_cast<M*>(t.data);
+  G* from = m->parked_from;
+  if (from == nullptr) {
+    m->g0 = t.fctx;
+    ctx::after_switch(fake_stack, &m->g0_bottom, &m->g0_size);
+    return;
+  }
+  m->parked_from = nullptr;
+  from->ctx = t.fctx;
+  ctx::after_switch(fake_stack, nullptr, nullptr);
+  m->sched->finish_park(m->p, from);
+}
+
+void fiber_entry(ctx::transfer_t t) {
+  arrived(t, nullptr);
+  M* m = static_cast<M*>(t.data);
+  G* g = m->curg;
+  try {
+    g->task();
+  } catch (...) {
+    g->sched->on_uncaught(g->id, std::current_exception());
+  }
+  m = this_m();  // the fiber may have parked and resumed on another thread
+  m->action = MAction::kExit;
+  ctx::before_switch(nullptr, m->g0_bottom, m->g0_size, m->g0_tsan_fiber);
+  ctx::bctx::jump_fcontext(m->g0, nullptr);
+  __builtin_unreachable();
+}
+
+// Leaves the running fiber for the M's scheduler context; returns when some M resumes the fiber.
+void switch_to_g0(M* m, MAction action) {
+  G* g = m->curg;
+  m->action = action;
+  ctx::before_switch(&g->asan_fake_stack, m->g0_bottom, m->g0_size, m->g0_tsan_fiber);
+  ctx::transfer_t t = ctx::bctx::jump_fcontext(m->g0, nullptr);
+  arrived(t, g->asan_fake_stack);
+}
+
+// Bytes of a parked fiber's stack fetched ahead of its resumption: its saved registers and the frames above them, which
+// is what resuming touches first. tern-echo's connection fibers park 1,056 bytes deep.
+constexpr size_t kPrefetchStackBytes = 2048;
+
+// Warms the caches for the fiber this P runs after the one about to start. With a thousand connections their fibers'
+// stacks and G records are cold by the time each runs again: every resumption paid a dozen misses (jump_fcontext and
+// the return path through the parked frames were a fifth of tern-echo's user time). The fiber about to run is too
+// late to help; the one after it has a whole fiber's run for its lines to arrive. Two deep: the G record of the
+// second next (its ctx is read here on the following switch), the stack of the next. The queue entries are hints (a
+// thief may take them, and a taken fiber may run elsewhere meanwhile): only addresses are computed from them, and a
+// prefetch never faults. ThreadSanitizer would report those racy reads, so its builds skip this.
+inline void prefetch_next(P* p) {
+#ifndef TERN_TSAN
+  if (G* second = p->runq.peek(1)) __builtin_prefetch(second);
+  G* next = p->runq.peek(0);
+  if (next == nullptr) return;
+  auto* sp = static_cast<const char*>(__atomic_load_n(&next->ctx, __ATOMIC_RELAXED));
+  const auto* lo = static_cast<const char*>(next->stack.lo);
+  const char* top = lo + next->stack.size;
+  if (sp == nullptr || sp < lo || sp >= top) return;
+  const size_t len = std::min<size_t>(static_cast<size_t>(top - sp), kPrefetchStackBytes);
+  for (size_t off = 0; off < len; off += 64) __builtin_prefetch(sp + off);
+  if (const void* r = next->prefetch_read.load(std::memory_order_relaxed)) __builtin_prefetch(r);
+  if (void* w = next->prefetch_write.load(std::memory_order_relaxed)) __builtin_prefetch(w, 1);
+#else
+  (void)p;
+#endif
+}
+
+// Parks the running fiber g by switching straight to `next` (taken by Sched::take_handoff); next finishes g's park on
+// arrival. Returns when some M resumes g.
+void switch_direct(M* m, G* g, G* next) {
+  P* p = m->p;
+  if (next->ctx == nullptr) m->sched->prepare_first_run(p, next);
+  m->curg = next;
+  set_gstatus(next, GStatus::kRunning);
+  bump(p->counters.switches);
+  m->parked_from = g;
+  prefetch_next(p);
+  ctx::before_switch(&g->asan_fake_stack, next->stack.lo, next->stack.size, next->tsan_fiber);
+  ctx::transfer_t t = ctx::bctx::jump_fcontext(next->ctx, m);
+  arrived(t, g->asan_fake_stack);
+}
+
+}  // namespace
+
+void Sched::prepare_first_run(P* p, G* g) {
+  // Bind a stack now, not at spawn. Fibers queued but not started hold none, and a fiber that starts right after
+  // another finished reuses its stack while it is still hot in cache (the P's cache is LIFO).
+  if (!g->stack.valid()) {
+    g->stack = p->stacks.get();
+    if (!g->stack.valid()) stack_exhausted();
+  }
+  g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
+}
+
+bool Sched::bind_stack(G* g) {
+  M* m = this_m();
+  P* p = (m != nullptr && m->sched == this) ? m->p : nullptr;
+  g->stack = p != nullptr ? p->stacks.get() : stacks_.get();
+  if (!g->stack.valid()) return false;
+  g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
+  return true;
+}
+
+void Sched::finish_park(P* p, G* g) {
+  bump(p->counters.parks);
+  set_gstatus(g, GStatus::kWaiting);
+  ParkCommit commit = g->commit;
+  g->commit = nullptr;
+  if (commit != nullptr && !commit(g, g->commit_arg)) {
+    // Abandoned park: the condition it waited for already holds; run it next.
+    set_gstatus(g, GStatus::kRunnable);
+    runq_put(p, g, true);
+  }
+}
+
+G* Sched::take_handoff(M* m) {
+  // park() calls this right before it switches out: the park point. The chaos schedule sends some parks the long way.
+  if (hooks_) [[unlikely]] {
+    point_slow(SchedPoint::kPark);
+    if (chaos_ && chaos_rand() % 4 == 0) return nullptr;
+  }
+  // The checks find_runnable makes before it would pick runnext; any of them failing sends the fiber the long way.
+  P* p = m->p;
+  if (p->runnext.load(std::memory_order_relaxed) == nullptr || p->runnext_chain >= kRunnextChainMax) return nullptr;
+  if (shutting_down_.load(std::memory_order_relaxed) || p->id >= nprocs_.load(std::memory_order_relaxed)) {
+    return nullptr;
+  }
+  if (p->schedtick % kGlobalQueueInterval == 0 && !global_->empty()) return nullptr;
+  if (int64_t t0 = p->timer0.load(std::memory_order_relaxed); t0 != 0 && t0 <= now_ns()) return nullptr;
+  G* g = p->runnext.load(std::memory_order_acquire);
+  if (g == nullptr || !p->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) return nullptr;
+  p->runnext_chain++;
+  return g;
+}
+
+void Sched::execute(M* m, G* g) {
+  P* p = m->p;
+  if (g->ctx == nullptr) prepare_first_run(p, g);
+  m->curg = g;
+  set_gstatus(g, GStatus::kRunning);
+  bump(p->counters.switches);
+  prefetch_next(p);
+  ctx::before_switch(&m->g0_fake_stack, g->stack.lo, g->stack.size, g->tsan_fiber);
+  ctx::transfer_t t = ctx::bctx::jump_fcontext(g->ctx, m);
+  ctx::after_switch(m->g0_fake_stack, nullptr, nullptr);
+  // The fiber coming back may not be g: g may have parked straight into another fiber (switch_direct).
+  g = m->curg;
+  g->ctx = t.fctx;
+  m->curg = nullptr;
+  // The fiber has fully switched out: only now may it become visible to others (invariant 2).
+  switch (m->action) {
+    case MAction::kYield:
+      bump(p->counters.yields);
+      set_gstatus(g, GStatus::kRunnable);
+      if (p->runq.empty() && p->runnext.load(std::memory_order_relaxed) == nullptr) {
+        // Nothing else is queued here: keep it M-local and skip the queue round trip; find_runnable still checks
+        // timers and the global queue before running it again.
+        m->yielded = g;
+      } else {
+        runq_put(p, g, false);
+      }
+      break;
+    case MAction::kPark:
+      finish_park(p, g);
+      break;
+    case MAction::kExit:
+      bump(p->counters.finished);
+      set_gstatus(g, GStatus::kDead);
+      gfput(p, g);
+      break;
+    case MAction::kNone:
+      break;
+  }
+  m->action = MAction::kNone;
+}
+
+G* current() {
+  M* m = this_m();
+  return m != nullptr ? m->curg : nullptr;
+}
+
+uint64_t current_id() {
+  G* g = current();
+  return g != nullptr ? g->id : 0;
+}
+
+int current_p() {
+  M* m = this_m();
+  return (m != nullptr && m->p != nullptr) ? m->p->id : -1;
+}
+
+Sched* Sched::current() {
+  M* m = this_m();
+  return (m != nullptr && m->curg != nullptr) ? m->sched : nullptr;
+}
+
+void park(ParkCommit commit, void* arg) {
+  M* m = this_m();
+  G* g = m->curg;
+  g->commit = commit;
+  g->commit_arg = arg;
+  if (G* next = m->sched->take_handoff(m)) {
+    switch_direct(m, g, next);
+    return;
+  }
+  switch_to_g0(m, MAction::kPark);
+}
+
+void ready(G* g) {
+  g->sched->ready(g, true);
+}
+
+void ready_tail(G* g) {
+  g->sched->ready(g, false);
+}
+
+void ready_list(GList& list) {
+  // A batch may mix runtimes only in contrived cases; split by runtime so each goes to its own queues.
+  while (!list.empty()) {
+    Sched* s = list.head->sched;
+    GList mine, rest;
+    while (G* g = list.pop()) (g->sched == s ? mine : rest).push(g);
+    s->ready_list(mine);
+    list = rest;
+  }
+}
+
+void yield() {
+  M* m = this_m();
+  if (m == nullptr || m->curg == nullptr) return;  // a plain thread: nothing to yield to
+  switch_to_g0(m, MAction::kYield);
+}
+
+}  // namespace tern::sched
