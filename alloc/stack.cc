@@ -1,3 +1,4 @@
+// alloc/stack.cc: fiber stacks: mapping with a guard, the pool and its trim, per-P caches, taking between them.
 #include "alloc/stack.h"
 
 #include <linux/membarrier.h>

@@ -154,7 +154,8 @@ class StackPool {
 // between: no fence instruction); the taker stores taker_, runs membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which
 // puts a full barrier on every running thread of the process, then loads owner_busy_. Either the taker sees the owner
 // busy and waits for it, or the owner sees the taker and steps back until it is done. An uncontended exchange, which is
-// what a lock costs the owner, was a quarter of a ChainedSpawn spawn. Without membarrier every side takes locked_.
+// what a lock costs the owner, was most of a spawn's regression (docs/performance.md, 2026-12-06). Without membarrier
+// every side takes locked_.
 class StackCache {
  public:
   static constexpr size_t kCacheMax = 32;    // a burst of 32 spawns and exits on one P never touches the pool's lock

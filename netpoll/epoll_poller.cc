@@ -1,3 +1,4 @@
+// netpoll/epoll_poller.cc: the epoll backend: registration, the poller role's epoll_wait, fiber-blocking I/O.
 #include "netpoll/epoll_poller.h"
 
 #include <sys/epoll.h>

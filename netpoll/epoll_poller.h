@@ -8,7 +8,7 @@
 // readiness that arrived since the last one. One exception, for request-response traffic: a read that had to wait and
 // then emptied the receive queue (got less than it asked) makes the next read park first, since its data can only come
 // with a new edge; that saves the receive failing with EAGAIN after every response (uring_poller.h's read_waits does
-// the same), and on this 2-core machine took the backend's p99 at -c100 from 1.36x the epoll responder's to 0.94x.
+// the same), and it is what brought the backend's -c100 tail to the epoll responder's (docs/performance.md).
 //
 // poll() may run on several threads at once (epoll_wait is thread-safe); wake() writes an eventfd that stays
 // registered level-triggered, and only a blocking poll() reads it, so a non-blocking poll cannot swallow the wakeup

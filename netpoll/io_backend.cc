@@ -1,3 +1,4 @@
+// netpoll/io_backend.cc: the backend a fiber's socket calls go to (current_backend).
 #include "netpoll/io_backend.h"
 
 #include "scheduler/sched.h"

@@ -1,3 +1,4 @@
+// netpoll/netpoll.cc: choosing a poller backend: "auto" probes io_uring and falls back to epoll.
 #include "netpoll/netpoll.h"
 
 #include <cstdio>

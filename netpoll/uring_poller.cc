@@ -1,3 +1,4 @@
+// netpoll/uring_poller.cc: the io_uring backend: probe, setup, submission, reap/poll/park, receives, accept.
 #include "netpoll/uring_poller.h"
 
 #include <poll.h>

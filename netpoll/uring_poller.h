@@ -40,8 +40,8 @@
 //     reads (bulk transfers) receive straight into the caller's buffer, one submission each.
 //   - A receive's completion work runs on the thread that armed it, and with COOP_TASKRUN a sleeping thread is woken
 //     for it. So a receive armed on an M that has since gone to sleep with no work (sched::Poller::thread_parked)
-//     would wake that M on every arrival just to run it (at -c1000 that was 7,700 wakeups a second and most of
-//     io_uring's context switches). The next read of such a connection that has to wait, once its ring's thread has
+//     would wake that M on every arrival just to run it (most of io_uring's context switches at -c1000:
+//     docs/performance.md). The next read of such a connection that has to wait, once its ring's thread has
 //     slept kMoveAfterNs, cancels the receive, waits for its final completion (data delivered before it stays, in
 //     order) and re-arms it on its own thread's ring: IoStats::recv_moves.
 //   - Where the kernel has IORING_OP_FUTEX_WAIT (6.7) and Config::uring_park is on, a parked M does not sleep on a
@@ -64,12 +64,11 @@
 //     deadline submit the transfer itself, into or from the caller's buffer. Cancellation never waits in the kernel
 //     (IORING_REGISTER_SYNC_CANCEL with a zero timeout): the thread holds a P.
 //
-// Against the epoll backend (2 CPUs shared with wrk, bench/echo.sh): less work per request (1.2 system calls against
-// 2.1, and no more CPU time), a better tail at -c1000, and throughput within 1% at -c100 but 2-4% lower at -c1000.
-// The cost there is wakeups: a receive's completion work runs only on the thread that armed it, so an M that runs dry
-// finds only what other threads' work has posted, parks, and is woken by the next arrival on any of its ~500
-// connections (about 3,000 sleeps a second per M, against 400 with epoll, where the M that runs dry takes up to 128
-// ready connections of any thread from the shared epoll). Each wakeup preempts a wrk thread on this machine.
+// Against the epoll backend (figures in docs/performance.md): fewer system calls per request and no more CPU, a better
+// tail under many connections, and slightly lower throughput there. The cost is wakeups: a receive's completion work
+// runs only on the thread that armed it, so an M that runs dry finds only what other threads' work has posted, parks,
+// and is woken by the next arrival on any of its connections, where with epoll the M that runs dry takes up to 128
+// ready connections of any thread from the shared epoll.
 //
 // Requires (probed by create(): ring setup, features, every opcode and registration used): Linux 6.0+ with
 // IORING_FEAT_FAST_POLL, NODROP and EXT_ARG, opcodes RECV, SEND, SENDMSG, CONNECT, ACCEPT, POLL_ADD,

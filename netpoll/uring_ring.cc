@@ -1,3 +1,4 @@
+// netpoll/uring_ring.cc: one io_uring with its provided-buffer ring: setup, buffer recycling, teardown.
 #include "netpoll/uring_ring.h"
 
 #include <sys/mman.h>

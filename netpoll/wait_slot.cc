@@ -1,3 +1,4 @@
+// netpoll/wait_slot.cc: WaitSlot, the one-fiber parking spot an I/O operation waits in.
 #include "netpoll/wait_slot.h"
 
 #include "scheduler/park.h"

@@ -1,3 +1,4 @@
+// runtime/cgroup.cc: the CPU quota from cgroup v1/v2 files, and the CPU affinity mask.
 #include "runtime/cgroup.h"
 
 #include <sched.h>

@@ -1,3 +1,4 @@
+// runtime/config.cc: Config: the environment (TERN_*), flag parsers, default_procs, resolved_poller.
 #include "runtime/config.h"
 
 #include <cctype>
@@ -7,6 +8,7 @@
 
 #include "netpoll/netpoll.h"
 #include "runtime/cgroup.h"
+#include "scheduler/sched.h"
 
 namespace tern {
 namespace {
@@ -33,14 +35,16 @@ Result<bool> parse_on_off(const char* name, const std::string& s) {
 }  // namespace
 
 Result<int> parse_procs(const std::string& s) {
+  auto bad = [&s] {
+    return make_error("procs must be 'auto' or an integer from 1 to " + std::to_string(sched::kMaxProcs) + ", not '" +
+                      s + "'");
+  };
   if (s == "auto" || s == "0") return 0;
-  if (s.empty() || s.size() > 6)
-    return make_error("procs must be 'auto' or an integer from 1 to 1024, not '" + s + "'");
+  if (s.empty() || s.size() > 6) return bad();
   for (char c : s)
-    if (!std::isdigit(static_cast<unsigned char>(c)))
-      return make_error("procs must be 'auto' or an integer from 1 to 1024, not '" + s + "'");
+    if (!std::isdigit(static_cast<unsigned char>(c))) return bad();
   int n = std::stoi(s);
-  if (n < 1 || n > 1024) return make_error("procs must be 'auto' or an integer from 1 to 1024, not '" + s + "'");
+  if (n < 1 || n > sched::kMaxProcs) return bad();
   return n;
 }
 

@@ -1,3 +1,4 @@
+// runtime/runtime.cc: Runtime: creating the poller and the scheduler, run, shutdown, errors.
 #include "runtime/runtime.h"
 
 #include <time.h>
@@ -61,17 +62,7 @@ void go_outside_fiber() {
 }
 
 void terminate_uncaught(uint64_t fiber_id, std::exception_ptr e) {
-  std::string what = "(not a std::exception)";
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    what = ex.what();
-  } catch (...) {
-  }
-  std::fprintf(stderr, "tern: fiber %llu terminated by an uncaught exception: %s\n",
-               static_cast<unsigned long long>(fiber_id), what.c_str());
-  std::fflush(stderr);
-  std::abort();
+  sched::terminate_uncaught(fiber_id, e);  // one printer for both: the scheduler's default
 }
 
 Error stack_exhausted_error(sched::Sched& s) {

@@ -4,7 +4,7 @@
 // guards a ring of G pointers; `size_` is readable without the lock so that the scheduler's "anything there?" checks
 // cost one load. A ring of pointers rather than a list linked through the G records: moving a batch in or out then
 // touches no G, where walking a list takes a cache miss per fiber, one after another (skynet moves a million fibers
-// through here, and the walk was an eighth of its run time). The ring grows by doubling and never shrinks, so a
+// through here: docs/performance.md has what the walk cost). The ring grows by doubling and never shrinks, so a
 // runtime in a steady state allocates nothing here.
 #pragma once
 

@@ -8,6 +8,7 @@
 #include "scheduler/global_queue.h"
 #include "scheduler/m.h"
 #include "scheduler/p.h"
+#include "scheduler/sched_internal.h"
 #include "scheduler/timer.h"
 
 namespace tern::sched {
@@ -21,7 +22,7 @@ void Sched::set_procs(int n) {
     for (int i = old; i < n; i++) {
       if (allp_[i].load(std::memory_order_acquire) == nullptr) {
         P* p = new P(i, stacks_);
-        p->rand_state = 0x9E3779B97F4A7C15ull * (i + 1) ^ id_;
+        p->rand_state = p_rand_seed(i, id_);
         p->status.store(PStatus::kDead, std::memory_order_relaxed);
         allp_[i].store(p, std::memory_order_release);
       }

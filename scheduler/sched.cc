@@ -47,7 +47,9 @@ uint64_t env_number(const char* name, uint64_t fallback) {
   return n;
 }
 
-void default_uncaught(uint64_t id, std::exception_ptr e) {
+}  // namespace
+
+void terminate_uncaught(uint64_t id, std::exception_ptr e) {
   const char* what = "(not a std::exception)";
   std::string msg;
   try {
@@ -62,8 +64,6 @@ void default_uncaught(uint64_t id, std::exception_ptr e) {
   std::fflush(stderr);
   std::abort();
 }
-
-}  // namespace
 
 __attribute__((noinline)) M* this_m() {
   asm volatile("" ::: "memory");  // a fresh read after every switch: the fiber may have moved threads
@@ -82,7 +82,7 @@ Sched::Sched(SchedOptions opts)
       stacks_(alloc::StackPoolOptions{.stack_size = opts_.stack_size, .high_watermark = opts_.stack_high_watermark}),
       allp_(new std::atomic<P*>[kMaxProcs]),
       global_(std::make_unique<GlobalQueue>()) {
-  if (!opts_.on_uncaught) opts_.on_uncaught = default_uncaught;
+  if (!opts_.on_uncaught) opts_.on_uncaught = terminate_uncaught;
   if (opts_.chaos_seed == 0) opts_.chaos_seed = env_number("TERN_CHAOS", 0);
   if (!opts_.leak_check) opts_.leak_check = env_number("TERN_LEAK_CHECK", 0) != 0;
   chaos_ = opts_.chaos_seed != 0;
@@ -104,7 +104,7 @@ Sched::Sched(SchedOptions opts)
   std::lock_guard lk(sched_mu_);
   for (int i = 0; i < n; i++) {
     P* p = new P(i, stacks_);
-    p->rand_state = 0x9E3779B97F4A7C15ull * (i + 1) ^ id_;
+    p->rand_state = p_rand_seed(i, id_);
     allp_[i].store(p, std::memory_order_release);
   }
   nprocs_.store(n, std::memory_order_release);
@@ -166,18 +166,24 @@ void Sched::stack_exhausted() {
   std::abort();
 }
 
+// Shutdown: empties the idle M list, waking each M on it (they see shutting_down_ and exit).
+void Sched::wake_idle_ms() {
+  sched_mu_.assert_held();
+  while (midle_ != nullptr) {
+    M* m = midle_;
+    midle_ = m->link;
+    m->link = nullptr;
+    m->note.wakeup();
+  }
+}
+
 void Sched::shutdown() {
   if (shutting_down_.exchange(true)) return;
   // Wake everything that sleeps; an M running a fiber stops at its next scheduling point.
   std::vector<M*> ms;
   {
     std::lock_guard lk(sched_mu_);
-    while (midle_ != nullptr) {
-      M* m = midle_;
-      midle_ = m->link;
-      m->link = nullptr;
-      m->note.wakeup();
-    }
+    wake_idle_ms();
   }
   poller_->wake();
   monitor_note_.wakeup();
@@ -189,12 +195,7 @@ void Sched::shutdown() {
       std::lock_guard lk(sched_mu_);
       if (joined == allm_.size()) break;
       m = allm_[joined];
-      while (midle_ != nullptr) {
-        M* im = midle_;
-        midle_ = im->link;
-        im->link = nullptr;
-        im->note.wakeup();
-      }
+      wake_idle_ms();
     }
     poller_->wake();
     if (m->thread.joinable()) m->thread.join();

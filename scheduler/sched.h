@@ -131,6 +131,10 @@ enum class SchedPoint : uint8_t {
   kGlobalPushed,
 };
 
+// The default SchedOptions::on_uncaught, and what a JoinHandle's unobserved exception ends in: prints the fiber id and
+// the exception's what() to stderr, then std::abort().
+[[noreturn]] void terminate_uncaught(uint64_t fiber_id, std::exception_ptr e);
+
 struct SchedOptions {
   int procs = 1;
   size_t stack_size = 256 << 10;
@@ -294,6 +298,7 @@ class Sched {
   bool any_local_work() const;
   void reset_spinning(M* m);
   void stop_spinning(M* m);
+  void wake_idle_ms();  // sched_mu_ held (asserted)
   int drop_spinning();
   void acquirep(M* m, P* p);
   P* releasep(M* m);

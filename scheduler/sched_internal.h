@@ -8,6 +8,12 @@ namespace tern::sched {
 
 struct M;
 
+// The stealing order's random state of P i in runtime `sched_id`: distinct per P and per runtime, never zero.
+inline uint64_t p_rand_seed(int i, uint64_t sched_id) {
+  const uint64_t s = 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(i + 1) ^ sched_id;
+  return s != 0 ? s : 1;
+}
+
 // The body of every M's thread (scheduler/sched.cc); startm (scheduler/idle.cc) starts threads on it.
 void m_main(M* m);
 

@@ -1,3 +1,4 @@
+// scheduler/stack_guard.cc: the SIGSEGV handler that names a fiber stack overflow before dying.
 #include "scheduler/stack_guard.h"
 
 #include <signal.h>

@@ -1,3 +1,4 @@
+// runtime/net/address.cc: net::Address: parsing and formatting host:port, sockaddr conversion.
 #include "runtime/net/address.h"
 
 #include <arpa/inet.h>

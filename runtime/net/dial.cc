@@ -1,3 +1,4 @@
+// runtime/net/dial.cc: net::dial: a non-blocking connect parked on the poller, with a timeout.
 #include "runtime/net/dial.h"
 
 #include <sys/socket.h>

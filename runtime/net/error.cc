@@ -1,3 +1,4 @@
+// runtime/net/error.cc: net::Errc and its error category.
 #include "runtime/net/error.h"
 
 #include <string>

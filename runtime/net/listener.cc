@@ -1,3 +1,4 @@
+// runtime/net/listener.cc: net::listen and Listener::accept on the current backend.
 #include "runtime/net/listener.h"
 
 #include <netinet/in.h>

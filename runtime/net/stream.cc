@@ -1,3 +1,4 @@
+// runtime/net/stream.cc: net::Stream: reads, writes and their deadlines.
 #include "runtime/net/stream.h"
 
 #include <netinet/in.h>

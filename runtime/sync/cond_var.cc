@@ -1,3 +1,4 @@
+// runtime/sync/cond_var.cc: CondVar over tern::Mutex: wait, wait with a deadline, notify.
 #include "runtime/sync/cond_var.h"
 
 namespace tern {

@@ -1,3 +1,4 @@
+// runtime/sync/mutex.cc: Mutex: the slow paths (spinning, queueing, starvation mode, handoff).
 #include "runtime/sync/mutex.h"
 
 #include "scheduler/sched.h"

@@ -1,3 +1,4 @@
+// runtime/sync/once.cc: Once: phase and lock in one word; waiters told through their own node.
 #include "runtime/sync/once.h"
 
 #include <sched.h>

@@ -1,3 +1,4 @@
+// runtime/sync/select.cc: select over channel cases: lock in order, park on all, one winner.
 #include "runtime/sync/select.h"
 
 #include <chrono>

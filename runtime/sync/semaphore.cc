@@ -1,3 +1,4 @@
+// runtime/sync/semaphore.cc: Semaphore: counting, FIFO waiters.
 #include "runtime/sync/semaphore.h"
 
 namespace tern {

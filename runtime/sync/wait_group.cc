@@ -1,3 +1,4 @@
+// runtime/sync/wait_group.cc: WaitGroup: the count and the waiters it releases at zero.
 #include "runtime/sync/wait_group.h"
 
 #include <cinttypes>
