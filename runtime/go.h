@@ -30,55 +30,47 @@ namespace tern {
 
 namespace detail {
 [[noreturn]] void go_outside_fiber();
+
+// The error try_go returns: which limit ran out and how to raise it (alloc::StackPool::exhausted_message).
+Error stack_exhausted_error(sched::Sched& s);
+
+template <class F>
+Result<void> try_go(sched::Sched& s, F&& f) {
+  if (s.try_go(std::forward<F>(f))) return {};
+  return stack_exhausted_error(s);
 }
+
+inline sched::Sched& current_sched() {
+  sched::Sched* s = sched::Sched::current();
+  if (s == nullptr) go_outside_fiber();
+  return *s;
+}
+}  // namespace detail
 
 template <class F>
 void go(F&& f) {
-  sched::Sched* s = sched::Sched::current();
-  if (s == nullptr) detail::go_outside_fiber();
-  s->go(std::forward<F>(f));
+  detail::current_sched().go(std::forward<F>(f));
 }
-
-namespace detail {
-// The error try_go returns: which limit ran out and how to raise it (alloc::StackPool::exhausted_message).
-Error stack_exhausted_error(sched::Sched& s);
-}  // namespace detail
 
 // Like go(), but when no stack can be had for the fiber (vm.max_map_count or memory exhausted, and no P's cache has
 // one to spare) it returns the error and f is not run, instead of stopping the process when the fiber first runs.
 // The stack is bound here rather than at first run. Outside fibers, use Runtime::try_go.
 //   if (auto r = tern::try_go([c = std::move(conn)]() mutable { serve(c); }); !r) shed_load(r.error());
 template <class F>
-Result<void> try_go(sched::Sched& s, F&& f) {
-  if (s.try_go(std::forward<F>(f))) return {};
-  return detail::stack_exhausted_error(s);
-}
-
-template <class F>
 Result<void> try_go(F&& f) {
-  sched::Sched* s = sched::Sched::current();
-  if (s == nullptr) detail::go_outside_fiber();
-  return try_go(*s, std::forward<F>(f));
+  return detail::try_go(detail::current_sched(), std::forward<F>(f));
 }
 
-template <class F>
-auto spawn(sched::Sched& s, F&& f) -> JoinHandle<std::invoke_result_t<std::decay_t<F>&>> {
-  using T = std::invoke_result_t<std::decay_t<F>&>;
-  auto state = std::make_shared<detail::JoinState<T>>();
-  s.go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); });
-  return JoinHandle<T>(std::move(state));
-}
-
+// Starts a joinable fiber in the caller's runtime.
 template <class F>
 auto spawn(F&& f) {
-  sched::Sched* s = sched::Sched::current();
-  if (s == nullptr) detail::go_outside_fiber();
-  return spawn(*s, std::forward<F>(f));
+  return detail::spawn(detail::current_sched(), std::forward<F>(f));
 }
 
+// Starts a joinable fiber in rt; callable from any thread.
 template <class F>
 auto spawn(Runtime& rt, F&& f) {
-  return spawn(rt.scheduler(), std::forward<F>(f));
+  return rt.spawn(std::forward<F>(f));
 }
 
 inline void yield() {

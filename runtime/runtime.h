@@ -16,12 +16,24 @@
 #include <atomic>
 #include <memory>
 #include <semaphore>
+#include <type_traits>
 #include <utility>
 
 #include "runtime/config.h"
+#include "runtime/join_handle.h"
 #include "scheduler/sched.h"
 
 namespace tern {
+
+namespace detail {
+template <class F>
+auto spawn(sched::Sched& s, F&& f) -> JoinHandle<std::invoke_result_t<std::decay_t<F>&>> {
+  using T = std::invoke_result_t<std::decay_t<F>&>;
+  auto state = std::make_shared<JoinState<T>>();
+  s.go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); });
+  return JoinHandle<T>(std::move(state));
+}
+}  // namespace detail
 
 using RuntimeStats = sched::SchedStats;
 
@@ -69,7 +81,13 @@ class Runtime {
   int procs() const { return sched_->procs(); }
   RuntimeStats stats() const { return sched_->stats(); }
   const Config& config() const { return cfg_; }
-  sched::Sched& scheduler() { return *sched_; }
+  // Whether the caller is a fiber of this runtime (several runtimes may live in one process).
+  bool on_this_runtime() const { return sched::Sched::current() == sched_.get(); }
+  // Like go(), returning a handle to join the fiber with; callable from any thread (tern::spawn in runtime/go.h).
+  template <class F>
+  auto spawn(F&& f) {
+    return detail::spawn(*sched_, std::forward<F>(f));
+  }
   // The poller backend in use ("uring", "epoll", or "none" before netpoll is attached).
   const char* poller_name() const;
 

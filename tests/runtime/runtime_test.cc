@@ -145,14 +145,16 @@ TEST(Runtime, SeveralRuntimesAtOnce) {
     a.run([&] {
       for (int i = 0; i < 1000; i++) go([&] { in_a++; });
       while (in_a.load() < 1000) yield();
-      EXPECT_EQ(sched::Sched::current(), &a.scheduler());
+      EXPECT_TRUE(a.on_this_runtime());
+      EXPECT_FALSE(b.on_this_runtime());
     });
   });
   std::thread tb([&] {
     b.run([&] {
       for (int i = 0; i < 1000; i++) go([&] { in_b++; });
       while (in_b.load() < 1000) yield();
-      EXPECT_EQ(sched::Sched::current(), &b.scheduler());
+      EXPECT_TRUE(b.on_this_runtime());
+      EXPECT_FALSE(a.on_this_runtime());
     });
   });
   ta.join();
