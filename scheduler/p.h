@@ -6,10 +6,10 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "alloc/stack.h"
+#include "base/checked_mutex.h"
 #include "scheduler/g.h"
 #include "scheduler/run_queue.h"
 #include "scheduler/timer.h"
@@ -64,7 +64,7 @@ struct alignas(64) P {
 
   // Timer heap (binary min-heap on `when`), guarded by timers_mu. timer0 mirrors the earliest `when` (0 = empty) so
   // that "any timer due?" is one relaxed load.
-  std::mutex timers_mu;
+  CheckedMutex timers_mu;
   std::vector<Timer*> timers;
   std::atomic<int64_t> timer0{0};
 

@@ -292,7 +292,7 @@ class Sched {
   void run_timers(P* p, int64_t now, P* into);
   bool timers_due() const;
   int64_t earliest_timer() const;
-  void timer_heap_push(P* p, Timer* t);  // p->timers_mu held
+  void timer_heap_push(P* p, Timer* t);  // p->timers_mu held (asserted)
   bool retire_if_needed(M* m);
   void drain_p(P* p);
   bool any_local_work() const;

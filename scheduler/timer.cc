@@ -56,9 +56,10 @@ void update_timer0(P* p) {
   p->timer0.store(p->timers.empty() ? 0 : std::max<int64_t>(p->timers[0]->when, 1));
 }
 
-// Removes the timer at heap index i; p->timers_mu held. t->p is left for the caller to clear: cancel_timer relies on
-// it staying set until `fire` has returned.
+// Removes the timer at heap index i; p->timers_mu held (asserted). t->p is left for the caller to clear: cancel_timer
+// relies on it staying set until `fire` has returned.
 Timer* heap_remove(P* p, int32_t i) {
+  p->timers_mu.assert_held();
   auto& h = p->timers;
   Timer* t = h[i];
   Timer* last = h.back();
@@ -76,6 +77,7 @@ Timer* heap_remove(P* p, int32_t i) {
 }  // namespace
 
 void Sched::timer_heap_push(P* p, Timer* t) {
+  p->timers_mu.assert_held();
   p->timers.push_back(t);
   t->p.store(p, std::memory_order_release);
   sift_up(p->timers, p->timers.size() - 1);
