@@ -47,15 +47,15 @@ TEST_P(NetTest, ReusePortLetsTwoListenersShareAPort) {
 }
 
 TEST_P(NetTest, ListenerClosesWithConnectionsPending) {
-  // io_uring: the multishot accept is armed and has queued connections nobody took; close() must cancel it and
-  // close those connections (the peers see them end).
+  // Connections the kernel queued on the listener that nobody accepted end when it closes (the peers see them end);
+  // with io_uring, an accept taken before leaves no submission behind that could take them after the close.
   Runtime rt(config());
   rt.run([] {
     auto l = listen("127.0.0.1:0");
     ASSERT_TRUE(l);
     auto c1 = dial(l->local_addr(), 10s);
     ASSERT_TRUE(c1);
-    auto s1 = l->accept(10s);  // arms the multishot accept
+    auto s1 = l->accept(10s);  // io_uring: one ACCEPT submission, completed
     ASSERT_TRUE(s1);
     auto c2 = dial(l->local_addr(), 10s);
     ASSERT_TRUE(c2);
