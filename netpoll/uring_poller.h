@@ -75,6 +75,11 @@
 // eventfd registration and synchronous cancellation. Buffer rings (5.19+), multishot receives (6.0+) and futex waits
 // (6.7+) are used where present (a kernel that rejects a multishot receive turns them off for the poller's lifetime).
 //
+// The definition, by concept: uring_setup.cc (probe, create, teardown, each thread's ring, open and close),
+// uring_poller.cc (readiness waits, cancellation, reaping, the poller role, park), uring_recv.cc (reads: the multishot
+// receive, one-shot receives), uring_send.cc (write, writev), uring_accept.cc (accept, connect); uring_internal.h
+// holds what they share (user_data tags, budgets, helpers, the Op and ListenState records, submit/run/run_until).
+//
 //   auto p = netpoll::UringPoller::create();            // error text says what the kernel lacks
 //   if (!p) fallback(p.error());
 #pragma once
