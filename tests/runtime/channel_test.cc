@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <ostream>
 #include <thread>
 #include <vector>
 
@@ -268,6 +269,11 @@ struct Mpmc {
   int procs;
   size_t capacity;
 };
+// GoogleTest prints a parameter it has no printer for as its bytes, padding included, so `ctest -N` differed between
+// builds.
+void PrintTo(const Mpmc& m, std::ostream* os) {
+  *os << "procs=" << m.procs << " capacity=" << m.capacity;
+}
 
 class ChannelMpmc : public ::testing::TestWithParam<Mpmc> {};
 
