@@ -45,7 +45,7 @@ constexpr int kIdleSeconds = 5;
 std::optional<tern::Config> sched_bench_config(benchmark::State& state, int procs = 0) {
   auto cfg = tern::Config::from_env();
   if (!cfg) {
-    state.SkipWithError(cfg.error().c_str());
+    state.SkipWithError(cfg.error().message().c_str());
     return std::nullopt;
   }
   if (procs > 0) cfg->procs = procs;

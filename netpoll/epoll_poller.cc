@@ -7,8 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
-#include <string>
 
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
@@ -26,18 +24,14 @@ constexpr uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 constexpr uint32_t kHupEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 constexpr uint32_t kWriteEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
 
-std::string errno_message(const char* what) {
-  return std::string(what) + ": " + std::strerror(errno);
-}
-
 }  // namespace
 
 Result<std::unique_ptr<EpollPoller>> EpollPoller::create() {
   int epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (epfd < 0) return make_error(errno_message("epoll_create1"));
+  if (epfd < 0) return errno_error(errno, "epoll_create1");
   int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (efd < 0) {
-    auto e = make_error(errno_message("eventfd"));
+    Error e = errno_error(errno, "eventfd");
     ::close(epfd);
     return e;
   }
@@ -45,7 +39,7 @@ Result<std::unique_ptr<EpollPoller>> EpollPoller::create() {
   ev.events = EPOLLIN;  // level-triggered: stays visible until the blocking poller reads it
   ev.data.u64 = kWakeTag;
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, efd, &ev) < 0) {
-    auto e = make_error(errno_message("epoll_ctl(eventfd)"));
+    Error e = errno_error(errno, "epoll_ctl(eventfd)");
     ::close(efd);
     ::close(epfd);
     return e;
@@ -134,12 +128,9 @@ int EpollPoller::socket_flags() const {
   return SOCK_NONBLOCK;
 }
 
-Desc* EpollPoller::open(int fd, bool /*listening*/, int* err) {
+Result<Desc*> EpollPoller::open(int fd, bool /*listening*/) {
   PollDesc* pd = table_.acquire();
-  if (pd == nullptr) {
-    *err = ENOMEM;
-    return nullptr;
-  }
+  if (pd == nullptr) return errno_code(ENOMEM);
   pd->fd = fd;
   pd->rd.reset();
   pd->wr.reset();
@@ -149,11 +140,11 @@ Desc* EpollPoller::open(int fd, bool /*listening*/, int* err) {
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.u64 = DescTable<PollDesc>::tag(pd);
   if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
-    *err = errno;
+    const int err = errno;
     table_.release(pd);
-    return nullptr;
+    return errno_code(err);
   }
-  return pd;
+  return static_cast<Desc*>(pd);
 }
 
 void EpollPoller::close(Desc* d) {

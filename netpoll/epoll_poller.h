@@ -43,7 +43,7 @@ class EpollPoller final : public sched::Poller, public IoBackend {
 
   // IoBackend
   int socket_flags() const override;
-  Desc* open(int fd, bool listening, int* err) override;
+  Result<Desc*> open(int fd, bool listening) override;
   void close(Desc* d) override;
   ssize_t read(Desc* d, void* buf, size_t len, int64_t deadline_ns) override;
   ssize_t write(Desc* d, const void* buf, size_t len, int64_t deadline_ns) override;

@@ -6,9 +6,9 @@
 // runtime's scheduler never blocks in these calls.
 //
 //   netpoll::IoBackend* io = netpoll::current_backend();   // nullptr outside fibers or without netpoll
-//   netpoll::Desc* d = io->open(fd, /*listening=*/false, &err);
-//   ssize_t n = io->read(d, buf, sizeof buf, deadline_ns); // >= 0 bytes, or -errno (-ETIMEDOUT at the deadline)
-//   io->close(d);                                          // deregisters and closes fd
+//   Result<netpoll::Desc*> d = io->open(fd, /*listening=*/false);
+//   ssize_t n = io->read(*d, buf, sizeof buf, deadline_ns); // >= 0 bytes, or -errno (-ETIMEDOUT at the deadline)
+//   io->close(*d);                                          // deregisters and closes fd
 //
 // Contract for callers: all operations run on fibers of the runtime whose poller owns the descriptor; at most one
 // fiber reads (or accepts) and one fiber writes (or connects) a descriptor at a time; close() does not race with
@@ -22,6 +22,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+
+#include "base/result.h"
 
 namespace tern::netpoll {
 
@@ -52,9 +54,9 @@ class IoBackend {
   // Extra flags for socket(2) so that the descriptor suits this backend (SOCK_NONBLOCK for a readiness backend).
   virtual int socket_flags() const = 0;
 
-  // Registers `fd` (a connected, connecting or listening stream socket) and takes ownership of it. Returns nullptr and
-  // sets *err (an errno value) on failure; the fd then still belongs to the caller.
-  virtual Desc* open(int fd, bool listening, int* err) = 0;
+  // Registers `fd` (a connected, connecting or listening stream socket) and takes ownership of it. On failure the
+  // error's code is the errno, and the fd still belongs to the caller.
+  virtual Result<Desc*> open(int fd, bool listening) = 0;
   // Deregisters and closes the fd, frees `d`.
   virtual void close(Desc* d) = 0;
 

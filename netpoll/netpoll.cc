@@ -11,14 +11,14 @@ namespace tern::netpoll {
 Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind, bool uring_park) {
   if (kind == "epoll") {
     auto p = EpollPoller::create();
-    if (!p) return make_error("epoll poller: " + p.error());
+    if (!p) return p.error().wrap("epoll poller");
     return std::unique_ptr<sched::Poller>(std::move(*p));
   }
   if (kind == "uring" || kind == "auto") {
     auto p = UringPoller::create(uring_park);
     if (p) return std::unique_ptr<sched::Poller>(std::move(*p));
-    if (kind == "uring") return make_error("poller 'uring' requested but io_uring is unusable here: " + p.error());
-    std::fprintf(stderr, "tern: io_uring unavailable (%s); using epoll\n", p.error().c_str());
+    if (kind == "uring") return p.error().wrap("poller 'uring' requested but io_uring is unusable here");
+    std::fprintf(stderr, "tern: io_uring unavailable (%s); using epoll\n", p.error().message().c_str());
     return make_poller("epoll");
   }
   return make_error("unknown poller '" + kind + "' (expected auto, uring or epoll)");

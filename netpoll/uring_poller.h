@@ -81,7 +81,7 @@
 // holds what they share (user_data tags, budgets, helpers, the Op and ListenState records, submit/run/run_until).
 //
 //   auto p = netpoll::UringPoller::create();            // error text says what the kernel lacks
-//   if (!p) fallback(p.error());
+//   if (!p) fallback(p.error().message());
 #pragma once
 
 #include <atomic>
@@ -131,7 +131,7 @@ class UringPoller final : public sched::Poller, public IoBackend {
 
   // IoBackend
   int socket_flags() const override { return 0; }
-  Desc* open(int fd, bool listening, int* err) override;
+  Result<Desc*> open(int fd, bool listening) override;
   void close(Desc* d) override;
   ssize_t read(Desc* d, void* buf, size_t len, int64_t deadline_ns) override;
   ssize_t write(Desc* d, const void* buf, size_t len, int64_t deadline_ns) override;

@@ -3,9 +3,6 @@
 
 #include <sys/mman.h>
 
-#include <cstring>
-#include <string>
-
 #include "base/sanitizer.h"
 
 namespace tern::netpoll {
@@ -48,11 +45,11 @@ Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared) {
     p.cq_entries = kCqEntries;
     rc = io_uring_queue_init_params(kSqEntries, &r->ring_, &p);
   }
-  if (rc < 0) return make_error(std::string("io_uring_setup: ") + std::strerror(-rc));
+  if (rc < 0) return errno_error(-rc, "io_uring_setup");
   r->live_ = true;
   unpoison_fresh_mapping(&r->ring_);
   rc = io_uring_register_eventfd(&r->ring_, efd);
-  if (rc < 0) return make_error(std::string("io_uring_register_eventfd: ") + std::strerror(-rc));
+  if (rc < 0) return errno_error(-rc, "io_uring_register_eventfd");
   r->setup_buffers();
   return r;
 }

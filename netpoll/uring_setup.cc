@@ -8,7 +8,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,7 +49,7 @@ std::atomic<uint64_t> next_poller_id{1};
 thread_local ThreadRing t_ring;
 
 std::string errno_text(const char* what, int err) {
-  return std::string(what) + ": " + std::strerror(err);
+  return errno_error(err, what).message();
 }
 
 }  // namespace
@@ -142,17 +141,17 @@ std::string UringPoller::probe() {
 
 Result<std::unique_ptr<UringPoller>> UringPoller::create(bool park_in_ring) {
   std::string why = probe();
-  if (!why.empty()) return make_error(why);
+  if (!why.empty()) return Error(std::make_error_code(std::errc::function_not_supported), why);
   int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (efd < 0) return make_error(errno_text("eventfd", errno));
+  if (efd < 0) return errno_error(errno, "eventfd");
   std::unique_ptr<UringPoller> p(new UringPoller(efd));
   int rc = io_uring_queue_init(kWaitEntries, &p->wait_ring_, 0);
-  if (rc < 0) return make_error(errno_text("io_uring_setup", -rc));
+  if (rc < 0) return errno_error(-rc, "io_uring_setup");
   p->wait_ring_ok_ = true;
   unpoison_fresh_mapping(&p->wait_ring_);
   p->futex_park_ = park_in_ring && futex_wait_works(&p->wait_ring_);
   auto shared = Ring::create(efd, /*shared=*/true);
-  if (!shared) return make_error(shared.error());
+  if (!shared) return shared.error();
   p->shared_ = std::shared_ptr<Ring>(std::move(*shared));
   p->owners_.push_back(p->shared_);
   p->rings_[0].store(p->shared_.get(), std::memory_order_release);
@@ -225,12 +224,9 @@ Ring* UringPoller::adopt_ring() {
   return tr->ring.get();
 }
 
-Desc* UringPoller::open(int fd, bool listening, int* err) {
+Result<Desc*> UringPoller::open(int fd, bool listening) {
   UringDesc* d = descs_.acquire();
-  if (d == nullptr) {
-    *err = ENOMEM;
-    return nullptr;
-  }
+  if (d == nullptr) return errno_code(ENOMEM);
   d->fd = fd;
   d->listen = listening ? new ListenState() : nullptr;
   d->read_waits = false;
@@ -241,7 +237,7 @@ Desc* UringPoller::open(int fd, bool listening, int* err) {
   rs.armed = rs.throttled = rs.nobufs = rs.eof = false;
   rs.error = 0;
   rs.slot.reset();
-  return d;
+  return static_cast<Desc*>(d);
 }
 
 void UringPoller::close(Desc* d) {

@@ -81,12 +81,12 @@ Result<Config> Config::from_env() {
   Config c;
   if (const char* v = std::getenv("TERN_PROCS"); v != nullptr && *v != '\0') {
     auto r = parse_procs(v);
-    if (!r) return make_error("TERN_PROCS: " + r.error());
+    if (!r) return r.error().wrap("TERN_PROCS");
     c.procs = *r;
   }
   if (const char* v = std::getenv("TERN_STACK_SIZE"); v != nullptr && *v != '\0') {
     auto r = parse_size(v);
-    if (!r) return make_error("TERN_STACK_SIZE: " + r.error());
+    if (!r) return r.error().wrap("TERN_STACK_SIZE");
     if (*r < kMinStackSize || *r > kMaxStackSize)
       return make_error("TERN_STACK_SIZE: must be between 16k and 1g, not '" + std::string(v) + "'");
     c.stack_size = *r;
@@ -99,12 +99,12 @@ Result<Config> Config::from_env() {
   }
   if (const char* v = std::getenv("TERN_NUMA"); v != nullptr && *v != '\0') {
     auto r = parse_on_off("TERN_NUMA", v);
-    if (!r) return make_error(r.error());
+    if (!r) return r.error();
     c.numa = *r;
   }
   if (const char* v = std::getenv("TERN_URING_PARK"); v != nullptr && *v != '\0') {
     auto r = parse_on_off("TERN_URING_PARK", v);
-    if (!r) return make_error(r.error());
+    if (!r) return r.error();
     c.uring_park = *r;
   }
   return c;

@@ -4,7 +4,7 @@
 // machine. Config::from_env() applies the environment over the defaults; programs apply their flags over that.
 //
 //   auto cfg = tern::Config::from_env();
-//   if (!cfg) { fmt::print(stderr, "{}\n", cfg.error()); return 2; }
+//   if (!cfg) { fmt::print(stderr, "{}\n", cfg.error().message()); return 2; }
 //   cfg->procs = 4;                       // explicit call wins
 //   tern::Runtime rt(*cfg);
 //

@@ -55,7 +55,7 @@ void go(F&& f) {
 // Like go(), but when no stack can be had for the fiber (vm.max_map_count or memory exhausted, and no P's cache has
 // one to spare) it returns the error and f is not run, instead of stopping the process when the fiber first runs.
 // The stack is bound here rather than at first run. Outside fibers, use Runtime::try_go.
-//   if (auto r = tern::try_go([c = std::move(conn)]() mutable { serve(c); }); !r) shed_load(r.error());
+//   if (auto r = tern::try_go([c = std::move(conn)]() mutable { serve(c); }); !r) shed_load(r.error().message());
 template <class F>
 Result<void> try_go(F&& f) {
   return detail::try_go(detail::current_sched(), std::forward<F>(f));

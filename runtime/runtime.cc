@@ -19,13 +19,13 @@ namespace tern {
 Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
   // "auto" never fails here (it falls back to epoll); an explicit choice that cannot work is an error to report.
   auto poller = netpoll::make_poller(cfg.poller, cfg.uring_park);
-  if (!poller) return make_error(poller.error());
+  if (!poller) return poller.error();
   return std::unique_ptr<Runtime>(new Runtime(std::move(cfg), std::move(*poller)));
 }
 
 Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
   auto poller = netpoll::make_poller(cfg_.poller, cfg_.uring_park);
-  if (!poller) throw std::runtime_error("tern: " + poller.error());
+  if (!poller) throw std::runtime_error("tern: " + poller.error().message());
   start(std::move(*poller));
 }
 
@@ -66,7 +66,7 @@ void terminate_uncaught(uint64_t fiber_id, std::exception_ptr e) {
 }
 
 Error stack_exhausted_error(sched::Sched& s) {
-  return make_error(alloc::exhausted_message(s.stats().stacks));
+  return Error(std::make_error_code(std::errc::not_enough_memory), alloc::exhausted_message(s.stats().stacks));
 }
 
 uint64_t current_fiber_id() {

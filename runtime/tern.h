@@ -17,6 +17,6 @@
 #include "runtime/deadline.h"     // deadlines shared by sync and net
 #include "runtime/go.h"           // go, try_go, spawn, yield, sleep_for
 #include "runtime/join_handle.h"  // JoinHandle<T>: spawn's result
-#include "runtime/net/net.h"      // tern::net: listen, dial, Stream, Address, NetResult
+#include "runtime/net/net.h"      // tern::net: listen, dial, Stream, Address, IoResult
 #include "runtime/runtime.h"      // Runtime
 #include "runtime/sync/sync.h"    // Mutex, CondVar, Channel, select, WaitGroup, Semaphore, Once, SpinLock, Waiter

@@ -64,7 +64,7 @@ void print_stats(const tern::RuntimeStats& s) {
 int main(int argc, char** argv) {
   auto cfg = tern::Config::from_env();
   if (!cfg) {
-    fmt::print(stderr, "tern-skynet: {}\n", cfg.error());
+    fmt::print(stderr, "tern-skynet: {}\n", cfg.error().message());
     return 2;
   }
 
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   if (!procs.empty()) {
     auto p = tern::parse_procs(procs);
     if (!p) {
-      fmt::print(stderr, "tern-skynet: --procs: {}\n", p.error());
+      fmt::print(stderr, "tern-skynet: --procs: {}\n", p.error().message());
       return 2;
     }
     cfg->procs = *p;
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   bool ok = true;
   auto created = tern::Runtime::create(*cfg);
   if (!created) {
-    fmt::print(stderr, "tern-skynet: {}\n", created.error());
+    fmt::print(stderr, "tern-skynet: {}\n", created.error().message());
     return 2;
   }
   tern::Runtime& rt = **created;

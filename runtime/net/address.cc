@@ -20,7 +20,7 @@ bool parse_port(std::string_view s, uint16_t* port) {
 
 }  // namespace
 
-NetResult<Address> Address::parse(std::string_view text) {
+Result<Address> Address::parse(std::string_view text) {
   std::string_view host, port_text;
   bool v6 = false;
   if (!text.empty() && text.front() == '[') {

@@ -25,7 +25,7 @@ class Address {
  public:
   Address() = default;
 
-  static NetResult<Address> parse(std::string_view text);
+  static Result<Address> parse(std::string_view text);
   // A copy of a kernel-supplied address (AF_INET or AF_INET6; anything else gives an empty Address).
   static Address from_sockaddr(const sockaddr* sa, socklen_t len);
   static Address loopback_v4(uint16_t port);

@@ -11,7 +11,7 @@
 
 namespace tern::net {
 
-NetResult<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts) {
+Result<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts) {
   if (addr.empty()) return Errc::bad_address;
   if (!sched::in_fiber()) return Errc::not_in_fiber;
   netpoll::IoBackend* io = netpoll::current_backend();
@@ -27,7 +27,7 @@ NetResult<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, co
   return s;
 }
 
-NetResult<Stream> dial(std::string_view addr, std::chrono::nanoseconds timeout, const DialOptions& opts) {
+Result<Stream> dial(std::string_view addr, std::chrono::nanoseconds timeout, const DialOptions& opts) {
   auto a = Address::parse(addr);
   if (!a) return a.error();
   return dial(*a, timeout, opts);

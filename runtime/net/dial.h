@@ -22,9 +22,7 @@ struct DialOptions {
   bool nodelay = true;  // TCP_NODELAY: request/response traffic should not wait for Nagle
 };
 
-NetResult<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout = kNoTimeout,
-                       const DialOptions& opts = {});
-NetResult<Stream> dial(std::string_view addr, std::chrono::nanoseconds timeout = kNoTimeout,
-                       const DialOptions& opts = {});
+Result<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout = kNoTimeout, const DialOptions& opts = {});
+Result<Stream> dial(std::string_view addr, std::chrono::nanoseconds timeout = kNoTimeout, const DialOptions& opts = {});
 
 }  // namespace tern::net

@@ -73,7 +73,7 @@ int Listener::fd() const {
   return d_ != nullptr ? d_->fd : -1;
 }
 
-NetResult<Stream> Listener::accept_until(int64_t deadline) {
+Result<Stream> Listener::accept_until(int64_t deadline) {
   if (d_ == nullptr) return Errc::not_open;
   if (!sched::in_fiber()) return Errc::not_in_fiber;
   std::chrono::nanoseconds backoff = kAcceptBackoffMin;
@@ -93,7 +93,7 @@ NetResult<Stream> Listener::accept_until(int64_t deadline) {
   }
 }
 
-NetResult<Listener> listen(const Address& addr, const ListenOptions& opts) {
+Result<Listener> listen(const Address& addr, const ListenOptions& opts) {
   if (addr.empty()) return Errc::bad_address;
   if (!sched::in_fiber()) return Errc::not_in_fiber;
   netpoll::IoBackend* io = netpoll::current_backend();
@@ -112,18 +112,17 @@ NetResult<Listener> listen(const Address& addr, const ListenOptions& opts) {
   sockaddr_storage ss;
   socklen_t len = sizeof ss;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return fail(errno);
-  int err = 0;
-  netpoll::Desc* d = io->open(fd, /*listening=*/true, &err);
-  if (d == nullptr) return fail(err);
+  Result<netpoll::Desc*> d = io->open(fd, /*listening=*/true);
+  if (!d) return fail(d.error().code().value());
   Listener l;
   l.io_ = io;
-  l.d_ = d;
+  l.d_ = *d;
   l.nodelay_ = opts.nodelay;
   l.local_ = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
   return l;
 }
 
-NetResult<Listener> listen(std::string_view addr, const ListenOptions& opts) {
+Result<Listener> listen(std::string_view addr, const ListenOptions& opts) {
   auto a = Address::parse(addr);
   if (!a) return a.error();
   return listen(*a, opts);

@@ -52,10 +52,8 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
 
-  NetResult<Stream> accept() { return accept_until(kNoDeadline); }
-  NetResult<Stream> accept(std::chrono::nanoseconds timeout) {
-    return accept_until(deadline_after(kNoDeadline, timeout));
-  }
+  Result<Stream> accept() { return accept_until(kNoDeadline); }
+  Result<Stream> accept(std::chrono::nanoseconds timeout) { return accept_until(deadline_after(kNoDeadline, timeout)); }
 
   std::error_code close();
   bool is_open() const { return d_ != nullptr; }
@@ -65,8 +63,8 @@ class Listener {
   uint64_t accept_backoffs() const { return backoffs_.load(std::memory_order_relaxed); }
 
  private:
-  friend NetResult<Listener> listen(const Address& addr, const ListenOptions& opts);
-  NetResult<Stream> accept_until(int64_t deadline);
+  friend Result<Listener> listen(const Address& addr, const ListenOptions& opts);
+  Result<Stream> accept_until(int64_t deadline);
 
   netpoll::IoBackend* io_ = nullptr;
   netpoll::Desc* d_ = nullptr;
@@ -75,7 +73,7 @@ class Listener {
   std::atomic<uint64_t> backoffs_{0};
 };
 
-NetResult<Listener> listen(const Address& addr, const ListenOptions& opts = {});
-NetResult<Listener> listen(std::string_view addr, const ListenOptions& opts = {});
+Result<Listener> listen(const Address& addr, const ListenOptions& opts = {});
+Result<Listener> listen(std::string_view addr, const ListenOptions& opts = {});
 
 }  // namespace tern::net

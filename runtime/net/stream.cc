@@ -42,19 +42,18 @@ Stream& Stream::operator=(Stream&& o) noexcept {
   return *this;
 }
 
-NetResult<Stream> Stream::adopt(netpoll::IoBackend* io, int fd, bool nodelay) {
+Result<Stream> Stream::adopt(netpoll::IoBackend* io, int fd, bool nodelay) {
   if (nodelay) {
     int one = 1;
     // Best effort: it fails only for sockets that are not TCP, which then simply have no Nagle to turn off.
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  int err = 0;
-  netpoll::Desc* d = io->open(fd, /*listening=*/false, &err);
-  if (d == nullptr) {
+  Result<netpoll::Desc*> d = io->open(fd, /*listening=*/false);
+  if (!d) {
     ::close(fd);
-    return errno_code(err);
+    return d.error();
   }
-  return Stream(io, d);
+  return Stream(io, *d);
 }
 
 std::error_code Stream::usable() const {
@@ -151,7 +150,7 @@ int Stream::fd() const {
   return d_ != nullptr ? d_->fd : -1;
 }
 
-NetResult<Address> Stream::local_addr() const {
+Result<Address> Stream::local_addr() const {
   if (d_ == nullptr) return Errc::not_open;
   sockaddr_storage ss;
   socklen_t len = sizeof ss;
@@ -159,7 +158,7 @@ NetResult<Address> Stream::local_addr() const {
   return Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
 
-NetResult<Address> Stream::peer_addr() const {
+Result<Address> Stream::peer_addr() const {
   if (d_ == nullptr) return Errc::not_open;
   sockaddr_storage ss;
   socklen_t len = sizeof ss;

@@ -39,7 +39,7 @@ namespace tern::net {
 enum class Shutdown { read, write, both };
 struct DialOptions;
 class Stream;
-NetResult<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts);
+Result<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts);
 
 class Stream {
  public:
@@ -83,14 +83,14 @@ class Stream {
 
   bool is_open() const { return d_ != nullptr; }
   int fd() const;
-  NetResult<Address> local_addr() const;
-  NetResult<Address> peer_addr() const;
+  Result<Address> local_addr() const;
+  Result<Address> peer_addr() const;
 
   // Takes ownership of `fd`, a connected stream socket created with io->socket_flags(); for Listener and dial.
-  static NetResult<Stream> adopt(netpoll::IoBackend* io, int fd, bool nodelay);
+  static Result<Stream> adopt(netpoll::IoBackend* io, int fd, bool nodelay);
 
  private:
-  friend NetResult<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts);
+  friend Result<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts);
   Stream(netpoll::IoBackend* io, netpoll::Desc* d) : io_(io), d_(d) {}
   std::error_code usable() const;
   IoResult read_until(void* buf, size_t len, int64_t deadline);

@@ -35,7 +35,7 @@ class PollerTest : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     if (GetParam() == "uring") TERN_SKIP_UNLESS_URING();
     auto p = make_poller(GetParam());
-    ASSERT_TRUE(p) << p.error();
+    ASSERT_TRUE(p) << p.error().message();
     poller_ = std::move(*p);
   }
   std::unique_ptr<sched::Poller> poller_;
@@ -132,12 +132,12 @@ INSTANTIATE_TEST_SUITE_P(Backends, PollerTest, ::testing::Values("epoll", "uring
 TEST(MakePoller, RejectsUnknownKinds) {
   auto p = make_poller("kqueue");
   ASSERT_FALSE(p);
-  EXPECT_NE(p.error().find("auto, uring or epoll"), std::string::npos) << p.error();
+  EXPECT_NE(p.error().message().find("auto, uring or epoll"), std::string::npos) << p.error().message();
 }
 
 TEST(MakePoller, AutoPicksUringWhenTheProbePasses) {
   auto p = make_poller("auto");
-  ASSERT_TRUE(p) << p.error();
+  ASSERT_TRUE(p) << p.error().message();
   std::string expected = uring_unavailable_reason().empty() ? "uring" : "epoll";
   EXPECT_EQ((*p)->name(), expected);
 }
@@ -146,10 +146,10 @@ TEST(MakePoller, UringErrorSaysWhy) {
   std::string why = uring_unavailable_reason();
   auto p = make_poller("uring");
   if (why.empty()) {
-    EXPECT_TRUE(p) << p.error();
+    EXPECT_TRUE(p) << p.error().message();
   } else {
     ASSERT_FALSE(p);
-    EXPECT_NE(p.error().find(why), std::string::npos) << p.error();
+    EXPECT_NE(p.error().message().find(why), std::string::npos) << p.error().message();
   }
 }
 
@@ -188,7 +188,7 @@ TEST(MakePollerDeathTest, ExplicitUringIsAClearError) {
         forbid_io_uring();
         auto p = make_poller("uring");
         if (p) std::exit(1);
-        std::fprintf(stderr, "%s\n", p.error().c_str());
+        std::fprintf(stderr, "%s\n", p.error().message().c_str());
         std::exit(0);
       },
       ::testing::ExitedWithCode(0), "poller 'uring' requested but io_uring is unusable here: io_uring_setup: ");

@@ -59,7 +59,7 @@ void on_signal(int) {}
 TEST(UringPark, AWakeupWhoseCompletionAnotherThreadReapsStillEndsThePark) {
   TERN_SKIP_UNLESS_URING();
   auto created = UringPoller::create(/*park_in_ring=*/true);
-  ASSERT_TRUE(created) << created.error();
+  ASSERT_TRUE(created) << created.error().message();
   UringPoller& p = **created;
   std::atomic<uint32_t> word{0};
   g_poller = &p;
@@ -96,10 +96,9 @@ TEST(UringPark, AWakeupWhoseCompletionAnotherThreadReapsStillEndsThePark) {
     ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&sin), &len), 0);
     int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0) << std::strerror(errno);
-    int err = 0;
-    Desc* d = p.open(lfd, /*listening=*/true, &err);
-    ASSERT_NE(d, nullptr) << err;
-    int fd = p.accept(d, -1);
+    Result<Desc*> d = p.open(lfd, /*listening=*/true);
+    ASSERT_TRUE(d) << d.error().message();
+    int fd = p.accept(*d, -1);
     ASSERT_GE(fd, 0) << -fd;
     ::close(fd);
     ::close(client);
@@ -117,7 +116,7 @@ TEST(UringPark, AWakeupWhoseCompletionAnotherThreadReapsStillEndsThePark) {
       UringPoller::park_enter_hook.store(nullptr);
     }
     stage.store(3);
-    p.close(d);
+    p.close(*d);
   });
 
   const pthread_t mt = m.native_handle();

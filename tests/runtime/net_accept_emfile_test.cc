@@ -70,7 +70,7 @@ void starve_and_recover(const std::string& poller) {
     for (int fd; (fd = ::dup(client)) >= 0;) filler.push_back(fd);
     // go + WaitGroup rather than spawn: under UBSan a first virtual call on a type (spawn's shared_ptr control block)
     // checks the vtable through a pipe, which a full descriptor table makes fail.
-    std::optional<NetResult<Stream>> accepted;
+    std::optional<Result<Stream>> accepted;
     WaitGroup done;
     done.add(1);
     tern::go([&] {

@@ -60,9 +60,9 @@ TEST(Runtime, CreateReportsAnUnusableConfigurationAsAValue) {
   bad.poller = "kqueue";
   auto r = Runtime::create(bad);
   ASSERT_FALSE(r);
-  EXPECT_NE(r.error().find("kqueue"), std::string::npos) << r.error();
+  EXPECT_NE(r.error().message().find("kqueue"), std::string::npos) << r.error().message();
   auto ok = Runtime::create(procs(1));
-  ASSERT_TRUE(ok) << ok.error();
+  ASSERT_TRUE(ok) << ok.error().message();
   int v = 0;
   (*ok)->run([&] { v = 1; });
   EXPECT_EQ(v, 1);

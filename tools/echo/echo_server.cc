@@ -167,20 +167,20 @@ bool permanent(std::error_code ec) {
 }  // namespace
 
 Result<net::Address> parse_listen_address(const std::string& listen) {
-  net::NetResult<net::Address> a = net::Address::parse(listen);
-  if (!a) return make_error("'" + listen + "': " + a.error().message());
+  Result<net::Address> a = net::Address::parse(listen);
+  if (!a) return a.error().wrap("'" + listen + "'");
   return *a;
 }
 
 Error serve(const ServerOptions& opts) {
   Result<net::Address> addr = parse_listen_address(opts.listen);
-  if (!addr) return make_error(addr.error());
-  net::NetResult<net::Listener> l = net::listen(*addr);
-  if (!l) return make_error("listen " + opts.listen + ": " + l.error().message());
+  if (!addr) return addr.error();
+  Result<net::Listener> l = net::listen(*addr);
+  if (!l) return l.error().wrap("listen " + opts.listen);
   for (;;) {
-    net::NetResult<net::Stream> s = l->accept();
+    Result<net::Stream> s = l->accept();
     if (!s) {
-      if (permanent(s.error())) return make_error("accept: " + s.error().message());
+      if (permanent(s.error().code())) return s.error().wrap("accept");
       tern::sleep_for(kAcceptErrorPause);
       continue;
     }

@@ -29,7 +29,7 @@ constexpr int kExitUsage = 2;
 int main(int argc, char** argv) {
   auto env = tern::Config::from_env();
   if (!env) {
-    fmt::print(stderr, "tern-echo: {}\n", env.error());
+    fmt::print(stderr, "tern-echo: {}\n", env.error().message());
     return kExitUsage;
   }
   tern::Config cfg = *env;
@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
   if (!procs.empty()) {
     auto p = tern::parse_procs(procs);
     if (!p) {
-      fmt::print(stderr, "tern-echo: --procs: {}\n", p.error());
+      fmt::print(stderr, "tern-echo: --procs: {}\n", p.error().message());
       return kExitUsage;
     }
     cfg.procs = *p;
@@ -67,14 +67,14 @@ int main(int argc, char** argv) {
   if (!max_body.empty()) {
     auto b = tern::parse_size(max_body);
     if (!b) {
-      fmt::print(stderr, "tern-echo: --max-body: {}\n", b.error());
+      fmt::print(stderr, "tern-echo: --max-body: {}\n", b.error().message());
       return kExitUsage;
     }
     opts.limits.max_body_bytes = *b;
   }
   auto addr = tern::echo::parse_listen_address(opts.listen);
   if (!addr) {
-    fmt::print(stderr, "tern-echo: --listen: {}\n", addr.error());
+    fmt::print(stderr, "tern-echo: --listen: {}\n", addr.error().message());
     return kExitUsage;
   }
 
@@ -100,14 +100,14 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   auto created = tern::Runtime::create(cfg);
   if (!created) {
-    fmt::print(stderr, "tern-echo: {}\n", created.error());
+    fmt::print(stderr, "tern-echo: {}\n", created.error().message());
     return kExitUsage;
   }
   tern::Runtime& rt = **created;
   int status = 0;
   rt.run([&] {
     tern::Error e = tern::echo::serve(opts);
-    fmt::print(stderr, "tern-echo: {}\n", e.message);
+    fmt::print(stderr, "tern-echo: {}\n", e.message());
     status = 1;
   });
   return status;

@@ -20,7 +20,7 @@ constexpr int64_t kChunk = 1000;
 int main() {
   auto cfg = tern::Config::from_env();
   if (!cfg) {
-    std::fprintf(stderr, "tern-consumer: %s\n", cfg.error().c_str());
+    std::fprintf(stderr, "tern-consumer: %s\n", cfg.error().message().c_str());
     return 2;
   }
   tern::Runtime rt(*cfg);
