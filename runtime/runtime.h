@@ -13,7 +13,6 @@
 // its threads and frees every fiber stack; fibers still parked at that point are discarded without unwinding.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <semaphore>
 #include <type_traits>

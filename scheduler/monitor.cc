@@ -2,7 +2,6 @@
 // others wait, poll the network when nobody has for 10 ms, retry a failed thread start, trim the stack pool.
 #include "scheduler/sched.h"
 
-#include "scheduler/m.h"
 #include "scheduler/p.h"
 #include "scheduler/poller.h"
 

@@ -3,7 +3,6 @@
 #include "scheduler/sched.h"
 
 #include <algorithm>
-#include <cstdio>
 
 #include "scheduler/global_queue.h"
 #include "scheduler/m.h"

@@ -3,7 +3,6 @@
 #include "scheduler/sched.h"
 
 #include <signal.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cerrno>

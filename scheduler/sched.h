@@ -64,7 +64,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -73,7 +72,6 @@
 #include "scheduler/futex.h"
 #include "scheduler/g.h"
 #include "scheduler/poller.h"
-#include "scheduler/task.h"
 #include "scheduler/timer.h"
 
 namespace tern::sched {

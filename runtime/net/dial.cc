@@ -2,7 +2,6 @@
 #include "runtime/net/dial.h"
 
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cerrno>
 

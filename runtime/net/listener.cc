@@ -1,7 +1,6 @@
 // runtime/net/listener.cc: net::listen and Listener::accept on the current backend.
 #include "runtime/net/listener.h"
 
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
