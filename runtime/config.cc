@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 
 #include "netpoll/netpoll.h"
 #include "runtime/cgroup.h"
+#include "runtime/controller/policy.h"
 #include "scheduler/sched.h"
 
 namespace tern {
@@ -23,6 +25,15 @@ std::string json_escape(const std::string& s) {
     if (c == '"' || c == '\\') out += '\\';
     out += c;
   }
+  return out;
+}
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::string fmt_number(double x) {
+  std::string out = std::to_string(x);
+  while (out.size() > 1 && out.back() == '0') out.pop_back();
+  if (!out.empty() && out.back() == '.') out.pop_back();
   return out;
 }
 
@@ -71,6 +82,48 @@ Result<size_t> parse_size(const std::string& s) {
   return static_cast<size_t>(v * mult);
 }
 
+Result<int64_t> parse_duration_ns(const std::string& s) {
+  auto bad = [&s] {
+    return make_error("duration must be a positive number with a unit ns, us, ms or s (a bare number is ms), not '" +
+                      s + "'");
+  };
+  if (s.empty() || s.size() > 32) return bad();
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) i++;
+  if (i == 0) return bad();
+  char* end = nullptr;
+  const std::string num = s.substr(0, i);
+  const double v = std::strtod(num.c_str(), &end);
+  if (end != num.c_str() + num.size() || !std::isfinite(v) || v <= 0) return bad();
+  const std::string unit = s.substr(i);
+  double mult = 0;
+  if (unit == "ns") {
+    mult = 1;
+  } else if (unit == "us") {
+    mult = 1e3;
+  } else if (unit == "ms" || unit.empty()) {
+    mult = 1e6;
+  } else if (unit == "s") {
+    mult = 1e9;
+  } else {
+    return bad();
+  }
+  const double ns = v * mult;
+  // A day is far past any interval tern takes; beyond it is a typo (and near int64's end, an overflow).
+  if (ns < 1 || ns > 86'400e9) return bad();
+  return static_cast<int64_t>(ns);
+}
+
+Result<double> parse_number(const std::string& name, const std::string& s, double lo, double hi) {
+  char* end = nullptr;
+  const double v = s.empty() ? kNaN : std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < lo || v > hi) {
+    return make_error(name + ": must be a number from " + fmt_number(lo) + " to " + fmt_number(hi) + ", not '" + s +
+                      "'");
+  }
+  return v;
+}
+
 int Config::default_procs() {
   int n = affinity_cpus();
   if (auto q = cgroup_cpu_quota()) n = std::min(n, std::max(1, static_cast<int>(std::ceil(*q))));
@@ -107,7 +160,86 @@ Result<Config> Config::from_env() {
     if (!r) return r.error();
     c.uring_park = *r;
   }
+  auto env = [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') return std::nullopt;
+    return std::string(v);
+  };
+  if (auto v = env("TERN_POLICY")) c.policy = *v;
+  if (auto v = env("TERN_SHADOW_POLICY")) c.shadow_policy = *v;
+  if (auto v = env("TERN_PROCS_MIN")) {
+    auto r = parse_procs(*v);
+    if (!r || *r == 0) return make_error("TERN_PROCS_MIN: must be an integer from 1 to " +
+                                         std::to_string(sched::kMaxProcs) + ", not '" + *v + "'");
+    c.procs_min = *r;
+  }
+  if (auto v = env("TERN_PROCS_MAX")) {
+    auto r = parse_procs(*v);
+    if (!r) return r.error().wrap("TERN_PROCS_MAX");
+    c.procs_max = *r;
+  }
+  if (auto v = env("TERN_CONTROLLER_INTERVAL")) {
+    auto r = parse_duration_ns(*v);
+    if (!r) return r.error().wrap("TERN_CONTROLLER_INTERVAL");
+    c.controller_interval_ns = *r;
+  }
+  if (auto v = env("TERN_QUOTA_ROUNDING")) c.quota_rounding = *v;
+  if (auto v = env("TERN_QUOTA_RESERVE")) {
+    auto r = parse_number("TERN_QUOTA_RESERVE", *v, 0, sched::kMaxProcs);
+    if (!r) return r.error();
+    c.quota_reserve = *r;
+  }
+  if (auto v = env("TERN_ROLLBACK_DROP")) {
+    auto r = parse_number("TERN_ROLLBACK_DROP", *v, 0.001, 1);
+    if (!r) return r.error();
+    c.rollback_drop = *r;
+  }
+  if (auto v = env("TERN_LATENCY_TARGET")) {
+    auto r = parse_duration_ns(*v);
+    if (!r) return r.error().wrap("TERN_LATENCY_TARGET");
+    c.latency_target_s = static_cast<double>(*r) * 1e-9;
+  }
+  if (auto v = env("TERN_SCHEDTRACE")) {
+    auto r = parse_duration_ns(*v);
+    if (!r) return r.error().wrap("TERN_SCHEDTRACE");
+    c.schedtrace_ms = std::max<int64_t>(1, *r / 1'000'000);
+  }
+  if (auto v = env("TERN_DEBUG")) {
+    std::string item;
+    std::string list = *v + ",";
+    for (char ch : list) {
+      if (ch != ',') {
+        item += ch;
+        continue;
+      }
+      if (item == "controller") {
+        c.debug_controller = true;
+      } else if (!item.empty()) {
+        return make_error("TERN_DEBUG: unknown subsystem '" + item + "' (known: controller)");
+      }
+      item.clear();
+    }
+  }
+  if (auto e = c.validate(); !e) return e.error();
   return c;
+}
+
+Result<void> Config::validate() const {
+  controller::PolicyConfig pc;
+  if (auto p = controller::make_policy(resolved_policy(), pc); !p) return p.error().wrap("policy");
+  if (!shadow_policy.empty()) {
+    if (auto p = controller::make_policy(shadow_policy, pc); !p) return p.error().wrap("shadow policy");
+  }
+  if (auto r = controller::parse_rounding(quota_rounding); !r) return r.error().wrap("quota rounding");
+  if (procs_min < 1 || procs_min > sched::kMaxProcs) return make_error("procs-min must be from 1 to 1024");
+  if (procs_max < 0 || procs_max > sched::kMaxProcs) return make_error("procs-max must be from 0 (auto) to 1024");
+  if (procs_max != 0 && procs_max < procs_min) return make_error("procs-max must not be below procs-min");
+  if (controller_interval_ns < 1'000'000) return make_error("controller interval must be at least 1ms");
+  if (!std::isfinite(quota_reserve) || quota_reserve < 0) return make_error("quota reserve must be >= 0 cores");
+  if (!std::isfinite(rollback_drop) || rollback_drop <= 0 || rollback_drop > 1)
+    return make_error("rollback drop must be a fraction in (0, 1]");
+  if (!std::isfinite(latency_target_s) || latency_target_s <= 0) return make_error("latency target must be > 0");
+  return {};
 }
 
 Config::PollerResolution Config::resolved_poller() const {

@@ -14,7 +14,18 @@
 //   TERN_POLLER      auto | uring | epoll
 //   TERN_NUMA        on | off
 //   TERN_URING_PARK  on | off: an idle M sleeps in its own io_uring (netpoll/uring_poller.h, park())
-//   TERN_POLICY, TERN_METRICS, TERN_SCHEDTRACE, TERN_TRACE: read by later parts of the runtime
+//   TERN_POLICY      the controller's policy: static | quota | threshold | hill | latency (default quota; static when
+//                    TERN_PROCS or Config::procs is explicit, as an explicit GOMAXPROCS is)
+//   TERN_SHADOW_POLICY            a second policy run on the same samples, applying nothing
+//   TERN_PROCS_MIN, TERN_PROCS_MAX  bounds of the controller's count (max 0/auto: min(CPUs, quota ceiling))
+//   TERN_CONTROLLER_INTERVAL      how often the controller samples: a duration (100ms, 1s, 500us; a bare number is ms)
+//   TERN_QUOTA_ROUNDING           ceil | floor | auto: cores from a fractional quota (runtime/controller/policy.h)
+//   TERN_QUOTA_RESERVE            cores of the quota left to others (sidecars), e.g. 0.2
+//   TERN_ROLLBACK_DROP            a throughput drop (fraction) after a change that reverts it, e.g. 0.1
+//   TERN_LATENCY_TARGET           the latency policy's scheduling-latency target: a duration (1ms)
+//   TERN_SCHEDTRACE               a schedtrace line on stderr every this many ms (Go's GODEBUG=schedtrace=X)
+//   TERN_DEBUG                    comma-separated: controller (log each decision with its sample)
+//   TERN_METRICS, TERN_TRACE: read by later parts of the runtime
 #pragma once
 
 #include <cstddef>
@@ -33,7 +44,26 @@ struct Config {
   // of I/O it submitted wake it with their fibers. Off: it sleeps on a futex, and receives move off it after 2 ms.
   bool uring_park = true;
 
+  // The controller (runtime/controller/controller.h).
+  std::string policy;  // empty: "static" when procs > 0, else "quota"
+  std::string shadow_policy;
+  int procs_min = 1;
+  int procs_max = 0;  // 0: min(CPUs, the quota's ceiling), followed live
+  int64_t controller_interval_ns = 100'000'000;
+  std::string quota_rounding = "auto";  // ceil | floor | auto
+  double quota_reserve = 0;             // cores
+  double rollback_drop = 0.10;
+  double latency_target_s = 0.001;
+  int64_t schedtrace_ms = 0;
+  bool debug_controller = false;
+  std::string fs_root = "/";  // where /proc and the cgroup mounts are looked up (tests: a fixture tree)
+
+  // The policy that runs: `policy`, or its default.
+  std::string resolved_policy() const { return !policy.empty() ? policy : procs > 0 ? "static" : "quota"; }
+
   static Result<Config> from_env();
+  // Checks the settings that from_env() and flags cannot check one at a time (policy names, procs_min <= procs_max).
+  Result<void> validate() const;
   // The processor count `procs = 0` resolves to on this machine now.
   static int default_procs();
   // procs with 0 resolved.
@@ -53,5 +83,10 @@ struct Config {
 Result<int> parse_procs(const std::string& s);
 // Parses a byte size ("262144", "256k", "1M").
 Result<size_t> parse_size(const std::string& s);
+// Parses a duration: a number with a unit ns, us, ms or s ("100ms", "1.5s"); a bare number is milliseconds. Must be
+// finite and positive.
+Result<int64_t> parse_duration_ns(const std::string& s);
+// Parses a finite number in [lo, hi] ("0.2"); names the setting in the error.
+Result<double> parse_number(const std::string& name, const std::string& s, double lo, double hi);
 
 }  // namespace tern

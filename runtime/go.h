@@ -73,6 +73,13 @@ auto spawn(Runtime& rt, F&& f) {
   return rt.spawn(std::forward<F>(f));
 }
 
+// Adds n to the application's work counter (requests served, say): the controller's throughput-driven policies
+// (hill, and rollback) measure throughput by it; without it they count finished fibers. Costs a relaxed increment of a
+// per-processor counter. Outside a fiber it does nothing (use Runtime::count_work from plain threads).
+inline void count_work(uint64_t n = 1) {
+  if (sched::Sched* s = sched::Sched::current()) s->count_work(n);
+}
+
 inline void yield() {
   sched::yield();
 }

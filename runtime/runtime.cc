@@ -3,6 +3,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -17,32 +18,62 @@
 namespace tern {
 
 Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
+  if (auto v = cfg.validate(); !v) return v.error();
   // "auto" never fails here (it falls back to epoll); an explicit choice that cannot work is an error to report.
   auto poller = netpoll::make_poller(cfg.poller, cfg.uring_park);
   if (!poller) return poller.error();
-  return std::unique_ptr<Runtime>(new Runtime(std::move(cfg), std::move(*poller)));
+  std::unique_ptr<Runtime> rt(new Runtime(std::move(cfg), nullptr));
+  if (auto s = rt->start(std::move(*poller)); !s) return s.error();
+  return rt;
 }
 
 Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
+  if (auto v = cfg_.validate(); !v) throw std::runtime_error("tern: " + v.error().message());
   auto poller = netpoll::make_poller(cfg_.poller, cfg_.uring_park);
   if (!poller) throw std::runtime_error("tern: " + poller.error().message());
-  start(std::move(*poller));
+  if (auto s = start(std::move(*poller)); !s) throw std::runtime_error("tern: " + s.error().message());
 }
 
-Runtime::Runtime(Config cfg, std::unique_ptr<sched::Poller> poller) : cfg_(std::move(cfg)) {
-  start(std::move(poller));
-}
+Runtime::Runtime(Config cfg, std::unique_ptr<sched::Poller>) : cfg_(std::move(cfg)) {}
 
-void Runtime::start(std::unique_ptr<sched::Poller> poller) {
+Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   sched::SchedOptions opts;
   opts.procs = cfg_.resolved_procs();
   opts.stack_size = cfg_.stack_size;
   poller_ = std::move(poller);
   opts.poller = poller_.get();
   sched_ = std::make_unique<sched::Sched>(std::move(opts));
+
+  controller::ControllerConfig cc;
+  cc.policy = cfg_.resolved_policy();
+  cc.shadow_policy = cfg_.shadow_policy;
+  cc.policy_config.static_procs = sched_->procs();
+  cc.policy_config.rounding = *controller::parse_rounding(cfg_.quota_rounding);  // validate() checked it
+  cc.policy_config.latency_target_s = cfg_.latency_target_s;
+  cc.procs_min = cfg_.procs_min;
+  cc.procs_max = cfg_.procs_max;
+  cc.interval_ns = cfg_.controller_interval_ns;
+  cc.quota_reserve = cfg_.quota_reserve;
+  cc.rollback_drop = cfg_.rollback_drop;
+  cc.schedtrace_ns = cfg_.schedtrace_ms * 1'000'000;
+  cc.debug = cfg_.debug_controller;
+  cc.fs_root = cfg_.fs_root;
+  auto c = controller::Controller::start(*sched_, std::move(cc));
+  if (!c) {
+    sched_.reset();
+    return c.error().wrap("controller");
+  }
+  controller_ = std::move(*c);
+  return {};
+}
+
+void Runtime::set_procs(int n) {
+  controller_->pin(std::clamp(n, 1, sched::kMaxProcs));
+  sched_->set_procs(n);
 }
 
 Runtime::~Runtime() {
+  controller_.reset();
   sched_.reset();
 }
 

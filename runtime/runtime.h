@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "runtime/config.h"
+#include "runtime/controller/controller.h"
 #include "runtime/join_handle.h"
 #include "scheduler/sched.h"
 
@@ -76,9 +77,15 @@ class Runtime {
     return stack_exhausted_error();
   }
 
-  void set_procs(int n) { sched_->set_procs(n); }
+  // An explicit processor count: the controller stops changing it (its policy becomes static), as a call to Go's
+  // runtime.GOMAXPROCS stops Go's automatic updates. n is clamped to [1, 1024].
+  void set_procs(int n);
   int procs() const { return sched_->procs(); }
   RuntimeStats stats() const { return sched_->stats(); }
+  // What the controller thread (runtime/controller/controller.h) has measured and decided.
+  controller::ControllerStats controller_stats() const { return controller_->stats(); }
+  // Adds n to the application's work counter from any thread (tern::count_work is the fibers' shortcut).
+  void count_work(uint64_t n = 1) { sched_->count_work(n); }
   const Config& config() const { return cfg_; }
   // Whether the caller is a fiber of this runtime (several runtimes may live in one process).
   bool on_this_runtime() const { return sched::Sched::current() == sched_.get(); }
@@ -92,13 +99,15 @@ class Runtime {
 
  private:
   Runtime(Config cfg, std::unique_ptr<sched::Poller> poller);
-  void start(std::unique_ptr<sched::Poller> poller);
+  Result<void> start(std::unique_ptr<sched::Poller> poller);
   Error stack_exhausted_error() const;
 
   Config cfg_;
   // Declared before sched_ so that it is destroyed after it: the scheduler's shutdown may still call wake().
   std::unique_ptr<sched::Poller> poller_;
   std::unique_ptr<sched::Sched> sched_;
+  // Declared after sched_ so that it stops before the scheduler does.
+  std::unique_ptr<controller::Controller> controller_;
 };
 
 }  // namespace tern

@@ -113,6 +113,7 @@ class HttpConn {
           break;
       }
       out_.add(route.response, req);
+      tern::count_work(1);  // a request served: the controller's throughput-driven policies read it
       parsed_ += p.consumed;
       if (!req.keep_alive) closing_ = true;
     }

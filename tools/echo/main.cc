@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
   std::string poller;
   std::string max_body;
   bool dry_run = false;
+  // The controller's settings (runtime/config.h has each one's environment variable and default).
+  std::string policy, shadow_policy, procs_min, procs_max, interval, rounding, reserve, rollback_drop, latency_target;
   app.add_option("--listen", listen, "HOST:PORT to listen on (IPv4 or [IPv6])")->capture_default_str();
   app.add_option("--mode", mode, "http: the HTTP endpoints; tcp: echo bytes back")
       ->check(CLI::IsMember({"http", "tcp"}))
@@ -49,7 +51,20 @@ int main(int argc, char** argv) {
   app.add_option("--poller", poller, "auto, uring or epoll (default: TERN_POLLER, else auto)")
       ->check(CLI::IsMember({"auto", "uring", "epoll"}));
   app.add_option("--max-body", max_body, "largest HTTP request body, bytes with optional k/m suffix (default 1M)");
-  app.add_flag("--dry-run", dry_run, "print the resolved configuration as JSON and exit");
+  app.add_flag("--dry-run", dry_run, "print the resolved configuration and CPU limits as JSON and exit");
+  app.add_option("--policy", policy,
+                 "processor-count policy: static, quota, threshold, hill or latency (default: TERN_POLICY, else quota; "
+                 "static with an explicit --procs)");
+  app.add_option("--shadow-policy", shadow_policy, "a policy run on the same samples that applies nothing");
+  app.add_option("--procs-min", procs_min, "fewest processors the controller sets (default 1)");
+  app.add_option("--procs-max", procs_max,
+                 "most processors the controller sets: auto (min of CPUs and the quota's ceiling) or N");
+  app.add_option("--controller-interval", interval, "how often the controller samples (default 100ms)");
+  app.add_option("--quota-rounding", rounding, "cores from a fractional CPU quota: ceil, floor or auto (default)")
+      ->check(CLI::IsMember({"ceil", "floor", "auto"}));
+  app.add_option("--quota-reserve", reserve, "cores of the quota left to others, e.g. 0.2 (default 0)");
+  app.add_option("--rollback-drop", rollback_drop, "throughput drop after a change that reverts it (default 0.1)");
+  app.add_option("--latency-target", latency_target, "the latency policy's scheduling-latency target (default 1ms)");
   CLI11_PARSE(app, argc, argv);
 
   tern::echo::ServerOptions opts;
@@ -64,6 +79,48 @@ int main(int argc, char** argv) {
     cfg.procs = *p;
   }
   if (!poller.empty()) cfg.poller = poller;
+  if (!policy.empty()) cfg.policy = policy;
+  if (!shadow_policy.empty()) cfg.shadow_policy = shadow_policy;
+  if (!rounding.empty()) cfg.quota_rounding = rounding;
+  // Each flag's parse error names the flag; Config::validate() then checks them together.
+  auto bad_flag = [](const char* flag, const tern::Error& e) {
+    fmt::print(stderr, "tern-echo: {}: {}\n", flag, e.message());
+    return kExitUsage;
+  };
+  if (!procs_min.empty()) {
+    auto p = tern::parse_procs(procs_min);
+    if (!p || *p == 0) return bad_flag("--procs-min", p ? tern::make_error("must be at least 1") : p.error());
+    cfg.procs_min = *p;
+  }
+  if (!procs_max.empty()) {
+    auto p = tern::parse_procs(procs_max);
+    if (!p) return bad_flag("--procs-max", p.error());
+    cfg.procs_max = *p;
+  }
+  if (!interval.empty()) {
+    auto d = tern::parse_duration_ns(interval);
+    if (!d) return bad_flag("--controller-interval", d.error());
+    cfg.controller_interval_ns = *d;
+  }
+  if (!reserve.empty()) {
+    auto r = tern::parse_number("cores", reserve, 0, 1024);
+    if (!r) return bad_flag("--quota-reserve", r.error());
+    cfg.quota_reserve = *r;
+  }
+  if (!rollback_drop.empty()) {
+    auto r = tern::parse_number("fraction", rollback_drop, 0.001, 1);
+    if (!r) return bad_flag("--rollback-drop", r.error());
+    cfg.rollback_drop = *r;
+  }
+  if (!latency_target.empty()) {
+    auto d = tern::parse_duration_ns(latency_target);
+    if (!d) return bad_flag("--latency-target", d.error());
+    cfg.latency_target_s = static_cast<double>(*d) * 1e-9;
+  }
+  if (auto v = cfg.validate(); !v) {
+    fmt::print(stderr, "tern-echo: {}\n", v.error().message());
+    return kExitUsage;
+  }
   if (!max_body.empty()) {
     auto b = tern::parse_size(max_body);
     if (!b) {

@@ -1,0 +1,275 @@
+// tests/runtime/controller_test.cc: the controller thread in a real cgroup (quota moved live, a quota on the parent),
+// pinning, shadow policies, schedtrace, and the configuration that reaches it.
+#include "runtime/controller/controller.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "runtime/cgroup.h"
+#include "runtime/config.h"
+#include "runtime/go.h"
+#include "runtime/runtime.h"
+
+namespace tern {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool write_file(const std::string& path, const std::string& text) {
+  const int fd = open(path.c_str(), O_WRONLY);
+  if (fd < 0) return false;
+  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  return ok;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+// A cgroup v1 cpu directory of our own, under the one this process runs in; the test process moves itself in and back
+// out (ctest runs every test in a process of its own).
+class RealCgroupController : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to create a cgroup";
+    std::string path = "/";
+    std::ifstream pc("/proc/self/cgroup");
+    for (std::string line; std::getline(pc, line);) {
+      auto a = line.find(':'), b = line.find(':', a + 1);
+      if (a == std::string::npos || b == std::string::npos) continue;
+      const std::string ctl = "," + line.substr(a + 1, b - a - 1) + ",";
+      if (ctl.find(",cpu,") != std::string::npos) path = line.substr(b + 1);
+    }
+    for (const char* mount : {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct,cpu"}) {
+      const std::string home = std::string(mount) + (path == "/" ? "" : path);
+      if (!std::filesystem::exists(home + "/cpu.cfs_quota_us")) continue;
+      const std::string dir = home + "/tern-ctl-test-" + std::to_string(getpid());
+      if (mkdir(dir.c_str(), 0755) == 0) {
+        home_ = home;
+        dir_ = dir;
+        break;
+      }
+    }
+    if (dir_.empty()) GTEST_SKIP() << "no writable cgroup v1 cpu hierarchy under /sys/fs/cgroup";
+  }
+  void TearDown() override {
+    if (dir_.empty()) return;
+    if (joined_) EXPECT_TRUE(write_file(home_ + "/cgroup.procs", std::to_string(getpid())));
+    if (!child_.empty()) EXPECT_EQ(rmdir(child_.c_str()), 0) << child_ << ": " << std::strerror(errno);
+    EXPECT_EQ(rmdir(dir_.c_str()), 0) << dir_ << ": " << std::strerror(errno);
+  }
+  static bool set_quota(const std::string& dir, long quota_us) {
+    return write_file(dir + "/cpu.cfs_period_us", "100000") && write_file(dir + "/cpu.cfs_quota_us", std::to_string(quota_us));
+  }
+  bool join(const std::string& dir) {
+    joined_ = write_file(dir + "/cgroup.procs", std::to_string(getpid()));
+    return joined_;
+  }
+  // Waits until rt.procs() == want, at most max_ticks controller ticks after `from` (and 10 s); returns the ticks it
+  // took, or -1.
+  static int ticks_until(Runtime& rt, int want, uint64_t from, int max_ticks) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const uint64_t t = rt.controller_stats().ticks;
+      if (rt.procs() == want) return static_cast<int>(t - from);
+      if (t > from + static_cast<uint64_t>(max_ticks)) return -1;
+      std::this_thread::sleep_for(2ms);
+    }
+    return -1;
+  }
+  std::string home_, dir_, child_;
+  bool joined_ = false;
+};
+
+// Light load: a fiber that wakes every millisecond and works for 50 us.
+void light_load(Runtime& rt, std::atomic<bool>& stop) {
+  rt.go([&stop] {
+    while (!stop.load()) {
+      const auto end = std::chrono::steady_clock::now() + 50us;
+      while (std::chrono::steady_clock::now() < end) {
+      }
+      sleep_for(1ms);
+    }
+  });
+}
+
+TEST_F(RealCgroupController, ProcsFollowTheQuotaLive) {
+  if (affinity_cpus() < 2) GTEST_SKIP() << "needs 2 CPUs to see the count go up";
+  ASSERT_TRUE(join(dir_));
+  Config cfg;
+  cfg.controller_interval_ns = 50'000'000;
+  Runtime rt(cfg);
+  std::atomic<bool> stop{false};
+  light_load(rt, stop);
+  const int all = std::min(affinity_cpus(), Config::default_procs());
+  EXPECT_EQ(rt.procs(), all);
+  EXPECT_EQ(rt.controller_stats().policy, "quota");
+  struct Step {
+    long quota_us;
+    int want;
+  };
+  for (Step step : {Step{50'000, 1}, Step{200'000, 2}, Step{100'000, 1}}) {
+    const uint64_t from = rt.controller_stats().ticks;
+    ASSERT_TRUE(set_quota(dir_, step.quota_us));
+    // The write may land just after a tick read the files: the next tick sees it, the one after at the latest.
+    const int took = ticks_until(rt, std::min(step.want, all), from, 2);
+    EXPECT_GE(took, 0) << "quota " << step.quota_us << " us: procs " << rt.procs() << ", want " << step.want;
+  }
+  stop = true;
+  ASSERT_TRUE(set_quota(dir_, -1));
+}
+
+TEST_F(RealCgroupController, QuotaOnTheParentBinds) {
+  child_ = dir_ + "/child";
+  ASSERT_EQ(mkdir(child_.c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_TRUE(set_quota(dir_, 50'000));  // the parent: half a CPU; the child has none of its own
+  EXPECT_EQ(read_file(child_ + "/cpu.cfs_quota_us"), "-1");
+  ASSERT_TRUE(join(child_));
+  EXPECT_EQ(Config::default_procs(), 1);
+  Config cfg;
+  cfg.controller_interval_ns = 20'000'000;
+  Runtime rt(cfg);
+  EXPECT_EQ(rt.procs(), 1);
+  const uint64_t from = rt.controller_stats().ticks;
+  while (rt.controller_stats().ticks < from + 3) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(rt.procs(), 1);
+  const auto cs = rt.controller_stats();
+  EXPECT_NEAR(cs.quota_cores, 0.5, 1e-9);
+  EXPECT_EQ(cs.procs_max, 1);
+}
+
+TEST(Controller, ExplicitProcsIsStaticAndSetProcsPins) {
+  Config cfg;
+  cfg.procs = 2;
+  cfg.controller_interval_ns = 5'000'000;
+  cfg.shadow_policy = "quota";  // keeps the thread running with a static policy
+  Runtime rt(cfg);
+  EXPECT_EQ(rt.controller_stats().policy, "static");
+  EXPECT_EQ(rt.procs(), 2);
+  rt.set_procs(3);
+  const uint64_t from = rt.controller_stats().ticks;
+  while (rt.controller_stats().ticks < from + 4) std::this_thread::sleep_for(2ms);
+  EXPECT_EQ(rt.procs(), 3);
+  EXPECT_EQ(rt.controller_stats().target, 3);
+  EXPECT_GT(rt.controller_stats().shadow_target, 0);
+}
+
+TEST(Controller, QuotaPolicyPinnedBySetProcsStopsFollowing) {
+  Config cfg;
+  cfg.controller_interval_ns = 5'000'000;
+  Runtime rt(cfg);
+  ASSERT_EQ(rt.controller_stats().policy, "quota");
+  rt.set_procs(5);  // above what the machine allows: an explicit count is honoured, as GOMAXPROCS is
+  const uint64_t from = rt.controller_stats().ticks;
+  while (rt.controller_stats().ticks < from + 4) std::this_thread::sleep_for(2ms);
+  EXPECT_EQ(rt.procs(), 5);
+}
+
+TEST(Controller, SamplesMeasureBusyTimeLatencyAndWork) {
+  Config cfg;
+  cfg.procs = 1;
+  cfg.policy = "quota";
+  cfg.procs_max = 1;
+  cfg.controller_interval_ns = 50'000'000;
+  Runtime rt(cfg);
+  std::atomic<bool> stop{false};
+  // Two fibers that keep the one P busy and yield to each other, counting work.
+  for (int i = 0; i < 2; i++) {
+    rt.go([&stop] {
+      while (!stop.load()) {
+        count_work(1);
+        yield();
+      }
+    });
+  }
+  const uint64_t from = rt.controller_stats().ticks;
+  while (rt.controller_stats().ticks < from + 3) std::this_thread::sleep_for(5ms);
+  const Sample s = rt.controller_stats().last;
+  stop = true;
+  EXPECT_GT(s.utilization, 0.5);
+  EXPECT_LE(s.utilization, 1.0);
+  EXPECT_TRUE(s.work_counted);
+  EXPECT_GT(s.work, 0u);
+  EXPECT_GT(s.throughput, 0);
+  EXPECT_TRUE(known(s.sched_latency_p99_s));
+  EXPECT_GT(s.cpu_s, 0);
+}
+
+TEST(Controller, BadConfigurationIsAnError) {
+  Config cfg;
+  cfg.policy = "fastest";
+  auto rt = Runtime::create(cfg);
+  ASSERT_FALSE(rt);
+  EXPECT_NE(rt.error().message().find("fastest"), std::string::npos) << rt.error().message();
+  cfg.policy = "quota";
+  cfg.quota_rounding = "round";
+  EXPECT_FALSE(Runtime::create(cfg));
+  cfg.quota_rounding = "floor";
+  cfg.procs_min = 4;
+  cfg.procs_max = 2;
+  EXPECT_FALSE(Runtime::create(cfg));
+}
+
+TEST(Controller, EnvironmentReachesTheConfig) {
+  setenv("TERN_POLICY", "hill", 1);
+  setenv("TERN_CONTROLLER_INTERVAL", "250ms", 1);
+  setenv("TERN_QUOTA_RESERVE", "0.2", 1);
+  setenv("TERN_SCHEDTRACE", "1000", 1);
+  auto c = Config::from_env();
+  unsetenv("TERN_POLICY");
+  unsetenv("TERN_CONTROLLER_INTERVAL");
+  unsetenv("TERN_QUOTA_RESERVE");
+  unsetenv("TERN_SCHEDTRACE");
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->resolved_policy(), "hill");
+  EXPECT_EQ(c->controller_interval_ns, 250'000'000);
+  EXPECT_DOUBLE_EQ(c->quota_reserve, 0.2);
+  EXPECT_EQ(c->schedtrace_ms, 1000);
+  for (const char* bad : {"nan", "-1", "1e400", "abc", "", "0.2x"}) {
+    if (*bad == '\0') continue;
+    setenv("TERN_QUOTA_RESERVE", bad, 1);
+    auto r = Config::from_env();
+    unsetenv("TERN_QUOTA_RESERVE");
+    EXPECT_FALSE(r) << bad;
+  }
+  for (const char* bad : {"0", "-5ms", "1h", "ms", "nan"}) {
+    setenv("TERN_CONTROLLER_INTERVAL", bad, 1);
+    auto r = Config::from_env();
+    unsetenv("TERN_CONTROLLER_INTERVAL");
+    EXPECT_FALSE(r) << bad;
+  }
+}
+
+TEST(Controller, SchedtracePrintsLines) {
+  testing::internal::CaptureStderr();
+  {
+    Config cfg;
+    cfg.procs = 2;
+    cfg.schedtrace_ms = 10;
+    Runtime rt(cfg);
+    std::this_thread::sleep_for(60ms);
+  }
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("SCHED "), std::string::npos) << err;
+  EXPECT_NE(err.find("procs=2 idleprocs="), std::string::npos) << err;
+  EXPECT_NE(err.find(" target=2"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace tern
