@@ -125,8 +125,10 @@ Result<double> parse_number(const std::string& name, const std::string& s, doubl
 }
 
 int Config::default_procs() {
-  int n = affinity_cpus();
-  if (auto q = cgroup_cpu_quota()) n = std::min(n, std::max(1, static_cast<int>(std::ceil(*q))));
+  const CpuLimits lim = discover_cpu_limits();
+  int n = std::max(1, lim.cpus);  // min(cpuset, affinity)
+  // ceil(quota), the quota clamped to n first so that a huge one cannot overflow the int.
+  if (lim.quota_ok && lim.has_quota()) n = std::max(1, static_cast<int>(std::ceil(std::min(lim.quota_cores, 1.0 * n))));
   return n;
 }
 
