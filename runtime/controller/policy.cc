@@ -362,7 +362,7 @@ class HillPolicy final : public Policy {
 
   void judge(const Window& w, int ceiling, bool thr) {
     const double diff = w.mean() - base_w_.mean(), m = margin(base_w_, w);
-    const bool pays = dir_ > 0 ? diff > m : diff >= -m && near_best(w);
+    const bool pays = diff > m || (dir_ < 0 && diff >= -m && near_best(w));
     note_best(w);
     const int from = base_, at = target_;
     const double ref = base_w_.mean();
@@ -409,11 +409,13 @@ class HillPolicy final : public Policy {
   }
 
   void settled(const Window& w, const Sample& s, int ceiling, bool thr) {
+    // The reference stays the window the last search ended on: a window straddling a step in load is too spread
+    // to differ significantly from anything, so a reference that followed each window would lose the step in it.
+    // A slow drift past twice the margin counts as a step too.
     const double diff = w.mean() - base_w_.mean(), m = margin(base_w_, w);
-    base_w_ = w;                    // the reference follows slow drift; timed probes catch what drift hides
     if (std::fabs(diff) > 2 * m) {  // a step in load: search in its direction at once
       wait_len_ = kHillProbeWait;
-      best_w_ = w;
+      base_w_ = best_w_ = w;
       int dir = diff > 0 && !thr && base_ < ceiling ? 1 : base_ > 1 ? -1 : 0;
       search(ceiling, thr, dir);
       if (phase_ == Phase::kProbe)
@@ -430,7 +432,7 @@ class HillPolicy final : public Policy {
     const char* reason = "";
     if ((thr || low) && base_ > 1) {
       dir = -1;
-      best_w_ = w;  // the load dropped, or the quota binds: what paid before is no reference
+      base_w_ = best_w_ = w;  // the load dropped, or the quota binds: what paid before is no reference
       reason = thr ? "throttled" : "utilization low";
     } else if (busy && !thr && base_ < ceiling) {
       dir = 1;

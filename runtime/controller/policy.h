@@ -167,13 +167,18 @@ inline constexpr int kAutoCleanTicksMax = 600;  // 60 s: a failed probe (~1 s th
 //     reversal within a second, so each needless turn would cost one. Each probe costs hill_window ticks: the
 //     controller applies a change at the end of a tick, so the first sample at the new count ran entirely at it.
 //   - leans to fewer: a move up must gain more than max(hill_noise, 2 standard errors of the difference of the two
-//     windows); a move down is kept unless it loses more than that. A flat curve therefore drifts down to 1.
+//     windows); a move down is kept unless it loses more than that, to the count it left and to the best window
+//     since the load last changed (so successive searches cannot each give up a little and ratchet down a curve).
+//     A flat curve therefore drifts down to 1.
 //   - never raises while throttled_ratio >= PolicyConfig::throttled_ratio, and probes down then; never passes
 //     min(ceil(quota), procs_max) (nor the current count when both are unknown).
-//   - once settled, it re-probes: at once downward when utilization < threshold_low (the load dropped) or the cgroup
-//     throttles; in the direction of the change when its window's mean moves by more than twice the noise margin
-//     (a step in load); upward when utilization >= threshold_high and there is room, and downward every so often,
-//     each after a wait (kHillProbeWait ticks) that doubles after each probe that did not pay, up to kHillProbeWaitMax.
+//   - once settled, it keeps measuring windows at its count against the window the search ended on (not the
+//     previous window: one that straddles a step in load is too spread to differ from anything). A difference past
+//     twice the margin is a step in load (or a drift that added up to one): a new search at once, in its direction.
+//     Otherwise, after a wait (kHillProbeWait ticks, doubling after each search that did not move, up to
+//     kHillProbeWaitMax) it probes: downward when the cgroup throttles or utilization < threshold_low (the load
+//     dropped: the best-window reference is dropped too), upward when utilization >= threshold_high and there is
+//     room, else downward (lean to fewer).
 //   - unknown throughput: that tick is skipped (not measured) and the last decision holds.
 //   - reset(procs) to the count it was probing from is read as "that probe failed" (the controller rolled it back),
 //     and the search goes on from there; any other count starts over there.

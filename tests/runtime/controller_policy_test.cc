@@ -535,5 +535,167 @@ TEST(HillPolicy, ReachesThePeakFromBelowAndAbove) {
   }
 }
 
+std::string path(const std::vector<int>& counts, size_t n = 80) {
+  std::string s;
+  for (size_t i = 0; i < std::min(n, counts.size()); i++) s += std::to_string(counts[i]) + " ";
+  return s;
+}
+
+TEST(HillPolicy, FlatCurveDriftsDown) {
+  for (bool confirm : {false, true}) {
+    Model m;  // throughput 1000/s whatever the count: the extra processors buy nothing
+    Bench b(m, confirm);
+    b.procs = 16;
+    auto p = make("hill");
+    auto counts = b.run(*p, 100);
+    EXPECT_LE(b.procs, 2) << path(counts) << p->explain();
+    EXPECT_LT(std::find(counts.begin(), counts.end(), 1) - counts.begin(), 50) << path(counts);
+  }
+}
+
+TEST(HillPolicy, ReconvergesAfterAStepInLoad) {
+  for (bool confirm : {false, true}) {
+    SCOPED_TRACE(confirm ? "with the controller's hysteresis" : "policy alone");
+    bool stepped = false;
+    Model m;
+    m.throughput = [&](int p) { return stepped ? curve(12, 1500)(p) : curve(4)(p); };
+    Bench b(m, confirm);
+    b.procs = 1;
+    auto p = make("hill");
+    auto before = b.run(*p, 100);
+    EXPECT_GE(curve(4)(b.procs), 0.95 * best_of(curve(4), 16)) << path(before);
+    stepped = true;  // more load, where more processors pay: the peak moves from 4 to 12
+    auto after = b.run(*p, 150);
+    const int at = reached(after, curve(12, 1500), 16);
+    EXPECT_GE(at, 0) << path(after);
+    EXPECT_LT(at, 50) << path(after);
+    EXPECT_GE(efficiency(after, curve(12, 1500), 16, 50), 0.93) << path(after) << p->explain();
+    stepped = false;  // and back: it comes down again
+    auto down = b.run(*p, 150);
+    const int back = reached(down, curve(4), 16);
+    EXPECT_GE(back, 0) << path(down);
+    EXPECT_LT(back, 50) << path(down);
+    EXPECT_LE(b.procs, 6) << path(down);
+  }
+}
+
+TEST(HillPolicy, ComesDownWhenTheLoadDrops) {
+  // Demand-limited: 300/s of work whatever the count once 2 processors carry it; the Ps sit mostly idle.
+  Model m;
+  m.throughput = [](int p) { return std::min(300.0, 200.0 * p); };
+  m.utilization = [](int p) { return std::min(1.0, 1.5 / p); };
+  Bench b(m, true);
+  b.procs = 12;
+  auto p = make("hill");
+  auto counts = b.run(*p, 60);
+  EXPECT_EQ(b.procs, 2) << path(counts) << p->explain();
+}
+
+TEST(HillPolicy, RespectsThrottlingAndTheQuota) {
+  {  // Throttled: it never asks for more than it has, whatever the curve promises.
+    Model m;
+    m.throughput = [](int p) { return 100.0 * p; };
+    m.throttled = [](int) { return 0.5; };
+    Bench b(m);
+    b.procs = 3;
+    auto p = make("hill");
+    auto counts = b.run(*p, 200);
+    EXPECT_LE(*std::max_element(counts.begin(), counts.end()), 3) << path(counts);
+  }
+  {  // A quota of 3.5 cores: at most 4 (its ceiling), with procs_max 16 and a curve rising to 16.
+    Model m;
+    m.throughput = [](int p) { return 100.0 * p; };
+    m.quota = 3.5;
+    Bench b(m);
+    b.procs = 1;
+    auto p = make("hill");
+    auto counts = b.run(*p, 200);
+    EXPECT_LE(*std::max_element(counts.begin(), counts.end()), 4) << path(counts);
+    EXPECT_EQ(b.procs, 4) << path(counts);
+    b.model().quota = 2;  // cut: it follows at once
+    counts = b.run(*p, 2);
+    EXPECT_EQ(b.procs, 2) << p->explain();
+  }
+  {  // procs_max 5 likewise.
+    Model m;
+    m.throughput = [](int p) { return 100.0 * p; };
+    m.procs_max = 5;
+    Bench b(m);
+    b.procs = 1;
+    auto p = make("hill");
+    auto counts = b.run(*p, 200);
+    EXPECT_EQ(b.procs, 5) << path(counts);
+  }
+}
+
+TEST(HillPolicy, UnknownThroughputHolds) {
+  for (double t : {kNaN, kInf, -kInf}) {
+    Model m;
+    m.throughput = [=](int) { return t; };
+    Bench b(m);
+    b.procs = 4;
+    auto p = make("hill");
+    auto counts = b.run(*p, 100);
+    EXPECT_TRUE(std::all_of(counts.begin(), counts.end(), [](int n) { return n == 4; })) << path(counts);
+  }
+}
+
+TEST(HillPolicy, RollbackOfAProbeCountsAsItsFailure) {
+  auto p = make("hill");
+  Sample s = sample();
+  s.procs = 4;
+  s.procs_max = s.cpus = 16;
+  s.utilization = 0.95;
+  int t = 0;
+  for (int i = 0; i < 3; i++) t = p->decide(s);  // one window at 4: probe up
+  ASSERT_EQ(t, 5) << p->explain();
+  p->reset(4);  // the controller rolled the probe back
+  EXPECT_NE(p->decide(s), 5) << p->explain();
+  p->reset(9);  // a count of its own: start over there, measuring
+  s.procs = 9;
+  EXPECT_EQ(p->decide(s), 9) << p->explain();
+}
+
+TEST(LatencyPolicy, GrowsToTheQuotaAndShrinksWhenIdle) {
+  bool loaded = true;
+  Model m;
+  m.quota = 6;
+  m.p99 = [&](int p) { return loaded ? 0.008 / p : 0.0001; };  // 8 ms of queueing at 1 P, under 1 ms only past 8
+  m.idle = [&](int p) { return loaded ? 0 : p - 1; };
+  for (bool confirm : {false, true}) {
+    SCOPED_TRACE(confirm ? "with the controller's hysteresis" : "policy alone");
+    loaded = true;
+    Bench b(m, confirm);
+    b.procs = 1;
+    auto p = make("latency");
+    auto up = b.run(*p, 30);
+    EXPECT_EQ(b.procs, 6) << path(up) << p->explain();  // the quota's ceiling, though p99 is still over target
+    const int grow = static_cast<int>(std::find(up.begin(), up.end(), 6) - up.begin());
+    EXPECT_LE(grow, confirm ? 10 : 5) << path(up);
+    loaded = false;
+    auto down = b.run(*p, 100);
+    EXPECT_EQ(b.procs, 1) << path(down) << p->explain();
+    const int shrink = static_cast<int>(std::find(down.begin(), down.end(), 1) - down.begin());
+    EXPECT_GE(shrink, 5 * kLatencyIdleTicks) << path(down);  // one at a time: slower down than up
+  }
+}
+
+TEST(LatencyPolicy, DeadBandHolds) {
+  auto p = make("latency");
+  Sample s = sample();
+  s.procs = 4;
+  s.procs_max = s.cpus = 8;
+  s.idle_procs = 2;
+  s.sched_latency_p99_s = 0.0007;  // under target, over target/2: neither grow nor shrink
+  for (int i = 0; i < 50; i++) ASSERT_EQ(p->decide(s), 4) << p->explain();
+  s.sched_latency_p99_s = 0.0002;
+  int t = 4;
+  for (int i = 0; i < kLatencyIdleTicks; i++) t = p->decide(s);
+  EXPECT_EQ(t, 3) << p->explain();
+  s.sched_latency_p99_s = kNaN;  // no samples: no latency to speak of; idleness decides
+  s.oldest_runnable_s = 0.0009;  // but the oldest waiter is in the band: hold
+  EXPECT_EQ(p->decide(s), 4) << p->explain();
+}
+
 }  // namespace
 }  // namespace tern::controller
