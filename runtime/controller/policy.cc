@@ -48,8 +48,7 @@ std::string fmt(const char* f, auto... args) {
   return buf;
 }
 
-// --- static
-// -----------------------------------------------------------------------------------------------------------
+// --- static ---
 
 class StaticPolicy final : public Policy {
  public:
@@ -69,8 +68,7 @@ class StaticPolicy final : public Policy {
   std::string why_;
 };
 
-// --- quota
-// ------------------------------------------------------------------------------------------------------------
+// --- quota ---
 
 class QuotaPolicy final : public Policy {
  public:
@@ -185,8 +183,7 @@ class QuotaPolicy final : public Policy {
   std::string why_;
 };
 
-// --- threshold
-// --------------------------------------------------------------------------------------------------------
+// --- threshold ---
 
 class ThresholdPolicy final : public Policy {
  public:
@@ -219,8 +216,7 @@ class ThresholdPolicy final : public Policy {
   std::string why_;
 };
 
-// --- hill
-// -------------------------------------------------------------------------------------------------------------
+// --- hill ---
 
 // Mean and spread of a few throughput samples.
 struct Window {
@@ -279,7 +275,7 @@ class HillPolicy final : public Policy {
       why_ = fmt("throttled %.0f%%: back toward %d", s.throttled_ratio * 100, base_);
       return target_;
     }
-    if (!known(s.throughput)) {
+    if (!known(s.throughput) || s.throughput < 0) {  // a negative rate is garbage: unknown too
       why_ = fmt("throughput unknown: hold %d", target_);
       return target_;
     }
@@ -460,8 +456,7 @@ class HillPolicy final : public Policy {
   std::string why_;
 };
 
-// --- latency
-// ----------------------------------------------------------------------------------------------------------
+// --- latency ---
 
 class LatencyPolicy final : public Policy {
  public:

@@ -629,7 +629,7 @@ TEST(HillPolicy, RespectsThrottlingAndTheQuota) {
 }
 
 TEST(HillPolicy, UnknownThroughputHolds) {
-  for (double t : {kNaN, kInf, -kInf}) {
+  for (double t : {kNaN, kInf, -kInf, -1.0}) {
     Model m;
     m.throughput = [=](int) { return t; };
     Bench b(m);
