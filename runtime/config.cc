@@ -171,8 +171,9 @@ Result<Config> Config::from_env() {
   if (auto v = env("TERN_SHADOW_POLICY")) c.shadow_policy = *v;
   if (auto v = env("TERN_PROCS_MIN")) {
     auto r = parse_procs(*v);
-    if (!r || *r == 0) return make_error("TERN_PROCS_MIN: must be an integer from 1 to " +
-                                         std::to_string(sched::kMaxProcs) + ", not '" + *v + "'");
+    if (!r || *r == 0)
+      return make_error("TERN_PROCS_MIN: must be an integer from 1 to " + std::to_string(sched::kMaxProcs) + ", not '" +
+                        *v + "'");
     c.procs_min = *r;
   }
   if (auto v = env("TERN_PROCS_MAX")) {

@@ -49,6 +49,10 @@ struct G {
   // it will write (a read's destination, set by the fiber before it parks). Hints only: relaxed, possibly stale.
   std::atomic<const void*> prefetch_read{nullptr};
   std::atomic<void*> prefetch_write{nullptr};
+  // Scheduling latency (runnable -> running), sampled: every kLatencySampleEvery-th time this G becomes runnable,
+  // set_gstatus stamps ready_ns and execute() records the wait in its P's histogram (P::counters.latency).
+  uint32_t nready = 0;
+  int64_t ready_ns = 0;        // 0 = not sampled
   void* tsan_fiber = nullptr;  // ThreadSanitizer's fiber handle (TSan builds only)
   void* asan_fake_stack = nullptr;
 };
@@ -74,9 +78,23 @@ constexpr bool gstatus_move_ok(GStatus from, GStatus to) {
   return false;
 }
 
-// The one way a G's status changes. Checked in Debug and sanitizer builds (TERN_DCHECK); one relaxed store in Release.
+// One runnable transition in this many is timed (Go samples its /sched/latencies likewise, 1 in 8: a clock read on
+// every transition would cost a ping-pong pair of fibers about a tenth of its speed). Per G, not per thread, so that
+// no thread-local is touched here; a fiber's first run is always sampled.
+inline constexpr uint32_t kLatencySampleEvery = 8;
+
+// Scheduling latency histogram buckets (per P, summed in SchedStats): bucket i counts waits in [2^i, 2^(i+1)) ns
+// (bucket 0 also holds 0 and 1 ns), the last one everything from 2^(kLatencyBuckets-1) ns (about 9 minutes) up.
+inline constexpr int kLatencyBuckets = 40;
+
+int64_t now_ns();  // scheduler/timer.cc: CLOCK_MONOTONIC
+
+// The one way a G's status changes. Checked in Debug and sanitizer builds (TERN_DCHECK); one relaxed store in Release
+// (and, one time in kLatencySampleEvery that a G becomes runnable, a clock read).
 inline void set_gstatus(G* g, GStatus to) {
   TERN_DCHECK(gstatus_move_ok(g->status.load(std::memory_order_relaxed), to));
+  if (to == GStatus::kRunnable && g->nready++ % kLatencySampleEvery == 0) [[unlikely]]
+    g->ready_ns = now_ns();
   g->status.store(to, std::memory_order_relaxed);
 }
 

@@ -241,10 +241,13 @@ void Sched::acquirep(M* m, P* p) {
   p->m = m;
   m->p = p;
   p->status.store(PStatus::kRunning, std::memory_order_relaxed);
+  p->busy_since.store(now_ns(), std::memory_order_relaxed);
 }
 
 P* Sched::releasep(M* m) {
   P* p = m->p;
+  const int64_t since = p->busy_since.exchange(0, std::memory_order_relaxed);
+  if (since != 0) bump(p->counters.busy_ns, static_cast<uint64_t>(std::max<int64_t>(0, now_ns() - since)));
   p->m = nullptr;
   m->p = nullptr;
   return p;

@@ -29,6 +29,9 @@ enum class PStatus : uint32_t {
 struct PCounters {
   std::atomic<uint64_t> spawned{0}, finished{0}, switches{0}, yields{0}, parks{0}, steals{0}, global_taken{0},
       overflows{0}, timers_fired{0}, polls{0}, rescued{0};
+  std::atomic<uint64_t> work{0};     // the application's work counter (tern::count_work) from fibers on this P
+  std::atomic<uint64_t> busy_ns{0};  // time held by an M, up to its last release (see P::busy_since)
+  std::atomic<uint64_t> latency[kLatencyBuckets] = {};  // sampled runnable -> running waits (G::ready_ns)
 };
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -44,6 +47,9 @@ struct alignas(64) P {
   std::atomic<PStatus> status{PStatus::kIdle};
   M* m = nullptr;     // holder, under sched_mu_ for transitions
   P* link = nullptr;  // idle list
+  // When an M last acquired this P (monotonic ns), 0 while no M holds it: busy time so far is counters.busy_ns plus
+  // now - busy_since. Written by whoever hands the P to an M (acquirep) and by the holder releasing it (releasep).
+  std::atomic<int64_t> busy_since{0};
 
   RunQueue runq;
   alignas(64) std::atomic<G*> runnext{nullptr};

@@ -275,6 +275,15 @@ void Sched::LeakReport::report(uint64_t sched_id) const {
   std::abort();
 }
 
+void Sched::count_work(uint64_t n) {
+  M* m = this_m();
+  if (m != nullptr && m->sched == this && m->p != nullptr) {
+    bump(m->p->counters.work, n);
+  } else {
+    outside_work_.fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
 SchedStats Sched::stats() const {
   SchedStats st;
   st.procs = nprocs_.load(std::memory_order_relaxed);
@@ -289,6 +298,9 @@ SchedStats Sched::stats() const {
     st.threads = static_cast<int>(allm_.size());
   }
   st.spawned = outside_spawned_.load(std::memory_order_relaxed);
+  st.work = outside_work_.load(std::memory_order_relaxed);
+  const int nprocs = st.procs;
+  const int64_t now = now_ns();
   for (int i = 0; i < kMaxProcs; i++) {
     P* p = allp_[i].load(std::memory_order_acquire);
     if (p == nullptr) break;
@@ -304,9 +316,24 @@ SchedStats Sched::stats() const {
     st.overflows += c.overflows.load(std::memory_order_relaxed);
     st.timers_fired += c.timers_fired.load(std::memory_order_relaxed);
     st.polls += c.polls.load(std::memory_order_relaxed);
-    if (i < scan_bound()) st.runnable += p->runq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
+    st.work += c.work.load(std::memory_order_relaxed);
+    for (int b = 0; b < kLatencyBuckets; b++) st.latency[b] += c.latency[b].load(std::memory_order_relaxed);
+    // Busy time up to now: the closed spans, plus the open one if an M holds the P (read in this order, a release
+    // racing with the read can count its span twice for one reading; later readings are right again).
+    const int64_t since = p->busy_since.load(std::memory_order_relaxed);
+    uint64_t busy = c.busy_ns.load(std::memory_order_relaxed);
+    if (since != 0 && now > since) busy += static_cast<uint64_t>(now - since);
+    st.busy_ns += busy;
+    uint64_t queued = 0;
+    if (i < scan_bound()) queued = p->runq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
+    st.runnable += queued;
+    if (i < nprocs) {
+      st.per_p.push_back({p->id, p->status.load(std::memory_order_relaxed) == PStatus::kIdle, queued,
+                          c.switches.load(std::memory_order_relaxed), busy});
+    }
   }
-  st.runnable += global_->size();
+  st.global_runnable = global_->size();
+  st.runnable += st.global_runnable;
   st.spawned -= std::min(st.spawned, unstarted_.load(std::memory_order_relaxed));
   st.live = st.spawned >= st.finished ? st.spawned - st.finished : 0;
   st.long_running = long_running_.load(std::memory_order_relaxed);

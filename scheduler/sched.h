@@ -180,7 +180,21 @@ struct SchedStats {
   uint64_t long_running = 0;           // times the monitor saw one fiber hold a P for a whole period
   uint64_t thread_start_failures = 0;  // an M's thread could not be started (retried with back-off by the monitor)
   uint64_t runnable = 0;               // fibers queued now (local + global)
+  uint64_t global_runnable = 0;        // of those, in the global queue
   uint64_t live = 0;                   // fibers spawned and not finished
+  uint64_t busy_ns = 0;                // summed over Ps: time held by an M (running, polling, spinning)
+  uint64_t work = 0;                   // the application's work counter (count_work)
+  // Sampled runnable -> running waits (1 in kLatencySampleEvery): latency[i] counts waits in [2^i, 2^(i+1)) ns.
+  uint64_t latency[kLatencyBuckets] = {};
+  // Each live P (ids 0 .. procs-1), as the controller and the schedtrace line show them.
+  struct Proc {
+    int id = 0;
+    bool idle = false;
+    uint64_t runq = 0;      // queued in its local queue and runnext
+    uint64_t switches = 0;  // fibers resumed on it
+    uint64_t busy_ns = 0;
+  };
+  std::vector<Proc> per_p;
   alloc::StackStats stacks;
 };
 
@@ -227,6 +241,9 @@ class Sched {
   int procs() const { return nprocs_.load(std::memory_order_relaxed); }
 
   SchedStats stats() const;
+  // Adds n to the application's work counter (requests served, say), which the controller's throughput-driven
+  // policies read: per P from a fiber, one shared atomic from other threads.
+  void count_work(uint64_t n);
   size_t stack_size() const { return stacks_.stack_size(); }
   uint64_t id() const { return id_; }
 
@@ -356,6 +373,7 @@ class Sched {
   std::vector<std::unique_ptr<G[]>> gblocks_;
   std::atomic<uint64_t> outside_spawned_{0};  // fibers started from threads without a P
   std::atomic<uint64_t> unstarted_{0};        // fibers new_g() counted as spawned that try_go() then gave up
+  std::atomic<uint64_t> outside_work_{0};     // count_work() from threads without a P of this runtime
 
   // Monitor thread.
   std::thread monitor_;

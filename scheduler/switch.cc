@@ -1,5 +1,6 @@
 // scheduler/switch.cc: entering and leaving fibers: first run, the M's execute step, park with its direct handoff to
 // the partner it readied (take_handoff/finish_park, invariant 2), and the park.h API (park, ready, yield, current).
+#include <algorithm>
 #include <atomic>
 
 #include "scheduler/context.h"
@@ -84,6 +85,17 @@ inline void prefetch_next(P* p) {
 #endif
 }
 
+// Counts a sampled runnable -> running wait (set_gstatus stamped g->ready_ns) in p's histogram; p is the caller's.
+inline void record_latency(P* p, G* g) {
+  if (g->ready_ns == 0) [[likely]]
+    return;
+  const int64_t wait = now_ns() - g->ready_ns;
+  g->ready_ns = 0;
+  const uint64_t w = wait > 1 ? static_cast<uint64_t>(wait) : 1;
+  const int bucket = std::min(63 - __builtin_clzll(w), kLatencyBuckets - 1);
+  bump(p->counters.latency[bucket]);
+}
+
 // Parks the running fiber g by switching straight to `next` (taken by Sched::take_handoff); next finishes g's park on
 // arrival. Returns when some M resumes g.
 void switch_direct(M* m, G* g, G* next) {
@@ -91,6 +103,7 @@ void switch_direct(M* m, G* g, G* next) {
   if (next->ctx == nullptr) m->sched->prepare_first_run(p, next);
   m->curg = next;
   set_gstatus(next, GStatus::kRunning);
+  record_latency(p, next);
   bump(p->counters.switches);
   m->parked_from = g;
   prefetch_next(p);
@@ -157,6 +170,7 @@ void Sched::execute(M* m, G* g) {
   if (g->ctx == nullptr) prepare_first_run(p, g);
   m->curg = g;
   set_gstatus(g, GStatus::kRunning);
+  record_latency(p, g);
   bump(p->counters.switches);
   prefetch_next(p);
   ctx::before_switch(&m->g0_fake_stack, g->stack.lo, g->stack.size, g->tsan_fiber);

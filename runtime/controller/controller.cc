@@ -1,4 +1,5 @@
-// runtime/controller/controller.cc: the controller thread: sampling, clamping, hysteresis, shadow, rollback, schedtrace.
+// runtime/controller/controller.cc: the controller thread: sampling, clamping, hysteresis, shadow, rollback,
+// schedtrace.
 #include "runtime/controller/controller.h"
 
 #include <pthread.h>
@@ -239,8 +240,7 @@ Sample Controller::sample(int64_t now) {
   s.work = st.work >= prev_work_ ? st.work - prev_work_ : 0;
   prev_work_ = st.work;
   s.work_counted = st.work > 0;
-  if (known(span))
-    s.throughput = static_cast<double>(s.work_counted ? s.work : s.fibers_finished) / span;
+  if (known(span)) s.throughput = static_cast<double>(s.work_counted ? s.work : s.fibers_finished) / span;
 
   // procs_max: the machine's CPUs and the quota's ceiling, unless set explicitly.
   int cap = cfg_.procs_max;
@@ -265,9 +265,9 @@ void Controller::tick() {
   st_.cpus = s.cpus;
   st_.procs_min = s.procs_min;
   st_.procs_max = s.procs_max;
-  const bool limits_moved = st_.ticks > 1 && (s.cpus != prev_cpus || s.procs_max != prev_max ||
-                                              (known(prev_quota) != known(s.quota_cores)) ||
-                                              (known(prev_quota) && prev_quota != s.quota_cores));
+  const bool limits_moved =
+      st_.ticks > 1 && (s.cpus != prev_cpus || s.procs_max != prev_max || (known(prev_quota) != known(s.quota_cores)) ||
+                        (known(prev_quota) && prev_quota != s.quota_cores));
   throughput_hist_.push_back(s.throughput);
   latency_hist_.push_back(s.sched_latency_p99_s);
   if (throughput_hist_.size() > 2 * kRollbackWindow) {
@@ -302,15 +302,14 @@ void Controller::tick() {
       after_t = nt > 0 ? after_t / nt : kUnknown;
       const bool dropped = known(before_throughput_) && known(after_t) && before_throughput_ > 0 &&
                            after_t < before_throughput_ * (1 - cfg_.rollback_drop);
-      const bool slower = nl > 0 && known(before_latency_) && after_l > kRollbackLatencyFloor &&
-                          after_l > 2 * before_latency_;
+      const bool slower =
+          nl > 0 && known(before_latency_) && after_l > kRollbackLatencyFloor && after_l > 2 * before_latency_;
       if ((dropped || slower) && !limits_moved) {
         const int back = std::clamp(rollback_from_, s.procs_min, s.procs_max);
         st_.rollbacks++;
         if (cfg_.debug)
-          std::fprintf(stderr,
-                       "tern: controller: rollback %d -> %d: throughput %s -> %s/s, sched p99 %s -> %s ms\n", procs,
-                       back, fmt_double(before_throughput_, 0).c_str(), fmt_double(after_t, 0).c_str(),
+          std::fprintf(stderr, "tern: controller: rollback %d -> %d: throughput %s -> %s/s, sched p99 %s -> %s ms\n",
+                       procs, back, fmt_double(before_throughput_, 0).c_str(), fmt_double(after_t, 0).c_str(),
                        fmt_double(before_latency_ * 1e3, 3).c_str(), fmt_double(after_l * 1e3, 3).c_str());
         rollback_from_ = 0;
         hold_ticks_ = kRollbackHold;
@@ -386,10 +385,10 @@ void Controller::apply(int target, bool forced, int64_t now) {
 
 void Controller::schedtrace(int64_t now) {
   const sched::SchedStats s = sched_.stats();
-  std::string line = "SCHED " + std::to_string((now - start_ns_) / 1'000'000) + "ms: procs=" +
-                     std::to_string(s.procs) + " idleprocs=" + std::to_string(s.idle_procs) +
-                     " threads=" + std::to_string(s.threads) + " spinning=" + std::to_string(s.spinning) +
-                     " runqueue=" + std::to_string(s.global_runnable) + " [";
+  std::string line = "SCHED " + std::to_string((now - start_ns_) / 1'000'000) + "ms: procs=" + std::to_string(s.procs) +
+                     " idleprocs=" + std::to_string(s.idle_procs) + " threads=" + std::to_string(s.threads) +
+                     " spinning=" + std::to_string(s.spinning) + " runqueue=" + std::to_string(s.global_runnable) +
+                     " [";
   for (size_t i = 0; i < s.per_p.size(); i++) {
     if (i > 0) line += ' ';
     line += std::to_string(s.per_p[i].runq);

@@ -59,7 +59,7 @@ struct ControllerConfig {
   int procs_min = 1;
   int procs_max = 0;  // 0: min(cpus, quota ceiling), re-resolved every tick; explicit: honoured even above that
   int64_t interval_ns = 100'000'000;
-  double quota_reserve = 0;    // cores kept out of the quota (sidecars): the policies see quota - reserve
+  double quota_reserve = 0;     // cores kept out of the quota (sidecars): the policies see quota - reserve
   double rollback_drop = 0.10;  // a throughput drop past this fraction after a change reverts it
   int64_t schedtrace_ns = 0;    // TERN_SCHEDTRACE: a line on stderr every this often; 0 = off
   bool debug = false;           // TERN_DEBUG=controller: each decision with its sample on stderr
@@ -102,8 +102,7 @@ class Controller {
   void tick_now();
 
  private:
-  Controller(sched::Sched& sched, ControllerConfig cfg, std::unique_ptr<Policy> policy,
-             std::unique_ptr<Policy> shadow);
+  Controller(sched::Sched& sched, ControllerConfig cfg, std::unique_ptr<Policy> policy, std::unique_ptr<Policy> shadow);
   void main();
   void tick();  // mu_ held
   Sample sample(int64_t now);

@@ -32,8 +32,8 @@ struct Sample {
   int idle_procs = 0;  // Ps idle at the moment of sampling
 
   // Limits, as discovered now (runtime/cgroup.h). quota_cores: the tightest CPU quota along the process's cgroup and
-  // its ancestors, in cores (NaN = no quota); quota_reserve is already subtracted. cpus: the CPUs the process may run on
-  // (min of cpuset.cpus.effective and sched_getaffinity; 0 = unknown).
+  // its ancestors, in cores (NaN = no quota); quota_reserve is already subtracted. cpus: the CPUs the process may run
+  // on (min of cpuset.cpus.effective and sched_getaffinity; 0 = unknown).
   double quota_cores = kUnknown;
   int cpus = 0;
 
@@ -69,6 +69,8 @@ struct Sample {
 };
 
 // A number usable as one: finite.
-inline bool known(double x) { return std::isfinite(x); }
+inline bool known(double x) {
+  return std::isfinite(x);
+}
 
 }  // namespace tern::controller

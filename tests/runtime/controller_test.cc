@@ -70,12 +70,17 @@ class RealCgroupController : public ::testing::Test {
   }
   void TearDown() override {
     if (dir_.empty()) return;
-    if (joined_) EXPECT_TRUE(write_file(home_ + "/cgroup.procs", std::to_string(getpid())));
-    if (!child_.empty()) EXPECT_EQ(rmdir(child_.c_str()), 0) << child_ << ": " << std::strerror(errno);
+    if (joined_) {
+      EXPECT_TRUE(write_file(home_ + "/cgroup.procs", std::to_string(getpid())));
+    }
+    if (!child_.empty()) {
+      EXPECT_EQ(rmdir(child_.c_str()), 0) << child_ << ": " << std::strerror(errno);
+    }
     EXPECT_EQ(rmdir(dir_.c_str()), 0) << dir_ << ": " << std::strerror(errno);
   }
   static bool set_quota(const std::string& dir, long quota_us) {
-    return write_file(dir + "/cpu.cfs_period_us", "100000") && write_file(dir + "/cpu.cfs_quota_us", std::to_string(quota_us));
+    return write_file(dir + "/cpu.cfs_period_us", "100000") &&
+           write_file(dir + "/cpu.cfs_quota_us", std::to_string(quota_us));
   }
   bool join(const std::string& dir) {
     joined_ = write_file(dir + "/cgroup.procs", std::to_string(getpid()));
@@ -200,14 +205,14 @@ TEST(Controller, SamplesMeasureBusyTimeLatencyAndWork) {
   }
   const uint64_t from = rt.controller_stats().ticks;
   while (rt.controller_stats().ticks < from + 3) std::this_thread::sleep_for(5ms);
-  const Sample s = rt.controller_stats().last;
+  const controller::Sample s = rt.controller_stats().last;
   stop = true;
   EXPECT_GT(s.utilization, 0.5);
   EXPECT_LE(s.utilization, 1.0);
   EXPECT_TRUE(s.work_counted);
   EXPECT_GT(s.work, 0u);
   EXPECT_GT(s.throughput, 0);
-  EXPECT_TRUE(known(s.sched_latency_p99_s));
+  EXPECT_TRUE(controller::known(s.sched_latency_p99_s));
   EXPECT_GT(s.cpu_s, 0);
 }
 
