@@ -264,6 +264,28 @@ std::string Config::to_json() const {
   out += ", \"poller\": \"" + json_escape(poller) + "\"";
   out += ", \"numa\": " + std::string(numa ? "true" : "false");
   out += ", \"uring_park\": " + std::string(uring_park ? "true" : "false");
+  out += ", \"policy\": \"" + json_escape(resolved_policy()) + "\"";
+  out += ", \"shadow_policy\": \"" + json_escape(shadow_policy) + "\"";
+  out += ", \"procs_min\": " + std::to_string(procs_min);
+  out += ", \"procs_max_setting\": " + std::to_string(procs_max);
+  out += ", \"controller_interval_ms\": " + fmt_number(static_cast<double>(controller_interval_ns) / 1e6);
+  out += ", \"quota_rounding\": \"" + json_escape(quota_rounding) + "\"";
+  out += ", \"quota_reserve\": " + fmt_number(quota_reserve);
+  out += ", \"rollback_drop\": " + fmt_number(rollback_drop);
+  out += ", \"latency_target_ms\": " + fmt_number(latency_target_s * 1e3);
+  // The limits the default came from, and where each was read.
+  const CpuLimits lim = discover_cpu_limits(fs_root);
+  out += ", \"limits\": {\"quota_cores\": " + (lim.has_quota() ? fmt_number(lim.quota_cores) : std::string("null"));
+  out += ", \"quota_source\": \"" + json_escape(lim.quota_source) + "\"";
+  out += ", \"cpuset_cpus\": " + std::to_string(lim.cpuset_cpus);
+  out += ", \"cpuset_source\": \"" + json_escape(lim.cpuset_source) + "\"";
+  out += ", \"affinity_cpus\": " + std::to_string(lim.affinity_cpus);
+  out += ", \"cpus\": " + std::to_string(lim.cpus);
+  out += ", \"procs_from\": \"" +
+         std::string(procs > 0                                                  ? "explicit"
+                     : lim.has_quota() && std::ceil(lim.quota_cores) < lim.cpus ? "quota"
+                                                                                : "cpus") +
+         "\"}";
   out += "}";
   return out;
 }
