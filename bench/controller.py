@@ -18,6 +18,7 @@ import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -99,7 +100,7 @@ class Server:
         )
         deadline = time.time() + 10
         while time.time() < deadline:
-            if wrk(port, 1, 1, 0.2, "/health", check=False) is not None:
+            if health(port):
                 return
             time.sleep(0.05)
         self.stop()
@@ -127,11 +128,18 @@ class Server:
             return f.read()
 
 
+def health(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return c.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
 def wrk(port, threads, conns, duration, path, check=True):
     """Runs wrk; returns (requests/s, p99 seconds) or None when it could not connect."""
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"]
-    if duration < 1:
-        cmd[3] = f"-d{max(1, int(duration * 1000))}ms"
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency", f"http://127.0.0.1:{port}{path}"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
     if not m or "Socket errors: connect" in r.stdout:
@@ -145,7 +153,7 @@ def wrk(port, threads, conns, duration, path, check=True):
 
 def wrk_bg(port, conns, duration, path):
     return subprocess.Popen(
-        ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", f"http://127.0.0.1:{port}{path}"],
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", f"http://127.0.0.1:{port}{path}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
