@@ -64,6 +64,9 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
     return c.error().wrap("controller");
   }
   controller_ = std::move(*c);
+  // An explicit count is never overridden (docs/architecture.md, invariant 5): without the pin, the static policy's
+  // target would still be clamped to the quota's ceiling, and --procs 2 under a 1-core quota ran 1 processor.
+  if (cfg_.procs > 0) controller_->pin(sched_->procs());
   return {};
 }
 
