@@ -9,16 +9,17 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "scheduler/sched.h"
 
 namespace tern::controller {
 namespace {
 
+// The scheduler's clock (CLOCK_MONOTONIC), which every deadline in tern uses.
 int64_t mono_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  return sched::now_ns();
 }
 
 double cpu_seconds(clockid_t clock) {
@@ -293,13 +294,9 @@ void Controller::tick() {
     st_.target = target;
     // Rollback watch of the last load-driven change.
     if (rollback_from_ != 0 && ++rollback_ticks_ >= kRollbackWindow) {
-      double after_t = 0, after_l = 0;
-      int nt = 0, nl = 0;
-      for (size_t i = throughput_hist_.size() - kRollbackWindow; i < throughput_hist_.size(); i++) {
-        if (known(throughput_hist_[i])) after_t += throughput_hist_[i], nt++;
-        if (known(latency_hist_[i])) after_l = std::max(after_l, latency_hist_[i]), nl++;
-      }
-      after_t = nt > 0 ? after_t / nt : kUnknown;
+      const auto [after_t, after_lat] = last_window();
+      const double after_l = known(after_lat) ? after_lat : 0;
+      const int nl = known(after_lat) ? 1 : 0;
       const bool dropped = known(before_throughput_) && known(after_t) && before_throughput_ > 0 &&
                            after_t < before_throughput_ * (1 - cfg_.rollback_drop);
       const bool slower =
@@ -340,6 +337,17 @@ void Controller::tick() {
   }
 }
 
+std::pair<double, double> Controller::last_window() const {
+  double sum = 0, lat = kUnknown;
+  int n = 0;
+  for (size_t i = throughput_hist_.size() - std::min<size_t>(kRollbackWindow, throughput_hist_.size());
+       i < throughput_hist_.size(); i++) {
+    if (known(throughput_hist_[i])) sum += throughput_hist_[i], n++;
+    if (known(latency_hist_[i])) lat = known(lat) ? std::max(lat, latency_hist_[i]) : latency_hist_[i];
+  }
+  return {n > 0 ? sum / n : kUnknown, lat};
+}
+
 void Controller::apply(int target, bool forced, int64_t now) {
   const int procs = sched_.procs();
   const int dir = target > procs ? 1 : target < procs ? -1 : 0;
@@ -357,14 +365,7 @@ void Controller::apply(int target, bool forced, int64_t now) {
   pending_dir_ = 0;
   // Rollback watch: load-driven changes only, and only with a throughput figure before.
   if (!forced && throughput_hist_.size() > kRollbackWindow) {
-    double sum = 0, lat = 0;
-    int n = 0, nl = 0;
-    for (size_t i = throughput_hist_.size() - kRollbackWindow; i < throughput_hist_.size(); i++) {
-      if (known(throughput_hist_[i])) sum += throughput_hist_[i], n++;
-      if (known(latency_hist_[i])) lat = std::max(lat, latency_hist_[i]), nl++;
-    }
-    before_throughput_ = n > 0 ? sum / n : kUnknown;
-    before_latency_ = nl > 0 ? lat : kUnknown;
+    std::tie(before_throughput_, before_latency_) = last_window();
     rollback_from_ = procs;
     rollback_ticks_ = 0;
   } else {

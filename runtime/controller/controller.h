@@ -29,6 +29,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -109,6 +110,8 @@ class Controller {
   void schedtrace(int64_t now);
   void note_error(const std::string& reason, const std::string& message);
   void apply(int target, bool forced, int64_t now);
+  // The last kRollbackWindow ticks: mean throughput and the highest scheduling-latency p99 (NaN where unknown).
+  std::pair<double, double> last_window() const;
 
   sched::Sched& sched_;
   ControllerConfig cfg_;
