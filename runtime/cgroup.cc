@@ -3,7 +3,9 @@
 #include "runtime/cgroup.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sched.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -430,6 +432,19 @@ struct CgroupDiscovery::State {
   std::vector<std::string> cpuset_files;  // v2: cpuset.cpus.effective leaf first; v1: effective_cpus, cpus
   std::string stat_file;                  // cpu.stat of the level whose quota bound last
   std::unique_ptr<char[]> list_buf = std::make_unique<char[]>(kListBufSize);
+  // Open cgroupfs files, kept across readings: a pread at offset 0 of a kernfs file produces it afresh, so a tick
+  // reads each file with one system call instead of four (open, read, read to EOF, close). A removed cgroup's open
+  // file answers ENODEV, which reads as "removed". Cleared on resolve.
+  std::vector<std::pair<std::string, int>> open_files;
+
+  ~State() { close_files(); }
+  void close_files() {
+    for (const auto& f : open_files) ::close(f.second);
+    open_files.clear();
+  }
+  // read_small, through a kept descriptor for files on a cgroup filesystem. Other files (a test's fixture tree, which
+  // may be replaced or removed under it) are opened and closed each time.
+  ReadResult read(const std::string& path, char* buf, size_t cap);
 
   void resolve();
   // Reads the quota along cpu; false when a directory vanished (the caller resolves again and retries once).
@@ -441,8 +456,37 @@ struct CgroupDiscovery::State {
   }
 };
 
+ReadResult CgroupDiscovery::State::read(const std::string& path, char* buf, size_t cap) {
+  auto it = std::find_if(open_files.begin(), open_files.end(), [&](const auto& f) { return f.first == path; });
+  if (it == open_files.end()) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {errno, 0};
+    struct statfs fs;
+    if (::fstatfs(fd, &fs) != 0 || (fs.f_type != CGROUP_SUPER_MAGIC && fs.f_type != CGROUP2_SUPER_MAGIC)) {
+      ::close(fd);
+      return read_small(path, buf, cap);
+    }
+    open_files.emplace_back(path, fd);
+    it = open_files.end() - 1;
+  }
+  ssize_t n;
+  while ((n = ::pread(it->second, buf, cap - 1, 0)) < 0 && errno == EINTR) {
+  }
+  if (n >= 0 && static_cast<size_t>(n) < cap - 1) {
+    buf[n] = '\0';
+    return {0, static_cast<size_t>(n)};
+  }
+  // An error (the cgroup removed: ENODEV) or a file that fills the buffer: drop the descriptor and let a fresh open
+  // say what is there.
+  ::close(it->second);
+  open_files.erase(it);
+  if (n < 0 && errno == ENODEV) return {ENODEV, 0};
+  return read_small(path, buf, cap);
+}
+
 void CgroupDiscovery::State::resolve() {
   resolved = true;
+  close_files();
   resolve_problems.clear();
   cpu.clear();
   cpuset_files.clear();
@@ -509,7 +553,7 @@ bool CgroupDiscovery::State::read_quota(CpuLimits* out) {
   char buf[kSmallBufSize];
   for (size_t i = 0; i < cpu.size(); i++) {
     const CpuLevel& lv = cpu[i];
-    const ReadResult r = read_small(lv.quota, buf, sizeof buf);
+    const ReadResult r = read(lv.quota, buf, sizeof buf);
     if (r.err != 0) {
       const CgroupErrc why = errno_reason(r.err);
       if (why == CgroupErrc::removed || (why == CgroupErrc::missing && !dir_exists(lv.dir))) return false;
@@ -548,7 +592,7 @@ bool CgroupDiscovery::State::read_quota(CpuLimits* out) {
     quota = q.v;
     std::string period_file = lv.quota;
     if (cpu_version == CgroupVersion::v1) {
-      const ReadResult pr = read_small(lv.period, buf, sizeof buf);
+      const ReadResult pr = read(lv.period, buf, sizeof buf);
       if (pr.err != 0) {
         const CgroupErrc why = errno_reason(pr.err);
         if (why == CgroupErrc::removed || (why == CgroupErrc::missing && !dir_exists(lv.dir))) return false;
@@ -594,7 +638,7 @@ bool CgroupDiscovery::State::read_quota(CpuLimits* out) {
   out->quota_period_us = bound_period;
   out->quota_source = bound->quota;
   // The burst of the binding cgroup: absent on older kernels (cpu.max.burst 5.14, cpu.cfs_burst_us 5.14).
-  const ReadResult br = read_small(bound->burst, buf, sizeof buf);
+  const ReadResult br = read(bound->burst, buf, sizeof buf);
   if (br.err == 0) {
     const std::string_view text = trim(std::string_view(buf, br.len));
     const Int b = parse_int(text);
@@ -616,7 +660,7 @@ bool CgroupDiscovery::State::read_cpuset(CpuLimits* out) {
   char* buf = list_buf.get();
   for (size_t i = 0; i < cpuset_files.size(); i++) {
     const std::string& file = cpuset_files[i];
-    const ReadResult r = read_small(file, buf, kListBufSize);
+    const ReadResult r = read(file, buf, kListBufSize);
     if (r.err != 0) {
       const CgroupErrc why = errno_reason(r.err);
       const std::string dir = file.substr(0, file.rfind('/'));
@@ -689,7 +733,7 @@ Result<CpuThrottle> CgroupDiscovery::throttle() {
   t.source = s_->stat_file;
   if (t.source.empty()) return t;  // no cpu controller: nothing throttles
   char buf[kSmallBufSize];
-  const ReadResult r = read_small(t.source, buf, sizeof buf);
+  const ReadResult r = s_->read(t.source, buf, sizeof buf);
   if (r.err != 0) {
     CgroupErrc why = errno_reason(r.err);
     if (why == CgroupErrc::removed ||

@@ -62,6 +62,13 @@ std::string fmt_double(double x, int prec = 2) {
   return buf;
 }
 
+// The calling thread's CPU time: the controller thread runs only ticks and schedtrace lines, so its total is their
+// cost, read with one clock call per tick.
+double thread_cpu_s() {
+  const double t = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
+  return known(t) ? t : 0;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Controller>> Controller::start(sched::Sched& sched, ControllerConfig cfg) {
@@ -134,8 +141,11 @@ void Controller::main() {
     }
     if (now >= next_tick) {
       tick();
+      const Sample& last = st_.last;
+      const bool idle = last.busy_s < 1e-3 * last.interval_s && last.runnable == 0 && last.work == 0;
+      idle_ticks_ = idle ? idle_ticks_ + 1 : 0;
       // Ticks keep their phase; a tick that ran late (a descheduled thread) is not followed by a burst of catch-ups.
-      next_tick += cfg_.interval_ns;
+      next_tick += idle_ticks_ >= kIdleTicks ? kIdleStretch * cfg_.interval_ns : cfg_.interval_ns;
       if (next_tick <= now) next_tick = now + cfg_.interval_ns;
     }
     if (cfg_.schedtrace_ns > 0 && mono_ns() >= next_trace_ns_) {
@@ -143,6 +153,7 @@ void Controller::main() {
       next_trace_ns_ += cfg_.schedtrace_ns;
       if (next_trace_ns_ <= now) next_trace_ns_ = now + cfg_.schedtrace_ns;
     }
+    st_.tick_cpu_s = thread_cpu_s();
   }
 }
 
@@ -191,8 +202,12 @@ Sample Controller::sample(int64_t now) {
   s.quota_cores = known(quota_) ? std::max(0.0, quota_ - cfg_.quota_reserve) : kUnknown;
   s.cpus = cpus_;
 
-  const auto thr = discovery_.throttle();
-  if (thr) {
+  // Throttling needs a quota: without one (or before the first good reading) cpu.stat is not read.
+  if (!known(quota_)) {
+    have_prev_throttle_ = false;
+  } else if (const auto thr = discovery_.throttle(); !thr) {
+    note_error(cgroup_reason_name(thr.error().code()), thr.error().message());
+  } else {
     if (have_prev_throttle_ && thr->periods >= prev_throttle_.periods &&
         thr->throttled_periods >= prev_throttle_.throttled_periods) {
       s.periods = thr->periods - prev_throttle_.periods;
@@ -255,7 +270,6 @@ Sample Controller::sample(int64_t now) {
 }
 
 void Controller::tick() {
-  const double cpu0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
   const int64_t now = mono_ns();
   const double prev_quota = st_.quota_cores;
   const int prev_cpus = st_.cpus, prev_max = st_.procs_max;
@@ -315,7 +329,6 @@ void Controller::tick() {
         if (back != procs) sched_.set_procs(back);
         last_change_dir_ = back > procs ? 1 : -1;
         last_change_ns_ = now;
-        st_.tick_cpu_s += std::max(0.0, cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - cpu0);
         return;
       }
       rollback_from_ = 0;
@@ -323,7 +336,6 @@ void Controller::tick() {
     const bool forced = procs > s.procs_max || procs < s.procs_min || limits_moved;
     apply(target, forced, now);
   }
-  st_.tick_cpu_s += std::max(0.0, cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - cpu0);
   if (cfg_.debug && (st_.target != procs || st_.ticks == 1)) {
     std::fprintf(stderr,
                  "tern: controller: tick %llu: %s procs=%d target=%d [%s] quota=%s cpus=%d util=%.2f cpu=%s "

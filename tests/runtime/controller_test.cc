@@ -159,6 +159,55 @@ TEST_F(RealCgroupController, QuotaOnTheParentBinds) {
   EXPECT_EQ(cs.procs_max, 1);
 }
 
+// An explicit count is the user's: a quota below it (set before or while running) never clamps it.
+TEST_F(RealCgroupController, ExplicitProcsIsNotClampedByTheQuota) {
+  if (affinity_cpus() < 2) GTEST_SKIP() << "needs 2 CPUs for 2 processors to exceed a 1-core quota";
+  ASSERT_TRUE(set_quota(dir_, 100'000));
+  ASSERT_TRUE(join(dir_));
+  Config cfg;
+  cfg.procs = 2;
+  cfg.shadow_policy = "quota";  // keeps the controller thread ticking, and shows the quota was seen
+  cfg.controller_interval_ns = 10'000'000;
+  Runtime rt(cfg);
+  EXPECT_EQ(rt.procs(), 2);
+  ASSERT_TRUE(set_quota(dir_, 50'000));
+  const uint64_t from = rt.controller_stats().ticks;
+  while (rt.controller_stats().ticks < from + 3) std::this_thread::sleep_for(2ms);
+  const auto cs = rt.controller_stats();
+  EXPECT_EQ(rt.procs(), 2);
+  EXPECT_EQ(cs.target, 2);
+  EXPECT_EQ(cs.policy, "static");
+  EXPECT_NEAR(cs.quota_cores, 0.5, 1e-9);
+  EXPECT_EQ(cs.shadow_target, 1);
+}
+
+// Discovery keeps cgroupfs files open between readings; a cgroup removed under it reads as gone and the next reading
+// resolves the process's (new) cgroup afresh, on the real filesystem where open files of a removed cgroup answer
+// ENODEV.
+TEST_F(RealCgroupController, KeptFilesOfARemovedCgroupResolveAgain) {
+  child_ = dir_ + "/child";
+  ASSERT_EQ(mkdir(child_.c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_TRUE(set_quota(child_, 30'000));
+  ASSERT_TRUE(set_quota(dir_, 150'000));
+  ASSERT_TRUE(join(child_));
+  CgroupDiscovery d("/");
+  CpuLimits a = d.cpu_limits();
+  ASSERT_TRUE(a.quota_ok) << (a.errors.empty() ? "" : a.errors[0].message);
+  EXPECT_NEAR(a.quota_cores, 0.3, 1e-9);
+  ASSERT_TRUE(set_quota(child_, 40'000));  // through the kept descriptor: the new value, not a cached text
+  EXPECT_NEAR(d.cpu_limits().quota_cores, 0.4, 1e-9);
+  ASSERT_TRUE(d.throttle());
+  // Move to the parent and remove the child: its kept files are dead.
+  ASSERT_TRUE(join(dir_));
+  ASSERT_EQ(rmdir(child_.c_str()), 0) << std::strerror(errno);
+  child_.clear();
+  CpuLimits b = d.cpu_limits();
+  EXPECT_TRUE(b.quota_ok) << (b.errors.empty() ? "" : b.errors[0].message);
+  EXPECT_NEAR(b.quota_cores, 1.5, 1e-9);
+  const auto t = d.throttle();
+  EXPECT_TRUE(t) << t.error().message();
+}
+
 TEST(Controller, ExplicitProcsIsStaticAndSetProcsPins) {
   Config cfg;
   cfg.procs = 2;
