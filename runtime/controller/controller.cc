@@ -270,10 +270,18 @@ Sample Controller::sample(int64_t now) {
 }
 
 void Controller::tick() {
-  const int64_t now = mono_ns();
+  decide(sample(mono_ns()));
+}
+
+void Controller::step(const Sample& s) {
+  std::lock_guard lk(mu_);
+  decide(s);
+}
+
+void Controller::decide(const Sample& s) {
+  const int64_t now = s.now_ns;
   const double prev_quota = st_.quota_cores;
   const int prev_cpus = st_.cpus, prev_max = st_.procs_max;
-  const Sample s = sample(now);
   st_.ticks++;
   st_.last = s;
   st_.quota_cores = s.quota_cores;
@@ -367,7 +375,7 @@ void Controller::apply(int target, bool forced, int64_t now) {
     pending_dir_ = 0;
     return;
   }
-  if (!forced) {
+  if (!forced && !policy_->paces_itself()) {
     // Load-driven: the same direction twice in a row, and no quick reversal of the last change.
     const bool confirmed = pending_dir_ == dir;
     pending_dir_ = dir;
@@ -375,8 +383,8 @@ void Controller::apply(int target, bool forced, int64_t now) {
     if (last_change_dir_ == -dir && now - last_change_ns_ < kReversalHoldNs) return;
   }
   pending_dir_ = 0;
-  // Rollback watch: load-driven changes only, and only with a throughput figure before.
-  if (!forced && throughput_hist_.size() > kRollbackWindow) {
+  // Rollback watch: load-driven changes of a policy that searches for throughput, and only with a figure before.
+  if (!forced && policy_->rollback_by_throughput() && throughput_hist_.size() > kRollbackWindow) {
     std::tie(before_throughput_, before_latency_) = last_window();
     rollback_from_ = procs;
     rollback_ticks_ = 0;

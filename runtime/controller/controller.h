@@ -108,11 +108,16 @@ class Controller {
   void pin(int procs);
   // Runs one tick now, on the calling thread (tests; the thread's ticks continue).
   void tick_now();
+  // The decision half of a tick on a given sample instead of one read from the cgroup and the scheduler: the policy,
+  // clamping, hysteresis, shadow and rollback, applied to the real scheduler (s.procs should be its count). For tests
+  // that need exact load figures, and for replaying recorded samples.
+  void step(const Sample& s);
 
  private:
   Controller(sched::Sched& sched, ControllerConfig cfg, std::unique_ptr<Policy> policy, std::unique_ptr<Policy> shadow);
   void main();
-  void tick();  // mu_ held
+  void tick();  // mu_ held: sample(), then decide()
+  void decide(const Sample& s);  // mu_ held
   Sample sample(int64_t now);
   void schedtrace(int64_t now);
   void note_error(const std::string& reason, const std::string& message);

@@ -116,6 +116,14 @@ class Policy {
   virtual void reset(int procs);
   // One line: why the last decision (TERN_DEBUG=controller logs it beside the sample). Empty before any decision.
   virtual std::string explain() const;
+  // Whether the controller's rollback may judge this policy's load-driven changes by throughput. quota and static say
+  // no: their counts answer the limits (auto rounding steps down because the cgroup throttles, trading throughput
+  // for latency on purpose), so a throughput drop after such a step is the point, not a regression.
+  virtual bool rollback_by_throughput() const { return true; }
+  // Whether the policy paces its own changes, so that the controller applies them at once: hill measures every count
+  // it tries over a window and returns from a failed probe on purpose, which the controller's two-tick confirmation
+  // and one-second reversal hold (meant for threshold rules that flap) would only delay.
+  virtual bool paces_itself() const { return false; }
 };
 
 // name: static | quota | threshold | hill | latency. An unknown name, or a PolicyConfig out of range (thresholds not
@@ -162,9 +170,11 @@ inline constexpr int kAutoCleanTicksMax = 600;  // 60 s: a failed probe (~1 s th
 //     probe step k away, keep the move if it pays, and double k while moves keep paying (1, 2, 4, 8: from 1 to 16
 //     in four probes); after a move that does not pay, halve k and try again from the last good count, down to
 //     k = 1; then try the other direction once. The halving probes go straight from the failed count toward the
-//     last good one (16 -> 12 -> 10 -> 9 after 8 -> 16 failed), not back to it first: the controller refuses a
-//     reversal within a second, so each needless turn would cost one. Each probe costs hill_window ticks: the
-//     controller applies a change at the end of a tick, so the first sample at the new count ran entirely at it.
+//     last good one (16 -> 12 -> 10 -> 9 after 8 -> 16 failed), not back to it first: each needless turn would
+//     cost a window. Down, one probe gives up at most a quarter of the count (9 -> 7, not 9 -> 1). Each probe costs
+//     hill_window ticks: the controller applies a change at the end of a tick, so the first sample at the new count
+//     ran entirely at it. hill paces itself (Policy::paces_itself): the controller applies its changes at once,
+//     without the two-tick confirmation and reversal hold it puts on the other policies.
 //   - leans to fewer: a move up must gain more than max(hill_noise, 2 standard errors of the difference of the two
 //     windows); a move down is kept unless it loses more than that, to the count it left and to the best window
 //     since the load last changed (so successive searches cannot each give up a little and ratchet down a curve).
@@ -175,7 +185,9 @@ inline constexpr int kAutoCleanTicksMax = 600;  // 60 s: a failed probe (~1 s th
 //     previous window: one that straddles a step in load is too spread to differ from anything). A difference past
 //     twice the margin is a step in load (or a drift that added up to one): a new search at once, in its direction.
 //     Otherwise, after a wait (kHillProbeWait ticks, doubling after each search that did not move, up to
-//     kHillProbeWaitMax) it probes: downward when the cgroup throttles or utilization < threshold_low (the load
+//     kHillProbeWaitMax; only kHillProbeWait while utilization >= threshold_high with fibers queued and room to
+//     grow: a load that rose at a count whose processors were already saturated shows in no throughput window) it
+//     probes: downward when the cgroup throttles or utilization < threshold_low (the load
 //     dropped: the best-window reference is dropped too), upward when utilization >= threshold_high and there is
 //     room, else downward (lean to fewer).
 //   - unknown (or negative) throughput: that tick is skipped (not measured) and the last decision holds.
