@@ -15,10 +15,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "runtime/config.h"
+#include "tests/support/cgroup.h"
 
 namespace tern {
 namespace {
@@ -566,53 +568,22 @@ TEST(CgroupReal, ReadsThisMachine) {
 class RealCgroupV1 : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to create a cgroup";
-    // This process's place in the cpu hierarchy ("N:cpu,cpuacct:/path" or "N:cpu:/path").
-    std::string path = "/";
-    std::ifstream pc("/proc/self/cgroup");
-    for (std::string line; std::getline(pc, line);) {
-      auto a = line.find(':'), b = line.find(':', a + 1);
-      if (a == std::string::npos || b == std::string::npos) continue;
-      const std::string ctl = "," + line.substr(a + 1, b - a - 1) + ",";
-      if (ctl.find(",cpu,") != std::string::npos) path = line.substr(b + 1);
-    }
-    for (const char* mount : {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct,cpu"}) {
-      const std::string parent = std::string(mount) + (path == "/" ? "" : path);
-      if (!fs::exists(parent + "/cpu.cfs_quota_us")) continue;
-      const std::string dir = parent + "/tern-test-" + std::to_string(getpid());
-      if (mkdir(dir.c_str(), 0755) == 0) {
-        home_ = parent;
-        dir_ = dir;
-        break;
-      }
-    }
-    if (dir_.empty()) GTEST_SKIP() << "no writable cgroup v1 cpu hierarchy under /sys/fs/cgroup";
+    cg_ = std::make_unique<test::CpuCgroup>("tern-test");
+    if (!cg_->skip_reason().empty()) GTEST_SKIP() << cg_->skip_reason();
+    dir_ = cg_->dir();
   }
-  void TearDown() override {
-    // Whatever failed: move any process left in our cgroups back home, then remove them, the child first.
-    for (const std::string& d : {child_, dir_}) {
-      if (d.empty()) continue;
-      std::ifstream procs(d + "/cgroup.procs");
-      for (std::string pid; std::getline(procs, pid);) write_file(home_ + "/cgroup.procs", pid);
-      EXPECT_EQ(rmdir(d.c_str()), 0) << d << ": " << std::strerror(errno);
-    }
-  }
+  // Whatever failed: the cgroups are emptied and removed, the child first.
+  void TearDown() override { cg_.reset(); }
   static bool write_file(const std::string& path, const std::string& text) {
-    const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    close(fd);
-    return ok;
+    return test::CpuCgroup::write_file(path, text);
   }
   static bool set_quota(const std::string& dir, long quota_us, long period_us) {
-    return write_file(dir + "/cpu.cfs_period_us", std::to_string(period_us)) &&
-           write_file(dir + "/cpu.cfs_quota_us", std::to_string(quota_us));
+    return test::CpuCgroup::set_quota(dir, quota_us, period_us);
   }
   bool make_child() {
-    child_ = dir_ + "/child";
-    if (mkdir(child_.c_str(), 0755) == 0) return true;
-    child_.clear();
-    return false;
+    if (!cg_->make_child()) return false;
+    child_ = cg_->child();
+    return true;
   }
 
   // What a child process moved into `cgroup` finds there.
@@ -650,7 +621,8 @@ class RealCgroupV1 : public ::testing::Test {
     return in;
   }
 
-  std::string home_, dir_, child_;
+  std::unique_ptr<test::CpuCgroup> cg_;
+  std::string dir_, child_;
 };
 
 TEST_F(RealCgroupV1, DefaultProcsFollowsTheQuota) {

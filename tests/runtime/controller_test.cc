@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -22,19 +23,12 @@
 #include "runtime/go.h"
 #include "runtime/runtime.h"
 #include "scheduler/sched.h"
+#include "tests/support/cgroup.h"
 
 namespace tern {
 namespace {
 
 using namespace std::chrono_literals;
-
-bool write_file(const std::string& path, const std::string& text) {
-  const int fd = open(path.c_str(), O_WRONLY);
-  if (fd < 0) return false;
-  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  close(fd);
-  return ok;
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path);
@@ -43,50 +37,19 @@ std::string read_file(const std::string& path) {
   return s;
 }
 
-// A cgroup v1 cpu directory of our own, under the one this process runs in; the test process moves itself in and back
-// out (ctest runs every test in a process of its own).
+// A cgroup v1 cpu directory of our own (tests/support/cgroup.h); the test process moves itself in, and back out when
+// the test ends (ctest runs every test in a process of its own).
 class RealCgroupController : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) GTEST_SKIP() << "needs root to create a cgroup";
-    std::string path = "/";
-    std::ifstream pc("/proc/self/cgroup");
-    for (std::string line; std::getline(pc, line);) {
-      auto a = line.find(':'), b = line.find(':', a + 1);
-      if (a == std::string::npos || b == std::string::npos) continue;
-      const std::string ctl = "," + line.substr(a + 1, b - a - 1) + ",";
-      if (ctl.find(",cpu,") != std::string::npos) path = line.substr(b + 1);
-    }
-    for (const char* mount : {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpuacct,cpu"}) {
-      const std::string home = std::string(mount) + (path == "/" ? "" : path);
-      if (!std::filesystem::exists(home + "/cpu.cfs_quota_us")) continue;
-      const std::string dir = home + "/tern-ctl-test-" + std::to_string(getpid());
-      if (mkdir(dir.c_str(), 0755) == 0) {
-        home_ = home;
-        dir_ = dir;
-        break;
-      }
-    }
-    if (dir_.empty()) GTEST_SKIP() << "no writable cgroup v1 cpu hierarchy under /sys/fs/cgroup";
+    cg_ = std::make_unique<test::CpuCgroup>("tern-ctl-test");
+    if (!cg_->skip_reason().empty()) GTEST_SKIP() << cg_->skip_reason();
+    dir_ = cg_->dir();
   }
-  void TearDown() override {
-    if (dir_.empty()) return;
-    if (joined_) {
-      EXPECT_TRUE(write_file(home_ + "/cgroup.procs", std::to_string(getpid())));
-    }
-    if (!child_.empty()) {
-      EXPECT_EQ(rmdir(child_.c_str()), 0) << child_ << ": " << std::strerror(errno);
-    }
-    EXPECT_EQ(rmdir(dir_.c_str()), 0) << dir_ << ": " << std::strerror(errno);
-  }
-  static bool set_quota(const std::string& dir, long quota_us) {
-    return write_file(dir + "/cpu.cfs_period_us", "100000") &&
-           write_file(dir + "/cpu.cfs_quota_us", std::to_string(quota_us));
-  }
-  bool join(const std::string& dir) {
-    joined_ = write_file(dir + "/cgroup.procs", std::to_string(getpid()));
-    return joined_;
-  }
+  void TearDown() override { cg_.reset(); }
+  static bool set_quota(const std::string& dir, long quota_us) { return test::CpuCgroup::set_quota(dir, quota_us); }
+  static bool join(const std::string& dir) { return test::CpuCgroup::join(dir); }
+  std::string make_child() { return cg_->make_child() ? cg_->child() : std::string(); }
   // Waits until rt.procs() == want, at most max_ticks controller ticks after `from` (and 10 s); returns the ticks it
   // took, or -1.
   static int ticks_until(Runtime& rt, int want, uint64_t from, int max_ticks) {
@@ -99,8 +62,8 @@ class RealCgroupController : public ::testing::Test {
     }
     return -1;
   }
-  std::string home_, dir_, child_;
-  bool joined_ = false;
+  std::unique_ptr<test::CpuCgroup> cg_;
+  std::string dir_, child_;
 };
 
 // Light load: a fiber that wakes every millisecond and works for 50 us.
@@ -142,8 +105,8 @@ TEST_F(RealCgroupController, ProcsFollowTheQuotaLive) {
 }
 
 TEST_F(RealCgroupController, QuotaOnTheParentBinds) {
-  child_ = dir_ + "/child";
-  ASSERT_EQ(mkdir(child_.c_str(), 0755), 0) << std::strerror(errno);
+  child_ = make_child();
+  ASSERT_FALSE(child_.empty()) << std::strerror(errno);
   ASSERT_TRUE(set_quota(dir_, 50'000));  // the parent: half a CPU; the child has none of its own
   EXPECT_EQ(read_file(child_ + "/cpu.cfs_quota_us"), "-1");
   ASSERT_TRUE(join(child_));
@@ -186,8 +149,8 @@ TEST_F(RealCgroupController, ExplicitProcsIsNotClampedByTheQuota) {
 // resolves the process's (new) cgroup afresh, on the real filesystem where open files of a removed cgroup answer
 // ENODEV.
 TEST_F(RealCgroupController, KeptFilesOfARemovedCgroupResolveAgain) {
-  child_ = dir_ + "/child";
-  ASSERT_EQ(mkdir(child_.c_str(), 0755), 0) << std::strerror(errno);
+  child_ = make_child();
+  ASSERT_FALSE(child_.empty()) << std::strerror(errno);
   ASSERT_TRUE(set_quota(child_, 30'000));
   ASSERT_TRUE(set_quota(dir_, 150'000));
   ASSERT_TRUE(join(child_));
@@ -200,8 +163,7 @@ TEST_F(RealCgroupController, KeptFilesOfARemovedCgroupResolveAgain) {
   ASSERT_TRUE(d.throttle());
   // Move to the parent and remove the child: its kept files are dead.
   ASSERT_TRUE(join(dir_));
-  ASSERT_EQ(rmdir(child_.c_str()), 0) << std::strerror(errno);
-  child_.clear();
+  ASSERT_TRUE(cg_->remove_child()) << std::strerror(errno);
   CpuLimits b = d.cpu_limits();
   EXPECT_TRUE(b.quota_ok) << (b.errors.empty() ? "" : b.errors[0].message);
   EXPECT_NEAR(b.quota_cores, 1.5, 1e-9);
