@@ -1,0 +1,155 @@
+// tools/load/load.cc: the open-loop load (see load.h).
+#include "tools/load/load.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "runtime/go.h"
+#include "runtime/net/dial.h"
+#include "runtime/sync/wait_group.h"
+#include "tools/load/response.h"
+
+namespace tern::load {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t ns_since(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+}
+
+struct Conn {
+  Result_ r;
+  Clock::time_point last;
+};
+
+// One connection's share of the schedule.
+void drive(const Options& o, const std::string& request, Clock::time_point start, Clock::time_point end, int k,
+           Conn* c) {
+  const bool open = o.rate > 0;
+  const auto gap =
+      open ? std::chrono::nanoseconds(static_cast<int64_t>(1e9 * o.connections / o.rate)) : std::chrono::nanoseconds(0);
+  auto intended = open ? start + std::chrono::nanoseconds(static_cast<int64_t>(1e9 * k / o.rate)) : start;
+  net::Stream s;
+  std::string buf;
+  buf.reserve(16 << 10);
+  ResponseReader reader(o.max_body);
+  auto fail = [&](const char* kind) {
+    c->r.errors[kind]++;
+    s.close();
+    buf.clear();
+  };
+  while (intended < end) {
+    if (open) {
+      sleep_until(intended);
+    } else {
+      intended = Clock::now();
+      if (intended >= end) break;
+    }
+    const auto sent_at = Clock::now();
+    if (open && sent_at - intended > std::chrono::milliseconds(1)) c->r.late++;
+    const auto deadline = sent_at + o.timeout;
+    if (!s.is_open()) {
+      auto d = net::dial(o.addr, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now()));
+      if (!d) {
+        c->r.sent++;
+        fail(d.error() == std::errc::timed_out ? "timeout" : "connect");
+        intended += gap;
+        continue;
+      }
+      s = std::move(*d);
+    }
+    c->r.sent++;
+    s.set_deadline(deadline);
+    if (auto w = s.write_all(request.data(), request.size()); !w) {
+      fail(w.ec == std::errc::timed_out ? "timeout" : "write");
+      intended += gap;
+      continue;
+    }
+    Frame f;
+    bool failed = false;
+    for (;;) {
+      f = reader.frame(buf.data(), buf.size());
+      if (f.state == Frame::kDone || f.state == Frame::kBad) break;
+      const size_t have = buf.size();
+      buf.resize(have + 16384);
+      auto r = s.read(buf.data() + have, 16384);
+      buf.resize(have + r.n);
+      if (r.n > 0) continue;
+      if (f.state == Frame::kUntilClose && !r.ec) {  // the body ran to the close
+        f.state = Frame::kDone;
+        f.length = buf.size();
+        f.close = true;
+        break;
+      }
+      fail(r.ec == std::errc::timed_out ? "timeout" : r.ec ? "read" : "eof");
+      failed = true;
+      break;
+    }
+    if (!failed && f.state == Frame::kBad) {
+      fail("bad response");
+      failed = true;
+    }
+    const auto done = Clock::now();
+    c->last = done;
+    if (!failed) {
+      buf.erase(0, f.length);
+      if (f.status >= 200 && f.status < 400) {
+        c->r.ok++;
+        c->r.corrected.record(ns_since(intended, done));
+        c->r.uncorrected.record(ns_since(sent_at, done));
+      } else {
+        c->r.errors[f.status >= 500 ? "status 5xx" : f.status >= 400 ? "status 4xx" : "status 1xx"]++;
+      }
+      if (f.close) {
+        s.close();
+        buf.clear();
+      }
+    }
+    intended += gap;
+  }
+}
+
+}  // namespace
+
+Result<Result_> run(const Options& o) {
+  if (o.connections < 1) return make_error("connections must be at least 1");
+  if (!std::isfinite(o.rate) || o.rate < 0) return make_error("rate must be a finite number >= 0 (0: closed loop)");
+  if (o.duration.count() <= 0) return make_error("duration must be positive");
+  if (o.timeout.count() <= 0) return make_error("timeout must be positive");
+  if (o.addr.empty()) return make_error("no address");
+  if (o.path.empty() || o.path[0] != '/' || o.path.find_first_of(" \r\n") != std::string::npos)
+    return make_error("path must start with '/' and hold no spaces or line breaks");
+  const std::string host = o.host.empty() ? o.addr.to_string() : o.host;
+  const std::string request = "GET " + o.path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: tern-load\r\n\r\n";
+  std::vector<Conn> conns(static_cast<size_t>(o.connections));
+  const auto start = Clock::now();
+  const auto end = start + o.duration;
+  WaitGroup wg;
+  for (int k = 0; k < o.connections; k++) {
+    wg.add(1);
+    go([&, k] {
+      conns[static_cast<size_t>(k)].last = start;
+      drive(o, request, start, end, k, &conns[static_cast<size_t>(k)]);
+      wg.done();
+    });
+  }
+  wg.wait();
+  Result_ out;
+  auto last = start;
+  for (const Conn& c : conns) {
+    out.sent += c.r.sent;
+    out.ok += c.r.ok;
+    out.late += c.r.late;
+    for (const auto& [k, v] : c.r.errors) out.errors[k] += v;
+    out.corrected.merge(c.r.corrected);
+    out.uncorrected.merge(c.r.uncorrected);
+    last = std::max(last, c.last);
+  }
+  out.elapsed_s = std::chrono::duration<double>(std::max(last, end) - start).count();
+  return out;
+}
+
+}  // namespace tern::load
