@@ -48,6 +48,15 @@ TEST(EchoRoutes, TimedPaths) {
   EXPECT_EQ(route_of("GET", "/work", "us=" + std::to_string(kMaxWorkUs)).action, Action::kWork);
   EXPECT_EQ(route_of("GET", "/sleep", "ms=" + std::to_string(kMaxSleepMs)).action, Action::kSleep);
   EXPECT_EQ(route_of("GET", "/block", "ms=" + std::to_string(kMaxBlockMs)).action, Action::kBlock);
+  Route m = route_of("GET", "/mix", "sleep_ms=5&cpu_us=100");
+  EXPECT_EQ(m.action, Action::kMix);
+  EXPECT_EQ(m.amount, 5u);
+  EXPECT_EQ(m.cpu_us, 100u);
+  Route only_cpu = route_of("GET", "/mix", "cpu_us=20");
+  EXPECT_EQ(only_cpu.action, Action::kMix);
+  EXPECT_EQ(only_cpu.amount, 0u);
+  EXPECT_EQ(only_cpu.cpu_us, 20u);
+  EXPECT_EQ(route_of("GET", "/mix").action, Action::kMix);
 }
 
 TEST(EchoRoutes, BadArgumentsAre400) {
@@ -56,7 +65,11 @@ TEST(EchoRoutes, BadArgumentsAre400) {
                              {"/work", "us=-1"},
                              {"/work", "us=1x"},
                              {"/sleep", "ms="},
-                             {"/block", "ms"}}) {
+                             {"/block", "ms"},
+                             {"/mix", "sleep_ms=x"},
+                             {"/mix", "cpu_us=-1"},
+                             {"/mix", "sleep_ms=1&cpu_us=10000001"},
+                             {"/mix", "sleep_ms=60001"}}) {
     Route r = route_of("GET", path, query);
     EXPECT_EQ(r.action, Action::kRespond) << path << "?" << query;
     EXPECT_EQ(r.response.status, 400) << path << "?" << query;
@@ -64,6 +77,7 @@ TEST(EchoRoutes, BadArgumentsAre400) {
   EXPECT_EQ(route_of("GET", "/work", "us=" + std::to_string(kMaxWorkUs + 1)).response.status, 400);
   EXPECT_EQ(route_of("GET", "/sleep", "ms=" + std::to_string(kMaxSleepMs + 1)).response.status, 400);
   EXPECT_EQ(route_of("GET", "/block", "ms=" + std::to_string(kMaxBlockMs + 1)).response.status, 400);
+  static_assert(kMaxWorkUs == 10'000'000 && kMaxSleepMs == 60'000, "the /mix cases above sit one past these caps");
 }
 
 TEST(EchoRoutes, WrongMethodIs405WithAllow) {

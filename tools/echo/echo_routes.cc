@@ -32,6 +32,21 @@ Route timed(const http::Request& req, Action action, std::string_view key, uint6
   return r;
 }
 
+// GET /mix?sleep_ms=M&cpu_us=N: each optional (0), each capped as /sleep's and /work's.
+Route mix(const http::Request& req) {
+  if (!is_get(req.method)) return respond(405, "Method Not Allowed\n", "GET, HEAD");
+  uint64_t ms = 0, us = 0;
+  const http::QueryValue s = http::query_param(req.query, "sleep_ms");
+  const http::QueryValue c = http::query_param(req.query, "cpu_us");
+  if (s.found && (!http::parse_u64(s.value, ms) || ms > kMaxSleepMs)) return respond(400, "Bad Request\n");
+  if (c.found && (!http::parse_u64(c.value, us) || us > kMaxWorkUs)) return respond(400, "Bad Request\n");
+  Route r = respond(200, kOk);
+  r.action = Action::kMix;
+  r.amount = ms;
+  r.cpu_us = us;
+  return r;
+}
+
 }  // namespace
 
 Route route(const http::Request& req) {
@@ -49,6 +64,7 @@ Route route(const http::Request& req) {
   if (path == "/work") return timed(req, Action::kWork, "us", kMaxWorkUs);
   if (path == "/sleep") return timed(req, Action::kSleep, "ms", kMaxSleepMs);
   if (path == "/block") return timed(req, Action::kBlock, "ms", kMaxBlockMs);
+  if (path == "/mix") return mix(req);
   return respond(404, "Not Found\n");
 }
 

@@ -13,7 +13,10 @@
 //   out.add(r.response, req);
 //
 // Paths: GET /health -> 200 "OK\n"; POST /echo -> 200 with the request body; GET /work?us=N -> burn N us of CPU, 200;
-// GET /sleep?ms=N -> park the fiber N ms, 200; GET /block?ms=N -> block the thread N ms (nanosleep), 200. HEAD is
+// GET /sleep?ms=N -> park the fiber N ms, 200; GET /block?ms=N -> block the thread N ms (nanosleep), 200;
+// GET /mix?sleep_ms=M&cpu_us=N -> park M ms, then burn N us (a request that waits on something, then computes, as
+// real ones do: its server's knee sits at tens or hundreds of connections, not at the core count; either may be
+// left out for 0), 200. HEAD is
 // accepted wherever GET is. A known path with another method is 405, an unknown path 404, a missing or out-of-range N
 // 400.
 #pragma once
@@ -31,11 +34,12 @@ inline constexpr uint64_t kMaxWorkUs = 10'000'000;
 inline constexpr uint64_t kMaxSleepMs = 60'000;
 inline constexpr uint64_t kMaxBlockMs = 60'000;
 
-enum class Action { kRespond, kWork, kSleep, kBlock };
+enum class Action { kRespond, kWork, kSleep, kBlock, kMix };
 
 struct Route {
   Action action = Action::kRespond;
-  uint64_t amount = 0;  // us for kWork, ms for kSleep and kBlock
+  uint64_t amount = 0;  // us for kWork, ms for kSleep, kBlock and kMix (its sleep)
+  uint64_t cpu_us = 0;  // kMix: the CPU burned after the sleep
   http::Response response;
 };
 

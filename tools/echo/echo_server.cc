@@ -111,6 +111,11 @@ class HttpConn {
           if (!flush()) return false;
           block_thread_ms(route.amount);
           break;
+        case Action::kMix:
+          if (!flush()) return false;
+          if (route.amount > 0) tern::sleep_for(std::chrono::milliseconds(route.amount));
+          burn_cpu_us(route.cpu_us);
+          break;
       }
       out_.add(route.response, req);
       tern::count_work(1);  // a request served: the controller's throughput-driven policies read it
