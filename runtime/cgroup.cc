@@ -431,6 +431,8 @@ struct CgroupDiscovery::State {
   CgroupVersion cpuset_version = CgroupVersion::none;
   std::vector<std::string> cpuset_files;  // v2: cpuset.cpus.effective leaf first; v1: effective_cpus, cpus
   std::string stat_file;                  // cpu.stat of the level whose quota bound last
+  CgroupVersion memory_version = CgroupVersion::none;
+  std::vector<std::string> memory_dirs;  // leaf first
   std::unique_ptr<char[]> list_buf = std::make_unique<char[]>(kListBufSize);
   // Open cgroupfs files, kept across readings: a pread at offset 0 of a kernfs file produces it afresh, so a tick
   // reads each file with one system call instead of four (open, read, read to EOF, close). A removed cgroup's open
@@ -490,7 +492,8 @@ void CgroupDiscovery::State::resolve() {
   resolve_problems.clear();
   cpu.clear();
   cpuset_files.clear();
-  cpu_version = cpuset_version = CgroupVersion::none;
+  memory_dirs.clear();
+  cpu_version = cpuset_version = memory_version = CgroupVersion::none;
   stat_file.clear();
 
   std::string text;
@@ -532,6 +535,10 @@ void CgroupDiscovery::State::resolve() {
     }
   }
   if (!cpu.empty()) stat_file = cpu.front().stat;
+
+  const Placement mem = place(prefix, mounts, lines, "memory");
+  memory_version = mem.version;
+  memory_dirs = mem.dirs;
 
   const Placement cs = place(prefix, mounts, lines, "cpuset");
   cpuset_version = cs.version;
@@ -770,6 +777,53 @@ Result<CpuThrottle> CgroupDiscovery::throttle() {
     }
   }
   return t;
+}
+
+MemoryLimit CgroupDiscovery::memory_limit() {
+  MemoryLimit out;
+  if (!s_->resolved || !s_->resolve_problems.empty()) s_->resolve();
+  out.errors = s_->resolve_problems;
+  if (!out.errors.empty()) return out;
+  out.version = s_->memory_version;
+  out.ok = true;
+  char buf[kSmallBufSize];
+  // v1 keeps "unlimited" as the largest page-aligned 63-bit value; anything this large limits nothing.
+  constexpr int64_t kV1Unlimited = int64_t{1} << 62;
+  for (const std::string& d : s_->memory_dirs) {
+    const std::string file = d + (out.version == CgroupVersion::v2 ? "/memory.max" : "/memory.limit_in_bytes");
+    const ReadResult r = read_small(file, buf, sizeof buf);
+    if (r.err != 0) {
+      if (r.err == ENOENT && dir_exists(d)) continue;  // the root of a v2 tree has no memory.max
+      out.errors.push_back(problem(errno_reason(r.err), file + ": " + errno_text(r.err)));
+      out.ok = false;
+      continue;
+    }
+    const std::string_view text = trim(std::string_view(buf, r.len));
+    if (text == "max" && out.version == CgroupVersion::v2) continue;  // v2's "no limit" (v1 has no such word)
+    const Int v = parse_int(text);
+    if (!ok(v.err)) {
+      out.errors.push_back(problem(v.err, file + ": " + quoted(text) + " is not an integer"));
+      out.ok = false;
+      continue;
+    }
+    if (v.v < 0) {
+      if (out.version == CgroupVersion::v1 && v.v == -1) continue;  // v1 accepts -1 for "unlimited"
+      out.errors.push_back(problem(CgroupErrc::negative, file + ": " + std::to_string(v.v) + " is negative"));
+      out.ok = false;
+      continue;
+    }
+    if (out.version == CgroupVersion::v1 && v.v >= kV1Unlimited) continue;
+    const double bytes = static_cast<double>(v.v);
+    if (!out.has_limit() || bytes < out.bytes) {
+      out.bytes = bytes;
+      out.source = file;
+    }
+  }
+  if (!out.ok) {
+    out.bytes = kNoQuota;
+    out.source.clear();
+  }
+  return out;
 }
 
 CpuLimits discover_cpu_limits(const std::string& fs_root) {

@@ -133,6 +133,19 @@ struct CpuThrottle {
 };
 
 // Discovery for one filesystem root, for a thread that re-reads every ~100 ms. Not thread-safe: one reader.
+struct MemoryLimit {
+  // ok: every file along the way read (bytes NaN then means "no limit anywhere"); false when one failed (errors says
+  // why). bytes: the tightest hard limit along the cgroup and its ancestors (v2 memory.max, v1
+  // memory.limit_in_bytes; v1's "unlimited", a value of 2^62 or more, counts as none); source: the file that bound.
+  bool ok = false;
+  double bytes = kNoQuota;
+  std::string source;
+  CgroupVersion version = CgroupVersion::none;
+  std::vector<CgroupProblem> errors;
+
+  bool has_limit() const { return std::isfinite(bytes); }
+};
+
 class CgroupDiscovery {
  public:
   // fs_root: where /proc/self/{mountinfo,cgroup} and the cgroup mounts named there are ("/"; a test's fixture tree).
@@ -146,6 +159,8 @@ class CgroupDiscovery {
   // cpu.stat of the cgroup whose quota bound at the last cpu_limits() (the leaf's cpu controller directory before
   // one, or without a quota). The Error's code is a CgroupErrc.
   Result<CpuThrottle> throttle();
+  // The memory controller's hard limit (for capacity planning; not read on the controller's ticks).
+  MemoryLimit memory_limit();
   // Forget the resolved paths: the next read resolves them again (after the process moved to another cgroup).
   void invalidate();
 

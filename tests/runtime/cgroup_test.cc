@@ -251,6 +251,59 @@ TEST_F(CgroupScratch, V1GarbageQuotaGivesAReasonNeverAValue) {
   }
 }
 
+TEST(CgroupMemory, TheTightestLimitAlongTheAncestors) {
+  {  // v1: the job's 512 MiB under an unlimited root (v1 writes "unlimited" as 2^63 - 4096)
+    const MemoryLimit m = CgroupDiscovery(fixture("v1")).memory_limit();
+    EXPECT_TRUE(m.ok);
+    EXPECT_EQ(m.version, CgroupVersion::v1);
+    EXPECT_EQ(m.bytes, 512.0 * (1 << 20));
+    EXPECT_NE(m.source.find("memory/job/memory.limit_in_bytes"), std::string::npos) << m.source;
+  }
+  {  // v2: the parent's 256 MiB binds a child whose memory.max is "max"
+    const MemoryLimit m = CgroupDiscovery(fixture("nested-parent-tighter-v2")).memory_limit();
+    EXPECT_TRUE(m.ok);
+    EXPECT_EQ(m.version, CgroupVersion::v2);
+    EXPECT_EQ(m.bytes, 256.0 * (1 << 20));
+    EXPECT_NE(m.source.find("parent/memory.max"), std::string::npos) << m.source;
+  }
+  {  // v2 "max" everywhere (and no memory.max at the root): no limit
+    const MemoryLimit m = CgroupDiscovery(fixture("v2")).memory_limit();
+    EXPECT_TRUE(m.ok);
+    EXPECT_FALSE(m.has_limit());
+  }
+  {  // no memory controller at all: no limit, no error
+    const MemoryLimit m = CgroupDiscovery(fixture("garbage-v1")).memory_limit();
+    EXPECT_TRUE(m.ok) << (m.errors.empty() ? "" : m.errors[0].message);
+    EXPECT_EQ(m.version, CgroupVersion::none);
+    EXPECT_FALSE(m.has_limit());
+  }
+}
+
+TEST_F(CgroupScratch, MemoryLimitGarbageGivesAReasonNeverAValue) {
+  const char* leaf = "sys/fs/cgroup/memory/job/memory.limit_in_bytes";
+  for (auto [text, reason] : {std::pair{"", "garbage"},
+                              {"lots\n", "garbage"},
+                              {"max\n", "garbage"},
+                              {"-5\n", "negative"},
+                              {"99999999999999999999\n", "overflow"},
+                              {"-1\n", ""}}) {
+    copy("v1");
+    write(leaf, text);
+    const MemoryLimit m = CgroupDiscovery(root()).memory_limit();
+    SCOPED_TRACE(std::string("'") + text + "'");
+    if (*reason == '\0') {
+      EXPECT_TRUE(m.ok);
+      EXPECT_FALSE(m.has_limit());
+      continue;
+    }
+    EXPECT_FALSE(m.ok);
+    EXPECT_FALSE(m.has_limit());
+    ASSERT_EQ(m.errors.size(), 1u);
+    EXPECT_STREQ(m.errors[0].reason, reason);
+    EXPECT_NE(m.errors[0].message.find(root()), std::string::npos) << "the message names the file";
+  }
+}
+
 TEST_F(CgroupScratch, GarbageEverywhereIsReportedPerFile) {
   // garbage-v1: the leaf's quota is good but its parent's is text; the cpuset and cpu.stat are garbage.
   CgroupDiscovery d(fixture("garbage-v1"));
@@ -651,6 +704,45 @@ TEST_F(RealCgroupV1, QuotaOnTheParentBinds) {
   EXPECT_DOUBLE_EQ(in.quota_cores, 0.5);
   EXPECT_EQ(std::string(in.source), dir_ + "/cpu.cfs_quota_us");
   EXPECT_EQ(in.default_procs, 1);
+}
+
+// The memory limit on the real v1 memory hierarchy: a child process moved into a cgroup of ours with 300 MiB reads
+// it (with the ancestors' limits, when tighter, instead).
+TEST(CgroupReal, MemoryLimitOfAV1Cgroup) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to create a cgroup";
+  std::string path;
+  std::ifstream pc("/proc/self/cgroup");
+  for (std::string line; std::getline(pc, line);) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a != std::string::npos && b != std::string::npos && line.substr(a + 1, b - a - 1) == "memory")
+      path = line.substr(b + 1);
+  }
+  const std::string home = "/sys/fs/cgroup/memory" + (path == "/" ? std::string() : path);
+  if (path.empty() || !fs::exists(home + "/memory.limit_in_bytes")) GTEST_SKIP() << "no v1 memory hierarchy";
+  const std::string dir = home + "/tern-mem-test-" + std::to_string(getpid());
+  if (mkdir(dir.c_str(), 0755) != 0) GTEST_SKIP() << dir << ": " << std::strerror(errno);
+  const bool set = test::CpuCgroup::write_file(dir + "/memory.limit_in_bytes", std::to_string(300 << 20));
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    double bytes = -1;
+    if (test::CpuCgroup::write_file(dir + "/cgroup.procs", std::to_string(getpid()))) {
+      const MemoryLimit m = CgroupDiscovery().memory_limit();
+      bytes = m.ok ? (m.has_limit() ? m.bytes : 0) : -2;
+    }
+    if (::write(fds[1], &bytes, sizeof bytes) != sizeof bytes) _exit(1);
+    _exit(0);
+  }
+  close(fds[1]);
+  double bytes = -3;
+  if (read(fds[0], &bytes, sizeof bytes) != sizeof bytes) bytes = -4;
+  close(fds[0]);
+  waitpid(pid, nullptr, 0);
+  EXPECT_EQ(rmdir(dir.c_str()), 0) << std::strerror(errno);
+  ASSERT_TRUE(set);
+  EXPECT_GT(bytes, 0) << "the child read no limit (0), failed (-2) or never reported (< -2)";
+  EXPECT_LE(bytes, 300.0 * (1 << 20));
 }
 
 }  // namespace
