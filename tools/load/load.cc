@@ -98,6 +98,7 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
       buf.erase(0, f.length);
       if (f.status >= 200 && f.status < 400) {
         c->r.ok++;
+        c->r.bytes += f.length;
         c->r.corrected.record(ns_since(intended, done));
         c->r.uncorrected.record(ns_since(sent_at, done));
       } else {
@@ -143,6 +144,7 @@ Result<Result_> run(const Options& o) {
     out.sent += c.r.sent;
     out.ok += c.r.ok;
     out.late += c.r.late;
+    out.bytes += c.r.bytes;
     for (const auto& [k, v] : c.r.errors) out.errors[k] += v;
     out.corrected.merge(c.r.corrected);
     out.uncorrected.merge(c.r.uncorrected);

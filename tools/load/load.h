@@ -42,6 +42,7 @@ struct Result_ {
   uint64_t ok = 0;                          // 2xx and 3xx replies
   std::map<std::string, uint64_t> errors;   // connect, write, read, timeout, eof, bad response, status 4xx/5xx
   uint64_t late = 0;                        // requests sent more than 1 ms after their intended time
+  uint64_t bytes = 0;                       // bytes of the ok replies, headers included
   LatencyHistogram corrected, uncorrected;  // ok replies only, ns
   double elapsed_s = 0;                     // from start until the last reply (or error)
   double achieved_rate() const { return elapsed_s > 0 ? static_cast<double>(ok) / elapsed_s : 0; }

@@ -1,0 +1,254 @@
+// tests/tools/capacity_test.cc: tern-capacity: each term made the binding one in turn, bad inputs named, the machine's
+// inputs read from fixture trees (and garbage there named, never used), a server's inputs from its metrics, and the
+// program end to end with a probe of a real tern-echo.
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/support/process.h"
+#include "tools/capacity/formula.h"
+#include "tools/capacity/machine.h"
+#include "tools/capacity/server.h"
+
+namespace tern::capacity {
+namespace {
+
+namespace fs = std::filesystem;
+
+Inputs roomy() {
+  Inputs in;
+  in.cores = {4, "test"};
+  in.k_cpu = {100, "test"};  // cpu: 400
+  in.memory_bytes = {1e9, "test"};
+  in.fiber_bytes = {1e6, "test"};  // memory: 1000
+  in.fds = {10000, "test"};
+  in.overhead_per_conn = {3, "test"};  // fds: 2000
+  in.bandwidth_bps = {1e9, "test"};
+  in.response_bytes = {1250, "test"};  // 100,000 responses/s
+  in.latency_s = {0.01, "test"};       // bandwidth: 1000
+  return in;
+}
+
+const Term* term(const Report& r, const std::string& name) {
+  for (const Term& t : r.terms)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+TEST(CapacityFormula, EachTermBindsInTurn) {
+  struct Case {
+    const char* binds;
+    void (*tighten)(Inputs&);
+    double n;
+  };
+  for (const Case& c :
+       {Case{"cpu", [](Inputs&) {}, 400}, Case{"memory", [](Inputs& in) { in.memory_bytes.value = 3e8; }, 300},
+        Case{"fds", [](Inputs& in) { in.fds.value = 1000; }, 200},
+        Case{"bandwidth", [](Inputs& in) { in.latency_s.value = 0.001; }, 100}}) {
+    Inputs in = roomy();
+    c.tighten(in);
+    auto r = compute(in);
+    ASSERT_TRUE(r) << r.error().message();
+    EXPECT_EQ(r->binding, c.binds);
+    EXPECT_EQ(r->n, c.n) << c.binds;
+    int binding = 0;
+    for (const Term& t : r->terms) binding += t.binds;
+    EXPECT_EQ(binding, 1);
+    EXPECT_TRUE(term(*r, c.binds)->binds);
+    EXPECT_EQ(r->bandwidth_rate, 1e5) << "the published term, a rate";
+  }
+}
+
+TEST(CapacityFormula, TheKneeAndWhatIsLeftOut) {
+  Inputs in;
+  in.cores = {2, "test"};
+  in.k_cpu = {2, "test"};
+  in.fds = {1024, "test"};
+  in.overhead_per_conn = {0, "test"};  // zero overhead is allowed
+  in.x_max = {20000, "test"};
+  in.r0_s = {0.005, "test"};
+  auto r = compute(in);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->terms.size(), 2u);
+  EXPECT_EQ(term(*r, "fds")->value, 512);
+  EXPECT_DOUBLE_EQ(r->knee, 100);
+  EXPECT_EQ(r->bandwidth_rate, -1);
+  ASSERT_EQ(r->left_out.size(), 2u);
+  EXPECT_NE(r->left_out[0].find("memory: needs memory_bytes, fiber_bytes"), std::string::npos) << r->left_out[0];
+  EXPECT_NE(r->left_out[1].find("bandwidth: needs"), std::string::npos);
+  EXPECT_FALSE(compute(Inputs{})) << "no term at all is an error";
+}
+
+TEST(CapacityFormula, ABadInputIsAnErrorNamingIt) {
+  struct Case {
+    Input Inputs::*field;
+    const char* name;
+  };
+  for (const Case& c :
+       {Case{&Inputs::cores, "cores"}, Case{&Inputs::k_cpu, "k_cpu"}, Case{&Inputs::memory_bytes, "memory_bytes"},
+        Case{&Inputs::fiber_bytes, "fiber_bytes"}, Case{&Inputs::fds, "fds"},
+        Case{&Inputs::bandwidth_bps, "bandwidth_bps"}, Case{&Inputs::response_bytes, "response_bytes"},
+        Case{&Inputs::latency_s, "latency_s"}, Case{&Inputs::x_max, "x_max"}, Case{&Inputs::r0_s, "r0_s"}}) {
+    for (double bad : {double(NAN), double(INFINITY), -double(INFINITY), -1.0, 0.0}) {
+      Inputs in = roomy();
+      in.*c.field = Input(bad, "a test");
+      auto r = compute(in);
+      ASSERT_FALSE(r) << c.name << " = " << bad;
+      EXPECT_NE(r.error().message().find(c.name), std::string::npos) << r.error().message();
+    }
+  }
+  Inputs in = roomy();
+  in.overhead_per_conn = Input(-0.5, "a test");
+  EXPECT_FALSE(compute(in));
+}
+
+// A fixture tree of /proc and /sys beside the cgroup fixtures: written here, removed at the end.
+class MachineTree : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("tern-capacity-" + std::to_string(getpid()));
+    fs::remove_all(root_);
+    fs::copy(std::string(TERN_SOURCE_DIR) + "/tests/fixtures/cgroup/v1", root_, fs::copy_options::recursive);
+    write("proc/meminfo", "MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:    8000000 kB\n");
+    write("proc/sys/fs/file-max", "9223372036854775807\n");
+    write("sys/class/net/eth0/operstate", "up\n");
+    write("sys/class/net/eth0/speed", "10000\n");
+    fs::create_directories(root_ / "sys/class/net/eth0/device");
+    write("sys/class/net/eth1/operstate", "up\n");
+    write("sys/class/net/eth1/speed", "1000\n");
+    fs::create_directories(root_ / "sys/class/net/eth1/device");
+    write("sys/class/net/veth9/operstate", "up\n");
+    write("sys/class/net/veth9/speed", "100000\n");  // virtual: no device link, limits nothing
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  void write(const std::string& rel, const std::string& text) {
+    fs::create_directories((root_ / rel).parent_path());
+    std::ofstream(root_ / rel, std::ios::trunc) << text;
+  }
+  std::string root() const { return root_.string(); }
+  fs::path root_;
+};
+
+TEST_F(MachineTree, ReadsCoresMemoryFdsAndTheLink) {
+  std::vector<std::string> problems;
+  const Input cores = machine_cores(root(), &problems);
+  ASSERT_TRUE(cores.known);
+  EXPECT_EQ(cores.value, 2) << cores.source;  // the v1 fixture: cpuset 0-1 under a 2.5-core quota
+  EXPECT_NE(cores.source.find("cpuset"), std::string::npos) << cores.source;
+  write("sys/fs/cgroup/cpu,cpuacct/job/cpu.cfs_quota_us", "150000\n");
+  const Input quota = machine_cores(root(), &problems);
+  EXPECT_NEAR(quota.value, 1.5, 1e-9) << quota.source;
+  EXPECT_NE(quota.source.find("quota"), std::string::npos) << quota.source;
+  const Input mem = machine_memory(root(), &problems);
+  ASSERT_TRUE(mem.known);
+  EXPECT_EQ(mem.value, 512.0 * (1 << 20)) << mem.source;  // the cgroup's 512 MiB, under 8 GB available
+  write("proc/meminfo", "MemAvailable:    100000 kB\n");
+  const Input low = machine_memory(root(), &problems);
+  EXPECT_EQ(low.value, 100000.0 * 1024) << "less available than the cgroup allows: that binds";
+  const Input bw = machine_bandwidth(root(), &problems);
+  ASSERT_TRUE(bw.known);
+  EXPECT_EQ(bw.value, 10e9);
+  EXPECT_NE(bw.source.find("eth0"), std::string::npos);
+  EXPECT_TRUE(problems.empty()) << problems[0];
+
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low_fds = old;
+  low_fds.rlim_cur = 512;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low_fds), 0);
+  const Input fds = machine_fds(root(), &problems);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_EQ(fds.value, 512);
+  write("proc/sys/fs/file-max", "300\n");
+  EXPECT_EQ(machine_fds(root(), &problems).value, 300) << "fs.file-max below the rlimit binds";
+}
+
+TEST_F(MachineTree, GarbageIsNamedAndNeverUsed) {
+  write("proc/meminfo", "MemAvailable: lots kB\n");
+  write("proc/sys/fs/file-max", "-5\n");
+  write("sys/class/net/eth0/speed", "fast\n");
+  write("sys/class/net/eth1/speed", "-1\n");
+  write("sys/fs/cgroup/memory/job/memory.limit_in_bytes", "garbage\n");
+  std::vector<std::string> problems;
+  const Input mem = machine_memory(root(), &problems);
+  EXPECT_FALSE(mem.known) << mem.source;
+  const Input bw = machine_bandwidth(root(), &problems);
+  EXPECT_FALSE(bw.known) << bw.source;
+  const Input fds = machine_fds(root(), &problems);
+  EXPECT_TRUE(fds.known);  // the rlimit still reads
+  std::string all;
+  for (const auto& p : problems) all += p + "\n";
+  for (const char* named : {"memory.limit_in_bytes", "MemAvailable", "file-max", "eth0/speed", "eth1/speed is -1"})
+    EXPECT_NE(all.find(named), std::string::npos) << named << " not named in:\n" << all;
+}
+
+TEST(CapacityServer, InputsFromAServersMetrics) {
+  auto s = top::parse_exposition(
+      "tern_procs 2\ntern_procs_limit{source=\"affinity\"} 2\ntern_procs_limit{source=\"quota\"} 1\n"
+      "tern_fibers{state=\"runnable\"} 10\ntern_fibers{state=\"running\"} 2\ntern_fibers{state=\"waiting\"} 988\n"
+      "tern_stack_bytes{state=\"in_use\"} 16777216\ntern_stack_bytes{state=\"cached\"} 1048576\n"
+      "tern_heap_bytes{kind=\"allocated\"} 8388608\ntern_fds_open 2012\ntern_connections_open 1000\n");
+  ASSERT_TRUE(s);
+  std::vector<std::string> problems;
+  const ServerInputs in = from_metrics(*s, "127.0.0.1:9100", &problems);
+  ASSERT_TRUE(in.fiber_bytes.known);
+  EXPECT_NEAR(in.fiber_bytes.value, (16777216.0 + 8388608.0) / 1000, 1e-9);
+  ASSERT_TRUE(in.overhead_per_conn.known);
+  EXPECT_NEAR(in.overhead_per_conn.value, 0.012, 1e-9);
+  EXPECT_EQ(in.procs_limit.value, 1);
+  EXPECT_NE(in.procs_limit.source.find("quota"), std::string::npos);
+  EXPECT_EQ(in.procs.value, 2);
+  EXPECT_TRUE(problems.empty());
+
+  auto few = top::parse_exposition("tern_fds_open 30\ntern_connections_open 4\n");
+  const ServerInputs f = from_metrics(*few, "x", &problems);
+  EXPECT_FALSE(f.fiber_bytes.known);
+  EXPECT_FALSE(f.overhead_per_conn.known);
+  EXPECT_EQ(problems.size(), 2u);
+}
+
+TEST(TernCapacity, ProbesARealServerAndPredictsItsKnee) {
+  const int port = test::free_port();
+  test::Child server({TERN_ECHO_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--procs", "1"});
+  ASSERT_TRUE(test::wait_for_port(port)) << server.output();
+  test::Child cap({TERN_CAPACITY_BIN, "--json", "--probe",
+                   "http://127.0.0.1:" + std::to_string(port) + "/mix?sleep_ms=5&cpu_us=200", "--pid",
+                   std::to_string(server.pid()), "--cores", "1"});
+  const int status = cap.wait();
+  const std::string out = cap.output();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  const auto j = nlohmann::json::parse(out.substr(out.find('{')));
+  const double r0 = j["knee"]["r0"], x_max = j["knee"]["x_max"], knee = j["knee"]["predicted"];
+  EXPECT_GE(r0, 0.005) << out;  // it sleeps 5 ms
+  EXPECT_LT(r0, 0.05) << out;
+  EXPECT_GT(x_max, 100) << out;  // at most 1 s / 200 us = 5000/s on one CPU, less the HTTP and timer costs
+  EXPECT_LT(x_max, 5000) << out;
+  EXPECT_NEAR(knee, x_max * r0, 1e-6 * knee);
+  bool cpu_measured = false;
+  for (const auto& t : j["terms"])
+    if (t["name"] == "cpu")
+      cpu_measured = t["inputs"]["k_cpu"]["source"].get<std::string>().find("probe") != std::string::npos;
+  EXPECT_TRUE(cpu_measured) << out;
+}
+
+TEST(TernCapacity, BadFlagsAreNamed) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--k-cpu", "nan"},
+                                               {"--fds", "-3"},
+                                               {"--memory-mb", "lots"},
+                                               {"--latency-ms", "inf"}}) {
+    test::Child cap({TERN_CAPACITY_BIN, args[0], args[1]});
+    const int status = cap.wait();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << cap.output();
+    EXPECT_NE(cap.output().find(args[0]), std::string::npos) << cap.output();
+  }
+}
+
+}  // namespace
+}  // namespace tern::capacity

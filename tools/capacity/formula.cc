@@ -1,0 +1,102 @@
+// tools/capacity/formula.cc: the capacity terms (see formula.h).
+#include "tools/capacity/formula.h"
+
+#include <fmt/core.h>
+
+#include <cmath>
+
+namespace tern::capacity {
+namespace {
+
+// A known input must be a finite number above zero (overhead_per_conn may be zero); else an error naming it.
+Result<void> check(const char* name, const Input& in, bool zero_ok = false) {
+  if (!in.known) return {};
+  if (!std::isfinite(in.value)) return make_error(fmt::format("{} is not a finite number ({})", name, in.source));
+  if (in.value < 0 || (!zero_ok && in.value == 0))
+    return make_error(fmt::format("{} must be {} 0, not {} ({})", name, zero_ok ? ">=" : ">", in.value, in.source));
+  return {};
+}
+
+}  // namespace
+
+Result<Report> compute(const Inputs& in) {
+  struct Named {
+    const char* name;
+    const Input* in;
+    bool zero_ok;
+  };
+  for (const Named& n : {Named{"cores", &in.cores, false},
+                         {"k_cpu", &in.k_cpu, false},
+                         {"memory_bytes", &in.memory_bytes, false},
+                         {"fiber_bytes", &in.fiber_bytes, false},
+                         {"fds", &in.fds, false},
+                         {"overhead_per_conn", &in.overhead_per_conn, true},
+                         {"bandwidth_bps", &in.bandwidth_bps, false},
+                         {"response_bytes", &in.response_bytes, false},
+                         {"latency_s", &in.latency_s, false},
+                         {"x_max", &in.x_max, false},
+                         {"r0_s", &in.r0_s, false}}) {
+    if (auto r = check(n.name, *n.in, n.zero_ok); !r) return r.error();
+  }
+
+  Report r;
+  auto need = [&](const char* term, std::initializer_list<std::pair<const char*, const Input*>> ins) {
+    std::string missing;
+    for (const auto& [name, i] : ins)
+      if (!i->known) missing += std::string(missing.empty() ? "" : ", ") + name;
+    if (!missing.empty()) r.left_out.push_back(std::string(term) + ": needs " + missing);
+    return missing.empty();
+  };
+
+  if (need("cpu", {{"cores", &in.cores}, {"k_cpu", &in.k_cpu}})) {
+    Term t{"cpu",
+           std::floor(in.cores.value * in.k_cpu.value),
+           {{"cores", in.cores}, {"k_cpu", in.k_cpu}},
+           false,
+           fmt::format("floor({:g} cores x K_cpu {:g})", in.cores.value, in.k_cpu.value)};
+    r.terms.push_back(std::move(t));
+  }
+  if (need("memory", {{"memory_bytes", &in.memory_bytes}, {"fiber_bytes", &in.fiber_bytes}})) {
+    Term t{"memory",
+           std::floor(in.memory_bytes.value / in.fiber_bytes.value),
+           {{"memory_bytes", in.memory_bytes}, {"fiber_bytes", in.fiber_bytes}},
+           false,
+           fmt::format("floor({:.0f} MiB / {:.1f} KiB per request)", in.memory_bytes.value / (1 << 20),
+                       in.fiber_bytes.value / 1024)};
+    r.terms.push_back(std::move(t));
+  }
+  if (need("fds", {{"fds", &in.fds}, {"overhead_per_conn", &in.overhead_per_conn}})) {
+    Term t{"fds",
+           std::floor(in.fds.value / (2 + in.overhead_per_conn.value)),
+           {{"fds", in.fds}, {"overhead_per_conn", in.overhead_per_conn}},
+           false,
+           fmt::format("floor({:g} fds / (2 + {:g}))", in.fds.value, in.overhead_per_conn.value)};
+    r.terms.push_back(std::move(t));
+  }
+  if (in.bandwidth_bps.known && in.response_bytes.known) {
+    r.bandwidth_rate = in.bandwidth_bps.value / (8 * in.response_bytes.value);
+  }
+  if (need("bandwidth", {{"bandwidth_bps", &in.bandwidth_bps},
+                         {"response_bytes", &in.response_bytes},
+                         {"latency_s", &in.latency_s}})) {
+    Term t{
+        "bandwidth",
+        std::floor(r.bandwidth_rate * in.latency_s.value),
+        {{"bandwidth_bps", in.bandwidth_bps}, {"response_bytes", in.response_bytes}, {"latency_s", in.latency_s}},
+        false,
+        fmt::format("floor({:.0f} Mbit/s / {:g} bytes per response = {:.0f} responses/s, x {:.3f} ms latency)",
+                    in.bandwidth_bps.value / 1e6, in.response_bytes.value, r.bandwidth_rate, in.latency_s.value * 1e3)};
+    r.terms.push_back(std::move(t));
+  }
+  if (r.terms.empty()) return make_error("no term can be computed: " + (r.left_out.empty() ? "" : r.left_out[0]));
+  Term* min = &r.terms.front();
+  for (Term& t : r.terms)
+    if (t.value < min->value) min = &t;
+  min->binds = true;
+  r.n = min->value;
+  r.binding = min->name;
+  if (in.x_max.known && in.r0_s.known) r.knee = in.x_max.value * in.r0_s.value;
+  return r;
+}
+
+}  // namespace tern::capacity
