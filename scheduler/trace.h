@@ -9,7 +9,7 @@
 // Bounded, and full means dropped: each buffer holds a fixed number of events (kTraceEventsPerP), and an event that
 // finds its buffer full is counted and dropped. Why not a writer thread that drains full buffers to the file: the
 // output is Chrome trace JSON (what ui.perfetto.dev opens), about 100 bytes an event, and formatting it while the
-// program runs takes CPU from the program the trace is meant to show (skynet records ~7 million events a second on
+// program runs takes CPU from the program the trace is meant to show (skynet records ~20 million events a second on
 // two cores: a writer formatting them would cost more than the program); and a trace of millions of events is too
 // large for the viewer anyway. Why not a ring that overwrites the oldest: then the cost is paid for the whole run,
 // and the Ps' windows end up covering different spans. So the trace covers the first events of each P, the file says
