@@ -181,10 +181,4 @@ TEST(Trace, FromEnvironment) {
   EXPECT_EQ(cfg->trace, "/tmp/some-trace.json");
 }
 
-// Off by default, and then no file is made.
-TEST(Trace, OffByDefault) {
-  tern::Config cfg;
-  EXPECT_TRUE(cfg.trace.empty());
-}
-
 }  // namespace
