@@ -155,8 +155,8 @@ void EpollPoller::close(Desc* d) {
   table_.release(pd);
 }
 
-bool EpollPoller::await(WaitSlot& slot, int64_t deadline_ns) {
-  if (slot.wait(deadline_ns, waiters_) == WaitSlot::kNotified) return true;
+bool EpollPoller::await(WaitSlot& slot, int64_t deadline_ns, sched::WaitReason why) {
+  if (slot.wait(deadline_ns, waiters_, why) == WaitSlot::kNotified) return true;
   timeouts_.fetch_add(1, std::memory_order_relaxed);
   return false;
 }
@@ -175,7 +175,7 @@ ssize_t EpollPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     sched::ResumeHint hint(buf);
     // At the deadline the receive is still tried: data whose edge no poll has handled yet (every M busy) is read,
     // not reported as a timeout.
-    expired = pd->rd.wait(deadline_ns, waiters_) == WaitSlot::kTimedOut;
+    expired = pd->rd.wait(deadline_ns, waiters_, sched::WaitReason::kNetRead) == WaitSlot::kTimedOut;
   }
   for (;;) {
     ssize_t n = ::recv(pd->fd, buf, len, 0);
@@ -192,7 +192,7 @@ ssize_t EpollPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     bool ready;
     {
       sched::ResumeHint hint(buf);  // the receive after the wait writes buf first
-      ready = await(pd->rd, deadline_ns);
+      ready = await(pd->rd, deadline_ns, sched::WaitReason::kNetRead);
     }
     if (!ready) return -ETIMEDOUT;
     waited = true;
@@ -206,7 +206,7 @@ ssize_t EpollPoller::write(Desc* d, const void* buf, size_t len, int64_t deadlin
     if (n >= 0) return n;
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
-    if (!await(pd->wr, deadline_ns)) return -ETIMEDOUT;
+    if (!await(pd->wr, deadline_ns, sched::WaitReason::kNetWrite)) return -ETIMEDOUT;
   }
 }
 
@@ -220,7 +220,7 @@ ssize_t EpollPoller::writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadl
     if (n >= 0) return n;
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
-    if (!await(pd->wr, deadline_ns)) return -ETIMEDOUT;
+    if (!await(pd->wr, deadline_ns, sched::WaitReason::kNetWrite)) return -ETIMEDOUT;
   }
 }
 
@@ -230,7 +230,7 @@ int EpollPoller::connect(Desc* d, const sockaddr* addr, socklen_t len, int64_t d
   // EINTR on a non-blocking connect means the attempt goes on in the background, like EINPROGRESS.
   if (errno != EINPROGRESS && errno != EINTR) return -errno;
   for (;;) {
-    if (!await(pd->wr, deadline_ns)) return -ETIMEDOUT;
+    if (!await(pd->wr, deadline_ns, sched::WaitReason::kNetConnect)) return -ETIMEDOUT;
     int err = 0;
     socklen_t elen = sizeof err;
     if (getsockopt(pd->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0) return -errno;
@@ -251,7 +251,7 @@ int EpollPoller::accept(Desc* d, int64_t deadline_ns) {
     if (fd >= 0) return fd;
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
-    if (!await(pd->rd, deadline_ns)) return -ETIMEDOUT;
+    if (!await(pd->rd, deadline_ns, sched::WaitReason::kNetAccept)) return -ETIMEDOUT;
   }
 }
 

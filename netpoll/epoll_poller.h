@@ -66,7 +66,7 @@ class EpollPoller final : public sched::Poller, public IoBackend {
 
   EpollPoller(int epfd, int efd);
   // Parks on `slot` after EAGAIN; false at the deadline (counted).
-  bool await(WaitSlot& slot, int64_t deadline_ns);
+  bool await(WaitSlot& slot, int64_t deadline_ns, sched::WaitReason why);
 
   int epfd_;
   int efd_;                                // wake() eventfd

@@ -45,7 +45,7 @@ int UringPoller::accept(Desc* d, int64_t deadline_ns) {
              reinterpret_cast<uint64_t>(ls) | kTagAccept);
       continue;  // the submit reaped inline completions: look at the queue again
     }
-    if (ls->slot.wait(deadline_ns, waiters_) == WaitSlot::kTimedOut) {
+    if (ls->slot.wait(deadline_ns, waiters_, sched::WaitReason::kNetAccept) == WaitSlot::kTimedOut) {
       timeouts_.fetch_add(1, std::memory_order_relaxed);
       return -ETIMEDOUT;
     }
@@ -60,7 +60,7 @@ void UringPoller::wait_disarmed(ListenState* ls) {
       if (!ls->armed) return;
     }
     if (sched::in_fiber()) {
-      ls->slot.wait(-1, waiters_);
+      ls->slot.wait(-1, waiters_, sched::WaitReason::kIoWait);
     } else {
       // A Listener destroyed outside the runtime's fibers: reap on this thread until the final completion shows.
       sched::GList ready;
@@ -78,11 +78,13 @@ int UringPoller::connect(Desc* d, const sockaddr* addr, socklen_t len, int64_t d
     if (deadline_ns >= 0) {
       // The kernel copies the address when it first issues the connect, within the submit: nothing of the caller's
       // is left for it to read, and the fiber may leave at its deadline.
-      res = run_until(deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); });
+      res = run_until(deadline_ns, sched::WaitReason::kNetConnect,
+                      [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); });
       if (res == -ETIMEDOUT) timeouts_.fetch_add(1, std::memory_order_relaxed);
     } else {
       Op op;
-      res = run(op, [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); });
+      res = run(op, sched::WaitReason::kNetConnect,
+                [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, len); });
     }
     if (res != kResubmit) return res;
   }

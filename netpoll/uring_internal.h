@@ -177,22 +177,22 @@ Ring* UringPoller::submit(Prep&& prep, uint64_t user_data) {
 }
 
 template <class Prep>
-int UringPoller::run(Op& op, Prep&& prep) {
+int UringPoller::run(Op& op, sched::WaitReason why, Prep&& prep) {
   uint64_t ud = reinterpret_cast<uint64_t>(&op) | uring_detail::kTagOp;
   submit(prep, ud);
   op.waited = !op.completed.load(std::memory_order_relaxed);
-  op.slot.wait(-1, waiters_);
+  op.slot.wait(-1, waiters_, why);
   return op.res == -ECANCELED ? uring_detail::kResubmit : op.res;
 }
 
 template <class Prep>
-int UringPoller::run_until(int64_t deadline_ns, Prep&& prep) {
+int UringPoller::run_until(int64_t deadline_ns, sched::WaitReason why, Prep&& prep) {
   auto* op = new Op();
   op->heap = true;
   uint64_t ud = reinterpret_cast<uint64_t>(op) | uring_detail::kTagOp;
   Ring* r = submit(prep, ud);
   int res;
-  if (op->slot.wait(deadline_ns, waiters_) == WaitSlot::kNotified) {
+  if (op->slot.wait(deadline_ns, waiters_, why) == WaitSlot::kNotified) {
     res = op->res == -ECANCELED ? uring_detail::kResubmit : op->res;
   } else if (op->completed.load(std::memory_order_acquire)) {
     // it completed right at the deadline: its result stands

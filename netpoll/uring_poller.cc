@@ -29,9 +29,9 @@ using uring_detail::prep_futex_wait;
 using uring_detail::this_thread_ring;
 using uring_detail::ThreadRing;
 
-int UringPoller::wait_ready(int fd, short events, int64_t deadline_ns) {
+int UringPoller::wait_ready(int fd, short events, int64_t deadline_ns, sched::WaitReason why) {
   for (;;) {
-    int res = run_until(deadline_ns, [&](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, events); });
+    int res = run_until(deadline_ns, why, [&](io_uring_sqe* sqe) { io_uring_prep_poll_add(sqe, fd, events); });
     if (res != kResubmit) return res;
   }
 }

@@ -175,13 +175,13 @@ class UringPoller final : public sched::Poller, public IoBackend {
   Ring* submit(Prep&& prep, uint64_t user_data);
   // Submits an operation with no deadline and parks until it completes; its result, or kResubmit.
   template <class Prep>
-  int run(Op& op, Prep&& prep);
+  int run(Op& op, sched::WaitReason why, Prep&& prep);
   // Submits an operation that references no memory of the caller's once submitted, and parks until it completes or
   // deadline_ns passes: its result, kResubmit, or -ETIMEDOUT, at the deadline whatever the kernel is doing.
   template <class Prep>
-  int run_until(int64_t deadline_ns, Prep&& prep);
+  int run_until(int64_t deadline_ns, sched::WaitReason why, Prep&& prep);
   // Waits (POLL_ADD) until fd has `events`: the poll mask, -ETIMEDOUT at the deadline, or -errno.
-  int wait_ready(int fd, short events, int64_t deadline_ns);
+  int wait_ready(int fd, short events, int64_t deadline_ns, sched::WaitReason why);
   // A send with a deadline: waits for room, then sends without blocking; `send` returns bytes or -1 with errno.
   template <class Send>
   ssize_t send_ready(int fd, int64_t deadline_ns, Send&& send);

@@ -74,7 +74,7 @@ void UringPoller::recv_cancel_wait(UringDesc* d, std::unique_lock<std::mutex>& l
     if (!rs.armed) return;
     lk.unlock();
     if (sched::in_fiber()) {
-      rs.slot.wait(-1, waiters_);
+      rs.slot.wait(-1, waiters_, sched::WaitReason::kIoWait);
     } else {
       usleep(100);  // a Stream closed outside the runtime's fibers
     }
@@ -148,7 +148,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     WaitSlot::Result woke;
     {
       sched::ResumeHint hint(buf);  // where the data goes; complete() records where it comes from
-      woke = rs.slot.wait(deadline_ns, waiters_);
+      woke = rs.slot.wait(deadline_ns, waiters_, sched::WaitReason::kNetRead);
     }
     if (woke == WaitSlot::kTimedOut) {
       // The receive stays armed: what arrives later waits for the next read. One last look for data that landed
@@ -214,7 +214,7 @@ ssize_t UringPoller::read_once(UringDesc* ud, void* buf, size_t len, int64_t dea
     // it), so a fiber could not leave it at its deadline. With a deadline the ring only says when data is there.
     ud->read_waits = true;
     for (;;) {
-      int ready = wait_ready(fd, POLLIN, deadline_ns);
+      int ready = wait_ready(fd, POLLIN, deadline_ns, sched::WaitReason::kNetRead);
       if (ready < 0 && ready != -ETIMEDOUT) return ready;
       // Even at the deadline: data that is in the socket is taken, not hidden by a timeout.
       if (ssize_t n = try_now(::recv(fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
@@ -229,7 +229,7 @@ ssize_t UringPoller::read_once(UringDesc* ud, void* buf, size_t len, int64_t dea
     Ring* r = thread_ring();
     bool provided = select && r->has_buffers() && len <= Ring::kBufSize;
     if (provided) op.copy_to = static_cast<char*>(buf);
-    int res = run(op, [&](io_uring_sqe* sqe) {
+    int res = run(op, sched::WaitReason::kNetRead, [&](io_uring_sqe* sqe) {
       if (provided) {
         io_uring_prep_recv(sqe, fd, nullptr, len, 0);
         sqe->flags |= IOSQE_BUFFER_SELECT;

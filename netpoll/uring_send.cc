@@ -27,7 +27,8 @@ ssize_t UringPoller::write(Desc* d, const void* buf, size_t len, int64_t deadlin
   }
   for (;;) {
     Op op;
-    int res = run(op, [&](io_uring_sqe* sqe) { io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL); });
+    int res = run(op, sched::WaitReason::kNetWrite,
+                  [&](io_uring_sqe* sqe) { io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL); });
     if (res != kResubmit) return res;
   }
 }
@@ -44,7 +45,8 @@ ssize_t UringPoller::writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadl
   for (;;) {
     Op op;
     // SENDMSG rather than WRITEV for MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE.
-    int res = run(op, [&](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL); });
+    int res = run(op, sched::WaitReason::kNetWrite,
+                  [&](io_uring_sqe* sqe) { io_uring_prep_sendmsg(sqe, fd, &msg, MSG_NOSIGNAL); });
     if (res != kResubmit) return res;
   }
 }
@@ -52,7 +54,7 @@ ssize_t UringPoller::writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadl
 template <class Send>
 ssize_t UringPoller::send_ready(int fd, int64_t deadline_ns, Send&& send) {
   for (;;) {
-    int ready = wait_ready(fd, POLLOUT, deadline_ns);
+    int ready = wait_ready(fd, POLLOUT, deadline_ns, sched::WaitReason::kNetWrite);
     if (ready < 0 && ready != -ETIMEDOUT) return ready;
     // Even at the deadline: room that is there is used.
     if (ssize_t n = try_now(send()); n != kWouldBlock) return n;

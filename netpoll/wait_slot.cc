@@ -18,7 +18,7 @@ struct Park {
 
 }  // namespace
 
-WaitSlot::Result WaitSlot::wait(int64_t deadline_ns, std::atomic<int64_t>& waiters) {
+WaitSlot::Result WaitSlot::wait(int64_t deadline_ns, std::atomic<int64_t>& waiters, sched::WaitReason why) {
   uintptr_t s = state_.load(std::memory_order_acquire);
   // Only the waiter moves the word away from kReady, so taking it cannot lose a notification. An exchange, not a
   // store: it reads the latest notify(), so it acquires what that notifier published.
@@ -61,7 +61,7 @@ WaitSlot::Result WaitSlot::wait(int64_t deadline_ns, std::atomic<int64_t>& waite
         p->waiters->fetch_sub(1, std::memory_order_relaxed);
         return false;  // a notification or the deadline came first
       },
-      &p);
+      &p, why);
   if (p.timed) sched::cancel_timer(&p.timer);
   if (p.parked) waiters.fetch_sub(1, std::memory_order_relaxed);
   // Whoever woke us left kReady or kExpired; a notify() after a timeout turns kExpired into kReady, and then the

@@ -11,7 +11,7 @@
 //
 //   // reader (a fiber), readiness style:
 //   while ((n = ::recv(fd, buf, len, 0)) < 0 && errno == EAGAIN)
-//     if (pd->rd.wait(deadline_ns, waiters) == WaitSlot::kTimedOut) return -ETIMEDOUT;
+//     if (pd->rd.wait(deadline_ns, waiters, sched::WaitReason::kNetRead) == WaitSlot::kTimedOut) return -ETIMEDOUT;
 //   // poller, on EPOLLIN for pd:
 //   if (sched::G* g = pd->rd.notify()) out.push(g);
 //
@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "scheduler/g.h"
+#include "scheduler/wait_reason.h"
 
 namespace tern::netpoll {
 
@@ -40,8 +41,9 @@ class WaitSlot {
 
   // Parks the calling fiber until notify() or until CLOCK_MONOTONIC `deadline_ns` (-1: none). Returns at once with
   // kNotified if a notification is latched (consuming it), or with kTimedOut if the deadline has already passed.
-  // `waiters` counts parked fibers for Poller::has_waiters(). Must be called from a fiber; one waiter at a time.
-  Result wait(int64_t deadline_ns, std::atomic<int64_t>& waiters);
+  // `waiters` counts parked fibers for Poller::has_waiters(); `why` is what the fiber dump shows it waiting on. Must be
+  // called from a fiber; one waiter at a time.
+  Result wait(int64_t deadline_ns, std::atomic<int64_t>& waiters, sched::WaitReason why);
 
   // Latches a notification. Returns the fiber parked here, which the caller must make runnable, or nullptr.
   sched::G* notify();

@@ -207,6 +207,7 @@ Result<Config> Config::from_env() {
     if (!r) return r.error().wrap("TERN_SCHEDTRACE");
     c.schedtrace_ms = std::max<int64_t>(1, *r / 1'000'000);
   }
+  if (auto v = env("TERN_TRACE")) c.trace = *v;  // the path is checked by opening it, when the runtime starts
   if (auto v = env("TERN_DEBUG")) {
     std::string item;
     std::string list = *v + ",";

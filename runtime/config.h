@@ -25,7 +25,9 @@
 //   TERN_LATENCY_TARGET           the latency policy's scheduling-latency target: a duration (1ms)
 //   TERN_SCHEDTRACE               a schedtrace line on stderr every this many ms (Go's GODEBUG=schedtrace=X)
 //   TERN_DEBUG                    comma-separated: controller (log each decision with its sample)
-//   TERN_METRICS, TERN_TRACE: read by later parts of the runtime
+//   TERN_TRACE                    a file: the scheduler's event trace, written there as Chrome trace JSON when the
+//                                 runtime stops (runtime/debug/trace_file.h)
+//   TERN_METRICS: read by a later part of the runtime
 #pragma once
 
 #include <cstddef>
@@ -57,6 +59,9 @@ struct Config {
   int64_t schedtrace_ms = 0;
   bool debug_controller = false;
   std::string fs_root = "/";  // where /proc and the cgroup mounts are looked up (tests: a fixture tree)
+  // The event trace's file (TERN_TRACE; runtime/debug/trace_file.h): empty = no trace. Created when the runtime
+  // starts (Runtime::create fails if it cannot be), written when it stops.
+  std::string trace;
 
   // The policy that runs: `policy`, or its default.
   std::string resolved_policy() const { return !policy.empty() ? policy : procs > 0 ? "static" : "quota"; }

@@ -16,6 +16,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <type_traits>
 #include <utility>
 
@@ -35,8 +36,8 @@ namespace detail {
 Error stack_exhausted_error(sched::Sched& s);
 
 template <class F>
-Result<void> try_go(sched::Sched& s, F&& f) {
-  if (s.try_go(std::forward<F>(f))) return {};
+Result<void> try_go(sched::Sched& s, F&& f, std::source_location site = std::source_location::current()) {
+  if (s.try_go(std::forward<F>(f), site)) return {};
   return stack_exhausted_error(s);
 }
 
@@ -47,9 +48,11 @@ inline sched::Sched& current_sched() {
 }
 }  // namespace detail
 
+// `site` (every entry point here has one) is the caller's line, which the fiber dump shows as where the fiber was
+// spawned (runtime/debug/fibers.h); leave it defaulted.
 template <class F>
-void go(F&& f) {
-  detail::current_sched().go(std::forward<F>(f));
+void go(F&& f, std::source_location site = std::source_location::current()) {
+  detail::current_sched().go(std::forward<F>(f), site);
 }
 
 // Like go(), but when no stack can be had for the fiber (vm.max_map_count or memory exhausted, and no P's cache has
@@ -57,20 +60,20 @@ void go(F&& f) {
 // The stack is bound here rather than at first run. Outside fibers, use Runtime::try_go.
 //   if (auto r = tern::try_go([c = std::move(conn)]() mutable { serve(c); }); !r) shed_load(r.error().message());
 template <class F>
-Result<void> try_go(F&& f) {
-  return detail::try_go(detail::current_sched(), std::forward<F>(f));
+Result<void> try_go(F&& f, std::source_location site = std::source_location::current()) {
+  return detail::try_go(detail::current_sched(), std::forward<F>(f), site);
 }
 
 // Starts a joinable fiber in the caller's runtime.
 template <class F>
-auto spawn(F&& f) {
-  return detail::spawn(detail::current_sched(), std::forward<F>(f));
+auto spawn(F&& f, std::source_location site = std::source_location::current()) {
+  return detail::spawn(detail::current_sched(), std::forward<F>(f), site);
 }
 
 // Starts a joinable fiber in rt; callable from any thread.
 template <class F>
-auto spawn(Runtime& rt, F&& f) {
-  return rt.spawn(std::forward<F>(f));
+auto spawn(Runtime& rt, F&& f, std::source_location site = std::source_location::current()) {
+  return rt.spawn(std::forward<F>(f), site);
 }
 
 // Adds n to the application's work counter (requests served, say): the controller's throughput-driven policies

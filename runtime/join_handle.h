@@ -76,7 +76,7 @@ class JoinHandle {
       s->waiter = &w;
       uint32_t expected = detail::JoinState<T>::kRunning;
       if (s->state.compare_exchange_strong(expected, detail::JoinState<T>::kWaiting, std::memory_order_acq_rel)) {
-        w.wait();
+        w.wait(sched::WaitReason::kJoin);
       }
     }
     // Moved out, so the exception's last reference dies here, on the joiner's side: the fiber may still hold the

@@ -38,11 +38,20 @@ Runtime::Runtime(Config cfg, std::unique_ptr<sched::Poller>) : cfg_(std::move(cf
 
 Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   sched::SchedOptions opts;
+  if (!cfg_.trace.empty()) {
+    // Opened now, before anything runs: a path that cannot be written is an error here, not a trace lost at the end.
+    auto f = debug::TraceFile::open(cfg_.trace);
+    if (!f) return f.error();
+    trace_file_ = std::move(*f);
+    tracer_ = std::make_unique<sched::Tracer>();
+    opts.tracer = tracer_.get();
+  }
   opts.procs = cfg_.resolved_procs();
   opts.stack_size = cfg_.stack_size;
   poller_ = std::move(poller);
   opts.poller = poller_.get();
   sched_ = std::make_unique<sched::Sched>(std::move(opts));
+  if (trace_file_) trace_file_->attach(tracer_.get(), sched_->id());
 
   controller::ControllerConfig cc;
   cc.policy = cfg_.resolved_policy();
@@ -78,6 +87,10 @@ void Runtime::set_procs(int n) {
 Runtime::~Runtime() {
   controller_.reset();
   sched_.reset();
+  if (trace_file_) {
+    // A destructor cannot return the error; the trace is what the user asked for, so say why it is missing.
+    if (auto r = trace_file_->write(); !r) std::fprintf(stderr, "tern: %s\n", r.error().message().c_str());
+  }
 }
 
 const char* Runtime::poller_name() const {
@@ -122,7 +135,7 @@ void sleep_until_ns(int64_t deadline_ns) {
   }
   if (deadline_ns == kNoDeadline) {
     // No timer: nothing will ready this fiber, and a timer at the far end would only sit in the P's heap.
-    sched::park([](sched::G*, void*) { return true; }, nullptr);
+    sched::park([](sched::G*, void*) { return true; }, nullptr, sched::WaitReason::kSleep);
     return;
   }
   if (deadline_ns <= sched::now_ns()) {
@@ -142,7 +155,7 @@ void sleep_until_ns(int64_t deadline_ns) {
         sched::add_timer(static_cast<sched::Timer*>(arg));
         return true;
       },
-      &s.timer);
+      &s.timer, sched::WaitReason::kSleep);
 }
 
 }  // namespace detail

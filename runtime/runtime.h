@@ -15,11 +15,14 @@
 
 #include <memory>
 #include <semaphore>
+#include <source_location>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "runtime/config.h"
 #include "runtime/controller/controller.h"
+#include "runtime/debug/trace_file.h"
 #include "runtime/join_handle.h"
 #include "scheduler/sched.h"
 
@@ -27,15 +30,17 @@ namespace tern {
 
 namespace detail {
 template <class F>
-auto spawn(sched::Sched& s, F&& f) -> JoinHandle<std::invoke_result_t<std::decay_t<F>&>> {
+auto spawn(sched::Sched& s, F&& f, std::source_location site = std::source_location::current())
+    -> JoinHandle<std::invoke_result_t<std::decay_t<F>&>> {
   using T = std::invoke_result_t<std::decay_t<F>&>;
   auto state = std::make_shared<JoinState<T>>();
-  s.go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); });
+  s.go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); }, site);
   return JoinHandle<T>(std::move(state));
 }
 }  // namespace detail
 
 using RuntimeStats = sched::SchedStats;
+using FiberInfo = sched::FiberInfo;
 
 class Runtime {
  public:
@@ -50,30 +55,33 @@ class Runtime {
   Runtime& operator=(const Runtime&) = delete;
 
   // Runs main in a fiber and blocks the calling thread (which must not be a fiber) until it returns.
+  // The fiber dump names the caller's line as where each fiber was spawned (`site`, here and below).
   template <class F>
-  void run(F&& main) {
+  void run(F&& main, std::source_location site = std::source_location::current()) {
     std::binary_semaphore done(0);
-    go([&main, &done] {
-      struct Signal {
-        std::binary_semaphore& done;
-        ~Signal() { done.release(); }
-      } signal{done};
-      main();
-    });
+    go(
+        [&main, &done] {
+          struct Signal {
+            std::binary_semaphore& done;
+            ~Signal() { done.release(); }
+          } signal{done};
+          main();
+        },
+        site);
     done.acquire();
   }
 
   // Starts a detached fiber; callable from any thread, inside or outside this runtime's fibers.
   template <class F>
-  void go(F&& f) {
-    sched_->go(std::forward<F>(f));
+  void go(F&& f, std::source_location site = std::source_location::current()) {
+    sched_->go(std::forward<F>(f), site);
   }
 
   // Like go(), but when no stack can be had it returns the error (f is not run) instead of stopping the process;
   // see tern::try_go in runtime/go.h.
   template <class F>
-  Result<void> try_go(F&& f) {
-    if (sched_->try_go(std::forward<F>(f))) return {};
+  Result<void> try_go(F&& f, std::source_location site = std::source_location::current()) {
+    if (sched_->try_go(std::forward<F>(f), site)) return {};
     return stack_exhausted_error();
   }
 
@@ -82,6 +90,10 @@ class Runtime {
   void set_procs(int n);
   int procs() const { return sched_->procs(); }
   RuntimeStats stats() const { return sched_->stats(); }
+  // Every live fiber with its state, what it waits on and for how long, the P it runs on and where it was spawned:
+  // the goroutine dump. Callable from any thread, any time; it stops nothing, and costs a read of every G record.
+  // runtime/debug/fibers.h renders it (JSON for GET /debug/fibers, text like Go's dump).
+  std::vector<FiberInfo> dump_fibers() const { return sched_->fibers(); }
   // What the controller thread (runtime/controller/controller.h) has measured and decided.
   controller::ControllerStats controller_stats() const { return controller_->stats(); }
   // Adds n to the application's work counter from any thread (tern::count_work is the fibers' shortcut).
@@ -91,8 +103,8 @@ class Runtime {
   bool on_this_runtime() const { return sched::Sched::current() == sched_.get(); }
   // Like go(), returning a handle to join the fiber with; callable from any thread (tern::spawn in runtime/go.h).
   template <class F>
-  auto spawn(F&& f) {
-    return detail::spawn(*sched_, std::forward<F>(f));
+  auto spawn(F&& f, std::source_location site = std::source_location::current()) {
+    return detail::spawn(*sched_, std::forward<F>(f), site);
   }
   // The poller backend in use ("uring", "epoll", or "none" before netpoll is attached).
   const char* poller_name() const;
@@ -103,6 +115,10 @@ class Runtime {
   Error stack_exhausted_error() const;
 
   Config cfg_;
+  // The event trace (Config::trace): declared before sched_ so that they outlive it; the file is written once the
+  // scheduler has stopped, in the destructor.
+  std::unique_ptr<debug::TraceFile> trace_file_;
+  std::unique_ptr<sched::Tracer> tracer_;
   // Declared before sched_ so that it is destroyed after it: the scheduler's shutdown may still call wake().
   std::unique_ptr<sched::Poller> poller_;
   std::unique_ptr<sched::Sched> sched_;

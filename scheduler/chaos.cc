@@ -37,6 +37,15 @@ void Sched::ready_hooked(G* g, bool next) {
   wakep();
 }
 
+void Sched::trace_slow(TraceKind kind, uint64_t g, uint32_t a, uint16_t b, uint8_t sub) {
+  M* m = this_m();
+  if (m != nullptr && m->sched == this && m->p != nullptr && m->p->trace != nullptr) {
+    m->p->trace->record(kind, g, a, b, sub);
+  } else {
+    tracer_->record_outside(kind, g, a, b, sub);
+  }
+}
+
 void Sched::point_slow(SchedPoint pt) {
   if (opts_.on_point) opts_.on_point(pt);
   if (chaos_) chaos_delay();

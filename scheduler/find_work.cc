@@ -173,6 +173,7 @@ top:
     if (poller_->poll(0, list) > 0) {
       last_poll_.store(now_ns(), std::memory_order_relaxed);
       bump(pp->counters.polls);
+      trace_p(pp, TraceKind::kPoll, list.size);
       G* g = list.pop();
       inject(list, pp);
       set_gstatus(g, GStatus::kRunnable);
@@ -251,6 +252,7 @@ G* Sched::steal_work(M* m, P* pp) {
       uint32_t got = v->runq.steal_into(pp->runq);
       if (got > 0) {
         bump(pp->counters.steals, got);
+        trace_p(pp, TraceKind::kSteal, got, static_cast<uint32_t>(v->id));
         bool inherit;
         if (G* g = runq_get(pp, inherit)) return g;
       }
@@ -259,6 +261,7 @@ G* Sched::steal_work(M* m, P* pp) {
         G* g = v->runnext.load(std::memory_order_acquire);
         if (g != nullptr && v->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
           bump(pp->counters.steals);
+          trace_p(pp, TraceKind::kSteal, 1, static_cast<uint32_t>(v->id));
           return g;
         }
       }
@@ -293,6 +296,7 @@ void Sched::rescue_stalled(P* pp) {
     if (got == 0) return;
     bump(pp->counters.steals, got);
     bump(pp->counters.rescued, got);
+    trace_p(pp, TraceKind::kSteal, got, vi, 0, 1);
     for (uint32_t i = 0; i < got; i++) runq_put(pp, batch[i], false);
     return;
   }

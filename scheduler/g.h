@@ -8,10 +8,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <source_location>
 
 #include "alloc/stack.h"
 #include "base/check.h"
 #include "scheduler/task.h"
+#include "scheduler/wait_reason.h"
 
 namespace tern::sched {
 
@@ -52,8 +54,15 @@ struct G {
   // Scheduling latency (runnable -> running), sampled: every kLatencySampleEvery-th time this G becomes runnable,
   // set_gstatus stamps ready_ns and execute() records the wait in its P's histogram (P::counters.latency).
   uint32_t nready = 0;
-  int64_t ready_ns = 0;        // 0 = not sampled
-  void* tsan_fiber = nullptr;  // ThreadSanitizer's fiber handle (TSan builds only)
+  int64_t ready_ns = 0;  // 0 = not sampled
+  // For the fiber dump (Sched::fibers), which reads them from any thread while the fiber runs, parks or is recycled:
+  // relaxed atomics the owner stores plainly (a mov each on x86). `id` is read there with __atomic_load_n too.
+  std::atomic<WaitReason> wait_reason{WaitReason::kNone};  // set by park(); stale once the fiber runs again
+  std::atomic<int64_t> since_ns{0};                        // the coarse clock (coarse_now_ns) at the last status change
+  std::atomic<int32_t> last_p{-1};                         // the P it runs on, or last ran on; -1 before its first run
+  std::atomic<std::source_location> spawn_site{
+      std::source_location{}};  // where go()/spawn() was called; line 0: unknown
+  void* tsan_fiber = nullptr;   // ThreadSanitizer's fiber handle (TSan builds only)
   void* asan_fake_stack = nullptr;
 };
 
@@ -89,12 +98,29 @@ inline constexpr int kLatencyBuckets = 40;
 
 int64_t now_ns();  // scheduler/timer.cc: CLOCK_MONOTONIC
 
-// The one way a G's status changes. Checked in Debug and sanitizer builds (TERN_DCHECK); one relaxed store in Release
-// (and, one time in kLatencySampleEvery that a G becomes runnable, a clock read).
+// The clock a G's since_ns is stamped with: CLOCK_MONOTONIC as the scheduler last read it, which is at most one
+// monitor period (kMonitorPeriodNs, 10 ms) behind while any P of any runtime is busy: every monitor tick and every
+// acquirep (which reads the clock anyway) store it. A status change happens only on a busy P or just before one goes
+// busy, so a stamp is never later than the true time and at most a period earlier. Reading it costs a load of a line
+// written every 10 ms, where now_ns() costs 27 ns on the reference VM: a channel ping-pong round trip (two parks) takes
+// about 100 ns there, so stamping each park with it would add about half (an estimate from those two figures, not
+// a measurement). Process-wide because it is a clock, not state: every runtime refreshes it.
+inline std::atomic<int64_t> g_coarse_ns{0};
+inline int64_t coarse_now_ns() {
+  return g_coarse_ns.load(std::memory_order_relaxed);
+}
+inline void refresh_coarse_clock(int64_t now) {
+  g_coarse_ns.store(now, std::memory_order_relaxed);
+}
+
+// The one way a G's status changes. Checked in Debug and sanitizer builds (TERN_DCHECK); in Release a relaxed store
+// and the since_ns stamp (a load and a store), and, one time in kLatencySampleEvery that a G becomes runnable, a clock
+// read.
 inline void set_gstatus(G* g, GStatus to) {
   TERN_DCHECK(gstatus_move_ok(g->status.load(std::memory_order_relaxed), to));
   if (to == GStatus::kRunnable && g->nready++ % kLatencySampleEvery == 0) [[unlikely]]
     g->ready_ns = now_ns();
+  g->since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
   g->status.store(to, std::memory_order_relaxed);
 }
 

@@ -83,7 +83,9 @@ G* Sched::new_g() {
     gblocks_.push_back(std::move(block));
   }
   g->next = nullptr;
-  g->id = g_next_fiber_id.fetch_add(1, std::memory_order_relaxed);
+  // An atomic store: the fiber dump (fibers.cc) reads ids of records in use from other threads.
+  __atomic_store_n(&g->id, g_next_fiber_id.fetch_add(1, std::memory_order_relaxed), __ATOMIC_RELAXED);
+  g->spawn_site.store(std::source_location{}, std::memory_order_relaxed);
   g->ctx = nullptr;  // the stack is bound when the fiber first runs (execute)
   g->user = nullptr;
   if (p != nullptr) {
@@ -123,9 +125,11 @@ void Sched::gfput(P* p, G* g) {
 }
 
 void Sched::start(G* g) {
-  // ready() marks it runnable. Like Go's newproc: a fiber started by a fiber runs next on the same P (depth-first trees
-  // keep their data hot).
-  ready(g, true);
+  // The spawn event stands for the fiber's first ready too: one event, not two, per spawn while tracing.
+  trace(TraceKind::kSpawn, g->id);
+  // queue_ready() marks it runnable. Like Go's newproc: a fiber started by a fiber runs next on the same P (depth-first
+  // trees keep their data hot).
+  queue_ready(g, true);
 }
 
 }  // namespace tern::sched

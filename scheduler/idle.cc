@@ -28,6 +28,11 @@
 namespace tern::sched {
 
 void Sched::ready(G* g, bool next) {
+  trace(TraceKind::kReady, g->id);
+  queue_ready(g, next);
+}
+
+void Sched::queue_ready(G* g, bool next) {
   set_gstatus(g, GStatus::kRunnable);
   if (hooks_) [[unlikely]] {
     ready_hooked(g, next);
@@ -44,6 +49,9 @@ void Sched::ready(G* g, bool next) {
 
 void Sched::ready_list(GList& list) {
   if (list.empty()) return;
+  if (tracer_ != nullptr) [[unlikely]] {
+    for (G* g = list.head; g != nullptr; g = g->next) trace_slow(TraceKind::kReady, g->id, 0, 0, 0);
+  }
   M* m = this_m();
   if (m != nullptr && m->sched == this && m->p != nullptr) {
     inject(list, m->p);
@@ -241,7 +249,9 @@ void Sched::acquirep(M* m, P* p) {
   p->m = m;
   m->p = p;
   p->status.store(PStatus::kRunning, std::memory_order_relaxed);
-  p->busy_since.store(now_ns(), std::memory_order_relaxed);
+  const int64_t now = now_ns();
+  p->busy_since.store(now, std::memory_order_relaxed);
+  refresh_coarse_clock(now);  // a P going busy is where fibers start changing status: stamp them with a fresh clock
 }
 
 P* Sched::releasep(M* m) {
@@ -291,6 +301,7 @@ void Sched::idle_without_p(M* m) {
       GList list;
       poller_->poll(timeout, list);
       poll_until_.store(0);
+      if (!list.empty()) trace(TraceKind::kPoll, list.size, 0, 0, 1);
       const bool claimed = release_poller_role();
       last_poll_.store(now_ns(), std::memory_order_relaxed);
       if (claimed || !list.empty() || (npidle_.load() > 0 && (!global_->empty() || any_local_work() || timers_due()))) {

@@ -27,6 +27,7 @@ void Sched::monitor_main() {
     }
     monitor_note_.sleep(kMonitorPeriodNs);
     if (shutting_down_.load(std::memory_order_acquire)) return;
+    refresh_coarse_clock(now_ns());  // the fiber dump's clock (g.h): at most a period behind while a P is busy
     retry_thread_start();
     n = scan_bound();  // a retiring P still held by a long fiber counts: its queue is stuck behind it
     bool stuck_work = false;
@@ -50,6 +51,7 @@ void Sched::monitor_main() {
       GList list;
       if (poller_->poll(0, list) > 0) {
         last_poll_.store(now_ns(), std::memory_order_relaxed);
+        trace(TraceKind::kPoll, list.size);
         ready_list(list);
       }
     }

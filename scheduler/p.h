@@ -13,6 +13,7 @@
 #include "scheduler/g.h"
 #include "scheduler/run_queue.h"
 #include "scheduler/timer.h"
+#include "scheduler/trace.h"
 
 namespace tern::sched {
 
@@ -67,6 +68,9 @@ struct alignas(64) P {
   uint32_t ngfree = 0;
   alloc::StackCache stacks;
   uint64_t rand_state = 0;
+  // This P's event trace (scheduler/trace.h), written by the holder; nullptr when tracing is off, which is what every
+  // event site tests (trace_p).
+  TraceBuffer* trace = nullptr;
 
   // Timer heap (binary min-heap on `when`), guarded by timers_mu. timer0 mirrors the earliest `when` (0 = empty) so
   // that "any timer due?" is one relaxed load.
@@ -76,5 +80,11 @@ struct alignas(64) P {
 
   PCounters counters;
 };
+
+// Records an event in p's trace buffer; one predictable branch when tracing is off. p must be held by the caller.
+inline void trace_p(P* p, TraceKind kind, uint64_t g, uint32_t a = 0, uint16_t b = 0, uint8_t sub = 0) {
+  if (p->trace != nullptr) [[unlikely]]
+    p->trace->record(kind, g, a, b, sub);
+}
 
 }  // namespace tern::sched

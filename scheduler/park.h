@@ -13,7 +13,7 @@
 //   sched::park([](sched::G* g, void* slot) {
 //     static_cast<std::atomic<sched::G*>*>(slot)->store(g, std::memory_order_release);
 //     return true;
-//   }, &slot_);
+//   }, &slot_, sched::WaitReason::kOther);
 //
 // Most code should use tern::Waiter (runtime/sync/waiter.h), which adds deadlines and plain-thread support. A commit
 // that unlocks a std::mutex the fiber locked works, but ThreadSanitizer reports it (the unlock comes from the M's
@@ -24,6 +24,7 @@
 
 #include "scheduler/g.h"
 #include "scheduler/poller.h"
+#include "scheduler/wait_reason.h"
 
 namespace tern::sched {
 
@@ -54,8 +55,9 @@ class ResumeHint {
   G* g_;
 };
 
-// Parks the current fiber (see above). Must be called from a fiber.
-void park(ParkCommit commit, void* arg);
+// Parks the current fiber (see above). Must be called from a fiber. `why` is what the fiber waits on, as the fiber
+// dump and the event trace show it (scheduler/wait_reason.h); it costs a store.
+void park(ParkCommit commit, void* arg, WaitReason why);
 
 // Makes a parked fiber runnable. Callable from any thread: a fiber of any runtime, a plain OS thread, a poller.
 // From a fiber of the same runtime the fiber goes to this P's runnext (it runs next, sharing the time slice).

@@ -17,11 +17,13 @@ void Sched::set_procs(int n) {
   std::lock_guard rl(resize_mu_);
   int old = nprocs_.load(std::memory_order_acquire);
   if (n == old) return;
+  trace(TraceKind::kResize, 0, static_cast<uint32_t>(old), static_cast<uint16_t>(n));
   if (n > old) {
     for (int i = old; i < n; i++) {
       if (allp_[i].load(std::memory_order_acquire) == nullptr) {
         P* p = new P(i, stacks_);
         p->rand_state = p_rand_seed(i, id_);
+        if (tracer_ != nullptr) p->trace = tracer_->buffer_for_p(i);
         p->status.store(PStatus::kDead, std::memory_order_relaxed);
         allp_[i].store(p, std::memory_order_release);
       }

@@ -85,12 +85,14 @@ Sched::Sched(SchedOptions opts)
   if (opts_.chaos_seed == 0) opts_.chaos_seed = env_number("TERN_CHAOS", 0);
   if (!opts_.leak_check) opts_.leak_check = env_number("TERN_LEAK_CHECK", 0) != 0;
   chaos_ = opts_.chaos_seed != 0;
+  tracer_ = opts_.tracer;
   hooks_ = chaos_ || static_cast<bool>(opts_.on_point);
   if (chaos_) {
     // One line, so that a failing test's log says how to replay its schedule.
     std::fprintf(stderr, "tern: chaos schedule, seed %llu\n", static_cast<unsigned long long>(opts_.chaos_seed));
   }
   install_stack_guard_handler();
+  refresh_coarse_clock(now_ns());
   // The poller is fixed before any thread of this runtime (monitor, Ms) starts: they read poller_ without a lock.
   if (opts_.poller != nullptr) {
     poller_ = opts_.poller;
@@ -104,6 +106,7 @@ Sched::Sched(SchedOptions opts)
   for (int i = 0; i < n; i++) {
     P* p = new P(i, stacks_);
     p->rand_state = p_rand_seed(i, id_);
+    if (tracer_ != nullptr) p->trace = tracer_->buffer_for_p(i);
     allp_[i].store(p, std::memory_order_release);
   }
   nprocs_.store(n, std::memory_order_release);

@@ -4,6 +4,7 @@
 //   sched.cc      construction, the M threads' main loop, shutdown and its leak check, statistics
 //   switch.cc     entering and leaving fibers: first run, execute, park and its direct handoff, the park.h API
 //   g_records.cc  G records and their pools, GList, starting a fiber
+//   fibers.cc     the fiber dump's snapshot of every live fiber (fibers)
 //   find_work.cc  find_runnable: run queues, runnext, the global queue, injection, stealing, rescuing a stalled P
 //   idle.cc       the idle protocol: idle Ps and Ms, spinning, the poller role, wakep/startm (its two StoreLoad rules)
 //   chaos.cc      the hooked paths: SchedOptions::on_point and the chaos schedule
@@ -64,15 +65,18 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <source_location>
 #include <thread>
 #include <vector>
 
 #include "alloc/stack.h"
 #include "base/checked_mutex.h"
+#include "scheduler/fiber_info.h"
 #include "scheduler/futex.h"
 #include "scheduler/g.h"
 #include "scheduler/poller.h"
 #include "scheduler/timer.h"
+#include "scheduler/trace.h"
 
 namespace tern::sched {
 
@@ -154,6 +158,9 @@ struct SchedOptions {
   // is a runtime bug and aborts with a message; fibers still alive (parked or queued: a user-level leak, like Go's
   // goleak) are reported on stderr with their count. false: on if TERN_LEAK_CHECK=1 (read once, here).
   bool leak_check = false;
+  // The event trace (TERN_TRACE; scheduler/trace.h) to record into, or nullptr (then each event site costs one
+  // predictable branch). Not owned; must outlive the Sched.
+  Tracer* tracer = nullptr;
 };
 
 // Totals over all Ps (sums of per-P counters) and scheduler-wide figures.
@@ -214,17 +221,19 @@ class Sched {
 
   // Starts a fiber running f. Callable from any thread. If no stack can be mapped (memory, or vm.max_map_count: a stack
   // is one mapping with guard regions, two with an mprotect'ed guard page), the process stops with a message saying
-  // which limit and how to raise it: a fiber is never dropped silently.
+  // which limit and how to raise it: a fiber is never dropped silently. `site` is where the fiber dump says it was
+  // spawned: the public entry points (runtime/go.h, Runtime) pass their caller's, so it names the user's line.
   template <class F>
-  void go(F&& f) {
+  void go(F&& f, std::source_location site = std::source_location::current()) {
     G* g = new_g();
     if (g == nullptr) stack_exhausted();
     g->task.emplace(std::forward<F>(f));
+    g->spawn_site.store(site, std::memory_order_relaxed);
     start(g);
   }
   // Like go(), but returns false instead of stopping when no stack can be mapped (f is then not run).
   template <class F>
-  bool try_go(F&& f) {
+  bool try_go(F&& f, std::source_location site = std::source_location::current()) {
     G* g = new_g();
     if (g == nullptr) return false;
     if (!bind_stack(g)) {
@@ -232,6 +241,7 @@ class Sched {
       return false;
     }
     g->task.emplace(std::forward<F>(f));
+    g->spawn_site.store(site, std::memory_order_relaxed);
     start(g);
     return true;
   }
@@ -241,11 +251,20 @@ class Sched {
   int procs() const { return nprocs_.load(std::memory_order_relaxed); }
 
   SchedStats stats() const;
+  // Every live fiber (runnable, running, waiting) with what it waits on, for how long, and where it was spawned
+  // (scheduler/fiber_info.h). Callable from any thread while the runtime runs; stops nothing (scheduler/fibers.cc).
+  std::vector<FiberInfo> fibers() const;
   // Adds n to the application's work counter (requests served, say), which the controller's throughput-driven
   // policies read: per P from a fiber, one shared atomic from other threads.
   void count_work(uint64_t n);
   size_t stack_size() const { return stacks_.stack_size(); }
   uint64_t id() const { return id_; }
+  // Records an event of the layers above (a controller decision) in the trace, if there is one: into the caller's P's
+  // buffer on a fiber of this runtime, else the no-P buffer.
+  void trace(TraceKind kind, uint64_t g, uint32_t a = 0, uint16_t b = 0, uint8_t sub = 0) {
+    if (tracer_ != nullptr) [[unlikely]]
+      trace_slow(kind, g, a, b, sub);
+  }
 
   // Internal interface, used by park.h/timer.h and the M loop.
   G* new_g();
@@ -280,9 +299,11 @@ class Sched {
       point_slow(pt);
   }
   void point_slow(SchedPoint pt);
+  void trace_slow(TraceKind kind, uint64_t g, uint32_t a, uint16_t b, uint8_t sub);
   uint32_t chaos_rand();  // the calling M's chaos stream (or this thread's, off an M)
   void chaos_delay();     // nothing, a spin of up to ~500 ns, or sched_yield(), at random
   void ready_hooked(G* g, bool next);
+  void queue_ready(G* g, bool next);  // ready() without its trace event
   struct LeakReport {
     static constexpr size_t kMaxIds = 8;
     uint64_t parked = 0, queued = 0, running = 0;  // live fibers, by state
@@ -338,7 +359,8 @@ class Sched {
   // opts_.on_point is set or the chaos schedule is on: the one flag the hot paths test (next to poller_ and allp_,
   // which they read anyway).
   bool hooks_ = false;
-  bool chaos_ = false;  // opts_.chaos_seed != 0
+  bool chaos_ = false;        // opts_.chaos_seed != 0
+  Tracer* tracer_ = nullptr;  // opts_.tracer
 
   // Ps: allp_[0, nprocs_) are live; retired ones stay allocated (a later grow reuses them).
   std::unique_ptr<std::atomic<P*>[]> allp_;
@@ -368,7 +390,7 @@ class Sched {
   std::unique_ptr<GlobalQueue> global_;
 
   // G records: allocated in blocks and never freed before shutdown; the free list is per P with a global overflow.
-  std::mutex gfree_mu_;
+  mutable std::mutex gfree_mu_;
   G* gfree_ = nullptr;
   std::vector<std::unique_ptr<G[]>> gblocks_;
   std::atomic<uint64_t> outside_spawned_{0};  // fibers started from threads without a P

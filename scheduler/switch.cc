@@ -96,13 +96,27 @@ inline void record_latency(P* p, G* g) {
   bump(p->counters.latency[bucket]);
 }
 
+// The trace's record of g leaving its P by `action` (execute, after the switch back).
+[[gnu::noinline]] void trace_stop(P* p, G* g, MAction action) {
+  const TraceStop why = action == MAction::kYield  ? TraceStop::kYield
+                        : action == MAction::kExit ? TraceStop::kExit
+                                                   : TraceStop::kPark;
+  const auto reason =
+      why == TraceStop::kPark ? static_cast<uint32_t>(g->wait_reason.load(std::memory_order_relaxed)) : 0;
+  p->trace->record(TraceKind::kStop, g->id, reason, 0, static_cast<uint8_t>(why));
+}
+
 // Parks the running fiber g by switching straight to `next` (taken by Sched::take_handoff); next finishes g's park on
 // arrival. Returns when some M resumes g.
 void switch_direct(M* m, G* g, G* next) {
   P* p = m->p;
   if (next->ctx == nullptr) m->sched->prepare_first_run(p, next);
+  trace_p(p, TraceKind::kStop, g->id, static_cast<uint32_t>(g->wait_reason.load(std::memory_order_relaxed)), 0,
+          static_cast<uint8_t>(TraceStop::kPark));
+  trace_p(p, TraceKind::kRun, next->id);
   m->curg = next;
   set_gstatus(next, GStatus::kRunning);
+  next->last_p.store(p->id, std::memory_order_relaxed);
   record_latency(p, next);
   bump(p->counters.switches);
   m->parked_from = g;
@@ -168,8 +182,10 @@ G* Sched::take_handoff(M* m) {
 void Sched::execute(M* m, G* g) {
   P* p = m->p;
   if (g->ctx == nullptr) prepare_first_run(p, g);
+  trace_p(p, TraceKind::kRun, g->id);
   m->curg = g;
   set_gstatus(g, GStatus::kRunning);
+  g->last_p.store(p->id, std::memory_order_relaxed);
   record_latency(p, g);
   bump(p->counters.switches);
   prefetch_next(p);
@@ -180,6 +196,8 @@ void Sched::execute(M* m, G* g) {
   g = m->curg;
   g->ctx = t.fctx;
   m->curg = nullptr;
+  if (p->trace != nullptr) [[unlikely]]
+    trace_stop(p, g, m->action);
   // The fiber has fully switched out: only now may it become visible to others (invariant 2).
   switch (m->action) {
     case MAction::kYield:
@@ -227,9 +245,10 @@ Sched* Sched::current() {
   return (m != nullptr && m->curg != nullptr) ? m->sched : nullptr;
 }
 
-void park(ParkCommit commit, void* arg) {
+void park(ParkCommit commit, void* arg, WaitReason why) {
   M* m = this_m();
   G* g = m->curg;
+  g->wait_reason.store(why, std::memory_order_relaxed);
   g->commit = commit;
   g->commit_arg = arg;
   if (G* next = m->sched->take_handoff(m)) {

@@ -123,6 +123,7 @@ void Sched::run_timers(P* p, int64_t now, P* into) {
   bump(into->counters.timers_fired, n);
   for (size_t i = 0; i < n; i++) {
     set_gstatus(fired[i], GStatus::kRunnable);
+    trace_p(into, TraceKind::kReady, fired[i]->id, 0, 0, 1);
     runq_put(into, fired[i], false);
   }
   wakep();

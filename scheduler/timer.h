@@ -11,7 +11,8 @@
 //   struct Sleep { sched::Timer t; sched::G* g; };
 //   Sleep s; s.g = sched::current(); s.t.when = sched::now_ns() + 1'000'000;
 //   s.t.fire = [](sched::Timer* t) { return reinterpret_cast<Sleep*>(t)->g; };
-//   sched::park([](sched::G*, void* a) { sched::add_timer(static_cast<sched::Timer*>(a)); return true; }, &s.t);
+//   sched::park([](sched::G*, void* a) { sched::add_timer(static_cast<sched::Timer*>(a)); return true; }, &s.t,
+//               sched::WaitReason::kSleep);
 #pragma once
 
 #include <atomic>

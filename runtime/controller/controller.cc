@@ -334,7 +334,10 @@ void Controller::decide(const Sample& s) {
         hold_ticks_ = kRollbackHold;
         policy_->reset(back);
         st_.target = back;
-        if (back != procs) sched_.set_procs(back);
+        if (back != procs) {
+          sched_.trace(sched::TraceKind::kDecision, 0, static_cast<uint32_t>(procs), static_cast<uint16_t>(back), 2);
+          sched_.set_procs(back);
+        }
         last_change_dir_ = back > procs ? 1 : -1;
         last_change_ns_ = now;
         return;
@@ -394,6 +397,8 @@ void Controller::apply(int target, bool forced, int64_t now) {
   (dir > 0 ? st_.decisions_up : st_.decisions_down)++;
   last_change_dir_ = dir;
   last_change_ns_ = now;
+  sched_.trace(sched::TraceKind::kDecision, 0, static_cast<uint32_t>(procs), static_cast<uint16_t>(target),
+               forced ? 1 : 0);
   sched_.set_procs(target);
   if (cfg_.debug) {
     // The wall-clock time lets a script that wrote a cgroup file measure how long the change took to follow.

@@ -105,7 +105,7 @@ class Channel {
     // The lock is released by the park itself, once this fiber has switched out: whoever pops n then knows it is
     // parked and wakes it without racing the park (Waiter::wait_locked).
     lk.release();
-    w.wait_locked(mu_);
+    w.wait_locked(mu_, sched::WaitReason::kChanSend);
     return n.ok;
   }
 
@@ -125,7 +125,7 @@ class Channel {
     n.recv_slot = &out;
     recvq_.push_back(&n);
     lk.release();
-    w.wait_locked(mu_);
+    w.wait_locked(mu_, sched::WaitReason::kChanReceive);
     return out;
   }
 

@@ -19,7 +19,7 @@ bool CondVar::wait_until_ns(std::unique_lock<Mutex>& lk, int64_t deadline_ns) {
   // Queued before the user's mutex is released, so a notify issued after that release finds this waiter; a notify
   // that lands before the park below only makes the park return at once.
   lk.unlock();
-  bool notified = w.wait_until(deadline_ns);
+  bool notified = w.wait_until(deadline_ns, nullptr, sched::WaitReason::kCondVar);
   if (n.timed) {
     // Timed out: unlink. Notified: wait for the notifier, who holds mu_ around notify(), to be done with us.
     std::lock_guard g(mu_);

@@ -67,7 +67,7 @@ void Mutex::lock_slow() {
     n.waiter = &w;
     n.handoff = false;
     lk.unlock();
-    w.wait();
+    w.wait(sched::WaitReason::kMutex);
     if (n.handoff) return;
     woken = true;
     lk.lock();

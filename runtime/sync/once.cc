@@ -38,7 +38,7 @@ bool Once::begin() {
     n.waiter = &w;
     q_.push_back(&n);
     state_.store(kRunning, std::memory_order_release);  // unlocks, publishing the queued node to finish()
-    w.wait();
+    w.wait(sched::WaitReason::kOnce);
     // Done: the Once may already be destroyed by whoever saw it done, so leave without touching it. Otherwise f failed
     // in its runner, and this caller tries again.
     if (n.done) return false;

@@ -113,7 +113,7 @@ int select_run(SelectCase* cases, size_t n, uint16_t* scratch) {
   for (size_t i = 0; i < nchan; i++) cases[poll[i]].enqueue(cases[poll[i]].self, &w);
   // A case completed between this unlock and the park only makes the park return at once.
   locks.unlock();
-  w.wait_until(deadline);
+  w.wait_until(deadline, nullptr, sched::WaitReason::kSelect);
 
   // Relock to unlink the cases that did not fire; a waker completes its case under that case's lock, so once we hold
   // them all the outcome is settled and no waker still touches w or the nodes.

@@ -14,7 +14,7 @@ void Semaphore::acquire() {
   n.waiter = &w;
   q_.push_back(&n);
   lk.unlock();
-  w.wait();  // release() took our permit for us before waking us
+  w.wait(sched::WaitReason::kSemaphore);  // release() took our permit for us before waking us
 }
 
 bool Semaphore::try_acquire() {

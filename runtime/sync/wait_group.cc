@@ -29,7 +29,7 @@ void WaitGroup::wait() {
   n.waiter = &w;
   q_.push_back(&n);
   lk.unlock();
-  w.wait();
+  w.wait(sched::WaitReason::kWaitGroup);
 }
 
 int64_t WaitGroup::count() const {

@@ -9,19 +9,19 @@
 
 namespace tern {
 
-void Waiter::wait() {
-  wait_until(-1, nullptr);
+void Waiter::wait(sched::WaitReason why) {
+  wait_until(-1, nullptr, why);
 }
-void Waiter::wait(std::unique_lock<std::mutex>& lk) {
-  wait_until(-1, &lk);
+void Waiter::wait(std::unique_lock<std::mutex>& lk, sched::WaitReason why) {
+  wait_until(-1, &lk, why);
 }
 
-bool Waiter::wait_until(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
-  if (sched::in_fiber()) return wait_fiber(deadline_ns, lk);
+bool Waiter::wait_until(int64_t deadline_ns, std::unique_lock<std::mutex>* lk, sched::WaitReason why) {
+  if (sched::in_fiber()) return wait_fiber(deadline_ns, lk, why);
   return wait_thread(deadline_ns, lk);
 }
 
-bool Waiter::wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
+bool Waiter::wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk, sched::WaitReason why) {
   g_ = sched::current();
   timer_.fire = nullptr;
   if (deadline_ns >= 0) {
@@ -57,7 +57,7 @@ bool Waiter::wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) {
         if (timed) sched::cancel_timer(&w->timer_);
         return false;  // notified or timed out first
       },
-      this);
+      this, why);
   if (timer_.fire != nullptr) sched::cancel_timer(&timer_);
   if (lk != nullptr) lk->lock();
   return state_.load(std::memory_order_acquire) == kNotified;
@@ -90,7 +90,7 @@ bool Waiter::wait_thread(int64_t deadline_ns, std::unique_lock<std::mutex>* lk) 
   return state_.load(std::memory_order_acquire) == kNotified;
 }
 
-void Waiter::wait_locked(SpinLock& mu) {
+void Waiter::wait_locked(SpinLock& mu, sched::WaitReason why) {
   if (!sched::in_fiber()) {
     state_.store(kBlocked, std::memory_order_relaxed);
     mu.unlock();
@@ -108,7 +108,7 @@ void Waiter::wait_locked(SpinLock& mu) {
         w->lock_->unlock();  // from here a notifier may ready the fiber, which may resume elsewhere: w is not touched
         return true;
       },
-      this);
+      this, why);
 }
 
 void Waiter::notify_popped() {

@@ -26,14 +26,17 @@ class Waiter {
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
-  // Blocks until notify().
-  void wait();
+  // Blocks until notify(). `why` is what the fiber dump shows the fiber waiting on (scheduler/wait_reason.h): each
+  // primitive of runtime/sync names its own; a program's own structure built on Waiter shows as "other" unless it
+  // names one.
+  void wait(sched::WaitReason why = sched::WaitReason::kOther);
   // Unlocks `lk` (a std::mutex lock), waits, and locks it again before returning. A notify() that comes after the
   // unlock but before the fiber has parked is not lost: the park is abandoned.
-  void wait(std::unique_lock<std::mutex>& lk);
+  void wait(std::unique_lock<std::mutex>& lk, sched::WaitReason why = sched::WaitReason::kOther);
   // Waits until notify() or the CLOCK_MONOTONIC deadline; returns true if notified. After a timeout, notify() may
   // still be called (it does nothing), so waiters can stay in their list until the structure's lock removes them.
-  bool wait_until(int64_t deadline_ns, std::unique_lock<std::mutex>* lk = nullptr);
+  bool wait_until(int64_t deadline_ns, std::unique_lock<std::mutex>* lk = nullptr,
+                  sched::WaitReason why = sched::WaitReason::kOther);
 
   // Wakes the waiter; returns false if it had already timed out (nothing was woken).
   bool notify();
@@ -46,7 +49,7 @@ class Waiter {
   // the waiter under mu afterwards knows it is waiting and is its only notifier. notify_popped() then wakes it with
   // plain stores instead of the compare-and-swaps notify() needs to race a park or a timeout, and may be called after
   // mu is released. Not for waiters with a deadline or shared by a select (those use wait_until()/notify()).
-  void wait_locked(SpinLock& mu);
+  void wait_locked(SpinLock& mu, sched::WaitReason why = sched::WaitReason::kOther);
   void notify_popped();
 
   // A word for the notifier to pass a value to the waiter (e.g. which select case fired).
@@ -56,7 +59,7 @@ class Waiter {
   // kParked: a fiber is parked (notify readies g_); kBlocked: a thread sleeps on the futex. They differ so that
   // notify() knows which without reading g_, which a thread waiter may already have freed by then.
   static constexpr uint32_t kEmpty = 0, kParked = 1, kNotified = 2, kTimedOut = 3, kBlocked = 4;
-  bool wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk);
+  bool wait_fiber(int64_t deadline_ns, std::unique_lock<std::mutex>* lk, sched::WaitReason why);
   bool wait_thread(int64_t deadline_ns, std::unique_lock<std::mutex>* lk);
 
   std::atomic<uint32_t> state_{kEmpty};

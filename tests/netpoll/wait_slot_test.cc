@@ -34,9 +34,9 @@ TEST(WaitSlot, LatchedNotificationReturnsAtOnce) {
     std::atomic<int64_t> waiters{0};
     EXPECT_EQ(slot.notify(), nullptr);  // nobody parked: latched
     EXPECT_EQ(slot.notify(), nullptr);  // a second notify coalesces
-    EXPECT_EQ(slot.wait(-1, waiters), WaitSlot::kNotified);
+    EXPECT_EQ(slot.wait(-1, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
     // Consumed: now the wait times out.
-    EXPECT_EQ(slot.wait(sched::now_ns() + 5 * kMs, waiters), WaitSlot::kTimedOut);
+    EXPECT_EQ(slot.wait(sched::now_ns() + 5 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kTimedOut);
     EXPECT_EQ(waiters.load(), 0);
   });
 }
@@ -47,13 +47,13 @@ TEST(WaitSlot, DeadlineFires) {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
     int64_t t0 = sched::now_ns();
-    EXPECT_EQ(slot.wait(t0 + 20 * kMs, waiters), WaitSlot::kTimedOut);
+    EXPECT_EQ(slot.wait(t0 + 20 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kTimedOut);
     int64_t took = sched::now_ns() - t0;
     EXPECT_GE(took, 20 * kMs);
     EXPECT_LT(took, 2000 * kMs);
     EXPECT_EQ(waiters.load(), 0);
     // An expired deadline does not park at all.
-    EXPECT_EQ(slot.wait(t0, waiters), WaitSlot::kTimedOut);
+    EXPECT_EQ(slot.wait(t0, waiters, sched::WaitReason::kNetRead), WaitSlot::kTimedOut);
   });
 }
 
@@ -68,7 +68,7 @@ TEST(WaitSlot, NotifyFromAnotherFiberWakesTheWaiter) {
       EXPECT_NE(g, nullptr);
       if (g != nullptr) sched::ready(g);
     });
-    EXPECT_EQ(slot.wait(-1, waiters), WaitSlot::kNotified);
+    EXPECT_EQ(slot.wait(-1, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
     h.join();
     EXPECT_EQ(waiters.load(), 0);
   });
@@ -83,7 +83,7 @@ TEST(WaitSlot, NotifyFromAPlainThreadWakesTheWaiter) {
       while (waiters.load() == 0) std::this_thread::yield();
       if (sched::G* g = slot.notify()) sched::ready(g);
     });
-    EXPECT_EQ(slot.wait(sched::now_ns() + 10'000 * kMs, waiters), WaitSlot::kNotified);
+    EXPECT_EQ(slot.wait(sched::now_ns() + 10'000 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
     t.join();
   });
 }
@@ -127,11 +127,12 @@ TEST(WaitSlot, NotifyRacingParkAndTimerLosesNothing) {
       const bool timed = i % 2 == 1;
       const int64_t deadline = timed ? sched::now_ns() + race.offset_ns() : -1;
       round.store(i, std::memory_order_release);
-      const WaitSlot::Result r = slot.wait(deadline, waiters);
+      const WaitSlot::Result r = slot.wait(deadline, waiters, sched::WaitReason::kNetRead);
       // The notify may still be on its way (the deadline won): wait for it, then take what it latched.
       while (notified.load(std::memory_order_acquire) != i) yield();
       const bool woke = woke_fiber.load(std::memory_order_relaxed);
-      const WaitSlot::Result latched = slot.wait(0, waiters);  // a deadline in the past: never parks
+      const WaitSlot::Result latched =
+          slot.wait(0, waiters, sched::WaitReason::kNetRead);  // a deadline in the past: never parks
       const int got = (r == WaitSlot::kNotified) + (latched == WaitSlot::kNotified);
       if (!timed && r != WaitSlot::kNotified) untimed_timeouts++;
       if (got == 0) lost++;

@@ -102,7 +102,7 @@ TEST(AllocFree, SteadyStateSpawnParkReadyAllocatesNothing) {
               static_cast<std::atomic<sched::G*>*>(s)->store(g);
               return true;
             },
-            &slot);
+            &slot, sched::WaitReason::kOther);
       }
       g_counting.store(false);
       during = g_news.load();

@@ -60,7 +60,7 @@ void park_in(Slot& s) {
         static_cast<Slot*>(arg)->parked.store(g, std::memory_order_release);
         return true;
       },
-      &s);
+      &s, WaitReason::kOther);
 }
 
 void wake(Slot& s) {

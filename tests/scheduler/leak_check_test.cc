@@ -49,7 +49,7 @@ TEST(LeakCheck, ReportsFibersStillParked) {
     for (int i = 0; i < 3; i++) {
       s.go([&] {
         parking.store(true);
-        park([](G*, void*) { return true; }, nullptr);  // nobody will ever ready it
+        park([](G*, void*) { return true; }, nullptr, WaitReason::kOther);  // nobody will ever ready it
       });
     }
     wait_for(parking);
@@ -72,7 +72,7 @@ TEST(LeakCheck, OffSaysNothing) {
     std::atomic<bool> parked{false};
     s.go([&] {
       parked.store(true);
-      park([](G*, void*) { return true; }, nullptr);
+      park([](G*, void*) { return true; }, nullptr, WaitReason::kOther);
     });
     wait_for(parked);
   }

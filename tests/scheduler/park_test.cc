@@ -29,7 +29,7 @@ void park_in(Slot& s) {
         static_cast<Slot*>(arg)->parked.store(g, std::memory_order_release);
         return true;
       },
-      &s);
+      &s, sched::WaitReason::kOther);
 }
 
 void wake(Slot& s) {
@@ -109,7 +109,7 @@ TEST_P(ParkReady, AbandonedParkResumesAtOnce) {
   int resumed = 0;
   rt.run([&] {
     for (int i = 0; i < 1000; i++) {
-      sched::park([](sched::G*, void*) { return false; }, nullptr);
+      sched::park([](sched::G*, void*) { return false; }, nullptr, sched::WaitReason::kOther);
       resumed++;
     }
   });
@@ -162,7 +162,7 @@ TEST(ParkHandoff, AbandonedParkRunsAfterThePartner) {
     for (int i = 0; i < 100; i++) {
       wake(b);
       // The handoff runs the partner; this park is abandoned when it arrives there, so we resume right after it.
-      sched::park([](sched::G*, void*) { return false; }, nullptr);
+      sched::park([](sched::G*, void*) { return false; }, nullptr, sched::WaitReason::kOther);
       order.push_back(1);
     }
     partner.join();

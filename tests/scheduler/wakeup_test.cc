@@ -87,7 +87,7 @@ class ScriptedPoller final : public sched::Poller {
           p->cv_.notify_all();
           return true;
         },
-        this);
+        this, sched::WaitReason::kNetRead);
   }
   // Completes the I/O of the oldest waiting fiber, to be handed out by the next blocking poll or by park.
   void complete_to_poll() { complete(for_poll_); }
@@ -176,8 +176,8 @@ TEST(Wakeup, FiberReadiedByAPollerWithoutAPRunsWhenThePRunsDry) {
     poller.wait_io();
     x_ran = true;
   });
-  ASSERT_TRUE(poller.wait_for(
-      [](const ScriptedPoller& p) { return p.pending() == 2 && p.blocked() == 1 && p.parked() >= 1; }));
+  ASSERT_TRUE(
+      poller.wait_for([](const ScriptedPoller& p) { return p.pending() == 2 && p.blocked() == 1 && p.parked() >= 1; }));
   // Y's completion wakes a parked M, which takes the idle P; the poller M sleeps on.
   poller.complete_to_park();
   ASSERT_TRUE(spin_until([&] { return s.stats().idle_procs == 0; }))
