@@ -85,6 +85,7 @@ void process(Conn* c, const tern::http::Limits& limits) {
         break;
       case tern::echo::Action::kSleep:
       case tern::echo::Action::kBlock:
+      case tern::echo::Action::kMix:  // a wait would stall the one loop; the responder only computes
         route.response.status = 501;
         route.response.body = "Not Implemented\n";
         break;
