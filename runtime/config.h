@@ -25,7 +25,9 @@
 //   TERN_LATENCY_TARGET           the latency policy's scheduling-latency target: a duration (1ms)
 //   TERN_SCHEDTRACE               a schedtrace line on stderr every this many ms (Go's GODEBUG=schedtrace=X)
 //   TERN_DEBUG                    comma-separated: controller (log each decision with its sample)
-//   TERN_METRICS, TERN_TRACE: read by later parts of the runtime
+//   TERN_METRICS                  HOST:PORT of the debug endpoint (runtime/metrics/debug_server.h): /metrics,
+//   /debug/... TERN_ADMIN_TOKEN              the token its admin routes require (without one they answer loopback peers
+//   only) TERN_TRACE: read by a later part of the runtime
 #pragma once
 
 #include <cstddef>
@@ -56,6 +58,9 @@ struct Config {
   double latency_target_s = 0.001;
   int64_t schedtrace_ms = 0;
   bool debug_controller = false;
+  // The debug endpoint (runtime/metrics/debug_server.h): HOST:PORT to serve on, empty = off; the admin token.
+  std::string metrics;
+  std::string admin_token;
   std::string fs_root = "/";  // where /proc and the cgroup mounts are looked up (tests: a fixture tree)
 
   // The policy that runs: `policy`, or its default.
