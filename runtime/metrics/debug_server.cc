@@ -24,6 +24,8 @@ namespace {
 // How long one epoll wait may last when no connection has an earlier deadline: the stop flag is also signalled by
 // the eventfd, so this only bounds how late a timeout is noticed.
 constexpr int kMaxWaitMs = 100;
+// How long the listener rests after an accept failure such as EMFILE (the peers wait in the backlog meanwhile).
+constexpr int kAcceptRetryMs = 100;
 constexpr size_t kMaxTargetBytes = 2048;
 constexpr size_t kMaxHeaders = 64;
 constexpr size_t kMaxMethodBytes = 16;
@@ -244,9 +246,19 @@ void DebugServer::main() {
     conns.erase(fd);
   };
   epoll_event events[32];
+  // After an accept failure that is not EAGAIN (EMFILE, ENFILE, ENOMEM) the listener stays readable: it leaves the
+  // epoll set until then, or the loop would spin on it.
+  int64_t accept_resume_ms = 0;
   while (!stop_.load()) {
     int64_t now = mono_ms();
     int timeout = kMaxWaitMs;
+    if (accept_resume_ms != 0 && now >= accept_resume_ms) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = listen_fd_;
+      epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+      accept_resume_ms = 0;
+    }
     for (const auto& [fd, c] : conns) timeout = static_cast<int>(std::clamp<int64_t>(c->deadline_ms - now, 0, timeout));
     const int n = epoll_wait(epoll_fd_, events, 32, timeout);
     if (n < 0 && errno != EINTR) break;
@@ -258,7 +270,13 @@ void DebugServer::main() {
           sockaddr_storage ss{};
           socklen_t len = sizeof ss;
           const int cfd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-          if (cfd < 0) break;  // EAGAIN, or a failure that the next readiness retries (EMFILE: the peer waits)
+          if (cfd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+              epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+              accept_resume_ms = mono_ms() + kAcceptRetryMs;
+            }
+            break;
+          }
           if (conns.size() >= static_cast<size_t>(kMaxConnections)) {
             close(cfd);
             continue;

@@ -383,4 +383,18 @@ TEST(DebugServer, BadListenAddressIsAnError) {
   }
 }
 
+TEST(DebugServer, EnvironmentSetsTheEndpointAndToken) {
+  setenv("TERN_METRICS", "127.0.0.1:0", 1);
+  setenv("TERN_ADMIN_TOKEN", "tok", 1);
+  auto cfg = tern::Config::from_env();
+  ASSERT_TRUE(cfg) << cfg.error().message();
+  EXPECT_EQ(cfg->metrics, "127.0.0.1:0");
+  EXPECT_EQ(cfg->admin_token, "tok");
+  EXPECT_EQ(cfg->to_json().find("tok\""), std::string::npos);  // the token is never printed
+  setenv("TERN_METRICS", "127.0.0.1", 1);
+  EXPECT_FALSE(tern::Config::from_env());
+  unsetenv("TERN_METRICS");
+  unsetenv("TERN_ADMIN_TOKEN");
+}
+
 }  // namespace
