@@ -52,10 +52,8 @@ struct alignas(64) P {
   // When an M last acquired this P (monotonic ns), 0 while no M holds it: busy time so far is counters.busy_ns plus
   // now - busy_since. Written by whoever hands the P to an M (acquirep) and by the holder releasing it (releasep).
   std::atomic<int64_t> busy_since{0};
-  // For the debug endpoint (runtime/metrics): the holder's M id (-1 while idle; written by acquirep/releasep), and the
-  // id of the fiber running on it (0 between fibers; written by the holder around each switch).
+  // For the debug endpoint (runtime/metrics): the holder's M id (-1 while idle; written by acquirep/releasep).
   std::atomic<int> m_id{-1};
-  std::atomic<uint64_t> running_g{0};
 
   RunQueue runq;
   alignas(64) std::atomic<G*> runnext{nullptr};
@@ -63,6 +61,9 @@ struct alignas(64) P {
   // Owner-only state.
   alignas(64) uint32_t schedtick = 0;  // fibers started from a fresh time slice
   uint32_t runnext_chain = 0;          // consecutive runnext picks sharing the current slice
+  // The fiber running on this P (0 between fibers), for the debug endpoint: written around each switch on this line,
+  // which the owner dirties per switch anyway, read rarely by others (relaxed).
+  std::atomic<uint64_t> running_g{0};
   // Not the owner's: the monitor thread alone writes them (counters.switches as it saw it last period, and when it saw
   // that count first: the fiber running now has run at least since then if the count has not moved, as Go's sysmon
   // keeps schedtick/schedwhen). Atomic for the debug endpoint, which reads them.
