@@ -138,6 +138,9 @@ void RuntimeMetrics::collect(Snapshot& out) {
     labeled(f, {{"state", "waiting"}}, static_cast<double>(waiting));
   }
   one(out, "tern_fibers_spawned_total", Type::kCounter, "fibers started", static_cast<double>(st.spawned));
+  one(out, "tern_work_total", Type::kCounter,
+      "the application's work counter (tern::count_work: requests served, say), which throughput policies read",
+      static_cast<double>(st.work));
   {
     Family& q = family(out, "tern_runq_length", Type::kGauge, "fibers in each P's local queue and runnext");
     for (const auto& p : st.per_p) labeled(q, {{"p", std::to_string(p.id)}}, static_cast<double>(p.runq));

@@ -222,6 +222,7 @@ TEST(DebugServer, ExpositionParsesAndCarriesEveryMetricUnderLoad) {
   for (const char* s : {"runnable", "running", "waiting"}) EXPECT_GE(value("tern_fibers", "state", s), 0);
   EXPECT_GE(value("tern_fibers", "state", "waiting"), 1);  // the mutex and socket waiters, some of them
   EXPECT_GE(value("tern_fibers_spawned_total"), 5);
+  EXPECT_GE(value("tern_work_total"), 0);
   EXPECT_GE(value("tern_runq_length", "p", "0"), 0);
   EXPECT_GE(value("tern_runq_length", "p", "1"), 0);
   EXPECT_GE(value("tern_global_runq_length"), 0);

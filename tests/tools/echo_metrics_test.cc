@@ -117,6 +117,7 @@ TEST(EchoMetrics, RequestsAndLatencyAreApplicationMetrics) {
   EXPECT_GT(sum, 0);
   EXPECT_LT(sum, kRequests * 10.0);
   EXPECT_EQ(sample(m, "tern_procs"), 2);
+  EXPECT_EQ(sample(m, "tern_work_total"), kRequests);  // tern-echo's count_work(1) per response
   EXPECT_GE(sample(m, "tern_context_switches_total"), kRequests);
 }
 
