@@ -118,7 +118,8 @@ TEST(Metrics, HistogramSumIsExactAcrossThreads) {
     });
   }
   for (auto& t : ts) t.join();
-  const m::Family* f = find(m::snapshot(), "test_hist_sum_seconds");
+  const m::Snapshot snap = m::snapshot();
+  const m::Family* f = find(snap, "test_hist_sum_seconds");
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->series[0].count, 4000u);
   EXPECT_EQ(f->series[0].sum, 1000.0);
