@@ -122,7 +122,10 @@ void RuntimeMetrics::collect(Snapshot& out) {
     const int running = held - spinning;
     const int idle = st.idle_threads + (st.polling ? 1 : 0);
     const int blocked = std::max(0, st.threads - running - spinning - idle);
-    Family& f = family(out, "tern_threads", Type::kGauge, "OS threads (Ms) by state");
+    Family& f = family(out, "tern_threads", Type::kGauge,
+                       "OS threads (Ms) by state: running fibers (holding a P), spinning (holding a P, looking for "
+                       "work), idle (parked without a P, or holding the poller role), blocked (none of those: on their "
+                       "way between states; a fiber blocking its thread in a system call still counts as running)");
     labeled(f, {{"state", "running"}}, running);
     labeled(f, {{"state", "idle"}}, idle);
     labeled(f, {{"state", "spinning"}}, spinning);
