@@ -21,8 +21,8 @@ namespace tern::metrics {
 
 namespace {
 
-// How long one epoll wait may last when no connection has an earlier deadline: the stop flag is also signalled by
-// the eventfd, so this only bounds how late a timeout is noticed.
+// How long one epoll wait may last while connections are open and none has an earlier deadline (the stop flag is
+// signalled by the eventfd, so this only bounds how late a rest after an accept failure ends).
 constexpr int kMaxWaitMs = 100;
 // How long the listener rests after an accept failure such as EMFILE (the peers wait in the backlog meanwhile).
 constexpr int kAcceptRetryMs = 100;
@@ -251,7 +251,9 @@ void DebugServer::main() {
   int64_t accept_resume_ms = 0;
   while (!stop_.load()) {
     int64_t now = mono_ms();
-    int timeout = kMaxWaitMs;
+    // Idle (no connection, listener not resting), the thread sleeps until a connection or the stop's eventfd: an
+    // endpoint nobody scrapes costs no wakeups.
+    int timeout = conns.empty() && accept_resume_ms == 0 ? -1 : kMaxWaitMs;
     if (accept_resume_ms != 0 && now >= accept_resume_ms) {
       epoll_event ev{};
       ev.events = EPOLLIN;
