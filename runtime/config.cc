@@ -10,6 +10,7 @@
 #include "netpoll/netpoll.h"
 #include "runtime/cgroup.h"
 #include "runtime/controller/policy.h"
+#include "runtime/metrics/debug_server.h"
 #include "scheduler/sched.h"
 
 namespace tern {
@@ -224,6 +225,8 @@ Result<Config> Config::from_env() {
       item.clear();
     }
   }
+  if (auto v = env("TERN_METRICS")) c.metrics = *v;
+  if (auto v = env("TERN_ADMIN_TOKEN")) c.admin_token = *v;
   if (auto e = c.validate(); !e) return e.error();
   return c;
 }
@@ -243,6 +246,9 @@ Result<void> Config::validate() const {
   if (!std::isfinite(rollback_drop) || rollback_drop <= 0 || rollback_drop > 1)
     return make_error("rollback drop must be a fraction in (0, 1]");
   if (!std::isfinite(latency_target_s) || latency_target_s <= 0) return make_error("latency target must be > 0");
+  if (!metrics.empty()) {
+    if (auto m = metrics::DebugServer::parse_listen(metrics); !m) return m.error();
+  }
   return {};
 }
 
@@ -274,6 +280,8 @@ std::string Config::to_json() const {
   out += ", \"quota_reserve\": " + fmt_number(quota_reserve);
   out += ", \"rollback_drop\": " + fmt_number(rollback_drop);
   out += ", \"latency_target_ms\": " + fmt_number(latency_target_s * 1e3);
+  out += ", \"metrics\": \"" + json_escape(metrics) + "\"";  // the admin token is never printed
+  out += ", \"admin_token_set\": " + std::string(admin_token.empty() ? "false" : "true");
   // The limits the default came from, and where each was read.
   const CpuLimits lim = discover_cpu_limits(fs_root);
   out += ", \"limits\": {\"quota_cores\": " + (lim.has_quota() ? fmt_number(lim.quota_cores) : std::string("null"));

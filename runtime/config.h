@@ -27,7 +27,9 @@
 //   TERN_DEBUG                    comma-separated: controller (log each decision with its sample)
 //   TERN_TRACE                    a file: the scheduler's event trace, written there as Chrome trace JSON when the
 //                                 runtime stops (runtime/debug/trace_file.h)
-//   TERN_METRICS: read by a later part of the runtime
+//   TERN_METRICS                  HOST:PORT of the debug endpoint (runtime/metrics/debug_server.h): /metrics,
+//                                 /debug/sched, /debug/fibers, admin routes
+//   TERN_ADMIN_TOKEN              the token its admin routes require (without one they answer loopback peers only)
 #pragma once
 
 #include <cstddef>
@@ -58,6 +60,9 @@ struct Config {
   double latency_target_s = 0.001;
   int64_t schedtrace_ms = 0;
   bool debug_controller = false;
+  // The debug endpoint (runtime/metrics/debug_server.h): HOST:PORT to serve on, empty = off; the admin token.
+  std::string metrics;
+  std::string admin_token;
   std::string fs_root = "/";  // where /proc and the cgroup mounts are looked up (tests: a fixture tree)
   // The event trace's file (TERN_TRACE; runtime/debug/trace_file.h): empty = no trace. Created when the runtime
   // starts (Runtime::create fails if it cannot be), written when it stops.

@@ -12,10 +12,17 @@
 
 #include "netpoll/netpoll.h"
 #include "runtime/go.h"
+#include "runtime/metrics/debug_routes.h"
+#include "runtime/metrics/runtime_metrics.h"
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
 
 namespace tern {
+
+namespace {
+// One Runtime at a time provides the process's tern_* metrics (the first created that is still alive).
+std::atomic<bool> collector_taken{false};
+}  // namespace
 
 Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
   if (auto v = cfg.validate(); !v) return v.error();
@@ -76,7 +83,36 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   // An explicit count is never overridden (docs/architecture.md, invariant 5): without the pin, the static policy's
   // target would still be clamped to the quota's ceiling, and --procs 2 under a 1-core quota ran 1 processor.
   if (cfg_.procs > 0) controller_->pin(sched_->procs());
+  metrics_ = std::make_unique<metrics::RuntimeMetrics>(*sched_, *controller_, cfg_.fs_root);
+  if (!collector_taken.exchange(true)) {
+    collector_ = metrics::add_collector([m = metrics_.get()](metrics::Snapshot& out) { m->collect(out); });
+  }
+  if (!cfg_.metrics.empty()) {
+    auto d = metrics::DebugServer::start(cfg_.metrics, cfg_.admin_token);
+    if (!d) {
+      stop_metrics();
+      controller_.reset();
+      sched_.reset();
+      return d.error().wrap("metrics endpoint");
+    }
+    debug_ = std::move(*d);
+    metrics::add_runtime_routes(*debug_, *this);
+  }
   return {};
+}
+
+void Runtime::stop_metrics() {
+  debug_.reset();
+  if (collector_ != 0) {
+    metrics::remove_collector(collector_);  // returns once no scrape is reading this runtime
+    collector_ = 0;
+    collector_taken.store(false);
+  }
+  metrics_.reset();
+}
+
+Result<void> Runtime::set_policy(const std::string& name) {
+  return controller_->set_policy(name);
 }
 
 void Runtime::set_procs(int n) {
@@ -85,6 +121,7 @@ void Runtime::set_procs(int n) {
 }
 
 Runtime::~Runtime() {
+  stop_metrics();
   controller_.reset();
   sched_.reset();
   if (trace_file_) {

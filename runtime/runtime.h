@@ -24,9 +24,14 @@
 #include "runtime/controller/controller.h"
 #include "runtime/debug/trace_file.h"
 #include "runtime/join_handle.h"
+#include "runtime/metrics/debug_server.h"
 #include "scheduler/sched.h"
 
 namespace tern {
+
+namespace metrics {
+class RuntimeMetrics;
+}
 
 namespace detail {
 template <class F>
@@ -88,6 +93,9 @@ class Runtime {
   // An explicit processor count: the controller stops changing it (its policy becomes static), as a call to Go's
   // runtime.GOMAXPROCS stops Go's automatic updates. n is clamped to [1, 1024].
   void set_procs(int n);
+  // Makes `name` the controller's active policy (static, quota, threshold, hill, latency) and lets it change the
+  // count again after a set_procs(). An unknown name is an error and changes nothing.
+  Result<void> set_policy(const std::string& name);
   int procs() const { return sched_->procs(); }
   RuntimeStats stats() const { return sched_->stats(); }
   // Every live fiber with its state, what it waits on and for how long, the P it runs on and where it was spawned:
@@ -108,11 +116,14 @@ class Runtime {
   }
   // The poller backend in use ("uring", "epoll", or "none" before netpoll is attached).
   const char* poller_name() const;
+  // The debug endpoint Config::metrics started (nullptr when off), for adding routes: debug_server()->handle(...).
+  metrics::DebugServer* debug_server() const { return debug_.get(); }
 
  private:
   Runtime(Config cfg, std::unique_ptr<sched::Poller> poller);
   Result<void> start(std::unique_ptr<sched::Poller> poller);
   Error stack_exhausted_error() const;
+  void stop_metrics();
 
   Config cfg_;
   // The event trace (Config::trace): declared before sched_ so that they outlive it; the file is written once the
@@ -124,6 +135,11 @@ class Runtime {
   std::unique_ptr<sched::Sched> sched_;
   // Declared after sched_ so that it stops before the scheduler does.
   std::unique_ptr<controller::Controller> controller_;
+  // The runtime's metrics collector (the first Runtime of the process registers one: metric names are process-wide,
+  // as in Prometheus's default registry) and the debug endpoint; both stop before the controller and the scheduler.
+  std::unique_ptr<metrics::RuntimeMetrics> metrics_;
+  uint64_t collector_ = 0;
+  std::unique_ptr<metrics::DebugServer> debug_;
 };
 
 }  // namespace tern

@@ -12,12 +12,13 @@
 //   }
 #pragma once
 
-#include "base/result.h"           // Result<T>, Error
-#include "runtime/config.h"        // Config: procs, stack size, poller, from_env
-#include "runtime/deadline.h"      // deadlines shared by sync and net
-#include "runtime/debug/fibers.h"  // fiber dumps: debug::fibers_json, fibers_text
-#include "runtime/go.h"            // go, try_go, spawn, yield, sleep_for
-#include "runtime/join_handle.h"   // JoinHandle<T>: spawn's result
-#include "runtime/net/net.h"       // tern::net: listen, dial, Stream, Address, IoResult
-#include "runtime/runtime.h"       // Runtime
-#include "runtime/sync/sync.h"     // Mutex, CondVar, Channel, select, WaitGroup, Semaphore, Once, SpinLock, Waiter
+#include "base/result.h"              // Result<T>, Error
+#include "runtime/config.h"           // Config: procs, stack size, poller, from_env
+#include "runtime/deadline.h"         // deadlines shared by sync and net
+#include "runtime/debug/fibers.h"     // fiber dumps: debug::fibers_json, fibers_text
+#include "runtime/go.h"               // go, try_go, spawn, yield, sleep_for
+#include "runtime/join_handle.h"      // JoinHandle<T>: spawn's result
+#include "runtime/metrics/metrics.h"  // tern::metrics: counters, gauges, histograms, snapshot()
+#include "runtime/net/net.h"          // tern::net: listen, dial, Stream, Address, IoResult
+#include "runtime/runtime.h"          // Runtime
+#include "runtime/sync/sync.h"        // Mutex, CondVar, Channel, select, WaitGroup, Semaphore, Once, SpinLock, Waiter

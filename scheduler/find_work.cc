@@ -170,6 +170,7 @@ top:
   }
   if (poller_->has_waiters() && !polling_.load(std::memory_order_relaxed)) {
     GList list;
+    bump(pp->counters.poll_calls);
     if (poller_->poll(0, list) > 0) {
       last_poll_.store(now_ns(), std::memory_order_relaxed);
       bump(pp->counters.polls);

@@ -247,6 +247,7 @@ void Sched::pidleput(P* p) {
 
 void Sched::acquirep(M* m, P* p) {
   p->m = m;
+  p->m_id.store(m->id, std::memory_order_relaxed);
   m->p = p;
   p->status.store(PStatus::kRunning, std::memory_order_relaxed);
   const int64_t now = now_ns();
@@ -259,6 +260,7 @@ P* Sched::releasep(M* m) {
   const int64_t since = p->busy_since.exchange(0, std::memory_order_relaxed);
   if (since != 0) bump(p->counters.busy_ns, static_cast<uint64_t>(std::max<int64_t>(0, now_ns() - since)));
   p->m = nullptr;
+  p->m_id.store(-1, std::memory_order_relaxed);
   m->p = nullptr;
   return p;
 }
@@ -299,6 +301,7 @@ void Sched::idle_without_p(M* m) {
       if (until != 0) timeout = std::max<int64_t>(0, until - now_ns());
       poll_until_.store(until == 0 ? INT64_MAX : until);
       GList list;
+      poll_calls_.fetch_add(1, std::memory_order_relaxed);
       poller_->poll(timeout, list);
       poll_until_.store(0);
       if (!list.empty()) trace(TraceKind::kPoll, list.size, 0, 0, 1);

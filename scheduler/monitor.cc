@@ -35,20 +35,23 @@ void Sched::monitor_main() {
       P* p = allp_[i].load(std::memory_order_acquire);
       if (p->status.load(std::memory_order_relaxed) != PStatus::kRunning) continue;
       uint64_t tick = p->counters.switches.load(std::memory_order_relaxed);
-      if (tick == p->monitor_tick) {
+      if (tick == p->monitor_tick.load(std::memory_order_relaxed)) {
         // One fiber held this P for a whole period. Work queued behind it (fibers or due timers) needs another M.
         int64_t t0 = p->timer0.load(std::memory_order_relaxed);
         if (!p->runq.empty() || p->runnext.load(std::memory_order_relaxed) != nullptr || (t0 != 0 && t0 <= now_ns())) {
           long_running_.fetch_add(1, std::memory_order_relaxed);
           stuck_work = true;
         }
+      } else {
+        p->monitor_tick.store(tick, std::memory_order_relaxed);
+        p->monitor_since.store(now_ns(), std::memory_order_relaxed);
       }
-      p->monitor_tick = tick;
     }
     if (stuck_work) wakep();
     if (poller_->has_waiters() && !polling_.load() &&
         now_ns() - last_poll_.load(std::memory_order_relaxed) > kMonitorPeriodNs) {
       GList list;
+      poll_calls_.fetch_add(1, std::memory_order_relaxed);
       if (poller_->poll(0, list) > 0) {
         last_poll_.store(now_ns(), std::memory_order_relaxed);
         trace(TraceKind::kPoll, list.size);

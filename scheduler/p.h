@@ -30,9 +30,11 @@ enum class PStatus : uint32_t {
 struct PCounters {
   std::atomic<uint64_t> spawned{0}, finished{0}, switches{0}, yields{0}, parks{0}, steals{0}, global_taken{0},
       overflows{0}, timers_fired{0}, polls{0}, rescued{0};
-  std::atomic<uint64_t> work{0};     // the application's work counter (tern::count_work) from fibers on this P
-  std::atomic<uint64_t> busy_ns{0};  // time held by an M, up to its last release (see P::busy_since)
+  std::atomic<uint64_t> poll_calls{0};  // non-blocking polls of the network by this P's M, found fibers or not
+  std::atomic<uint64_t> work{0};        // the application's work counter (tern::count_work) from fibers on this P
+  std::atomic<uint64_t> busy_ns{0};     // time held by an M, up to its last release (see P::busy_since)
   std::atomic<uint64_t> latency[kLatencyBuckets] = {};  // sampled runnable -> running waits (G::ready_ns)
+  std::atomic<uint64_t> latency_sum_ns{0};              // their sum (the metrics' histogram _sum)
 };
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -51,6 +53,8 @@ struct alignas(64) P {
   // When an M last acquired this P (monotonic ns), 0 while no M holds it: busy time so far is counters.busy_ns plus
   // now - busy_since. Written by whoever hands the P to an M (acquirep) and by the holder releasing it (releasep).
   std::atomic<int64_t> busy_since{0};
+  // For the debug endpoint (runtime/metrics): the holder's M id (-1 while idle; written by acquirep/releasep).
+  std::atomic<int> m_id{-1};
 
   RunQueue runq;
   alignas(64) std::atomic<G*> runnext{nullptr};
@@ -58,8 +62,14 @@ struct alignas(64) P {
   // Owner-only state.
   alignas(64) uint32_t schedtick = 0;  // fibers started from a fresh time slice
   uint32_t runnext_chain = 0;          // consecutive runnext picks sharing the current slice
-  // Not the owner's: the monitor thread alone reads and writes it (counters.switches as it saw it last period).
-  uint64_t monitor_tick = 0;
+  // The fiber running on this P (0 between fibers), for the debug endpoint: written around each switch on this line,
+  // which the owner dirties per switch anyway, read rarely by others (relaxed).
+  std::atomic<uint64_t> running_g{0};
+  // Not the owner's: the monitor thread alone writes them (counters.switches as it saw it last period, and when it saw
+  // that count first: the fiber running now has run at least since then if the count has not moved, as Go's sysmon
+  // keeps schedtick/schedwhen). Atomic for the debug endpoint, which reads them.
+  std::atomic<uint64_t> monitor_tick{0};
+  std::atomic<int64_t> monitor_since{0};
   // Sched::rescue_stalled's watch on another P: which (an index into allp_), its switch count, and since when.
   uint32_t watch = 0;
   uint64_t watch_switches = 0;

@@ -299,6 +299,7 @@ SchedStats Sched::stats() const {
   {
     std::lock_guard lk(sched_mu_);
     st.threads = static_cast<int>(allm_.size());
+    for (const M* m = midle_; m != nullptr; m = m->link) st.idle_threads++;
   }
   st.spawned = outside_spawned_.load(std::memory_order_relaxed);
   st.work = outside_work_.load(std::memory_order_relaxed);
@@ -319,8 +320,10 @@ SchedStats Sched::stats() const {
     st.overflows += c.overflows.load(std::memory_order_relaxed);
     st.timers_fired += c.timers_fired.load(std::memory_order_relaxed);
     st.polls += c.polls.load(std::memory_order_relaxed);
+    st.poll_calls += c.poll_calls.load(std::memory_order_relaxed);
     st.work += c.work.load(std::memory_order_relaxed);
     for (int b = 0; b < kLatencyBuckets; b++) st.latency[b] += c.latency[b].load(std::memory_order_relaxed);
+    st.latency_sum_ns += c.latency_sum_ns.load(std::memory_order_relaxed);
     // Busy time up to now: the closed spans, plus the open one if an M holds the P (read in this order, a release
     // racing with the read can count its span twice for one reading; later readings are right again).
     const int64_t since = p->busy_since.load(std::memory_order_relaxed);
@@ -331,14 +334,26 @@ SchedStats Sched::stats() const {
     if (i < scan_bound()) queued = p->runq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
     st.runnable += queued;
     if (i < nprocs) {
-      st.per_p.push_back({p->id, p->status.load(std::memory_order_relaxed) == PStatus::kIdle, queued,
-                          c.switches.load(std::memory_order_relaxed), busy});
+      const PStatus ps = p->status.load(std::memory_order_relaxed);
+      SchedStats::Proc pr{p->id, ps == PStatus::kIdle, queued, c.switches.load(std::memory_order_relaxed), busy};
+      pr.status = ps == PStatus::kIdle       ? "idle"
+                  : ps == PStatus::kRunning  ? "running"
+                  : ps == PStatus::kRetiring ? "retiring"
+                                             : "dead";
+      pr.m = p->m_id.load(std::memory_order_relaxed);
+      pr.fiber = p->running_g.load(std::memory_order_relaxed);
+      if (pr.fiber != 0 && pr.switches == p->monitor_tick.load(std::memory_order_relaxed)) {
+        const int64_t seen = p->monitor_since.load(std::memory_order_relaxed);
+        if (seen != 0) pr.running_ns = std::max<int64_t>(0, now - seen);
+      }
+      st.per_p.push_back(pr);
     }
   }
   st.global_runnable = global_->size();
   st.runnable += st.global_runnable;
   st.spawned -= std::min(st.spawned, unstarted_.load(std::memory_order_relaxed));
   st.live = st.spawned >= st.finished ? st.spawned - st.finished : 0;
+  st.poll_calls += poll_calls_.load(std::memory_order_relaxed);
   st.long_running = long_running_.load(std::memory_order_relaxed);
   st.thread_start_failures = thread_start_failures_.load(std::memory_order_relaxed);
   st.stacks = stacks_.stats();

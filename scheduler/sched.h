@@ -184,6 +184,7 @@ struct SchedStats {
   uint64_t overflows = 0;  // local queue overflows to the global queue
   uint64_t timers_fired = 0;
   uint64_t polls = 0;                  // poller calls that returned fibers
+  uint64_t poll_calls = 0;             // poller calls, found fibers or not
   uint64_t long_running = 0;           // times the monitor saw one fiber hold a P for a whole period
   uint64_t thread_start_failures = 0;  // an M's thread could not be started (retried with back-off by the monitor)
   uint64_t runnable = 0;               // fibers queued now (local + global)
@@ -193,6 +194,8 @@ struct SchedStats {
   uint64_t work = 0;                   // the application's work counter (count_work)
   // Sampled runnable -> running waits (1 in kLatencySampleEvery): latency[i] counts waits in [2^i, 2^(i+1)) ns.
   uint64_t latency[kLatencyBuckets] = {};
+  uint64_t latency_sum_ns = 0;  // the sampled waits' sum
+  int idle_threads = 0;         // Ms parked without a P (the idle list), besides the one holding the poller role
   // Each live P (ids 0 .. procs-1), as the controller and the schedtrace line show them.
   struct Proc {
     int id = 0;
@@ -200,6 +203,12 @@ struct SchedStats {
     uint64_t runq = 0;      // queued in its local queue and runnext
     uint64_t switches = 0;  // fibers resumed on it
     uint64_t busy_ns = 0;
+    const char* status = "idle";  // idle | running | retiring | dead (PStatus)
+    int m = -1;                   // the holding M's id; -1: none
+    uint64_t fiber = 0;           // the fiber running on it; 0: none (between fibers, spinning, polling)
+    // How long that fiber has run, at least, to the monitor's period (it notes when a P's switch count last moved);
+    // -1 when the monitor has not looked since the fiber started.
+    int64_t running_ns = -1;
   };
   std::vector<Proc> per_p;
   alloc::StackStats stacks;
@@ -377,7 +386,8 @@ class Sched {
   std::atomic<uint64_t> poller_claims_{0};
   std::atomic<uint64_t> park_io_wakes_{0};
   std::atomic<uint64_t> park_io_takes_{0};
-  std::atomic<int64_t> last_poll_{0};  // when someone last polled the network
+  std::atomic<int64_t> last_poll_{0};    // when someone last polled the network
+  std::atomic<uint64_t> poll_calls_{0};  // blocking polls (an idle M's) and the monitor's: not on a busy P's path
   std::atomic<bool> shutting_down_{false};
 
   mutable CheckedMutex sched_mu_;  // pidle_, midle_, allm_, P status transitions

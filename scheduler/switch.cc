@@ -94,6 +94,7 @@ inline void record_latency(P* p, G* g) {
   const uint64_t w = wait > 1 ? static_cast<uint64_t>(wait) : 1;
   const int bucket = std::min(63 - __builtin_clzll(w), kLatencyBuckets - 1);
   bump(p->counters.latency[bucket]);
+  bump(p->counters.latency_sum_ns, w);
 }
 
 // The trace's record of g leaving its P by `action` (execute, after the switch back).
@@ -119,6 +120,7 @@ void switch_direct(M* m, G* g, G* next) {
   next->last_p.store(p->id, std::memory_order_relaxed);
   record_latency(p, next);
   bump(p->counters.switches);
+  p->running_g.store(next->id, std::memory_order_relaxed);
   m->parked_from = g;
   prefetch_next(p);
   ctx::before_switch(&g->asan_fake_stack, next->stack.lo, next->stack.size, next->tsan_fiber);
@@ -188,6 +190,7 @@ void Sched::execute(M* m, G* g) {
   g->last_p.store(p->id, std::memory_order_relaxed);
   record_latency(p, g);
   bump(p->counters.switches);
+  p->running_g.store(g->id, std::memory_order_relaxed);
   prefetch_next(p);
   ctx::before_switch(&m->g0_fake_stack, g->stack.lo, g->stack.size, g->tsan_fiber);
   ctx::transfer_t t = ctx::bctx::jump_fcontext(g->ctx, m);
@@ -196,6 +199,7 @@ void Sched::execute(M* m, G* g) {
   g = m->curg;
   g->ctx = t.fctx;
   m->curg = nullptr;
+  p->running_g.store(0, std::memory_order_relaxed);
   if (p->trace != nullptr) [[unlikely]]
     trace_stop(p, g, m->action);
   // The fiber has fully switched out: only now may it become visible to others (invariant 2).

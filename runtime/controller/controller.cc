@@ -176,6 +176,30 @@ void Controller::pin(int procs) {
   st_.target = procs;
 }
 
+Result<void> Controller::set_policy(const std::string& name) {
+  // static keeps the count in force now, not the one at start.
+  PolicyConfig pc = cfg_.policy_config;
+  pc.static_procs = sched_.procs();
+  auto policy = make_policy(name, pc);
+  if (!policy) return policy.error();
+  {
+    std::lock_guard lk(mu_);
+    policy_ = std::move(*policy);
+    policy_->reset(sched_.procs());
+    st_.policy = std::string(policy_->name());
+    cfg_.policy = st_.policy;
+    pinned_ = false;
+    pending_dir_ = 0;
+    rollback_from_ = 0;
+    hold_ticks_ = 0;
+    if (thread_.joinable()) return {};
+    st_.running = true;
+    thread_ = std::thread([this] { main(); });
+    pthread_setname_np(thread_.native_handle(), "tern-ctl");
+  }
+  return {};
+}
+
 void Controller::note_error(const std::string& reason, const std::string& message) {
   st_.errors[reason]++;
   if (!logged_[reason]) {
@@ -395,6 +419,8 @@ void Controller::apply(int target, bool forced, int64_t now) {
     rollback_from_ = 0;
   }
   (dir > 0 ? st_.decisions_up : st_.decisions_down)++;
+  auto& by = st_.decisions_by_policy[st_.policy];
+  (dir > 0 ? by.up : by.down)++;
   last_change_dir_ = dir;
   last_change_ns_ = now;
   sched_.trace(sched::TraceKind::kDecision, 0, static_cast<uint32_t>(procs), static_cast<uint16_t>(target),

@@ -86,6 +86,11 @@ struct ControllerStats {
   int cpus = 0;
   uint64_t ticks = 0;
   uint64_t decisions_up = 0, decisions_down = 0;
+  // The same by the policy that made them (the active policy can change: Controller::set_policy).
+  struct Decisions {
+    uint64_t up = 0, down = 0;
+  };
+  std::map<std::string, Decisions> decisions_by_policy;
   uint64_t shadow_disagreements = 0;  // ticks where the shadow's target differed from the active one's
   int64_t shadow_distance_sum = 0;    // summed |shadow - target| over ticks
   uint64_t rollbacks = 0;
@@ -106,6 +111,9 @@ class Controller {
   // An explicit processor count from the program (Runtime::set_procs): the controller stops changing it, as an
   // explicit GOMAXPROCS call stops Go's updates. The shadow policy and schedtrace go on.
   void pin(int procs);
+  // Makes `name` the active policy (validated by make_policy with the running configuration) and unpins: the debug
+  // endpoint's POST /debug/policy. Starts the thread if it was not running. An unknown name changes nothing.
+  Result<void> set_policy(const std::string& name);
   // Runs one tick now, on the calling thread (tests; the thread's ticks continue).
   void tick_now();
   // The decision half of a tick on a given sample instead of one read from the cgroup and the scheduler: the policy,
@@ -116,7 +124,7 @@ class Controller {
  private:
   Controller(sched::Sched& sched, ControllerConfig cfg, std::unique_ptr<Policy> policy, std::unique_ptr<Policy> shadow);
   void main();
-  void tick();  // mu_ held: sample(), then decide()
+  void tick();                   // mu_ held: sample(), then decide()
   void decide(const Sample& s);  // mu_ held
   Sample sample(int64_t now);
   void schedtrace(int64_t now);

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "netpoll/io_backend.h"
+#include "runtime/metrics/runtime_metrics.h"
 #include "scheduler/park.h"
 
 namespace tern::net {
@@ -52,6 +53,7 @@ Result<Stream> Stream::adopt(netpoll::IoBackend* io, int fd, bool nodelay) {
     ::close(fd);
     return d.error();
   }
+  metrics::connections_open().add(1);
   return Stream(io, *d);
 }
 
@@ -140,6 +142,7 @@ std::error_code Stream::shutdown(Shutdown how) {
 std::error_code Stream::close() {
   if (d_ == nullptr) return {};
   io_->close(d_);
+  metrics::connections_open().add(-1);
   d_ = nullptr;
   io_ = nullptr;
   return {};

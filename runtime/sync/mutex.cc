@@ -1,6 +1,7 @@
 // runtime/sync/mutex.cc: Mutex: the slow paths (spinning, queueing, starvation mode, handoff).
 #include "runtime/sync/mutex.h"
 
+#include "runtime/metrics/runtime_metrics.h"
 #include "scheduler/sched.h"
 
 namespace tern {
@@ -39,6 +40,14 @@ void Mutex::lock_slow() {
   }
   Node n;
   n.since = sched::now_ns();
+  // tern_mutex_wait_seconds_total: the time from here to the return, counted only if the fiber had to wait.
+  struct WaitTime {
+    const Node& n;
+    bool waited = false;
+    ~WaitTime() {
+      if (waited) metrics::mutex_wait_ns().inc(static_cast<uint64_t>(std::max<int64_t>(0, sched::now_ns() - n.since)));
+    }
+  } wait_time{n};
   bool woken = false;
   std::unique_lock lk(mu_);
   for (;;) {
@@ -67,6 +76,7 @@ void Mutex::lock_slow() {
     n.waiter = &w;
     n.handoff = false;
     lk.unlock();
+    wait_time.waited = true;
     w.wait(sched::WaitReason::kMutex);
     if (n.handoff) return;
     woken = true;

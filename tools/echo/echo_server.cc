@@ -57,8 +57,8 @@ void linger_close(net::Stream& s, char* buf, size_t cap) {
 
 class HttpConn {
  public:
-  HttpConn(net::Stream s, const http::Limits& limits)
-      : s_(std::move(s)), limits_(limits), buf_(new char[kReadBufBytes]), cap_(kReadBufBytes) {}
+  HttpConn(net::Stream s, const http::Limits& limits, const AppMetrics& metrics)
+      : s_(std::move(s)), limits_(limits), metrics_(metrics), buf_(new char[kReadBufBytes]), cap_(kReadBufBytes) {}
 
   void run() {
     for (;;) {
@@ -66,6 +66,7 @@ class HttpConn {
       net::IoResult r = s_.read(buf_.get() + len_, cap_ - len_);
       if (!r || r.n == 0) return;
       len_ += r.n;
+      if (metrics_.latency != nullptr) read_ns_ = mono_ns();
       if (need_ > len_) continue;  // the body of a request is still arriving: no point parsing again yet
       if (!answer()) return;
       if (closing_) {
@@ -119,6 +120,7 @@ class HttpConn {
       }
       out_.add(route.response, req);
       tern::count_work(1);  // a request served: the controller's throughput-driven policies read it
+      answered_++;
       parsed_ += p.consumed;
       if (!req.keep_alive) closing_ = true;
     }
@@ -130,7 +132,26 @@ class HttpConn {
     std::span<const iovec> iov = out_.iovecs();
     net::IoResult w = s_.writev(iov.data(), static_cast<int>(iov.size()));
     out_.clear();
+    count_answered();
     return static_cast<bool>(w);
+  }
+
+  // The requests answered since the last count: each took from the read that completed it to this write (pipelined
+  // requests share both times; two clock reads per write, not per request).
+  void count_answered() {
+    if (answered_ == 0) return;
+    if (metrics_.requests != nullptr) metrics_.requests->inc(answered_);
+    if (metrics_.latency != nullptr) {
+      const double s = static_cast<double>(mono_ns() - read_ns_) * 1e-9;
+      for (uint32_t i = 0; i < answered_; i++) metrics_.latency->observe(s);
+    }
+    answered_ = 0;
+  }
+
+  static int64_t mono_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
   }
 
   // Makes room when the buffer is full: a request bigger than the buffer is arriving. Requests are bounded by the
@@ -148,6 +169,9 @@ class HttpConn {
 
   net::Stream s_;
   const http::Limits& limits_;
+  const AppMetrics& metrics_;
+  int64_t read_ns_ = 0;    // when the last read returned (only with metrics on)
+  uint32_t answered_ = 0;  // requests answered and not yet counted
   std::unique_ptr<char[]> buf_;
   size_t cap_;
   size_t len_ = 0;     // bytes read into buf_
@@ -178,6 +202,18 @@ Result<net::Address> parse_listen_address(const std::string& listen) {
   return *a;
 }
 
+Result<AppMetrics> register_app_metrics() {
+  AppMetrics m;
+  auto c = metrics::counter("tern_echo_requests_total", "HTTP requests answered");
+  if (!c) return c.error();
+  // 1 us to about 67 s, doubling.
+  auto h = metrics::histogram("tern_echo_request_seconds", "HTTP request latency: its read to its response's write");
+  if (!h) return h.error();
+  m.requests = *c;
+  m.latency = *h;
+  return m;
+}
+
 Error serve(const ServerOptions& opts) {
   Result<net::Address> addr = parse_listen_address(opts.listen);
   if (!addr) return addr.error();
@@ -193,7 +229,7 @@ Error serve(const ServerOptions& opts) {
     if (opts.mode == Mode::kTcp) {
       tern::go([s = std::move(*s)]() mutable { serve_tcp(std::move(s)); });
     } else {
-      tern::go([s = std::move(*s), &opts]() mutable { HttpConn(std::move(s), opts.limits).run(); });
+      tern::go([s = std::move(*s), &opts]() mutable { HttpConn(std::move(s), opts.limits, opts.metrics).run(); });
     }
   }
 }

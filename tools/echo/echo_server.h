@@ -16,6 +16,7 @@
 #include <string>
 
 #include "base/result.h"
+#include "runtime/metrics/metrics.h"
 #include "runtime/net/address.h"
 #include "tools/echo/http_parser.h"
 
@@ -23,10 +24,20 @@ namespace tern::echo {
 
 enum class Mode { kHttp, kTcp };
 
+// Application metrics (runtime/metrics/metrics.h), counted when set: tern-echo sets them with --metrics.
+struct AppMetrics {
+  metrics::Counter* requests = nullptr;   // tern_echo_requests_total
+  metrics::Histogram* latency = nullptr;  // tern_echo_request_seconds: request read to response sent
+};
+
+// Registers tern-echo's application metrics.
+Result<AppMetrics> register_app_metrics();
+
 struct ServerOptions {
   std::string listen = "127.0.0.1:8080";
   Mode mode = Mode::kHttp;
   http::Limits limits;
+  AppMetrics metrics;  // unset: not counted
 };
 
 // Parses a --listen value (runtime/net's numeric forms: "127.0.0.1:8080", "[::1]:8080", ":8080").

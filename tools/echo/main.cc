@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   std::string poller;
   std::string max_body;
   bool dry_run = false;
+  std::string metrics_listen, admin_token;
   // The controller's settings (runtime/config.h has each one's environment variable and default).
   std::string policy, shadow_policy, procs_min, procs_max, interval, rounding, reserve, rollback_drop, latency_target;
   app.add_option("--listen", listen, "HOST:PORT to listen on (IPv4 or [IPv6])")->capture_default_str();
@@ -65,6 +66,12 @@ int main(int argc, char** argv) {
   app.add_option("--quota-reserve", reserve, "cores of the quota left to others, e.g. 0.2 (default 0)");
   app.add_option("--rollback-drop", rollback_drop, "throughput drop after a change that reverts it (default 0.1)");
   app.add_option("--latency-target", latency_target, "the latency policy's scheduling-latency target (default 1ms)");
+  app.add_option("--metrics", metrics_listen,
+                 "HOST:PORT of the debug endpoint: /metrics, /debug/sched, admin routes (default: TERN_METRICS, "
+                 "else off)");
+  app.add_option("--admin-token", admin_token,
+                 "token the debug endpoint's admin routes require (default: TERN_ADMIN_TOKEN; without one they "
+                 "answer loopback peers only)");
   CLI11_PARSE(app, argc, argv);
 
   tern::echo::ServerOptions opts;
@@ -82,6 +89,8 @@ int main(int argc, char** argv) {
   if (!policy.empty()) cfg.policy = policy;
   if (!shadow_policy.empty()) cfg.shadow_policy = shadow_policy;
   if (!rounding.empty()) cfg.quota_rounding = rounding;
+  if (!metrics_listen.empty()) cfg.metrics = metrics_listen;
+  if (!admin_token.empty()) cfg.admin_token = admin_token;
   // Each flag's parse error names the flag; Config::validate() then checks them together.
   auto bad_flag = [](const char* flag, const tern::Error& e) {
     fmt::print(stderr, "tern-echo: {}: {}\n", flag, e.message());
@@ -153,6 +162,15 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  // Requests are counted as application metrics only while someone can read them.
+  if (!cfg.metrics.empty()) {
+    auto m = tern::echo::register_app_metrics();
+    if (!m) {
+      fmt::print(stderr, "tern-echo: {}\n", m.error().message());
+      return 1;
+    }
+    opts.metrics = *m;
+  }
   // A peer that resets a connection mid-write must cost an error value, not the process.
   signal(SIGPIPE, SIG_IGN);
   auto created = tern::Runtime::create(cfg);

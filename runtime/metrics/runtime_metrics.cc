@@ -1,0 +1,260 @@
+// runtime/metrics/runtime_metrics.cc: the tern_* families, read at scrape time. Nothing here runs on the hot path:
+// every figure is a sum the scheduler, the controller or the kernel already keeps.
+#include "runtime/metrics/runtime_metrics.h"
+
+#include <dirent.h>
+#include <jemalloc/jemalloc.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/controller/controller.h"
+#include "scheduler/sched.h"
+
+namespace tern::metrics {
+
+namespace {
+
+Family& family(Snapshot& out, std::string name, Type type, std::string help) {
+  Family f;
+  f.name = std::move(name);
+  f.type = type;
+  f.help = std::move(help);
+  out.push_back(std::move(f));
+  return out.back();
+}
+
+void one(Snapshot& out, std::string name, Type type, std::string help, double v) {
+  Series s;
+  s.value = v;
+  family(out, std::move(name), type, std::move(help)).series.push_back(std::move(s));
+}
+
+void labeled(Family& f, Labels labels, double v) {
+  Series s;
+  s.labels = std::move(labels);
+  s.value = v;
+  f.series.push_back(std::move(s));
+}
+
+double seconds(uint64_t ns) {
+  return static_cast<double>(ns) * 1e-9;
+}
+
+double process_cpu_s() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return NAN;
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// jemalloc's statistics are refreshed by writing its "epoch"; NaN where a name is unknown (another allocator).
+double jemalloc_stat(const char* name) {
+  size_t v = 0, len = sizeof v;
+  if (mallctl(name, &v, &len, nullptr, 0) != 0) return NAN;
+  return static_cast<double>(v);
+}
+
+double open_fds(const std::string& fs_root) {
+  const std::string dir = (fs_root == "/" ? std::string() : fs_root) + "/proc/self/fd";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return NAN;
+  int n = 0;
+  while (const dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') n++;
+  }
+  closedir(d);
+  return n - 1;  // the descriptor opendir itself holds
+}
+
+}  // namespace
+
+Counter& mutex_wait_ns() {
+  static Counter& c = *detail::hidden_counter("tern_mutex_wait_ns").value();
+  return c;
+}
+
+Gauge& connections_open() {
+  static Gauge& g = *gauge("tern_connections_open", "tern::net streams (connections) open now").value();
+  return g;
+}
+
+RuntimeMetrics::RuntimeMetrics(sched::Sched& sched, controller::Controller& controller, const std::string& fs_root)
+    : sched_(sched), controller_(controller), discovery_(fs_root) {
+  mutex_wait_ns();
+  connections_open();
+}
+
+void RuntimeMetrics::collect(Snapshot& out) {
+  const sched::SchedStats st = sched_.stats();
+  const controller::ControllerStats cs = controller_.stats();
+
+  one(out, "tern_procs", Type::kGauge, "processors (Ps) now", st.procs);
+  CpuLimits lim;
+  Result<CpuThrottle> thr = CpuThrottle{};
+  {
+    std::lock_guard lk(mu_);
+    lim = discovery_.cpu_limits();
+    thr = discovery_.throttle();
+  }
+  {
+    Family& f = family(out, "tern_procs_limit", Type::kGauge,
+                       "processor limits by source: CPU affinity, cgroup cpuset, CPU quota (cores, rounded up), and "
+                       "the controller's max; NaN where unknown or absent");
+    labeled(f, {{"source", "affinity"}}, lim.affinity_cpus > 0 ? lim.affinity_cpus : NAN);
+    labeled(f, {{"source", "cpuset"}}, lim.cpuset_cpus > 0 ? lim.cpuset_cpus : NAN);
+    labeled(f, {{"source", "quota"}}, lim.has_quota() ? std::ceil(lim.quota_cores) : NAN);
+    // The controller's bound; before its first tick (or with the static policy, which never ticks) the automatic one:
+    // the CPUs, and the quota's ceiling.
+    int max = cs.procs_max;
+    if (max <= 0 && lim.cpus > 0) {
+      max = lim.cpus;
+      if (lim.has_quota()) max = std::min(max, std::max(1, static_cast<int>(std::ceil(lim.quota_cores))));
+    }
+    labeled(f, {{"source", "max"}}, max > 0 ? max : NAN);
+  }
+  {
+    // Ms holding a P run fibers or spin looking for them; Ms without one sleep in the idle list or hold the poller
+    // role (idle), or are on their way between the two (blocked).
+    const int held = std::max(0, st.procs - st.idle_procs);
+    const int spinning = std::min(st.spinning, held);
+    const int running = held - spinning;
+    const int idle = st.idle_threads + (st.polling ? 1 : 0);
+    const int blocked = std::max(0, st.threads - running - spinning - idle);
+    Family& f = family(out, "tern_threads", Type::kGauge,
+                       "OS threads (Ms) by state: running fibers (holding a P), spinning (holding a P, looking for "
+                       "work), idle (parked without a P, or holding the poller role), blocked (none of those: on their "
+                       "way between states; a fiber blocking its thread in a system call still counts as running)");
+    labeled(f, {{"state", "running"}}, running);
+    labeled(f, {{"state", "idle"}}, idle);
+    labeled(f, {{"state", "spinning"}}, spinning);
+    labeled(f, {{"state", "blocked"}}, blocked);
+  }
+  {
+    uint64_t running = 0;
+    for (const auto& p : st.per_p) running += p.fiber != 0;
+    const uint64_t waiting = st.live > st.runnable + running ? st.live - st.runnable - running : 0;
+    Family& f = family(out, "tern_fibers", Type::kGauge, "fibers by state (waiting: parked)");
+    labeled(f, {{"state", "runnable"}}, static_cast<double>(st.runnable));
+    labeled(f, {{"state", "running"}}, static_cast<double>(running));
+    labeled(f, {{"state", "waiting"}}, static_cast<double>(waiting));
+  }
+  one(out, "tern_fibers_spawned_total", Type::kCounter, "fibers started", static_cast<double>(st.spawned));
+  one(out, "tern_work_total", Type::kCounter,
+      "the application's work counter (tern::count_work: requests served, say), which throughput policies read",
+      static_cast<double>(st.work));
+  {
+    Family& q = family(out, "tern_runq_length", Type::kGauge, "fibers in each P's local queue and runnext");
+    for (const auto& p : st.per_p) labeled(q, {{"p", std::to_string(p.id)}}, static_cast<double>(p.runq));
+  }
+  one(out, "tern_global_runq_length", Type::kGauge, "fibers in the global queue",
+      static_cast<double>(st.global_runnable));
+  {
+    Family& b = family(out, "tern_proc_busy_seconds_total", Type::kCounter,
+                       "time each P was held by an M (running fibers, polling, spinning)");
+    for (const auto& p : st.per_p) labeled(b, {{"p", std::to_string(p.id)}}, seconds(p.busy_ns));
+  }
+  one(out, "process_cpu_seconds_total", Type::kCounter, "user and system CPU time of the process", process_cpu_s());
+  one(out, "tern_steals_total", Type::kCounter, "fibers taken from other Ps' queues", static_cast<double>(st.steals));
+  {
+    // Log2 buckets of nanoseconds: bucket i counts [2^i, 2^(i+1)) ns, so its upper bound is 2^(i+1) ns.
+    Family& f = family(out, "tern_sched_latency_seconds", Type::kHistogram,
+                       "time from runnable to running, sampled (1 in 8 readies)");
+    Series s;
+    uint64_t cum = 0;
+    for (int i = 0; i < sched::kLatencyBuckets; i++) {
+      cum += st.latency[i];
+      s.buckets.emplace_back(i + 1 < sched::kLatencyBuckets ? std::ldexp(1e-9, i + 1) : INFINITY, cum);
+    }
+    s.count = cum;
+    s.sum = seconds(st.latency_sum_ns);
+    f.series.push_back(std::move(s));
+  }
+  {
+    // A P with fibers queued whose switch count has not moved since the monitor saw it has made them wait at least
+    // as long as its current fiber has run; the controller's last sample adds the longest sampled wait (it does not
+    // tick with the static policy, hence both).
+    double oldest = cs.running && std::isfinite(cs.last.oldest_runnable_s) ? cs.last.oldest_runnable_s : 0;
+    for (const auto& p : st.per_p) {
+      if (p.runq > 0 && p.running_ns > 0) oldest = std::max(oldest, seconds(static_cast<uint64_t>(p.running_ns)));
+    }
+    one(out, "tern_oldest_runnable_seconds", Type::kGauge,
+        "how long the longest-waiting runnable fiber has waited, as far as is seen cheaply (a lower bound)", oldest);
+  }
+  one(out, "tern_netpoll_ready_total", Type::kCounter, "polls of the network that returned fibers",
+      static_cast<double>(st.polls));
+  one(out, "tern_netpoll_polls_total", Type::kCounter, "polls of the network, found fibers or not",
+      static_cast<double>(st.poll_calls));
+  one(out, "tern_context_switches_total", Type::kCounter, "fiber resumptions", static_cast<double>(st.switches));
+  one(out, "tern_mutex_wait_seconds_total", Type::kCounter, "time fibers spent blocked on a contended tern::Mutex",
+      seconds(mutex_wait_ns().value()));
+  one(out, "tern_long_running_total", Type::kCounter,
+      "times the monitor saw one fiber hold a P for a whole 10 ms period with work queued behind it",
+      static_cast<double>(st.long_running));
+
+  one(out, "tern_controller_target_procs", Type::kGauge, "the active policy's last target, clamped", cs.target);
+  one(out, "tern_controller_shadow_procs", Type::kGauge, "the shadow policy's last target (0: no shadow policy)",
+      cs.shadow_target);
+  {
+    Family& f = family(out, "tern_controller_decisions_total", Type::kCounter,
+                       "processor-count changes the controller applied");
+    labeled(f, {{"policy", cs.policy}, {"direction", "up"}}, 0);
+    labeled(f, {{"policy", cs.policy}, {"direction", "down"}}, 0);
+    for (const auto& [policy, d] : cs.decisions_by_policy) {
+      for (int dir = 0; dir < 2; dir++) {
+        const char* name = dir == 0 ? "up" : "down";
+        const double v = static_cast<double>(dir == 0 ? d.up : d.down);
+        auto it = std::find_if(f.series.begin(), f.series.end(), [&](const Series& s) {
+          return s.labels[0].second == policy && s.labels[1].second == name;
+        });
+        if (it != f.series.end()) {
+          it->value = v;
+        } else {
+          labeled(f, {{"policy", policy}, {"direction", name}}, v);
+        }
+      }
+    }
+  }
+  one(out, "tern_controller_rollbacks_total", Type::kCounter, "changes reverted for a throughput or latency drop",
+      static_cast<double>(cs.rollbacks));
+  {
+    Family& f = family(out, "tern_controller_errors_total", Type::kCounter, "failed readings by reason");
+    for (const auto& [reason, n] : cs.errors) labeled(f, {{"reason", reason}}, static_cast<double>(n));
+  }
+
+  one(out, "tern_cgroup_cpu_quota_cores", Type::kGauge, "the tightest CPU quota along the cgroup, in cores (NaN: none)",
+      lim.quota_ok && lim.has_quota() ? lim.quota_cores : NAN);
+  one(out, "tern_cgroup_throttled_periods_total", Type::kCounter,
+      "CFS periods in which the cgroup was throttled (cpu.stat; NaN where it cannot be read)",
+      thr ? static_cast<double>(thr->throttled_periods) : NAN);
+  one(out, "tern_cgroup_throttled_seconds_total", Type::kCounter, "time the cgroup was throttled (cpu.stat)",
+      thr ? thr->throttled_s : NAN);
+
+  {
+    const double size = static_cast<double>(st.stacks.stack_size);
+    const double in_use = static_cast<double>(st.stacks.in_use);
+    const double mapped = static_cast<double>(st.stacks.mapped);
+    Family& f = family(out, "tern_stack_bytes", Type::kGauge,
+                       "usable bytes of fiber stacks mapped: in use by fibers, or cached for reuse (virtual; pages "
+                       "commit on first touch)");
+    labeled(f, {{"state", "in_use"}}, in_use * size);
+    labeled(f, {{"state", "cached"}}, std::max(0.0, mapped - in_use) * size);
+  }
+  {
+    uint64_t epoch = 1;
+    size_t len = sizeof epoch;
+    mallctl("epoch", &epoch, &len, &epoch, len);
+    Family& f =
+        family(out, "tern_heap_bytes", Type::kGauge, "jemalloc's stats.allocated, stats.active, stats.resident");
+    labeled(f, {{"kind", "allocated"}}, jemalloc_stat("stats.allocated"));
+    labeled(f, {{"kind", "active"}}, jemalloc_stat("stats.active"));
+    labeled(f, {{"kind", "resident"}}, jemalloc_stat("stats.resident"));
+  }
+  one(out, "tern_fds_open", Type::kGauge, "file descriptors open in the process", open_fds("/"));
+  rlimit rl{};
+  one(out, "tern_fds_limit", Type::kGauge, "RLIMIT_NOFILE's soft limit",
+      getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? static_cast<double>(rl.rlim_cur) : NAN);
+}
+
+}  // namespace tern::metrics

@@ -1,0 +1,134 @@
+// End-to-end test of tern-echo's application metrics: started with --metrics, it counts every request it answers in
+// tern_echo_requests_total and tern_echo_request_seconds (through the public tern::metrics API), and its /metrics
+// shows them beside the runtime's; without --metrics there is no endpoint.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <regex>
+#include <string>
+#include <thread>
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kReplyTimeoutMs = 10'000;
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+int connect_to(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// One request on its own connection (Connection: close); the whole reply.
+std::string exchange(int port, const std::string& raw) {
+  const int fd = connect_to(port);
+  if (fd < 0) return "";
+  send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
+  std::string in;
+  char buf[8192];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, kReplyTimeoutMs) <= 0) break;
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    in.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return in;
+}
+
+struct Server {
+  pid_t pid = -1;
+  ~Server() {
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+bool wait_listening(int port) {
+  for (int i = 0; i < 200; i++) {
+    if (const int fd = connect_to(port); fd >= 0) {
+      close(fd);
+      return true;
+    }
+    std::this_thread::sleep_for(25ms);
+  }
+  return false;
+}
+
+double sample(const std::string& text, const std::string& name) {
+  std::smatch m;
+  if (!std::regex_search(text, m, std::regex("\n" + name + " ([0-9.e+-]+)\n"))) return -1;
+  return std::stod(m[1]);
+}
+
+TEST(EchoMetrics, RequestsAndLatencyAreApplicationMetrics) {
+  const int port = free_port(), mport = free_port();
+  const std::string listen = "127.0.0.1:" + std::to_string(port), metrics = "127.0.0.1:" + std::to_string(mport);
+  const char* argv[] = {TERN_ECHO_BIN, "--procs",       "2",    "--listen", listen.c_str(),
+                        "--metrics",   metrics.c_str(), nullptr};
+  Server s;
+  ASSERT_EQ(posix_spawn(&s.pid, TERN_ECHO_BIN, nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  ASSERT_TRUE(wait_listening(port));
+  ASSERT_TRUE(wait_listening(mport));
+  constexpr int kRequests = 25;
+  for (int i = 0; i < kRequests; i++) {
+    const std::string r = exchange(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ASSERT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r;
+  }
+  const std::string m = exchange(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(m.rfind("HTTP/1.1 200", 0), 0u) << m.substr(0, 200);
+  EXPECT_EQ(sample(m, "tern_echo_requests_total"), kRequests);
+  EXPECT_EQ(sample(m, "tern_echo_request_seconds_count"), kRequests);
+  const double sum = sample(m, "tern_echo_request_seconds_sum");
+  EXPECT_GT(sum, 0);
+  EXPECT_LT(sum, kRequests * 10.0);
+  EXPECT_EQ(sample(m, "tern_procs"), 2);
+  EXPECT_EQ(sample(m, "tern_work_total"), kRequests);  // tern-echo's count_work(1) per response
+  EXPECT_GE(sample(m, "tern_context_switches_total"), kRequests);
+}
+
+TEST(EchoMetrics, BadMetricsAddressIsAUsageError) {
+  const char* argv[] = {TERN_ECHO_BIN, "--metrics", "nohost", "--listen", "127.0.0.1:0", nullptr};
+  pid_t pid = -1;
+  ASSERT_EQ(posix_spawn(&pid, TERN_ECHO_BIN, nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+}
+
+}  // namespace
