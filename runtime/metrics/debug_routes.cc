@@ -1,6 +1,8 @@
 // runtime/metrics/debug_routes.cc: the Runtime's debug routes.
 #include "runtime/metrics/debug_routes.h"
 
+#include "runtime/debug/fibers.h"
+
 #include <nlohmann/json.hpp>
 
 #include "runtime/metrics/metrics.h"
@@ -60,6 +62,13 @@ void add_runtime_routes(DebugServer& server, Runtime& rt) {
   });
   server.handle("GET", "/debug/sched", [&rt](const HttpRequest&) {
     return HttpResponse{200, "application/json", sched_json(rt).dump(2) + "\n"};
+  });
+  server.handle("GET", "/debug/fibers", [&rt](const HttpRequest& req) {
+    auto it = req.query.find("format");
+    const std::string format = it == req.query.end() ? "json" : it->second;
+    if (format == "text") return HttpResponse{200, "text/plain; charset=utf-8", debug::fibers_text(rt.dump_fibers())};
+    if (format != "json") return text(400, "bad request: format must be json or text\n");
+    return HttpResponse{200, "application/json", debug::fibers_json(rt.dump_fibers()) + "\n"};
   });
   server.handle(
       "POST", "/debug/procs",

@@ -293,6 +293,40 @@ TEST(DebugServer, AnswersWhileEveryProcessorBurnsCpu) {
   }
 }
 
+// GET /debug/fibers: a fiber parked on a channel shows as waiting on "chan receive", with its spawn site, in the JSON
+// and in the text form; an unknown format is 400.
+TEST(DebugServer, FibersShowWhatEachWaitsOn) {
+  auto rt = start("127.0.0.1:0", "", 1);
+  ASSERT_NE(rt, nullptr);
+  const uint16_t port = rt->debug_server()->port();
+  tern::Channel<int> ch;
+  std::atomic<bool> parked{false};
+  const int line = __LINE__ + 1;
+  rt->go([&] {
+    parked = true;
+    (void)ch.recv();
+  });
+  while (!parked.load()) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(30ms);
+  const Reply j = get(port, "/debug/fibers");
+  const Reply t = get(port, "/debug/fibers?format=text");
+  const Reply bad = get(port, "/debug/fibers?format=xml");
+  ch.close();
+  ASSERT_EQ(j.status, 200) << j.body;
+  const auto d = nlohmann::json::parse(j.body);
+  bool found = false;
+  for (const auto& f : d["fibers"]) {
+    if (f["state"] != "waiting" || f["reason"] != "chan receive") continue;
+    found = true;
+    EXPECT_EQ(f["site"]["line"].get<int>(), line) << f;
+    EXPECT_NE(f["site"]["file"].get<std::string>().find("debug_server_test.cc"), std::string::npos) << f;
+  }
+  EXPECT_TRUE(found) << j.body;
+  EXPECT_EQ(t.status, 200);
+  EXPECT_NE(t.body.find("[waiting: chan receive"), std::string::npos) << t.body;
+  EXPECT_EQ(bad.status, 400);
+}
+
 TEST(DebugServer, LoopbackAdminSetsProcsAndPolicyAndBadInputChangesNothing) {
   auto rt = start("127.0.0.1:0");
   ASSERT_NE(rt, nullptr);
