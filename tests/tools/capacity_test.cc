@@ -238,6 +238,41 @@ TEST(TernCapacity, ProbesARealServerAndPredictsItsKnee) {
   EXPECT_TRUE(cpu_measured) << out;
 }
 
+// --from a real tern-echo's metrics: memory per fiber is measured (not guessed), the server's processor limit and count
+// are read, and the probe's X_max counts the server's one processor, not the machine's CPUs.
+TEST(TernCapacity, ReadsARunningServersMetrics) {
+  const int port = test::free_port(), mport = test::free_port();
+  test::Child server({TERN_ECHO_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--procs", "1", "--metrics",
+                      "127.0.0.1:" + std::to_string(mport)});
+  ASSERT_TRUE(test::wait_for_port(port)) << server.output();
+  ASSERT_TRUE(test::wait_for_port(mport)) << server.output();
+  test::Child cap({TERN_CAPACITY_BIN, "--json", "--from", "127.0.0.1:" + std::to_string(mport), "--probe",
+                   "http://127.0.0.1:" + std::to_string(port) + "/mix?sleep_ms=2&cpu_us=100", "--pid",
+                   std::to_string(server.pid())});
+  const int status = cap.wait();
+  const std::string out = cap.output();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  const auto j = nlohmann::json::parse(out.substr(out.find('{')));
+  bool memory = false;
+  for (const auto& t : j["terms"]) {
+    if (t["name"] != "memory") continue;
+    memory = true;
+    const auto& fb = t["inputs"]["fiber_bytes"];
+    EXPECT_NE(fb["source"].get<std::string>().find("measured at"), std::string::npos) << t;
+    EXPECT_GT(fb["value"].get<double>(), 1024) << t;  // a fiber's stack pages at least
+  }
+  EXPECT_TRUE(memory) << out;
+  const double x_max = j["knee"]["x_max"];
+  EXPECT_LT(x_max, 1e6 / 100) << "one processor at >= 100 us per request: " << out;
+  const auto& probe = j["probe"];
+  EXPECT_GT(probe["cpu_per_request_s"].get<double>(), 100e-6) << out;
+
+  test::Child bad({TERN_CAPACITY_BIN, "--from", "127.0.0.1:" + std::to_string(port)});  // no /metrics there
+  const int s2 = bad.wait();
+  EXPECT_TRUE(WIFEXITED(s2) && WEXITSTATUS(s2) == 2) << bad.output();
+  EXPECT_NE(bad.output().find("404"), std::string::npos) << bad.output();
+}
+
 TEST(TernCapacity, BadFlagsAreNamed) {
   for (const std::vector<std::string>& args : {std::vector<std::string>{"--k-cpu", "nan"},
                                                {"--fds", "-3"},

@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <string>
 #include <thread>
 
+#include "tests/support/process.h"
 #include "tools/top/exposition.h"
 #include "tools/top/frame.h"
 #include "tools/top/http_get.h"
@@ -233,6 +236,36 @@ TEST(HttpGet, EveryOtherAnswerIsAnErrorThatSaysWhich) {
     auto r = http_get(port, "/metrics", 2000);
     EXPECT_FALSE(r);
   }
+}
+
+// tern-top --once against a real tern-echo with its metrics endpoint, under a little load: the frame shows the
+// processors, their utilization and the work rate.
+TEST(TernTop, OneFrameOfARealServer) {
+  const int port = test::free_port(), mport = test::free_port();
+  test::Child server({TERN_ECHO_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--procs", "2", "--metrics",
+                      "127.0.0.1:" + std::to_string(mport)});
+  ASSERT_TRUE(test::wait_for_port(port)) << server.output();
+  ASSERT_TRUE(test::wait_for_port(mport)) << server.output();
+  std::atomic<bool> stop{false};
+  std::thread load([&] {  // sequential requests on fresh connections: enough to move the counters
+    const auto addr = *net::Address::parse("127.0.0.1:" + std::to_string(port));
+    while (!stop.load()) (void)http_get(addr, "/work?us=200", 2000);
+  });
+  test::Child top({TERN_TOP_BIN, "127.0.0.1:" + std::to_string(mport), "--once", "--interval", "0.5"});
+  const int status = top.wait();
+  stop = true;
+  load.join();
+  const std::string out = top.output();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_NE(out.find("procs 2"), std::string::npos) << out;
+  EXPECT_EQ(out.find("work -/s"), std::string::npos) << "a work rate, from tern_work_total:\n" << out;
+  EXPECT_NE(out.find("   0  ["), std::string::npos) << out;  // a utilization meter per P
+  EXPECT_NE(out.find("   1  ["), std::string::npos) << out;
+
+  test::Child nothing({TERN_TOP_BIN, "127.0.0.1:" + std::to_string(port), "--once", "--interval", "0.1"});
+  const int s2 = nothing.wait();
+  EXPECT_TRUE(WIFEXITED(s2) && WEXITSTATUS(s2) == 1) << "tern-echo's own port serves no /metrics";
+  EXPECT_NE(nothing.output().find("404"), std::string::npos) << nothing.output();
 }
 
 }  // namespace

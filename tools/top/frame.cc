@@ -187,11 +187,11 @@ std::vector<std::string> render(const Frame& f, const std::string& source, int w
   for (const auto& [src, v] : f.procs_limit) limits += fmt::format("{}{} {}", limits.empty() ? "" : ", ", src, num(v));
   line(fmt::format("tern-top {}{}   procs {}{}", source, f.dt > 0 ? fmt::format("   every {:.1f} s", f.dt) : "",
                    num(f.procs), limits.empty() ? "" : " (limits: " + limits + ")"));
-  line(
-      fmt::format("controller: target {}  shadow {}  rollbacks {}   cgroup: quota {} cores, throttled {} periods "
-                  "({}) in the interval",
-                  num(f.target), num(f.shadow), num(f.rollbacks), known(f.quota_cores) ? num(f.quota_cores, 2) : "none",
-                  num(f.throttled_periods), seconds(f.throttled_s)));
+  line(fmt::format(
+      "controller: target {}  shadow {}  rollbacks {}   cgroup: quota {} cores, throttled {} periods "
+      "({}) in the interval",
+      num(f.target), f.shadow > 0 ? num(f.shadow) : std::string("none"), num(f.rollbacks),
+      known(f.quota_cores) ? num(f.quota_cores, 2) : "none", num(f.throttled_periods), seconds(f.throttled_s)));
   std::string decisions;
   for (const auto& [k, v] : f.decisions)
     if (known(v) && v > 0) decisions += fmt::format("{}{} {}", decisions.empty() ? "" : ", ", k, num(v));
