@@ -39,8 +39,10 @@ void Sched::ready_hooked(G* g, bool next) {
 
 void Sched::trace_slow(TraceKind kind, uint64_t g, uint32_t a, uint16_t b, uint8_t sub) {
   M* m = this_m();
-  if (m != nullptr && m->sched == this && m->p != nullptr && m->p->trace != nullptr) {
-    m->p->trace->record(kind, g, a, b, sub);
+  if (m != nullptr && m->sched == this && m->p != nullptr) {
+    // A held P records in its own buffer; one whose buffer filled records nothing more (not the shared no-P buffer,
+    // whose lock every spawn would then take).
+    if (m->p->trace != nullptr && !m->p->trace->record(kind, g, a, b, sub)) m->p->trace = nullptr;
   } else {
     tracer_->record_outside(kind, g, a, b, sub);
   }

@@ -104,7 +104,7 @@ inline void record_latency(P* p, G* g) {
                                                    : TraceStop::kPark;
   const auto reason =
       why == TraceStop::kPark ? static_cast<uint32_t>(g->wait_reason.load(std::memory_order_relaxed)) : 0;
-  p->trace->record(TraceKind::kStop, g->id, reason, 0, static_cast<uint8_t>(why));
+  if (!p->trace->record(TraceKind::kStop, g->id, reason, 0, static_cast<uint8_t>(why))) p->trace = nullptr;
 }
 
 // Parks the running fiber g by switching straight to `next` (taken by Sched::take_handoff); next finishes g's park on

@@ -84,15 +84,18 @@ class alignas(64) TraceBuffer {
  public:
   TraceBuffer(size_t capacity, bool tsc) : events_(new TraceEvent[capacity]), capacity_(capacity), tsc_(tsc) {}
 
-  // Stamps and records one event; a full buffer counts it dropped without reading the clock.
-  void record(TraceKind kind, uint64_t g, uint32_t a = 0, uint16_t b = 0, uint8_t sub = 0) {
+  // Stamps and records one event. False when the buffer is full: the event is counted dropped (without reading the
+  // clock), and a P's event sites then stop calling (trace_p clears P::trace), so a full buffer costs the rest of the
+  // run nothing but the one branch tracing-off costs; its drop count is then 1, meaning "full from here on".
+  bool record(TraceKind kind, uint64_t g, uint32_t a = 0, uint16_t b = 0, uint8_t sub = 0) {
     const size_t n = n_.load(std::memory_order_relaxed);
     if (n == capacity_) [[unlikely]] {
       dropped_.store(dropped_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      return;
+      return false;
     }
     events_[n] = TraceEvent{trace_ticks(tsc_), g, a, b, kind, sub};
     n_.store(n + 1, std::memory_order_release);  // publishes the event to a reader (a plain store on x86)
+    return true;
   }
 
   size_t size() const { return n_.load(std::memory_order_acquire); }

@@ -247,7 +247,8 @@ Result<void> TraceFile::write_locked() {
   }
   if (dropped > 0) {
     std::fprintf(stderr,
-                 "tern: TERN_TRACE: %s: %" PRIu64 " events dropped (each P records its first %zu; see otherData)\n",
+                 "tern: TERN_TRACE: %s: %" PRIu64
+                 " buffers filled (each P records its first %zu events, then stops; see otherData)\n",
                  path_.c_str(), dropped, sched::kTraceEventsPerP);
   }
   return {};

@@ -20,8 +20,9 @@
 //   poll        ph i: a poll of the network that found fibers; args: fibers, blocking
 //   resize      ph i: set_procs; args: from, to
 //   controller  ph i: the controller changed the count; args: from, to, cause ("load", "limits", "rollback")
-// plus ph M metadata naming the tracks. otherData holds the clock used and the events dropped per buffer (each
-// holds kTraceEventsPerP; the trace covers the first events of each P).
+// plus ph M metadata naming the tracks. otherData holds the clock used and, per buffer, the events dropped (each
+// holds kTraceEventsPerP; the trace covers the first events of each P, and a P whose buffer filled stops recording:
+// its count is then 1; the no-P buffer, shared, counts every drop).
 #pragma once
 
 #include <cstdio>
