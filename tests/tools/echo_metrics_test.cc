@@ -4,8 +4,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,25 +15,13 @@
 #include <string>
 #include <thread>
 
-extern char** environ;
+#include "tests/support/process.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 
 constexpr int kReplyTimeoutMs = 10'000;
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 int connect_to(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -68,27 +54,6 @@ std::string exchange(int port, const std::string& raw) {
   return in;
 }
 
-struct Server {
-  pid_t pid = -1;
-  ~Server() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
-    }
-  }
-};
-
-bool wait_listening(int port) {
-  for (int i = 0; i < 200; i++) {
-    if (const int fd = connect_to(port); fd >= 0) {
-      close(fd);
-      return true;
-    }
-    std::this_thread::sleep_for(25ms);
-  }
-  return false;
-}
-
 // The value of the unlabelled sample `name` (a whole line "name value"), -1 when there is none. (Not std::regex: GCC 12
 // under ASan warns maybe-uninitialized inside <regex>, which -Werror turns into a failed build.)
 double sample(const std::string& text, const std::string& name) {
@@ -104,14 +69,12 @@ double sample(const std::string& text, const std::string& name) {
 }
 
 TEST(EchoMetrics, RequestsAndLatencyAreApplicationMetrics) {
-  const int port = free_port(), mport = free_port();
+  const int port = tern::test::free_port(), mport = tern::test::free_port();
   const std::string listen = "127.0.0.1:" + std::to_string(port), metrics = "127.0.0.1:" + std::to_string(mport);
-  const char* argv[] = {TERN_ECHO_BIN, "--procs",       "2",    "--listen", listen.c_str(),
-                        "--metrics",   metrics.c_str(), nullptr};
-  Server s;
-  ASSERT_EQ(posix_spawn(&s.pid, TERN_ECHO_BIN, nullptr, nullptr, const_cast<char**>(argv), environ), 0);
-  ASSERT_TRUE(wait_listening(port));
-  ASSERT_TRUE(wait_listening(mport));
+  tern::test::Child s({TERN_ECHO_BIN, "--procs", "2", "--listen", listen, "--metrics", metrics});
+  ASSERT_TRUE(s.started());
+  ASSERT_TRUE(tern::test::wait_for_port(port)) << s.output();
+  ASSERT_TRUE(tern::test::wait_for_port(mport)) << s.output();
   constexpr int kRequests = 25;
   for (int i = 0; i < kRequests; i++) {
     const std::string r = exchange(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -130,12 +93,9 @@ TEST(EchoMetrics, RequestsAndLatencyAreApplicationMetrics) {
 }
 
 TEST(EchoMetrics, BadMetricsAddressIsAUsageError) {
-  const char* argv[] = {TERN_ECHO_BIN, "--metrics", "nohost", "--listen", "127.0.0.1:0", nullptr};
-  pid_t pid = -1;
-  ASSERT_EQ(posix_spawn(&pid, TERN_ECHO_BIN, nullptr, nullptr, const_cast<char**>(argv), environ), 0);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status));
+  tern::test::Child c({TERN_ECHO_BIN, "--metrics", "nohost", "--listen", "127.0.0.1:0"});
+  const int status = c.wait();
+  ASSERT_TRUE(WIFEXITED(status)) << c.output();
   EXPECT_EQ(WEXITSTATUS(status), 2);
 }
 
