@@ -35,6 +35,7 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
   net::Stream s;
   std::string buf;
   buf.reserve(16 << 10);
+  char chunk[16 << 10];
   ResponseReader reader(o.max_body);
   auto fail = [&](const char* kind) {
     c->r.errors[kind]++;
@@ -73,10 +74,9 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
     for (;;) {
       f = reader.frame(buf.data(), buf.size());
       if (f.state == Frame::kDone || f.state == Frame::kBad) break;
-      const size_t have = buf.size();
-      buf.resize(have + 16384);
-      auto r = s.read(buf.data() + have, 16384);
-      buf.resize(have + r.n);
+      // Into a fixed chunk, then appended: growing the string by the chunk's size would zero 16 KiB per read.
+      auto r = s.read(chunk, sizeof chunk);
+      buf.append(chunk, r.n);
       if (r.n > 0) continue;
       if (f.state == Frame::kUntilClose && !r.ec) {  // the body ran to the close
         f.state = Frame::kDone;
