@@ -23,6 +23,7 @@
 #include "tools/capacity/formula.h"
 #include "tools/capacity/machine.h"
 #include "tools/capacity/server.h"
+#include "tools/load/load.h"
 #include "tools/top/exposition.h"
 #include "tools/top/http_get.h"
 
@@ -117,18 +118,14 @@ int main(int argc, char** argv) {
 
   std::optional<tern::capacity::Probe> pr;
   if (!probe_url.empty()) {
-    if (probe_url.rfind("http://", 0) != 0) return usage("--probe must be an http:// URL: " + probe_url);
-    const std::string rest = probe_url.substr(7);
-    const size_t slash = rest.find('/');
-    auto addr = tern::net::Address::parse(rest.substr(0, slash));
-    if (!addr) return usage(addr.error().wrap("--probe").message());
-    const std::string path = slash == std::string::npos ? "/" : rest.substr(slash);
+    auto target = tern::load::parse_url(probe_url);
+    if (!target) return usage(target.error().wrap("--probe").message());
     tern::Config cfg;
     cfg.procs = 1;  // one processor: the probe is sequential, and the server keeps the other CPUs
     auto rt = tern::Runtime::create(cfg);
     if (!rt) return usage(rt.error().message());
     tern::Result<tern::capacity::Probe> r = tern::make_error("not run");
-    (*rt)->run([&] { r = tern::capacity::probe(*addr, path, pid); });
+    (*rt)->run([&] { r = tern::capacity::probe(target->addr, target->path, pid); });
     if (!r) {
       fmt::print(stderr, "tern-capacity: {}\n", r.error().message());
       return 1;

@@ -115,6 +115,19 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
 
 }  // namespace
 
+Result<Url> parse_url(std::string_view url) {
+  if (url.substr(0, 7) != "http://") return make_error("the URL must start with http://: " + std::string(url));
+  const std::string_view rest = url.substr(7);
+  const size_t slash = rest.find('/');
+  Url u;
+  u.hostport = std::string(rest.substr(0, slash));
+  u.path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  auto addr = net::Address::parse(u.hostport);
+  if (!addr) return addr.error().wrap(u.hostport);
+  u.addr = *addr;
+  return u;
+}
+
 Result<Result_> run(const Options& o) {
   if (o.connections < 1) return make_error("connections must be at least 1");
   if (!std::isfinite(o.rate) || o.rate < 0) return make_error("rate must be a finite number >= 0 (0: closed loop)");

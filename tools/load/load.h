@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "base/result.h"
 #include "runtime/net/address.h"
@@ -47,6 +48,15 @@ struct Result_ {
   double elapsed_s = 0;                     // from start until the last reply (or error)
   double achieved_rate() const { return elapsed_s > 0 ? static_cast<double>(ok) / elapsed_s : 0; }
 };
+
+// "http://HOST:PORT/PATH" (a numeric address or localhost; the path defaults to "/"), as tern-load and tern-capacity's
+// --probe take it. An error says what is wrong with it.
+struct Url {
+  net::Address addr;
+  std::string hostport;  // as written: the Host header
+  std::string path;
+};
+Result<Url> parse_url(std::string_view url);
 
 // Must run on a fiber of a Runtime (the connections are fibers of its). Returns an error only for options that cannot
 // work (connections < 1, a negative rate, a zero duration); a server that fails shows in the result's errors.
