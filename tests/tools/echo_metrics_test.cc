@@ -23,22 +23,9 @@ using namespace std::chrono_literals;
 
 constexpr int kReplyTimeoutMs = 10'000;
 
-int connect_to(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // One request on its own connection (Connection: close); the whole reply.
 std::string exchange(int port, const std::string& raw) {
-  const int fd = connect_to(port);
+  const int fd = tern::test::connect_loopback(port);
   if (fd < 0) return "";
   send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
   std::string in;
