@@ -53,6 +53,21 @@ void small_program(tern::Runtime& rt) {
     }
     for (int i = 0; i < 8; i++) (void)ch.recv();
     wg.wait();
+    // A receive that surely parks: above, the senders may all be waiting by the time the receiver comes (seen under
+    // TSan: no "chan receive" park at all); here the send waits until the fiber dump shows the receiver parked.
+    wg.add(1);
+    tern::go([&] {
+      (void)ch.recv();
+      wg.done();
+    });
+    auto receiver_parked = [&] {
+      for (const auto& f : rt.dump_fibers())
+        if (f.reason == tern::sched::WaitReason::kChanReceive) return true;
+      return false;
+    };
+    while (!receiver_parked()) tern::sleep_for(1ms);
+    ch.send(2);
+    wg.wait();
     // A timer wakes a sleeper.
     tern::sleep_for(2ms);
     // A mutex.
