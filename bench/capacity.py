@@ -3,9 +3,11 @@
 tern-capacity predicts and what the published constants would have said (run through bench/capacity.sh).
 
 Terms (each with the others far away; every one against a fresh tern-echo with its metrics endpoint on):
-  cpu        tern-echo pinned to CPU 0 with --procs 1, tern-load pinned to CPU 1, closed loop on
-             /mix?cpu_us=100&sleep_ms=5 over a short concurrency ladder: the smallest concurrency reaching 95% of the
-             peak throughput, against the knee tern-capacity --probe predicts (X_max x R0) and its CPU term.
+  cpu        tern-echo pinned to CPU 0 with --procs 1, tern-load pinned to CPU 1, open loop on
+             /mix?cpu_us=100&sleep_ms=5 at offered rates around the predicted peak: the fewest requests in flight
+             (throughput x mean latency) among the runs reaching 95% of the peak throughput, against the knee tern-capacity --probe
+             predicts (X_max x R0, which its CPU term equals); and two closed-loop runs beside it, to show why a
+             closed loop does not find that knee.
   fds        RLIMIT_NOFILE of the server lowered with prlimit (--fd-limits, default 256 and 1024); keep-alive
              connections opened one at a time, each served one GET /health and then held: how many are served before
              a new one is not answered within a second, against tern-capacity --fds N --from (descriptors per
@@ -16,9 +18,10 @@ Terms (each with the others far away; every one against a fresh tern-echo with i
              the server dies or stops answering /health: the most it held, against tern-capacity --memory-mb --from
              (memory per fiber from its metrics). Records whether it was OOM-killed and the cgroup's failcnt.
   bandwidth  a private network namespace whose loopback is shaped with tc tbf to --bandwidth-mbps (default 50); the
-             server and the load inside it; closed-loop ladder on /mix?bytes=B&sleep_ms=S (default 64 KiB after
-             100 ms): the throughput ceiling in responses/s and the smallest concurrency reaching 95% of it, against
-             the published term (a rate: link / response size) and its concurrency form (rate x latency).
+             server and the load inside it; open loop on /mix?bytes=B&sleep_ms=S (default 64 KiB after 100 ms) at
+             offered rates around the predicted one: the throughput ceiling in responses/s against the published
+             term (a rate: link / response size), and the fewest requests in flight reaching 95% of it against its
+             concurrency form (rate x latency).
 Everything it creates (cgroup, namespace, processes) is removed on exit, also on failure or Ctrl-C.
 Writes capacity.md (the table) and capacity.json, and each term's raw data, to --out.
 """
@@ -86,7 +89,7 @@ def free_port():
 class Server:
     """tern-echo with its metrics endpoint; `prefix` goes before it (prlimit, taskset); `cgroup` it joins before exec."""
 
-    def __init__(self, args, name, prefix=(), flags=(), cgroup=None):
+    def __init__(self, args, name, prefix=(), flags=(), cgroup=None, new_session=False):
         self.port, self.mport = free_port(), free_port()
         self.log_path = os.path.join(args.out, f"{name}.log")
         self.logf = open(self.log_path, "w")
@@ -94,6 +97,8 @@ class Server:
                               f"127.0.0.1:{self.mport}"] + list(flags)
 
         def join():
+            if new_session:
+                os.setsid()
             if cgroup:
                 with open(f"{cgroup}/cgroup.procs", "w") as f:
                     f.write(str(os.getpid()))
@@ -197,7 +202,9 @@ def far_fds():
 
 
 def tool(args, name, argv, prefix=()):
-    r = subprocess.run(list(prefix) + [os.path.join(args.bin, name)] + argv, capture_output=True, text=True)
+    # A prefix that starts with sh sets its session's autogroup (term_cpu's --nice): it needs a session of its own.
+    r = subprocess.run(list(prefix) + [os.path.join(args.bin, name)] + argv, capture_output=True, text=True,
+                       start_new_session=bool(prefix) and prefix[0] == "sh")
     if r.returncode != 0:
         raise RuntimeError(f"{name} {' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
     return json.loads(r.stdout)
@@ -217,63 +224,118 @@ def err_pct(pred, meas):
     return (pred - meas) / meas * 100 if meas else float("nan")
 
 
-def knee_of(ladder):
-    """The smallest concurrency whose throughput is at least 95% of the ladder's peak."""
-    peak = max(x for _, x in ladder)
-    return next(c for c, x in ladder if x >= 0.95 * peak), peak
+def saturate(args, url, predicted_rate, conns, secs, prefix=(), extra=(), label="", server=None):
+    """Open-loop runs at offered rates: factors (--coarse) of predicted_rate until one is not carried (throughput under
+    95% of it), which measures the peak; then 0.9, 0.95 and 1.0 x that peak. The knee, as issue 17 defines it, is the smallest concurrency reaching 95% of the peak
+    throughput: here the fewest requests in flight (throughput x mean latency, Little's law) among the runs that
+    reached it. Returns (steps, peak, the knee's step).
 
+    Open loop, because a closed loop (wrk, tern-load without --rate) started all at once keeps its connections in
+    step when each request waits the same time: they all wait, then all queue for the CPU or the link together, which
+    idles through the next wait, so throughput creeps towards the limit instead of reaching it at the knee."""
+    steps = []
 
-# ---- the terms ----
+    def run(offered):
+        c0 = server.cpu_s() if server else 0
+        w0 = time.time()
+        r = load(args, url, conns, secs, prefix, list(extra) + ["--rate", f"{offered:.1f}"])
+        share = (server.cpu_s() - c0) / (time.time() - w0) if server else float("nan")
+        x, mean = r["throughput"], r["latency"]["mean_s"]
+        st = {"offered": offered, "throughput": x, "mean_s": mean, "p50_s": r["latency"]["p50_s"],
+              "p99_s": r["latency"]["p99_s"], "in_flight": x * mean, "server_cpu_share": share,
+              "errors": r["errors"]}
+        steps.append(st)
+        log(f"  {label} {offered:.1f}/s offered: {x:.1f}/s, mean {mean * 1e3:.1f} ms, p99 {st['p99_s'] * 1e3:.1f} ms, "
+            f"in flight {x * mean:.1f}" + (f", server CPU {share * 100:.0f}%" if server else "") +
+            f", errors {r['errors'] or 'none'}")
+        return st
+
+    for f in args.coarse:
+        st = run(f * predicted_rate)
+        if st["throughput"] < 0.95 * st["offered"]:
+            break
+    peak = max(st["throughput"] for st in steps)
+    for f in (0.9, 0.95, 1.0):
+        if not any(abs(st["offered"] - f * peak) < 0.02 * peak for st in steps):
+            run(f * peak)
+    peak = max(st["throughput"] for st in steps)
+    knee = min((st for st in steps if st["throughput"] >= 0.95 * peak), key=lambda st: st["in_flight"])
+    return steps, peak, knee
 
 
 def term_cpu(args, rows):
     with open("/proc/loadavg") as f:
         loadavg = " ".join(f.read().split()[:3])
-    srv = Server(args, "cpu-server", ["taskset", "-c", "0"], ["--procs", "1"])
+    # With autogroup scheduling a nice value only ranks a process within its session: each of these runs in a
+    # session of its own whose autogroup gets the nice value too, so that it counts against other sessions' hogs.
+    nice = ["sh", "-c", f'echo {args.nice} > /proc/self/autogroup; exec nice -n {args.nice} "$@"', "sh"] \
+        if args.nice else []
+    load_prefix = nice + ["taskset", "-c", "1"]
+    srv = Server(args, "cpu-server", nice + ["taskset", "-c", "0"], ["--procs", "1"], new_session=bool(nice))
     try:
         url = f"http://127.0.0.1:{srv.port}{args.cpu_path}"
         cap = capacity(args, ["--probe", url, "--pid", str(srv.pid), "--from", f"127.0.0.1:{srv.mport}"],
-                       ["taskset", "-c", "1"])
-        ladder, detail = [], []
-        for c in args.cpu_ladder:
+                       load_prefix)
+        x_max, r0 = cap["knee"]["x_max"], cap["knee"]["r0"]
+        steps, peak, sat = saturate(args, url, x_max, args.cpu_conns, args.cpu_secs, load_prefix, ["--procs", "1"],
+                                    "cpu", srv)
+        closed = []
+        for c in args.cpu_closed:
             c0, w0 = srv.cpu_s(), time.time()
-            r = load(args, url, c, args.cpu_secs, ["taskset", "-c", "1"], ["--procs", "1"])
-            share = (srv.cpu_s() - c0) / (time.time() - w0)  # of the server's one CPU
-            ladder.append((c, r["throughput"]))
-            detail.append({"c": c, "throughput": r["throughput"], "p99_s": r["latency"]["p99_s"],
-                           "server_cpu_share": share, "cpu_per_request_us": share / r["throughput"] * 1e6,
-                           "errors": r["errors"]})
-            log(f"  cpu -c{c}: {r['throughput']:.0f} req/s, p99 {r['latency']['p99_s'] * 1e3:.2f} ms, server CPU "
-                f"{share * 100:.0f}% ({share / r['throughput'] * 1e6:.0f} us/request), errors {r['errors'] or 'none'}")
+            r = load(args, url, c, args.cpu_secs, load_prefix, ["--procs", "1"])
+            share = (srv.cpu_s() - c0) / (time.time() - w0)
+            closed.append({"c": c, "throughput": r["throughput"], "server_cpu_share": share})
+            log(f"  cpu closed loop -c{c}: {r['throughput']:.0f} req/s, server CPU {share * 100:.0f}%")
     finally:
         srv.stop()
-    knee, peak = knee_of(ladder)
-    at_peak = max(detail, key=lambda d: d["throughput"])
     pred = cap["knee"]["predicted"]
     cpu_term = cap["by_name"]["cpu"]
     cores = cpu_term["inputs"]["cores"]["value"]
-    x_max, r0 = cap["knee"]["x_max"], cap["knee"]["r0"]
+    in_flight = sat["in_flight"]
+    busiest = max(steps, key=lambda st: st["server_cpu_share"])
+    s_meas = busiest["server_cpu_share"] / busiest["throughput"]  # server CPU per request where it worked hardest
+    z = r0 - s_meas  # the part of R0 that waits
     row = {
         "term": "cpu",
-        "limit": f"smallest -c reaching 95% of peak ({peak:.0f} req/s), {args.cpu_path}, 1 CPU",
+        "limit": f"fewest requests in flight reaching 95% of the peak ({sat['throughput']:.0f}/s of {peak:.0f}/s, "
+                 f"mean {sat['mean_s'] * 1e3:.1f} ms; open loop, {args.cpu_path}, server on 1 CPU)",
         "predicted": pred,
-        "predicted_from": f"knee X_max x R0 = {x_max:.0f}/s x {r0 * 1e3:.2f} ms (CPU term "
-                          f"{cpu_term['formula']})",
-        "measured": knee,
+        "predicted_from": f"knee X_max x R0 = {x_max:.0f}/s x {r0 * 1e3:.2f} ms (CPU term {cpu_term['formula']})",
+        "measured": in_flight,
         "published": f"{math.floor(cores * 2)}..{math.floor(cores * 5)} (K_cpu 2..5 x {cores:g} core)",
-        "ladder": detail,
-        "loadavg_before": loadavg,
+        "error_pct": err_pct(pred, in_flight),
+        "steps": steps, "closed_loop": closed,
+        "loadavg_before": loadavg, "nice": args.nice,
         "capacity": cap,
     }
-    row["error_pct"] = err_pct(pred, knee)
-    # The knee follows X_max: what the server's CPU per request and its CPU share at the peak say of the miss.
-    cpu_req = at_peak["cpu_per_request_us"]
-    row["why"] = (f"X_max from {cap['probe']['cpu_per_request_s'] * 1e6:.0f} us of server CPU per request (-c4 "
-                  f"probe) is {x_max:.0f} req/s; the ladder peaked at {peak:.0f} ({peak / x_max:.2f}x) with the "
-                  f"server on {at_peak['server_cpu_share'] * 100:.0f}% of its CPU at {cpu_req:.0f} us per request"
-                  f"{' (the CPU was shared: load average ' + loadavg + ' before the run)' if at_peak['server_cpu_share'] < 0.9 else ''}. "
-                  f"Measured peak x R0 = {math.floor(peak * r0)}. The knee is read off a ladder of "
-                  f"{args.cpu_ladder}. Published K_cpu ignores that requests wait (R0 {r0 * 1e3:.1f} ms).")
+    shared = busiest["server_cpu_share"] < 0.9
+    lock = "; ".join(f"-c{c['c']}: {c['throughput']:.0f}/s at {c['server_cpu_share'] * 100:.0f}% CPU "
+                     f"(lockstep model c / (Z + c S) = {c['c'] / (z + c['c'] * s_meas):.0f})" for c in closed)
+    mid = min(steps, key=lambda st: abs(st["throughput"] - 0.7 * peak))
+    row["why"] = (f"at the knee the mean latency was {sat['mean_s'] * 1e3:.1f} ms against R0 {r0 * 1e3:.1f} ms, so "
+                  f"most of what was in flight was queued; already at {mid['throughput'] / peak * 100:.0f}% of the "
+                  f"peak it was {mid['mean_s'] * 1e3:.1f} ms with the server on "
+                  f"{mid['server_cpu_share'] * 100:.0f}% of its CPU"
+                  + (f" (shared with other programs, load average {loadavg} before the run: woken requests wait "
+                     f"for their turn on the CPU; a quiet machine is needed to check this term)" if shared else "") +
+                  f". X_max x R0 assumes no queue up to the knee. X_max itself: see the row above. Published K_cpu "
+                  f"2..5 ignores that {(r0 - s_meas) / r0 * 100:.0f}% of R0 is waiting. A closed loop does not find "
+                  f"the knee either: its connections stay in lockstep ({lock}).")
+    log(f"  cpu: {in_flight:.1f} in flight at saturation vs predicted {pred:.1f}; peak {peak:.0f}/s vs X_max "
+        f"{x_max:.0f}/s")
+    rows.append({
+        "term": "cpu (X_max)",
+        "limit": f"peak requests/s, open loop ({args.cpu_path}, server on 1 CPU)",
+        "predicted": x_max,
+        "predicted_from": cap["knee"]["x_max"] and f"1 CPU / {cap['probe']['cpu_per_request_s'] * 1e6:.0f} us of "
+                                                   f"server CPU per request (--probe, 4 connections)",
+        "measured": peak,
+        "published": "none: the formula has no throughput",
+        "error_pct": err_pct(x_max, peak),
+        "why": f"the probe's CPU per request ({cap['probe']['cpu_per_request_s'] * 1e6:.0f} us) against "
+               f"{s_meas * 1e6:.0f} us under load; the server reached {busiest['server_cpu_share'] * 100:.0f}% of its "
+               f"CPU at the peak" + (" (shared with other programs)" if shared else "") + ".",
+    })
     rows.append(row)
 
 
@@ -551,28 +613,13 @@ def term_bandwidth(args, rows):
         path = f"/mix?bytes={args.response_bytes}&sleep_ms={args.bw_sleep_ms}"
         url = f"http://127.0.0.1:{srv.port}{path}"
         cap = capacity(args, ["--bandwidth-mbps", str(args.bandwidth_mbps), "--probe", url, "--pid", str(srv.pid)])
-        # Open loop: tern-load spreads the requests evenly over time. A closed loop (wrk, tern-load without --rate)
-        # started all at once keeps its connections in step when every request takes the same time: they all sleep,
-        # then all queue for the link together, and the link idles through the sleep.
-        ladder, detail = [], []
-        for f in args.bw_rates:
-            offered = f * cap["bandwidth_rate"]
-            r = load(args, url, args.bw_conns, args.bw_secs, extra=["--rate", f"{offered:.1f}"])
-            x, mean = r["throughput"], r["latency"]["mean_s"]
-            ladder.append((offered, x, mean))
-            detail.append({"offered": offered, "throughput": x, "mean_s": mean, "p50_s": r["latency"]["p50_s"],
-                           "p99_s": r["latency"]["p99_s"], "in_flight": x * mean, "errors": r["errors"]})
-            log(f"  bandwidth {offered:.1f}/s offered: {x:.1f} responses/s, mean {mean * 1e3:.1f} ms, p99 "
-                f"{r['latency']['p99_s'] * 1e3:.1f} ms, in flight {x * mean:.1f}, errors {r['errors'] or 'none'}")
+        steps, peak, sat = saturate(args, url, cap["bandwidth_rate"], args.bw_conns, args.bw_secs,
+                                    label="bandwidth")
         qstat = sh("tc", "-s", "qdisc", "show", "dev", "lo")
     finally:
         srv.stop()
-    peak = max(x for _, x, _ in ladder)
-    # Where it saturates: the highest offered rate still carried (95%), and what was in flight there (Little's law
-    # on the measured throughput and mean latency; past it the queue, and with it the latency, only grows).
-    carried = [(o, x, m) for o, x, m in ladder if x >= 0.95 * o] or ladder[:1]
-    sat_offered, sat_x, sat_mean = carried[-1]
-    in_flight = sat_x * sat_mean
+    sat_offered, sat_x, sat_mean = sat["offered"], sat["throughput"], sat["mean_s"]
+    in_flight = sat["in_flight"]
     bw = cap["by_name"]["bandwidth"]
     resp = bw["inputs"]["response_bytes"]["value"]
     lat = bw["inputs"]["latency_s"]["value"]
@@ -595,8 +642,8 @@ def term_bandwidth(args, rows):
     }
     conc_row = {
         "term": "bandwidth (concurrency)",
-        "limit": f"requests in flight at the highest rate carried ({sat_offered:.0f}/s offered, {sat_x:.1f}/s "
-                 f"carried, mean {sat_mean * 1e3:.0f} ms; {path})",
+        "limit": f"fewest requests in flight reaching 95% of that peak ({sat_x:.1f}/s, mean "
+                 f"{sat_mean * 1e3:.0f} ms; open loop, {path})",
         "predicted": bw["value"],
         "predicted_from": bw["formula"],
         "measured": in_flight,
@@ -604,9 +651,9 @@ def term_bandwidth(args, rows):
         "error_pct": err_pct(bw["value"], in_flight),
         "why": (f"rate x R0 with R0 = {lat * 1e3:.1f} ms (the {args.bw_sleep_ms} ms sleep plus the response's "
                 f"{resp * 8 / (args.bandwidth_mbps * 1e6) * 1e3:.1f} ms on the wire, measured one at a time); it "
-                f"carries the rate term's error (the link's real rate is lower), and the ladder of offered rates "
-                f"({', '.join(f'{f:g}' for f in args.bw_rates)} x the predicted rate) lands on its own steps."),
-        "ladder": detail,
+                f"carries the rate term's error (the link's real rate is lower), and the offered rates land on "
+                f"their own steps."),
+        "steps": steps,
         "capacity": cap,
     }
     log(f"  bandwidth: peak {peak:.1f}/s vs rate {rate:.1f}/s; {in_flight:.1f} in flight at saturation vs "
@@ -653,8 +700,15 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out", time.strftime("capacity-%Y%m%d-%H%M%S")))
     ap.add_argument("--cpu-path", default="/mix?cpu_us=100&sleep_ms=5")
-    ap.add_argument("--cpu-ladder", default="8,16,24,32,40,48,56,64,80,96,128")
+    ap.add_argument("--cpu-conns", type=int, default=256, help="cpu: tern-load's connections (open loop)")
+    ap.add_argument("--cpu-closed", default="32,128", help="cpu: closed-loop -c values run beside it, to compare")
     ap.add_argument("--cpu-secs", type=float, default=2)
+    ap.add_argument("--coarse", default="0.5,0.75,1,1.25,1.5,2,2.5",
+                    help="cpu, bandwidth: offered rates, as factors of the predicted ceiling, until one is not carried "
+                         "(then 0.9, 0.95 and 1.0 x the peak measured)")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="cpu: run the server, the probe and the load at this nice value (e.g. -20 where other "
+                         "programs' CPU hogs share the two CPUs)")
     ap.add_argument("--fd-limits", default="256,1024")
     ap.add_argument("--fd-warm", type=int, default=120, help="connections before the fds-per-connection reading")
     ap.add_argument("--fd-timeout", type=float, default=1.0, help="seconds a new connection may wait to be served")
@@ -665,14 +719,12 @@ def main():
     ap.add_argument("--bandwidth-mbps", type=int, default=50)
     ap.add_argument("--response-bytes", type=int, default=64 << 10)
     ap.add_argument("--bw-sleep-ms", type=int, default=100)
-    ap.add_argument("--bw-rates", default="0.5,0.7,0.8,0.85,0.9,0.95,1.0,1.1,1.25",
-                    help="offered rates, as fractions of the predicted link rate")
     ap.add_argument("--bw-conns", type=int, default=64)
     ap.add_argument("--bw-secs", type=float, default=3)
     args = ap.parse_args()
-    for k in ("cpu_ladder", "fd_limits"):
+    for k in ("cpu_closed", "fd_limits"):
         setattr(args, k, [int(x) for x in getattr(args, k).split(",")])
-    args.bw_rates = [float(x) for x in args.bw_rates.split(",")]
+    args.coarse = [float(x) for x in args.coarse.split(",")]
     terms = ["cpu", "fds", "memory", "bandwidth"] if "all" in args.terms else args.terms
     for t in terms:
         if t not in ("cpu", "fds", "memory", "bandwidth"):
