@@ -263,9 +263,40 @@ def saturate(args, url, predicted_rate, conns, secs, prefix=(), extra=(), label=
     return steps, peak, knee
 
 
+def others_busy():
+    """Other programs that compete for the CPUs now: real-time ones, and any using over 20% of a CPU over 0.5 s."""
+    def ticks():
+        out = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    comm, rest = f.read().rsplit(")", 1)
+                fields = rest.split()
+                out[pid] = (comm.split("(", 1)[1], int(fields[11]) + int(fields[12]), int(fields[38]))
+            except (OSError, IndexError, ValueError):
+                pass
+        return out
+
+    t0 = ticks()
+    time.sleep(0.5)
+    t1 = ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, (comm, cpu, policy) in t1.items():
+        share = (cpu - t0[pid][1]) / hz / 0.5 if pid in t0 else 0
+        if share > 0.2 or (policy in (1, 2) and share > 0.05):  # SCHED_FIFO, SCHED_RR (not the idle kthreads)
+            busy.append(f"{comm}[{pid}] {share * 100:.0f}%" + (" real-time" if policy in (1, 2) else ""))
+    return busy
+
+
 def term_cpu(args, rows):
     with open("/proc/loadavg") as f:
         loadavg = " ".join(f.read().split()[:3])
+    others = others_busy()
+    if others:
+        log("  other programs busy on the CPUs:", ", ".join(others))
     # With autogroup scheduling a nice value only ranks a process within its session: each of these runs in a
     # session of its own whose autogroup gets the nice value too, so that it counts against other sessions' hogs.
     nice = ["sh", "-c", f'echo {args.nice} > /proc/self/autogroup; exec nice -n {args.nice} "$@"', "sh"] \
@@ -305,7 +336,7 @@ def term_cpu(args, rows):
         "published": f"{math.floor(cores * 2)}..{math.floor(cores * 5)} (K_cpu 2..5 x {cores:g} core)",
         "error_pct": err_pct(pred, in_flight),
         "steps": steps, "closed_loop": closed,
-        "loadavg_before": loadavg, "nice": args.nice,
+        "loadavg_before": loadavg, "others_busy_before": others, "nice": args.nice,
         "capacity": cap,
     }
     shared = busiest["server_cpu_share"] < 0.9
@@ -316,8 +347,10 @@ def term_cpu(args, rows):
                   f"most of what was in flight was queued; already at {mid['throughput'] / peak * 100:.0f}% of the "
                   f"peak it was {mid['mean_s'] * 1e3:.1f} ms with the server on "
                   f"{mid['server_cpu_share'] * 100:.0f}% of its CPU"
-                  + (f" (shared with other programs, load average {loadavg} before the run: woken requests wait "
-                     f"for their turn on the CPU; a quiet machine is needed to check this term)" if shared else "") +
+                  + (f" (shared with other programs, load average {loadavg} before the run"
+                     + (f"; busy then: {', '.join(others)}" if others else "") +
+                     f": woken requests wait for their turn on the CPU; a quiet machine is needed to check this "
+                     f"term)" if shared else "") +
                   f". X_max x R0 assumes no queue up to the knee. X_max itself: see the row above. Published K_cpu "
                   f"2..5 ignores that {(r0 - s_meas) / r0 * 100:.0f}% of R0 is waiting. A closed loop does not find "
                   f"the knee either: its connections stay in lockstep ({lock}).")
