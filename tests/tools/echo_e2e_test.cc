@@ -312,6 +312,21 @@ TEST_P(EchoE2E, EchoReturnsTheBody) {
   }
 }
 
+TEST_P(EchoE2E, MixBytesSendsLargeBodies) {
+  Server s(flags());
+  ASSERT_TRUE(s.running());
+  Client c(s.port());
+  ASSERT_TRUE(c.ok());
+  // Two large bodies pipelined: both referenced from the one static buffer in one batch, then a small one.
+  ASSERT_TRUE(c.send(get("/mix?bytes=65536") + get("/mix?bytes=1000000&sleep_ms=1") + get("/mix?bytes=3")));
+  for (size_t size : {size_t{65536}, size_t{1000000}, size_t{3}}) {
+    auto r = c.response();
+    ASSERT_TRUE(r) << size;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_TRUE(r->body == std::string(size, 'x')) << size;
+  }
+}
+
 TEST_P(EchoE2E, PipelinedResponsesComeBackInOrder) {
   Server s(flags());
   ASSERT_TRUE(s.running());

@@ -57,6 +57,19 @@ TEST(EchoRoutes, TimedPaths) {
   EXPECT_EQ(only_cpu.amount, 0u);
   EXPECT_EQ(only_cpu.cpu_us, 20u);
   EXPECT_EQ(route_of("GET", "/mix").action, Action::kMix);
+  EXPECT_EQ(route_of("GET", "/mix").response.body, "OK\n");
+}
+
+TEST(EchoRoutes, MixBytesSizesTheBody) {
+  Route big = route_of("GET", "/mix", "sleep_ms=5&bytes=65536");
+  EXPECT_EQ(big.action, Action::kMix);
+  EXPECT_EQ(big.amount, 5u);
+  EXPECT_EQ(big.response.status, 200);
+  EXPECT_EQ(big.response.body, std::string(65536, 'x'));
+  EXPECT_EQ(route_of("GET", "/mix", "bytes=0").response.body.size(), 0u);
+  EXPECT_EQ(route_of("GET", "/mix", "bytes=" + std::to_string(kMaxMixBytes)).response.body.size(), kMaxMixBytes);
+  // Two replies share the buffer: a referenced body stays valid after the route that made it is gone.
+  EXPECT_EQ(route_of("GET", "/mix", "bytes=10").response.body.data(), big.response.body.data());
 }
 
 TEST(EchoRoutes, BadArgumentsAre400) {
@@ -69,7 +82,8 @@ TEST(EchoRoutes, BadArgumentsAre400) {
                              {"/mix", "sleep_ms=x"},
                              {"/mix", "cpu_us=-1"},
                              {"/mix", "sleep_ms=1&cpu_us=10000001"},
-                             {"/mix", "sleep_ms=60001"}}) {
+                             {"/mix", "sleep_ms=60001"},
+                             {"/mix", "bytes=1k"}}) {
     Route r = route_of("GET", path, query);
     EXPECT_EQ(r.action, Action::kRespond) << path << "?" << query;
     EXPECT_EQ(r.response.status, 400) << path << "?" << query;
@@ -78,6 +92,7 @@ TEST(EchoRoutes, BadArgumentsAre400) {
   EXPECT_EQ(route_of("GET", "/sleep", "ms=" + std::to_string(kMaxSleepMs + 1)).response.status, 400);
   EXPECT_EQ(route_of("GET", "/block", "ms=" + std::to_string(kMaxBlockMs + 1)).response.status, 400);
   static_assert(kMaxWorkUs == 10'000'000 && kMaxSleepMs == 60'000, "the /mix cases above sit one past these caps");
+  EXPECT_EQ(route_of("GET", "/mix", "bytes=" + std::to_string(kMaxMixBytes + 1)).response.status, 400);
 }
 
 TEST(EchoRoutes, WrongMethodIs405WithAllow) {

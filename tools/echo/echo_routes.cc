@@ -1,6 +1,7 @@
 // tools/echo/echo_routes.cc: see echo_routes.h.
 #include "tools/echo/echo_routes.h"
 
+#include <string>
 #include <string_view>
 
 namespace tern::echo {
@@ -32,15 +33,24 @@ Route timed(const http::Request& req, Action action, std::string_view key, uint6
   return r;
 }
 
-// GET /mix?sleep_ms=M&cpu_us=N: each optional (0), each capped as /sleep's and /work's.
+// B bytes of 'x' that outlive every response (a body over kInlineBodyMax is referenced, not copied). Made on first
+// use, so a server never asked for large bodies does not carry them.
+std::string_view fill(uint64_t bytes) {
+  static const std::string* const buf = new std::string(kMaxMixBytes, 'x');
+  return std::string_view(*buf).substr(0, bytes);
+}
+
+// GET /mix?sleep_ms=M&cpu_us=N&bytes=B: each optional (0; no bytes: "OK\n"), each capped as /sleep's and /work's.
 Route mix(const http::Request& req) {
   if (!is_get(req.method)) return respond(405, "Method Not Allowed\n", "GET, HEAD");
-  uint64_t ms = 0, us = 0;
+  uint64_t ms = 0, us = 0, bytes = 0;
   const http::QueryValue s = http::query_param(req.query, "sleep_ms");
   const http::QueryValue c = http::query_param(req.query, "cpu_us");
+  const http::QueryValue b = http::query_param(req.query, "bytes");
   if (s.found && (!http::parse_u64(s.value, ms) || ms > kMaxSleepMs)) return respond(400, "Bad Request\n");
   if (c.found && (!http::parse_u64(c.value, us) || us > kMaxWorkUs)) return respond(400, "Bad Request\n");
-  Route r = respond(200, kOk);
+  if (b.found && (!http::parse_u64(b.value, bytes) || bytes > kMaxMixBytes)) return respond(400, "Bad Request\n");
+  Route r = respond(200, b.found ? fill(bytes) : kOk);
   r.action = Action::kMix;
   r.amount = ms;
   r.cpu_us = us;

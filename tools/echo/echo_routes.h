@@ -16,7 +16,8 @@
 // GET /sleep?ms=N -> park the fiber N ms, 200; GET /block?ms=N -> block the thread N ms (nanosleep), 200;
 // GET /mix?sleep_ms=M&cpu_us=N -> park M ms, then burn N us (a request that waits on something, then computes, as
 // real ones do: its server's knee sits at tens or hundreds of connections, not at the core count; either may be
-// left out for 0), 200. HEAD is
+// left out for 0), 200; with &bytes=B its body is B bytes of 'x' instead of "OK\n" (large replies, for a link's
+// bandwidth: bench/capacity.sh). HEAD is
 // accepted wherever GET is. A known path with another method is 405, an unknown path 404, a missing or out-of-range N
 // 400.
 #pragma once
@@ -33,6 +34,8 @@ namespace tern::echo {
 inline constexpr uint64_t kMaxWorkUs = 10'000'000;
 inline constexpr uint64_t kMaxSleepMs = 60'000;
 inline constexpr uint64_t kMaxBlockMs = 60'000;
+// /mix's bytes=B: at most this (one static buffer of it, made on first use, backs every such reply).
+inline constexpr uint64_t kMaxMixBytes = 4 << 20;
 
 enum class Action { kRespond, kWork, kSleep, kBlock, kMix };
 
