@@ -6,9 +6,11 @@
 #include <jemalloc/jemalloc.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "runtime/controller/controller.h"
 #include "scheduler/sched.h"
@@ -47,6 +49,19 @@ double process_cpu_s() {
   timespec ts{};
   if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return NAN;
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// Resident set size from /proc/self/statm (its second field, in pages); NaN when unreadable. What the kernel charges the
+// process for: tern-capacity takes memory per connection from how this grows (tern_stack_bytes counts stacks' whole
+// mappings, most of which are never touched).
+double resident_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "re");
+  if (f == nullptr) return NAN;
+  unsigned long size = 0, resident = 0;
+  const bool ok = std::fscanf(f, "%lu %lu", &size, &resident) == 2;
+  std::fclose(f);
+  if (!ok) return NAN;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
 }
 
 // jemalloc's statistics are refreshed by writing its "epoch"; NaN where a name is unknown (another allocator).
@@ -156,11 +171,12 @@ void RuntimeMetrics::collect(Snapshot& out) {
     for (const auto& p : st.per_p) labeled(b, {{"p", std::to_string(p.id)}}, seconds(p.busy_ns));
   }
   one(out, "process_cpu_seconds_total", Type::kCounter, "user and system CPU time of the process", process_cpu_s());
+  one(out, "process_resident_memory_bytes", Type::kGauge, "resident set size of the process", resident_bytes());
   one(out, "tern_steals_total", Type::kCounter, "fibers taken from other Ps' queues", static_cast<double>(st.steals));
   {
     // Log2 buckets of nanoseconds: bucket i counts [2^i, 2^(i+1)) ns, so its upper bound is 2^(i+1) ns.
     Family& f = family(out, "tern_sched_latency_seconds", Type::kHistogram,
-                       "time from runnable to running, sampled (1 in 8 readies)");
+                       "time from runnable to running, estimated from sampled readies");
     Series s;
     uint64_t cum = 0;
     for (int i = 0; i < sched::kLatencyBuckets; i++) {

@@ -230,6 +230,7 @@ TEST(DebugServer, ExpositionParsesAndCarriesEveryMetricUnderLoad) {
   EXPECT_GT(busy, 0);
   EXPECT_LT(busy, 2 * 60.0);
   EXPECT_GT(value("process_cpu_seconds_total"), 0);
+  EXPECT_GT(value("process_resident_memory_bytes"), 1 << 20);  // this test program, its runtime and its stacks
   EXPECT_GE(value("tern_steals_total"), 0);
   const double lat_count = value("tern_sched_latency_seconds_count");
   EXPECT_GT(lat_count, 0);

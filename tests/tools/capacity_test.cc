@@ -86,6 +86,37 @@ TEST(CapacityFormula, TheKneeAndWhatIsLeftOut) {
   EXPECT_FALSE(compute(Inputs{})) << "no term at all is an error";
 }
 
+// Measured fixed and per-connection costs replace the published shapes: a server holding 16 descriptors whatever its
+// load and 1 per connection carries (1024 - 16) / 1 connections under a limit of 1024, where floor(1024 / (2 + 0))
+// would say 512; likewise memory less what the server holds anyway.
+TEST(CapacityFormula, MeasuredFixedAndPerConnectionCostsReplaceThePublishedShapes) {
+  Inputs in;
+  in.fds = {1024, "test"};
+  in.overhead_per_conn = {0, "test"};
+  in.fds_per_conn = {1, "test"};
+  in.fixed_fds = {16, "test"};
+  in.memory_bytes = {64 << 20, "test"};
+  in.fiber_bytes = {16 << 10, "test"};
+  in.fixed_bytes = {8 << 20, "test"};
+  auto r = compute(in);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(term(*r, "fds")->value, 1008);
+  EXPECT_NE(term(*r, "fds")->formula.find("16 fixed"), std::string::npos) << term(*r, "fds")->formula;
+  EXPECT_EQ(term(*r, "memory")->value, (56 << 20) / (16 << 10));
+  EXPECT_EQ(r->binding, "fds");
+  // Fixed costs above the limit leave room for nothing, not for a negative number of connections.
+  in.fixed_fds = {2000, "test"};
+  r = compute(in);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(term(*r, "fds")->value, 0);
+  in.fds_per_conn = {0, "test"};
+  EXPECT_FALSE(compute(in)) << "zero descriptors per connection divides by zero";
+  in.fds_per_conn = {NAN, "test"};
+  r = compute(in);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("fds_per_conn"), std::string::npos) << r.error().message();
+}
+
 TEST(CapacityFormula, ABadInputIsAnErrorNamingIt) {
   struct Case {
     Input Inputs::*field;
@@ -253,15 +284,27 @@ TEST(TernCapacity, ReadsARunningServersMetrics) {
   const std::string out = cap.output();
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
   const auto j = nlohmann::json::parse(out.substr(out.find('{')));
-  bool memory = false;
+  // What a connection costs, measured by holding 128 more (conn_cost.h): one descriptor (its socket) and some
+  // resident memory (its fiber's touched stack pages and buffers: kilobytes, not the stack's 256 KiB mapping).
+  bool memory = false, fds = false;
   for (const auto& t : j["terms"]) {
-    if (t["name"] != "memory") continue;
-    memory = true;
-    const auto& fb = t["inputs"]["fiber_bytes"];
-    EXPECT_NE(fb["source"].get<std::string>().find("measured at"), std::string::npos) << t;
-    EXPECT_GT(fb["value"].get<double>(), 1024) << t;  // a fiber's stack pages at least
+    if (t["name"] == "memory") {
+      memory = true;
+      const auto& fb = t["inputs"]["fiber_bytes"];
+      EXPECT_NE(fb["source"].get<std::string>().find("connections held"), std::string::npos) << t;
+      EXPECT_GT(fb["value"].get<double>(), 1024) << t;  // a fiber's stack pages at least
+      EXPECT_LT(fb["value"].get<double>(), 200 << 10) << t;
+      EXPECT_TRUE(t["inputs"].contains("fixed_bytes")) << t;
+    }
+    if (t["name"] == "fds") {
+      fds = true;
+      EXPECT_NEAR(t["inputs"]["fds_per_conn"]["value"].get<double>(), 1.0, 0.05) << t;
+      EXPECT_GE(t["inputs"]["fixed_fds"]["value"].get<double>(), 3) << t;  // stdio and the listener at least
+    }
   }
   EXPECT_TRUE(memory) << out;
+  EXPECT_TRUE(fds) << out;
+  EXPECT_EQ(j["connection_cost"]["held"].get<int>(), 128) << out;
   const double x_max = j["knee"]["x_max"];
   EXPECT_LT(x_max, 1e6 / 100) << "one processor at >= 100 us per request: " << out;
   const auto& probe = j["probe"];

@@ -31,6 +31,9 @@ Result<Report> compute(const Inputs& in) {
                          {"fiber_bytes", &in.fiber_bytes, false},
                          {"fds", &in.fds, false},
                          {"overhead_per_conn", &in.overhead_per_conn, true},
+                         {"fixed_bytes", &in.fixed_bytes, true},
+                         {"fds_per_conn", &in.fds_per_conn, false},
+                         {"fixed_fds", &in.fixed_fds, true},
                          {"bandwidth_bps", &in.bandwidth_bps, false},
                          {"response_bytes", &in.response_bytes, false},
                          {"latency_s", &in.latency_s, false},
@@ -56,7 +59,16 @@ Result<Report> compute(const Inputs& in) {
            fmt::format("floor({:g} cores x K_cpu {:g})", in.cores.value, in.k_cpu.value)};
     r.terms.push_back(std::move(t));
   }
-  if (need("memory", {{"memory_bytes", &in.memory_bytes}, {"fiber_bytes", &in.fiber_bytes}})) {
+  if (in.fixed_bytes.known && need("memory", {{"memory_bytes", &in.memory_bytes}, {"fiber_bytes", &in.fiber_bytes}})) {
+    Term t{"memory",
+           std::floor(std::max(0.0, in.memory_bytes.value - in.fixed_bytes.value) / in.fiber_bytes.value),
+           {{"memory_bytes", in.memory_bytes}, {"fixed_bytes", in.fixed_bytes}, {"fiber_bytes", in.fiber_bytes}},
+           false,
+           fmt::format("floor(({:.0f} MiB - {:.1f} MiB fixed) / {:.1f} KiB per connection)",
+                       in.memory_bytes.value / (1 << 20), in.fixed_bytes.value / (1 << 20),
+                       in.fiber_bytes.value / 1024)};
+    r.terms.push_back(std::move(t));
+  } else if (need("memory", {{"memory_bytes", &in.memory_bytes}, {"fiber_bytes", &in.fiber_bytes}})) {
     Term t{"memory",
            std::floor(in.memory_bytes.value / in.fiber_bytes.value),
            {{"memory_bytes", in.memory_bytes}, {"fiber_bytes", in.fiber_bytes}},
@@ -65,7 +77,15 @@ Result<Report> compute(const Inputs& in) {
                        in.fiber_bytes.value / 1024)};
     r.terms.push_back(std::move(t));
   }
-  if (need("fds", {{"fds", &in.fds}, {"overhead_per_conn", &in.overhead_per_conn}})) {
+  if (in.fds_per_conn.known && in.fixed_fds.known && in.fds.known) {
+    Term t{"fds",
+           std::floor(std::max(0.0, in.fds.value - in.fixed_fds.value) / in.fds_per_conn.value),
+           {{"fds", in.fds}, {"fixed_fds", in.fixed_fds}, {"fds_per_conn", in.fds_per_conn}},
+           false,
+           fmt::format("floor(({:g} fds - {:g} fixed) / {:.2f} per connection)", in.fds.value, in.fixed_fds.value,
+                       in.fds_per_conn.value)};
+    r.terms.push_back(std::move(t));
+  } else if (need("fds", {{"fds", &in.fds}, {"overhead_per_conn", &in.overhead_per_conn}})) {
     Term t{"fds",
            std::floor(in.fds.value / (2 + in.overhead_per_conn.value)),
            {{"fds", in.fds}, {"overhead_per_conn", in.overhead_per_conn}},

@@ -10,6 +10,12 @@
 // concurrency. It is reported as that rate (bandwidth_rate) and, with a latency, as the concurrency Little's law makes
 // of it (rate × latency); only the concurrency form takes part in the minimum.
 //
+// The memory and fds terms have a measured form beside the published one. The published one divides the whole limit
+// by a per-connection cost; a real server also holds fixed memory and descriptors whatever its load (tern-echo: 15
+// descriptors, then exactly 1 per connection, where "2 + overhead" can never go below 2). Where a running server's
+// cost was measured (conn_cost.h: fixed_bytes, fds_per_conn, fixed_fds), the terms are (limit - fixed) / per
+// connection, and the published form is what the output shows only when nothing was measured.
+//
 //   Inputs in;
 //   in.cores = {2, "cgroup quota (/sys/fs/cgroup/cpu/cpu.cfs_quota_us)"};
 //   ...
@@ -41,6 +47,11 @@ struct Inputs {
   Input fiber_bytes;        // memory per concurrent request (its fiber's stack, buffers and heap)
   Input fds;                // file descriptors the server may open
   Input overhead_per_conn;  // descriptors per connection beyond the formula's 2 (published 3..5)
+  // Measured (conn_cost.h) where a server can show them; when known they replace the published shapes:
+  // memory (memory_bytes - fixed_bytes) / fiber_bytes and fds (fds - fixed_fds) / fds_per_conn.
+  Input fixed_bytes;   // resident memory the server holds whatever its connections
+  Input fds_per_conn;  // descriptors each connection adds
+  Input fixed_fds;     // descriptors the server holds whatever its connections
   Input bandwidth_bps;      // the link, bits per second
   Input response_bytes;     // bytes per response on the wire
   Input latency_s;          // response time: turns the bandwidth rate into a concurrency

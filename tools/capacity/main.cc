@@ -20,6 +20,7 @@
 #include "runtime/config.h"
 #include "runtime/net/address.h"
 #include "runtime/runtime.h"
+#include "tools/capacity/conn_cost.h"
 #include "tools/capacity/formula.h"
 #include "tools/capacity/machine.h"
 #include "tools/capacity/server.h"
@@ -49,7 +50,7 @@ nlohmann::json input_json(const tern::capacity::Input& in) {
 int main(int argc, char** argv) {
   CLI::App app{"tern-capacity: how many concurrent requests a server can carry here, and which limit binds"};
   std::string from, probe_url, fs_root = "/";
-  int pid = 0;
+  int pid = 0, hold = 128;
   bool json = false;
   tern::capacity::Inputs in;
   std::vector<Flag> flags = {
@@ -77,6 +78,10 @@ int main(int argc, char** argv) {
   app.add_option("--probe", probe_url,
                  "http://HOST:PORT/PATH: a few sequential requests measure R0 and the reply size");
   app.add_option("--pid", pid, "the probed server's process id: its CPU per request gives X_max");
+  app.add_option("--hold", hold,
+                 "connections held open (with --from and --probe) to measure what one costs the server in resident "
+                 "memory and descriptors (default 128; 0: do not measure)")
+      ->check(CLI::Range(0, 100000));
   app.add_option("--fs-root", fs_root, "where /proc and /sys are (tests)");
   app.add_flag("--json", json, "print one JSON object");
   CLI11_PARSE(app, argc, argv);
@@ -92,9 +97,11 @@ int main(int argc, char** argv) {
   in.bandwidth_bps = tern::capacity::machine_bandwidth(fs_root, &problems);
 
   std::optional<tern::capacity::Input> server_procs;  // the server's processors, from its metrics
+  std::optional<tern::net::Address> metrics_addr;
   if (!from.empty()) {
     auto addr = tern::net::Address::parse(from);
     if (!addr) return usage(addr.error().wrap("--from " + from).message());
+    metrics_addr = *addr;
     auto body = tern::top::http_get(*addr, "/metrics", 5000);
     if (!body) return usage(body.error().wrap("--from").message());
     auto scrape = tern::top::parse_exposition(*body);
@@ -142,6 +149,13 @@ int main(int argc, char** argv) {
       double cpus =
           std::min(in.cores.known ? in.cores.value : 1e9, pr->server_cpus > 0 ? double(pr->server_cpus) : 1e9);
       if (server_procs) cpus = std::min(cpus, server_procs->value);
+      if (cpus < 1e9 && in.cores.known && cpus < in.cores.value && !flagged(in.cores)) {
+        // The CPU term counts the CPUs X_max counts: a server running on fewer processors than the machine's cores
+        // carries what its processors carry (K_cpu is per processor here), else the term and the knee disagree.
+        in.cores = tern::capacity::Input(
+            cpus, fmt::format("the server's {:g} processors or CPUs (tern_procs, its affinity), of {:g} cores ({})",
+                              cpus, in.cores.value, in.cores.source));
+      }
       if (cpus < 1e9) {
         in.x_max = tern::capacity::Input(cpus / pr->cpu_per_request_s,
                                          fmt::format("{:g} CPUs / {:.1f} us of server CPU per request ({})", cpus,
@@ -149,6 +163,40 @@ int main(int argc, char** argv) {
         if (!flagged(in.k_cpu))
           in.k_cpu = tern::capacity::Input(in.x_max.value * in.r0_s.value / cpus,
                                            fmt::format("X_max x R0 / {:g} CPUs ({})", cpus, where));
+      }
+    }
+  }
+  std::optional<tern::capacity::ConnectionCost> cost;
+  if (metrics_addr && !probe_url.empty() && hold > 0) {
+    auto target = tern::load::parse_url(probe_url);  // parsed above already
+    auto c = tern::capacity::connection_cost(target->addr, target->hostport, target->path, *metrics_addr, pid, hold);
+    if (!c) {
+      problems.push_back(c.error().wrap("measuring a connection's cost").message());
+    } else {
+      cost = *c;
+      // The one-reading estimate's complaint (too few connections open to divide by) is answered by the measurement.
+      std::erase_if(problems, [](const std::string& p) { return p.rfind("overhead_per_conn:", 0) == 0; });
+      const std::string where = fmt::format("measured: {} connections held ({:.0f} -> {:.0f} open)", c->held,
+                                            c->conns_before, c->conns_during);
+      if (!flagged(in.overhead_per_conn) && c->fds_per_conn() > 0) {
+        in.fds_per_conn = tern::capacity::Input(
+            c->fds_per_conn(), fmt::format("{}: fds {:.0f} -> {:.0f}", where, c->fds_before, c->fds_during));
+        in.fixed_fds = tern::capacity::Input(
+            c->fixed_fds(), fmt::format("{}: {:.0f} fds at {:.0f} connections, less theirs", where, c->fds_before,
+                                        c->conns_before));
+      }
+      if (!flagged(in.fiber_bytes) && std::isfinite(c->bytes_per_conn()) && c->bytes_per_conn() > 0) {
+        in.fiber_bytes = tern::capacity::Input(
+            c->bytes_per_conn(), fmt::format("{}: resident memory {:.1f} -> {:.1f} MiB ({})", where,
+                                             c->rss_before / (1 << 20), c->rss_during / (1 << 20), c->rss_source));
+        in.fixed_bytes = tern::capacity::Input(
+            c->fixed_bytes(), fmt::format("{}: {:.1f} MiB resident at {:.0f} connections, less theirs", where,
+                                          c->rss_before / (1 << 20), c->conns_before));
+      } else if (!flagged(in.fiber_bytes)) {
+        problems.push_back(fmt::format("memory per connection: the server's resident memory did not grow while {} "
+                                       "connections were held (memory freed by earlier load is reused); the memory "
+                                       "term uses the metrics' stack and heap figures",
+                                       c->held));
       }
     }
   }
@@ -175,6 +223,13 @@ int main(int argc, char** argv) {
                  {"x_max", in.x_max.known ? nlohmann::json(in.x_max.value) : nlohmann::json()},
                  {"r0", in.r0_s.known ? nlohmann::json(in.r0_s.value) : nlohmann::json()}};
     if (pr) j["probe"] = {{"cpu_per_request_s", pr->cpu_per_request_s}, {"server_cpus", pr->server_cpus}};
+    if (cost)
+      j["connection_cost"] = {{"held", cost->held},
+                              {"connections", {cost->conns_before, cost->conns_during}},
+                              {"fds", {cost->fds_before, cost->fds_during}},
+                              {"resident_bytes", {cost->rss_before, cost->rss_during}},
+                              {"fds_per_conn", cost->fds_per_conn()},
+                              {"bytes_per_conn", cost->bytes_per_conn()}};
     j["problems"] = problems;
     fmt::print("{}\n", j.dump(2));
     return 0;
