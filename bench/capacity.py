@@ -11,12 +11,15 @@ Terms (each with the others far away; every one against a fresh tern-echo with i
   fds        RLIMIT_NOFILE of the server lowered with prlimit (--fd-limits, default 256 and 1024); keep-alive
              connections opened one at a time, each served one GET /health and then held: how many are served before
              a new one is not answered within a second, against tern-capacity --fds N --from (descriptors per
-             connection measured at 100+ connections). Then: is the server spinning while out of descriptors, and does
+             connection and the fixed ones measured by tern-capacity --probe --hold min(--fd-hold, N/4) before the ramp).
+             Then: is the server spinning while out of descriptors, and does
              it serve again once some are closed?
   memory     the server in a cgroup v1 memory cgroup of its own limited to --memory-mb (default 64), descriptors far
              away; connections added in steps, each with a GET /sleep?ms=60000 in flight (each holds a fiber), until
              the server dies or stops answering /health: the most it held, against tern-capacity --memory-mb --from
-             (memory per fiber from its metrics). Records whether it was OOM-killed and the cgroup's failcnt.
+             (--probe --hold 128 on the fresh server, before the ramp: resident memory per connection and the fixed part).
+             Records whether it was OOM-killed, the cgroup's failcnt, and per connection what the cgroup was charged,
+             its kernel memory (memory.kmem.usage_in_bytes) and the server's RSS growth.
   bandwidth  a private network namespace whose loopback is shaped with tc tbf to --bandwidth-mbps (default 50); the
              server and the load inside it; open loop on /mix?bytes=B&sleep_ms=S (default 64 KiB after 100 ms) at
              offered rates around the predicted one: the throughput ceiling in responses/s against the published
@@ -372,6 +375,18 @@ def term_cpu(args, rows):
     rows.append(row)
 
 
+def wait_conns(srv, at_most, secs=3.0):
+    """Until the server shows at most `at_most` connections open (tern-capacity's held ones closed), or secs."""
+    t = time.time()
+    n = float("nan")
+    while time.time() - t < secs:
+        n = metric(srv.metrics(), "tern_connections_open")
+        if n <= at_most:
+            break
+        time.sleep(0.05)
+    return n
+
+
 def term_fds(args, rows):
     for n in args.fd_limits:
         srv = Server(args, f"fds-{n}-server", ["prlimit", f"--nofile={n}:{n}", "--"])
@@ -379,6 +394,13 @@ def term_fds(args, rows):
         try:
             m0 = srv.metrics()
             base_fds = metric(m0, "tern_fds_open")
+            # tern-capacity measures a connection's descriptors by holding some (well under the limit), before the
+            # ramp: its connections are closed again before this script opens its own.
+            hold = min(args.fd_hold, n // 4)
+            cap = capacity(args, ["--fds", str(n), "--from", f"127.0.0.1:{srv.mport}", "--probe",
+                                  f"http://127.0.0.1:{srv.port}/health", "--hold", str(hold)])
+            conns_after_cap = wait_conns(srv, 0)
+            fds_after_cap = metric(srv.metrics(), "tern_fds_open")
             warm = min(args.fd_warm, n // 2)
             for _ in range(warm):
                 c = open_served(srv.port, 2.0)
@@ -386,7 +408,6 @@ def term_fds(args, rows):
                     raise RuntimeError(f"fds {n}: connection {len(held) + 1} of the first {warm} not served")
                 held.append(c)
             m1 = srv.metrics()
-            cap = capacity(args, ["--fds", str(n), "--from", f"127.0.0.1:{srv.mport}"])
             fds_warm, conns_warm = metric(m1, "tern_fds_open"), metric(m1, "tern_connections_open")
             t0 = time.time()
             while len(held) < 4 * n:  # never: the limit binds long before
@@ -409,42 +430,69 @@ def term_fds(args, rows):
             while time.time() - t1 < 3 and not recovered:
                 recovered = health(srv.port, 1.0)
             recover_s = time.time() - t1
+            # With 8 closed there is room for the metrics scrape: descriptors open at the limit, less those 8.
+            m2 = srv.metrics() if recovered else {}
+            fds_full, conns_full = metric(m2, "tern_fds_open"), metric(m2, "tern_connections_open")
         finally:
             for c in held:
                 c.close()
             rc = srv.stop()
         per_conn = (fds_warm - base_fds) / conns_warm
         fixed = fds_warm - per_conn * conns_warm
-        pred = cap["by_name"]["fds"]["value"]
-        overhead = cap["by_name"]["fds"]["inputs"]["overhead_per_conn"]
+        t = cap["by_name"]["fds"]
+        pred = t["value"]
+        cost = cap.get("connection_cost") or {}
+        measured_by_cap = "fds_per_conn" in t["inputs"]
+        cap_per = t["inputs"]["fds_per_conn"]["value"] if measured_by_cap else float("nan")
+        cap_fixed = t["inputs"]["fixed_fds"]["value"] if measured_by_cap else float("nan")
         refined = math.floor((n - fixed) / per_conn) - 1  # less the metrics scrape's own connection
         row = {
             "term": "fds",
             "limit": f"keep-alive connections served at RLIMIT_NOFILE {n}",
             "predicted": pred,
-            "predicted_from": cap["by_name"]["fds"]["formula"] + f" (overhead: {overhead['source']})",
+            "predicted_from": t["formula"] + " (" + "; ".join(f"{k}: {v['source']}" for k, v in t["inputs"].items())
+                              + ")",
             "measured": measured,
-            "published": f"{n // (2 + 5)}..{n // (2 + 3)} (overhead 3..5)",
+            "published": f"{n // (2 + 5)}..{n // (2 + 3)} (2 + overhead 3..5 per connection)",
             "refined": refined,
             "error_pct": err_pct(pred, measured),
-            "base_fds": base_fds, "fds_at_warm": fds_warm, "conns_at_warm": conns_warm, "fds_per_conn": per_conn,
+            "hold": hold, "connection_cost": cost,
+            "base_fds": base_fds, "fds_after_capacity": fds_after_cap, "conns_after_capacity": conns_after_cap,
+            "fds_at_warm": fds_warm, "conns_at_warm": conns_warm, "fds_per_conn": per_conn,
+            "fds_at_limit_less_8": fds_full, "conns_at_limit_less_8": conns_full,
             "cpu_while_exhausted_cores": cpu_exhausted, "alive_when_exhausted": alive,
             "served_again_after_closing_8": recovered, "served_again_after_s": round(recover_s, 3),
             "ramp_s": round(ramp_s, 2), "exit": rc,
             "capacity": cap,
         }
-        row["why"] = (f"tern-echo holds {per_conn:.2f} fd per connection ({fds_warm:.0f} fds at {conns_warm:.0f} "
-                      f"connections, {base_fds:.0f} with none), so fds/conn - 2 = {fds_warm / conns_warm - 2:.2f} "
-                      f"and tern-capacity clamps the overhead to 0: the formula's fixed '2 +' per connection (a "
-                      f"proxy's two sockets) halves the limit of a server that holds one. (N - fixed) / per "
-                      f"connection = {refined}. The connection past the limit is not refused: it waits in the listen "
-                      f"backlog (accept fails with EMFILE and backs off) until the client's timeout. Out of "
-                      f"descriptors the server used {cpu_exhausted * 100:.1f}% of a "
-                      f"core (accept backs off), {'was alive' if alive else 'HAD DIED'}, and "
+        if measured_by_cap:
+            gap = n - cap_fixed - measured * cap_per
+            cause = (f"tern-capacity held {hold} connections and read {cap_per:.2f} descriptor per connection on "
+                     f"{cap_fixed:.0f} fixed ones (listener, metrics endpoint and its scrape, rings, stdio), so "
+                     f"(N - fixed) / per connection; this script's own reading at {conns_warm:.0f} connections "
+                     f"({per_conn:.2f} per connection, {fixed:.1f} fixed) gives {refined}. ")
+            if abs(gap) < 1:
+                cause += "The ramp stopped exactly there. "
+            else:
+                cause += f"The ramp stopped {abs(gap):.0f} connection(s) {'short of' if gap > 0 else 'past'} that"
+                if fds_full == fds_full:  # not NaN
+                    cause += (f": with 8 closed again the server held {fds_full:.0f} fds for {conns_full:.0f} "
+                              f"connections, {fds_full - conns_full * cap_per:.0f} besides theirs (the fixed ones "
+                              f"and the scrape's)")
+                cause += ". "
+        else:
+            cause = (f"tern-capacity did not measure the connection cost ({'; '.join(cap.get('problems', []))}) and "
+                     f"fell back to the published shape {t['formula']}. ")
+        row["why"] = (cause + f"The published '2 + overhead' per connection (a proxy's two sockets and then some) "
+                      f"would say {row['published'].split(' ')[0]}: tern-echo holds one. The connection past the "
+                      f"limit is not refused: it waits in the listen backlog (accept fails with EMFILE and backs off) "
+                      f"until the client's timeout. Out of descriptors the server used {cpu_exhausted * 100:.1f}% of "
+                      f"a core, {'was alive' if alive else 'HAD DIED'}, and "
                       f"{'served again' if recovered else 'DID NOT serve again'} {recover_s * 1e3:.0f} ms after 8 "
                       f"connections closed.")
-        log(f"  fds {n}: measured {measured}, predicted {pred:.0f}, published {row['published']}, "
-            f"refined {refined}; {per_conn:.2f} fd/conn, {base_fds:.0f} fixed")
+        log(f"  fds {n}: measured {measured}, predicted {pred:.0f} ({t['formula']}), published {row['published']}, "
+            f"refined {refined}; {per_conn:.2f} fd/conn, {base_fds:.0f} fds idle; at the limit less 8: "
+            f"{fds_full:.0f} fds, {conns_full:.0f} connections")
         rows.append(row)
 
 
@@ -484,6 +532,17 @@ class MemCgroup:
         log(f"capacity.py: could not remove {self.path}")
 
 
+def proc_status(pid):
+    """RssAnon, RssFile (bytes) of a process from /proc/PID/status."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            m = re.match(r"(RssAnon|RssFile|RssShmem|VmRSS):\s+(\d+) kB", line)
+            if m:
+                out[m.group(1)] = int(m.group(2)) * 1024
+    return out
+
+
 def term_memory(args, rows):
     limit = args.memory_mb << 20
     cg = MemCgroup(f"{TAG}-mem", limit)
@@ -494,8 +553,20 @@ def term_memory(args, rows):
     first_fail = None
     end = "the script's own limits"
     path = b"GET /sleep?ms=60000 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def sample():  # (cgroup usage, server RSS, failcnt, cgroup kernel memory)
+        return (cg.num("memory.usage_in_bytes"), srv.rss(), cg.num("memory.failcnt"),
+                cg.num("memory.kmem.usage_in_bytes"))
+
     try:
-        usage0, rss0 = cg.num("memory.usage_in_bytes"), srv.rss()
+        usage0, rss0, _, kmem0 = sample()
+        status0 = proc_status(srv.pid)
+        # tern-capacity measures a connection's resident memory on the fresh server (memory freed by earlier load
+        # would be reused without growing the RSS), by holding --mem-hold connections that have each been served
+        # one request; they are closed again before this script's ramp.
+        cap = capacity(args, ["--memory-mb", str(args.memory_mb), "--from", f"127.0.0.1:{srv.mport}", "--probe",
+                              f"http://127.0.0.1:{srv.port}{args.mem_probe_path}", "--hold", str(args.mem_hold)])
+        wait_conns(srv, 0)
 
         def add(k):
             for _ in range(k):
@@ -518,9 +589,8 @@ def term_memory(args, rows):
         add(args.mem_warm)
         settle()
         m1 = srv.metrics()
-        cap = capacity(args, ["--memory-mb", str(args.memory_mb), "--from", f"127.0.0.1:{srv.mport}"])
-        usage1, rss1 = cg.num("memory.usage_in_bytes"), srv.rss()
-        steps.append((len(held), usage1, rss1, cg.num("memory.failcnt")))
+        s1 = sample()
+        steps.append((len(held),) + s1)
         t0 = time.time()
         last_good = len(held)
         while time.time() - t0 < args.mem_ramp_s:
@@ -538,9 +608,9 @@ def term_memory(args, rows):
                        f"{len(broken)} connections in flight reset or closed" if broken else
                        "/health not answered within 2 s")
                 break
-            fc = cg.num("memory.failcnt")
-            steps.append((len(held), cg.num("memory.usage_in_bytes"), srv.rss(), fc))
-            if fc and first_fail is None:
+            s = sample()
+            steps.append((len(held),) + s)
+            if s[2] and first_fail is None:
                 first_fail = len(held)
             last_good = len(held)
         ramp_s = time.time() - t0
@@ -556,50 +626,81 @@ def term_memory(args, rows):
     measured = last_good
     kernel = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
     killed = [l for l in kernel.splitlines() if f"Killed process {srv.pid} " in l]
-    pred = cap["by_name"]["memory"]["value"]
-    fiber = cap["by_name"]["memory"]["inputs"]["fiber_bytes"]
-    # What the cgroup was charged per connection between the first and the last good step, and before any.
-    n_a, u_a = steps[0][0], steps[0][1]
-    n_b, u_b = steps[-1][0], steps[-1][1]
-    marginal = (u_b - u_a) / (n_b - n_a) if n_b > n_a else float("nan")
-    warm_marginal = (usage1 - usage0) / args.mem_warm
-    resident_model = math.floor((limit - usage0) / warm_marginal) if warm_marginal > 0 else None
+    t = cap["by_name"]["memory"]
+    pred = t["value"]
+    fiber = t["inputs"]["fiber_bytes"]
+    measured_by_cap = "fixed_bytes" in t["inputs"]
+    cap_per = fiber["value"]
+    cap_fixed = t["inputs"]["fixed_bytes"]["value"] if measured_by_cap else float("nan")
+    # What each connection cost over the ramp (from the first step, past what tern-capacity's held connections left
+    # cached in the allocator and the stack pool, to the last good one): the cgroup's charge, the kernel memory in
+    # it, and the server's RSS.
+    n_a, n_b = steps[0][0], steps[-1][0]
+
+    def per_conn(i):
+        return (steps[-1][i] - steps[0][i]) / (n_b - n_a) if n_b > n_a else float("nan")
+
+    charged, rss_per, kmem_per = per_conn(1), per_conn(2), per_conn(4)
+    refined = math.floor((limit - usage0) / charged) if charged > 0 else None
     stacks = metric(m1, "tern_stack_bytes", 'state="in_use"')
-    heap = metric(m1, "tern_heap_bytes", 'kind="allocated"')
     fibers = metric(m1, "tern_fibers")
     with open(os.path.join(args.out, "memory-steps.dat"), "w") as f:
-        f.write("# connections cgroup_usage_bytes rss_bytes failcnt\n")
+        f.write("# connections cgroup_usage_bytes rss_bytes failcnt kmem_usage_bytes\n")
         for s in steps:
             f.write(" ".join(str(x) for x in s) + "\n")
     row = {
         "term": "memory",
         "limit": f"connections with a request in flight in a {args.memory_mb} MiB cgroup",
         "predicted": pred,
-        "predicted_from": cap["by_name"]["memory"]["formula"] + f" ({fiber['source']})",
+        "predicted_from": t["formula"] + " (" + "; ".join(f"{k}: {v['source']}" for k, v in t["inputs"].items())
+                          + ")",
         "measured": measured,
-        "published": "none: the formula asks for a measured per-request memory",
-        "refined": resident_model,
+        "published": f"{math.floor(limit / stacks * fibers) if stacks > 0 else '-'} (the published shape, memory / "
+                     f"per-request memory, with a fiber's whole stack mapping, {stacks / fibers / 1024:.0f} KiB)" if fibers else "-",
+        "refined": refined,
         "error_pct": err_pct(pred, measured),
         "end": end, "alive_at_end": alive, "exit": rc, "oom_kills": oom, "failcnt": failcnt,
         "first_failcnt_at": first_fail, "max_usage_bytes": max_usage, "kernel_log": killed[-1:],
-        "usage_idle_bytes": usage0, "rss_idle_bytes": rss0, "usage_warm_bytes": usage1, "rss_warm_bytes": rss1,
-        "charged_per_conn_warm": warm_marginal, "charged_per_conn_ramp": marginal,
-        "stack_bytes_in_use": stacks, "heap_allocated": heap, "fibers": fibers, "ramp_s": round(ramp_s, 2),
+        "hold": args.mem_hold, "probe_path": args.mem_probe_path, "connection_cost": cap.get("connection_cost"),
+        "usage_idle_bytes": usage0, "rss_idle_bytes": rss0, "kmem_idle_bytes": kmem0, "status_idle": status0,
+        "usage_warm_bytes": s1[0], "rss_warm_bytes": s1[1], "kmem_warm_bytes": s1[3],
+        "charged_per_conn_ramp": charged, "rss_per_conn_ramp": rss_per, "kmem_per_conn_ramp": kmem_per,
+        "stack_bytes_in_use": stacks, "fibers": fibers, "ramp_s": round(ramp_s, 2),
         "server_stderr_tail": log_text[-2000:],
         "capacity": cap,
     }
-    row["why"] = (f"tern-capacity counts each fiber's whole stack mapping ({stacks / fibers / 1024:.0f} KiB of "
-                  f"virtual stack per fiber + {heap / fibers / 1024:.1f} KiB heap), but stacks are MAP_NORESERVE and "
-                  f"a parked request touches a few pages: the cgroup was charged {warm_marginal / 1024:.1f} KiB per "
-                  f"connection ({marginal / 1024:.1f} KiB over the ramp) on top of {usage0 / 2**20:.1f} MiB with "
-                  f"none; (limit - idle) / charged = {resident_model}. At the limit: {end}; "
-                  f"{'OOM-killed' if oom else 'not OOM-killed'} (oom_kill {oom}, failcnt {failcnt}, exit {rc}"
-                  f"{', first failcnt at ' + str(first_fail) + ' connections' if first_fail else ', no failcnt before'})"
-                  f"; nothing on the server's stderr (SIGKILL), only the kernel's log.")
+    outcome = (f"At the limit: {end}; {'OOM-killed' if oom else 'not OOM-killed'} (oom_kill {oom}, failcnt {failcnt}, "
+               f"exit {rc}{', first failcnt at ' + str(first_fail) + ' connections' if first_fail else ''}).")
+    if measured_by_cap:
+        rss_file = status0.get("RssFile", float("nan"))
+        row["why"] = (
+            f"tern-capacity held {args.mem_hold} connections ({args.mem_probe_path}) and read the RSS: "
+            f"{cap_per / 1024:.1f} KiB per connection on {cap_fixed / 2**20:.1f} MiB fixed. The cgroup charges "
+            f"something else. Fixed: {usage0 / 2**20:.1f} MiB charged with no connection against "
+            f"{rss0 / 2**20:.1f} MiB RSS, of which {rss_file / 2**20:.1f} MiB are file pages (the binary, its "
+            f"libraries), charged to whichever cgroup first read them, not this one; so the prediction leaves "
+            f"{(cap_fixed - usage0) / 2**20:.1f} MiB too little room (the rest of the fixed part is what the "
+            f"probe and the first scrapes added). Per connection over the ramp: {charged / 1024:.1f} KiB charged, "
+            f"of which {kmem_per / 1024:.1f} KiB kernel memory (memory.kmem.usage_in_bytes: the socket, its file, "
+            f"its poller entry), which no RSS shows, while the RSS grew {rss_per / 1024:.1f} KiB; tern-capacity's "
+            f"{cap_per / 1024:.1f} KiB is {(cap_per - charged) / charged * 100:+.0f}% of the charge: it misses the "
+            f"kernel part ({kmem_per / charged * 100:.0f}% of the charge), and its RSS per connection differs from "
+            f"the ramp's by {(cap_per - rss_per) / 1024:+.1f} KiB (what the first {args.mem_hold} connections grow "
+            f"once: pools, tables). The overstated fixed part pulls the other way. "
+            f"(limit - charged idle) / charged per connection = {refined}. The published form, a whole "
+            f"{stacks / fibers / 1024:.0f} KiB stack mapping per request, assumes every stack page is touched; "
+            f"stacks are MAP_NORESERVE and a parked request touches a few. " + outcome)
+    else:
+        row["why"] = (f"tern-capacity did not measure the connection cost ({'; '.join(cap.get('problems', []))}): "
+                      f"{t['formula']} ({fiber['source']}). The cgroup was charged {charged / 1024:.1f} KiB per "
+                      f"connection over the ramp on {usage0 / 2**20:.1f} MiB idle; (limit - idle) / that = "
+                      f"{refined}. " + outcome)
     for l in killed[-1:]:
         log("  kernel:", l)
-    log(f"  memory {args.memory_mb} MiB: measured {measured} ({end}), predicted {pred:.0f}, resident model "
-        f"{resident_model}; charged {warm_marginal / 1024:.1f} KiB/conn; oom_kill {oom}, exit {rc}")
+    log(f"  memory {args.memory_mb} MiB: measured {measured} ({end}), predicted {pred:.0f} ({t['formula']}), "
+        f"refined {refined}; per connection: charged {charged / 1024:.1f} KiB, kmem {kmem_per / 1024:.1f} KiB, RSS "
+        f"{rss_per / 1024:.1f} KiB; idle: charged {usage0 / 2**20:.1f} MiB, RSS {rss0 / 2**20:.1f} MiB; oom_kill "
+        f"{oom}, exit {rc}")
     rows.append(row)
 
 
@@ -743,10 +844,17 @@ def main():
                     help="cpu: run the server, the probe and the load at this nice value (e.g. -20 where other "
                          "programs' CPU hogs share the two CPUs)")
     ap.add_argument("--fd-limits", default="256,1024")
+    ap.add_argument("--fd-hold", type=int, default=64,
+                    help="fds: connections tern-capacity holds to measure one's descriptors (at most N / 4)")
     ap.add_argument("--fd-warm", type=int, default=120, help="connections before the fds-per-connection reading")
     ap.add_argument("--fd-timeout", type=float, default=1.0, help="seconds a new connection may wait to be served")
     ap.add_argument("--memory-mb", type=int, default=64)
-    ap.add_argument("--mem-warm", type=int, default=200, help="connections before the per-fiber reading")
+    ap.add_argument("--mem-hold", type=int, default=128,
+                    help="memory: connections tern-capacity holds to measure one's resident memory")
+    ap.add_argument("--mem-probe-path", default="/sleep?ms=1",
+                    help="memory: what tern-capacity's held connections are served (its fiber's stack as deep as a "
+                         "sleeping request's)")
+    ap.add_argument("--mem-warm", type=int, default=200, help="connections before the ramp's first reading")
     ap.add_argument("--mem-step", type=int, default=64)
     ap.add_argument("--mem-ramp-s", type=float, default=45, help="the ramp's cap (its requests sleep 60 s)")
     ap.add_argument("--bandwidth-mbps", type=int, default=50)

@@ -2,17 +2,24 @@
 // inputs read from fixture trees (and garbage there named, never used), a server's inputs from its metrics, and the
 // program end to end with a probe of a real tern-echo.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/process.h"
+#include "tools/capacity/conn_cost.h"
 #include "tools/capacity/formula.h"
 #include "tools/capacity/machine.h"
 #include "tools/capacity/server.h"
@@ -243,6 +250,96 @@ TEST(CapacityServer, InputsFromAServersMetrics) {
   EXPECT_FALSE(f.fiber_bytes.known);
   EXPECT_FALSE(f.overhead_per_conn.known);
   EXPECT_EQ(problems.size(), 2u);
+}
+
+// A server whose metrics count, like a real one's, a descriptor only passing through on some scrapes (a connection
+// its peer has just closed): every second scrape shows one more. Plain threads and blocking sockets: it answers every
+// request on a connection it then keeps, and its metrics show 18 fixed descriptors and 1 per connection.
+class PassingDescriptorServer {
+ public:
+  PassingDescriptorServer() : srv_(listen_any()), met_(listen_any()) {
+    threads_.emplace_back([this] { serve(srv_, false); });
+    threads_.emplace_back([this] { serve(met_, true); });
+  }
+  ~PassingDescriptorServer() {
+    stop_ = true;
+    for (auto& t : threads_) t.join();
+    for (int fd : kept_) ::close(fd);
+    ::close(srv_);
+    ::close(met_);
+  }
+  std::string addr() const { return "127.0.0.1:" + std::to_string(port(srv_)); }
+  std::string metrics() const { return "127.0.0.1:" + std::to_string(port(met_)); }
+
+ private:
+  static int listen_any() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 512) != 0) std::abort();
+    return fd;
+  }
+  static int port(int fd) {
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    return ntohs(a.sin_port);
+  }
+  static void read_request(int fd) {
+    std::string buf;
+    char c[4096];
+    while (buf.find("\r\n\r\n") == std::string::npos) {
+      const ssize_t n = ::read(fd, c, sizeof c);
+      if (n <= 0) return;
+      buf.append(c, static_cast<size_t>(n));
+    }
+  }
+  static void reply(int fd, const std::string& body, bool close) {
+    const std::string r = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+                          (close ? "Connection: close\r\n" : "") + "\r\n" + body;
+    (void)!::write(fd, r.data(), r.size());
+  }
+  void serve(int lfd, bool is_metrics) {
+    while (!stop_) {
+      pollfd p{lfd, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      read_request(fd);
+      if (!is_metrics) {
+        reply(fd, "OK\n", false);
+        kept_.push_back(fd);  // only this thread touches it until the destructor has joined
+        conns_++;
+        continue;
+      }
+      const int c = conns_, passing = scrapes_++ % 2;
+      reply(fd, "tern_connections_open " + std::to_string(c) + "\ntern_fds_open " + std::to_string(18 + c + passing) +
+                    "\n",
+            true);
+      ::close(fd);
+    }
+  }
+  int srv_, met_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> conns_{0}, scrapes_{0};
+  std::vector<int> kept_;
+  std::vector<std::thread> threads_;
+};
+
+// The per-connection descriptors are a difference of two readings over the held connections: one descriptor passing
+// through in one reading and not the other must not become 1/64 of a descriptor per connection (a 1024-descriptor
+// limit read 16 connections low).
+TEST(ConnectionCost, ADescriptorPassingThroughAScrapeIsNotCountedPerConnection) {
+  PassingDescriptorServer s;
+  auto server = net::Address::parse(s.addr());
+  auto metrics = net::Address::parse(s.metrics());
+  ASSERT_TRUE(server && metrics);
+  auto c = connection_cost(*server, s.addr(), "/health", *metrics, 0, 64);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->added(), 64);
+  EXPECT_DOUBLE_EQ(c->fds_per_conn(), 1.0) << "fds " << c->fds_before << " -> " << c->fds_during;
+  EXPECT_DOUBLE_EQ(c->fixed_fds(), 18.0);
 }
 
 TEST(TernCapacity, ProbesARealServerAndPredictsItsKnee) {

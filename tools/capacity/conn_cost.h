@@ -41,7 +41,8 @@ struct ConnectionCost {
 };
 
 // Plain blocking sockets (no runtime): n connections to `server`, each sends GET path (Host: hostport) and reads the
-// reply; the metrics endpoint is scraped before and after; every connection is closed before returning. An error
+// reply; the metrics endpoint is scraped before and after (3 times each, keeping the reading with the fewest
+// descriptors: a scrape also counts ones only passing through); every connection is closed before returning. An error
 // when a connection fails, a reply is not 2xx, the metrics lack tern_fds_open or tern_connections_open, or the
 // server's connection count did not grow (what would it divide by).
 Result<ConnectionCost> connection_cost(const net::Address& server, const std::string& hostport,
