@@ -13,6 +13,7 @@
 #include "alloc/stack.h"
 #include "base/check.h"
 #include "scheduler/task.h"
+#include "scheduler/ticks.h"
 #include "scheduler/wait_reason.h"
 
 namespace tern::sched {
@@ -51,10 +52,12 @@ struct G {
   // it will write (a read's destination, set by the fiber before it parks). Hints only: relaxed, possibly stale.
   std::atomic<const void*> prefetch_read{nullptr};
   std::atomic<void*> prefetch_write{nullptr};
-  // Scheduling latency (runnable -> running), sampled: every kLatencySampleEvery-th time this G becomes runnable,
-  // set_gstatus stamps ready_ns and execute() records the wait in its P's histogram (P::counters.latency).
-  uint32_t nready = 0;
-  int64_t ready_ns = 0;  // 0 = not sampled
+  // Scheduling latency (runnable -> running), sampled (set_gstatus says which times): set_gstatus stamps ready_ticks
+  // (scheduler/ticks.h) and ready_weight, and execute() records the wait in its P's histogram (P::counters.latency)
+  // as that many waits.
+  uint32_t nready = 0;       // runnable transitions in the fiber's busy stretches (see set_gstatus)
+  uint32_t ready_weight = 0;
+  uint64_t ready_ticks = 0;  // 0 = not sampled
   // For the fiber dump (Sched::fibers), which reads them from any thread while the fiber runs, parks or is recycled:
   // relaxed atomics the owner stores plainly (a mov each on x86). `id` is read there with __atomic_load_n too.
   std::atomic<WaitReason> wait_reason{WaitReason::kNone};  // set by park(); stale once the fiber runs again
@@ -87,10 +90,15 @@ constexpr bool gstatus_move_ok(GStatus from, GStatus to) {
   return false;
 }
 
-// One runnable transition in this many is timed (Go samples its /sched/latencies likewise, 1 in 8: a clock read on
-// every transition would cost a ping-pong pair of fibers about a tenth of its speed). Per G, not per thread, so that
-// no thread-local is touched here; a fiber's first run is always sampled.
-inline constexpr uint32_t kLatencySampleEvery = 8;
+// Which runnable transitions are timed (Go samples its /sched/latencies too: a tick read at each would cost a
+// ping-pong pair of fibers several percent of its speed). A fiber's first transition in each coarse-clock period (its
+// last status change was in an earlier one: the monitor moves that clock every 10 ms) is always timed, and counted
+// once; the rest, a fiber switching many times within one period, are timed one in kLatencySampleEvery and each
+// counted as kLatencySampleEvery waits. So fibers that run now and then (a connection's handler between requests)
+// are all seen, hot ones cost about one tick read per kLatencySampleEvery switches, and the histogram's counts are an
+// unbiased estimate of all transitions rather than a count of some (the weights make up for the sampling). Per G, not
+// per thread, so that no thread-local is touched here.
+inline constexpr uint32_t kLatencySampleEvery = 32;
 
 // Scheduling latency histogram buckets (per P, summed in SchedStats): bucket i counts waits in [2^i, 2^(i+1)) ns
 // (bucket 0 also holds 0 and 1 ns), the last one everything from 2^(kLatencyBuckets-1) ns (about 9 minutes) up.
@@ -99,28 +107,40 @@ inline constexpr int kLatencyBuckets = 40;
 int64_t now_ns();  // scheduler/timer.cc: CLOCK_MONOTONIC
 
 // The clock a G's since_ns is stamped with: CLOCK_MONOTONIC as the scheduler last read it, which is at most one
-// monitor period (kMonitorPeriodNs, 10 ms) behind while any P of any runtime is busy: every monitor tick and every
-// acquirep (which reads the clock anyway) store it. A status change happens only on a busy P or just before one goes
-// busy, so a stamp is never later than the true time and at most a period earlier. Reading it costs a load of a line
-// written every 10 ms, where now_ns() costs 27 ns on the reference VM: a channel ping-pong round trip (two parks) takes
-// about 100 ns there, so stamping each park with it would add about half (an estimate from those two figures, not
-// a measurement). Process-wide because it is a clock, not state: every runtime refreshes it.
+// monitor period (kMonitorPeriodNs, 10 ms) behind while any P of any runtime is busy: every monitor tick stores it, and
+// so does every acquirep (which reads the clock anyway) that finds it more than kCoarseRefreshNs behind. A status
+// change happens only on a busy P or just before one goes busy, so a stamp is never later than the true time and at
+// most a period earlier. Reading it costs a load of a line written rarely, where now_ns() costs 27 ns on the
+// reference VM: a channel ping-pong round trip (two parks) takes about 100 ns there, so stamping each park with it
+// would add about half (an estimate from those two figures, not a measurement). Process-wide because it is a clock,
+// not state: every runtime refreshes it.
 inline std::atomic<int64_t> g_coarse_ns{0};
 inline int64_t coarse_now_ns() {
   return g_coarse_ns.load(std::memory_order_relaxed);
 }
+// acquirep refreshes it only when it is this far behind: the stamps it serves are read by people (the fiber dump's
+// "waiting for 3.2 s"), for whom 100 us is nothing.
+inline constexpr int64_t kCoarseRefreshNs = 100'000;
 inline void refresh_coarse_clock(int64_t now) {
   g_coarse_ns.store(now, std::memory_order_relaxed);
 }
 
 // The one way a G's status changes. Checked in Debug and sanitizer builds (TERN_DCHECK); in Release a relaxed store
-// and the since_ns stamp (a load and a store), and, one time in kLatencySampleEvery that a G becomes runnable, a clock
-// read.
+// and the since_ns stamp (a load and a store), and for a transition to runnable a compare with the old stamp and, for
+// the sampled ones (kLatencySampleEvery), a tick read (rdtsc where the kernel's clock is the TSC).
 inline void set_gstatus(G* g, GStatus to) {
   TERN_DCHECK(gstatus_move_ok(g->status.load(std::memory_order_relaxed), to));
-  if (to == GStatus::kRunnable && g->nready++ % kLatencySampleEvery == 0) [[unlikely]]
-    g->ready_ns = now_ns();
-  g->since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+  const int64_t now = coarse_now_ns();
+  if (to == GStatus::kRunnable) {
+    if (g->since_ns.load(std::memory_order_relaxed) != now) [[unlikely]] {
+      g->ready_weight = 1;
+      g->ready_ticks = fast_ticks();
+    } else if (++g->nready % kLatencySampleEvery == 0) [[unlikely]] {
+      g->ready_weight = kLatencySampleEvery;
+      g->ready_ticks = fast_ticks();
+    }
+  }
+  g->since_ns.store(now, std::memory_order_relaxed);
   g->status.store(to, std::memory_order_relaxed);
 }
 

@@ -27,12 +27,7 @@
 
 namespace tern::sched {
 
-void Sched::ready(G* g, bool next) {
-  trace(TraceKind::kReady, g->id);
-  queue_ready(g, next);
-}
-
-void Sched::queue_ready(G* g, bool next) {
+inline void Sched::queue_ready_inline(G* g, bool next) {
   set_gstatus(g, GStatus::kRunnable);
   if (hooks_) [[unlikely]] {
     ready_hooked(g, next);
@@ -45,6 +40,15 @@ void Sched::queue_ready(G* g, bool next) {
     global_->push(g);
   }
   wakep();
+}
+
+void Sched::ready(G* g, bool next) {
+  trace(TraceKind::kReady, g->id);
+  queue_ready_inline(g, next);
+}
+
+void Sched::queue_ready(G* g, bool next) {
+  queue_ready_inline(g, next);
 }
 
 void Sched::ready_list(GList& list) {
@@ -252,7 +256,10 @@ void Sched::acquirep(M* m, P* p) {
   p->status.store(PStatus::kRunning, std::memory_order_relaxed);
   const int64_t now = now_ns();
   p->busy_since.store(now, std::memory_order_relaxed);
-  refresh_coarse_clock(now);  // a P going busy is where fibers start changing status: stamp them with a fresh clock
+  // A P going busy is where fibers start changing status: stamp them with a fresh clock. Stored only when it moved by
+  // more than kCoarseRefreshNs: every M waking in a ping-pong across Ms stored it, and every status change on the
+  // other CPU then missed on its line.
+  if (now - coarse_now_ns() > kCoarseRefreshNs) refresh_coarse_clock(now);
 }
 
 P* Sched::releasep(M* m) {

@@ -28,6 +28,7 @@ void Sched::monitor_main() {
     monitor_note_.sleep(kMonitorPeriodNs);
     if (shutting_down_.load(std::memory_order_acquire)) return;
     refresh_coarse_clock(now_ns());  // the fiber dump's clock (g.h): at most a period behind while a P is busy
+    ticks_recalibrate();             // the latency samples' tick factor (ticks.h), over a longer span each time
     retry_thread_start();
     n = scan_bound();  // a retiring P still held by a long fiber counts: its queue is stuck behind it
     bool stuck_work = false;

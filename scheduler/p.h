@@ -33,7 +33,7 @@ struct PCounters {
   std::atomic<uint64_t> poll_calls{0};  // non-blocking polls of the network by this P's M, found fibers or not
   std::atomic<uint64_t> work{0};        // the application's work counter (tern::count_work) from fibers on this P
   std::atomic<uint64_t> busy_ns{0};     // time held by an M, up to its last release (see P::busy_since)
-  std::atomic<uint64_t> latency[kLatencyBuckets] = {};  // sampled runnable -> running waits (G::ready_ns)
+  std::atomic<uint64_t> latency[kLatencyBuckets] = {};  // sampled runnable -> running waits (G::ready_ticks)
   std::atomic<uint64_t> latency_sum_ns{0};              // their sum (the metrics' histogram _sum)
 };
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {

@@ -92,6 +92,7 @@ Sched::Sched(SchedOptions opts)
     std::fprintf(stderr, "tern: chaos schedule, seed %llu\n", static_cast<unsigned long long>(opts_.chaos_seed));
   }
   install_stack_guard_handler();
+  ticks_init();
   refresh_coarse_clock(now_ns());
   // The poller is fixed before any thread of this runtime (monitor, Ms) starts: they read poller_ without a lock.
   if (opts_.poller != nullptr) {

@@ -192,9 +192,10 @@ struct SchedStats {
   uint64_t live = 0;                   // fibers spawned and not finished
   uint64_t busy_ns = 0;                // summed over Ps: time held by an M (running, polling, spinning)
   uint64_t work = 0;                   // the application's work counter (count_work)
-  // Sampled runnable -> running waits (1 in kLatencySampleEvery): latency[i] counts waits in [2^i, 2^(i+1)) ns.
+  // Runnable -> running waits, estimated from samples (g.h, kLatencySampleEvery): latency[i] counts waits in
+  // [2^i, 2^(i+1)) ns.
   uint64_t latency[kLatencyBuckets] = {};
-  uint64_t latency_sum_ns = 0;  // the sampled waits' sum
+  uint64_t latency_sum_ns = 0;  // their sum
   int idle_threads = 0;         // Ms parked without a P (the idle list), besides the one holding the poller role
   // Each live P (ids 0 .. procs-1), as the controller and the schedtrace line show them.
   struct Proc {
@@ -313,6 +314,8 @@ class Sched {
   void chaos_delay();     // nothing, a spin of up to ~500 ns, or sched_yield(), at random
   void ready_hooked(G* g, bool next);
   void queue_ready(G* g, bool next);  // ready() without its trace event
+  // queue_ready's body, inlined into ready() (idle.cc): called out of line it cost a channel ping-pong a few percent.
+  [[gnu::always_inline]] inline void queue_ready_inline(G* g, bool next);
   struct LeakReport {
     static constexpr size_t kMaxIds = 8;
     uint64_t parked = 0, queued = 0, running = 0;  // live fibers, by state

@@ -85,16 +85,19 @@ inline void prefetch_next(P* p) {
 #endif
 }
 
-// Counts a sampled runnable -> running wait (set_gstatus stamped g->ready_ns) in p's histogram; p is the caller's.
+// Counts a sampled runnable -> running wait (set_gstatus stamped g->ready_ticks) in p's histogram; p is the caller's.
 inline void record_latency(P* p, G* g) {
-  if (g->ready_ns == 0) [[likely]]
+  if (g->ready_ticks == 0) [[likely]]
     return;
-  const int64_t wait = now_ns() - g->ready_ns;
-  g->ready_ns = 0;
+  const uint64_t now = fast_ticks();
+  // Stamped on one CPU and read on another: synchronized TSCs may still differ by a few ticks, so a "negative" wait
+  // counts as the shortest one.
+  const int64_t wait = now > g->ready_ticks ? ticks_to_ns(now - g->ready_ticks) : 0;
+  g->ready_ticks = 0;
   const uint64_t w = wait > 1 ? static_cast<uint64_t>(wait) : 1;
   const int bucket = std::min(63 - __builtin_clzll(w), kLatencyBuckets - 1);
-  bump(p->counters.latency[bucket]);
-  bump(p->counters.latency_sum_ns, w);
+  bump(p->counters.latency[bucket], g->ready_weight);
+  bump(p->counters.latency_sum_ns, w * g->ready_weight);
 }
 
 // The trace's record of g leaving its P by `action` (execute, after the switch back).

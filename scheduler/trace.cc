@@ -8,30 +8,13 @@
 
 #include "scheduler/g.h"
 #include "scheduler/sched.h"
+#include "scheduler/ticks.h"
 
 namespace tern::sched {
-namespace {
-
-// Whether the kernel keeps time with the TSC: it checks that the TSC is invariant and synchronized across CPUs before
-// it picks it (and falls back to another source, which this then reads, when it finds it unstable).
-bool kernel_clock_is_tsc() {
-#if defined(__x86_64__)
-  FILE* f = std::fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
-  if (f == nullptr) return false;
-  char buf[32] = {};
-  const bool ok = std::fgets(buf, sizeof buf, f) != nullptr && std::strncmp(buf, "tsc\n", 4) == 0;
-  std::fclose(f);
-  return ok;
-#else
-  return false;
-#endif
-}
-
-}  // namespace
 
 Tracer::Tracer(size_t events_per_buffer)
     : capacity_(events_per_buffer),
-      tsc_(kernel_clock_is_tsc()),
+      tsc_((ticks_init(), g_tick_clock.tsc)),
       buffers_(kMaxProcs),
       outside_(events_per_buffer, tsc_) {
   ns0_ = now_ns();
