@@ -365,11 +365,11 @@ TEST(TernSweep, SweepsARunningServer) {
 
 TEST(TernSweep, BadFlagsAreNamed) {
   const std::vector<std::vector<std::string>> cases = {
-      {"--step-duration", "-1s"},  {"--step-duration", "nan"}, {"--warmup", "-5ms"}, {"--slo-ms", "nan"},
-      {"--slo-ms", "-3"},          {"--ladder", ""},           {"--ladder", "16,x"}, {"--ladder-from", "-4"},
-      {"--ladder-to", "0"},        {"--load", "ab"},           {"--procs", "0"},     {"--refine", "1.5"},
-      {"--server-cpus", "3-1"},    {"--load-cpus", "x"},       {"--path", "mix"},    {"--server-bin", "/nonexistent"},
-      {"--metrics", "127.0.0.1:1"}};
+      {"--step-duration", "-1s"},   {"--step-duration", "nan"}, {"--warmup", "-5ms"}, {"--slo-ms", "nan"},
+      {"--slo-ms", "-3"},           {"--ladder", ""},           {"--ladder", "16,x"}, {"--ladder-from", "-4"},
+      {"--ladder-to", "0"},         {"--load", "ab"},           {"--procs", "0"},     {"--refine", "1.5"},
+      {"--server-cpus", "3-1"},     {"--load-cpus", "x"},       {"--path", "mix"},    {"--server-bin", "/nonexistent"},
+      {"--metrics", "127.0.0.1:1"}, {"--nice", "-21"},          {"--nice", "x"}};
   for (const auto& c : cases) {
     test::Child sweep({TERN_SWEEP_BIN, c[0], c[1], "--out", "/tmp/tern-sweep-badflag-never-written"});
     const int st = sweep.wait();

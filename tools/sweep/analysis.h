@@ -39,8 +39,13 @@ struct Step {
   std::map<std::string, uint64_t> errors;         // by kind, as the load generator names them
   double cpu_per_request_s = NAN;                 // the server's CPU over the step / requests it answered
   std::string cpu_source;                         // where that came from
-  bool refined = false;                           // added between ladder steps to locate the knee
-  std::string note;                               // what went wrong running it, if anything
+  // Where the CPU went: the server's CPU time over the step's wall time (1.0: one CPU's worth), and how busy the
+  // CPUs it was pinned to were with anything (itself, interrupts, other processes), 0..1 (NaN: not pinned). A server
+  // well below its processors while its CPUs are busy shares them with something else.
+  double server_cpu_util = NAN;
+  double server_cpus_busy = NAN;
+  bool refined = false;  // added between ladder steps to locate the knee
+  std::string note;      // what went wrong running it, if anything
 
   uint64_t error_count() const;
   double error_ratio() const;  // errors / (ok + errors); 0 when nothing was sent

@@ -103,7 +103,9 @@ struct Context {
   std::string load_tool, load_bin, wrk_script, url, out_dir;
   std::vector<int> load_cpus;
   double step_s = 3, warmup_s = 0.5, timeout_s = 5;
-  tern::net::Address metrics;  // empty: none
+  tern::net::Address metrics;    // empty: none
+  std::vector<int> server_cpus;  // pinned to (empty: not pinned)
+  int niceness = 0;              // of every child
   pid_t server_pid = 0;
   size_t steps_done = 0, steps_total = 0;
   std::chrono::steady_clock::time_point start;
@@ -118,6 +120,7 @@ tern::sweep::LoadSpec spec_for(const Context& c, int procs, int n, double durati
   spec.duration_s = duration;
   spec.timeout_s = c.timeout_s;
   spec.cpus = c.load_cpus;
+  spec.niceness = c.niceness;
   spec.wrk_script = c.wrk_script;
   const std::string base = fmt::format("{}/raw/p{}-n{}{}", c.out_dir, procs, n, tag);
   spec.out_path = base + (c.load_tool == "wrk" ? ".out" : ".json");
@@ -137,8 +140,15 @@ Step run_step(Context& c, int procs, int n, bool refined) {
   tern::Result<tern::sweep::ServerSample> m0 = tern::make_error("no metrics");
   if (!c.metrics.empty()) m0 = tern::sweep::scrape_server(c.metrics);
   const double c0 = c.server_pid > 0 ? tern::sweep::proc_cpu_s(c.server_pid) : NAN;
+  const auto j0 = c.server_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.server_cpus);
+  const auto t0 = std::chrono::steady_clock::now();
   auto r = tern::sweep::run_load(spec_for(c, procs, n, c.step_s, ""));
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto j1 = c.server_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.server_cpus);
   const double c1 = c.server_pid > 0 ? tern::sweep::proc_cpu_s(c.server_pid) : NAN;
+  if (j1.second > j0.second) st.server_cpus_busy = (j1.first - j0.first) / (j1.second - j0.second);
+  // The load's run includes its start and exit, a few ms of the server idling: close enough for "where did the CPU go".
+  if (std::isfinite(c0) && std::isfinite(c1) && wall > 0) st.server_cpu_util = (c1 - c0) / wall;
   tern::Result<tern::sweep::ServerSample> m1 = tern::make_error("no metrics");
   if (!c.metrics.empty()) m1 = tern::sweep::scrape_server(c.metrics);
   if (!r) {
@@ -184,7 +194,7 @@ struct Server {
   std::string log;
 };
 
-tern::Result<Server> start_server(const std::string& bin, int procs, const std::vector<int>& cpus,
+tern::Result<Server> start_server(const std::string& bin, int procs, const std::vector<int>& cpus, int niceness,
                                   const std::string& out_dir) {
   std::string last;
   for (int attempt = 0; attempt < 3; attempt++) {
@@ -196,7 +206,7 @@ tern::Result<Server> start_server(const std::string& bin, int procs, const std::
     s.log = fmt::format("{}/raw/server-p{}.log", out_dir, procs);
     auto p = tern::sweep::Process::start(
         {bin, "--listen", s.addr.to_string(), "--metrics", s.metrics.to_string(), "--procs", std::to_string(procs)},
-        cpus, s.log);
+        cpus, s.log, "", niceness);
     if (!p) return p.error();
     s.proc = std::move(*p);
     if (tern::sweep::wait_for_port(s.addr, std::chrono::seconds(10)) &&
@@ -218,7 +228,7 @@ tern::sweep::Prediction predict(const std::string& capacity_bin, const Context& 
   if (!metrics.empty()) argv.insert(argv.end(), {"--from", metrics.to_string()});
   const std::string out = fmt::format("{}/raw/capacity-p{}.json", c.out_dir, procs);
   const std::string err = fmt::format("{}/raw/capacity-p{}.err", c.out_dir, procs);
-  auto p = tern::sweep::Process::start(argv, c.load_cpus, out, err);
+  auto p = tern::sweep::Process::start(argv, c.load_cpus, out, err, c.niceness);
   if (!p) {
     pr.error = p.error().message();
     return pr;
@@ -256,7 +266,7 @@ int main(int argc, char** argv) {
   std::string procs_text = "1,2", server_cpus, load_cpus, server, metrics, server_pid_text;
   std::string ladder_text, ladder_from = "16", ladder_to = "8192", refine_text = "3";
   std::string path = "/mix?cpu_us=100&sleep_ms=5", load = "tern-load";
-  std::string step_text = "3s", warmup_text = "500ms", timeout_text = "5s", slo_text = "100", out_dir;
+  std::string step_text = "3s", warmup_text = "500ms", timeout_text = "5s", slo_text = "100", out_dir, nice_text;
   bool json = false;
   app.add_option("--procs", procs_text, "server processor counts, each a ladder of its own (default 1,2)");
   app.add_option("--ladder", ladder_text,
@@ -273,6 +283,9 @@ int main(int argc, char** argv) {
   app.add_option("--slo-ms", slo_text, "p99 latency objective for knee (a), ms (default 100)");
   app.add_option("--server-cpus", server_cpus, "CPUs for the server, taskset -c style (0, 0-1, 0,2)");
   app.add_option("--load-cpus", load_cpus, "CPUs for the load generator and the probe");
+  app.add_option("--nice", nice_text,
+                 "nice value of the server, the load and the probe, -20..19 (a negative one, as root, puts them ahead "
+                 "of background work on a machine that is not quiet; default: unchanged)");
   app.add_option("--server", server, "HOST:PORT of a server already running (then --metrics; no processor ladder)");
   app.add_option("--metrics", metrics, "HOST:PORT of that server's metrics endpoint");
   app.add_option("--server-pid", server_pid_text,
@@ -354,6 +367,11 @@ int main(int argc, char** argv) {
     server_pid = static_cast<pid_t>(*v);
     if (kill(server_pid, 0) != 0) return usage(fmt::format("--server-pid {}: no such process", server_pid));
   }
+  if (!nice_text.empty()) {
+    auto v = tern::parse_number("--nice", nice_text, -20, 19);
+    if (!v || std::floor(*v) != *v) return usage(v ? "--nice: must be a whole number" : v.error().message());
+    c.niceness = static_cast<int>(*v);
+  }
   std::vector<int> scpus;
   if (!server_cpus.empty()) {
     auto v = tern::sweep::parse_cpu_list(server_cpus);
@@ -425,6 +443,11 @@ int main(int argc, char** argv) {
   sw.machine = tern::sweep::machine_info();
   sw.started_at = now_text("%Y-%m-%d %H:%M:%S %Z");
   sw.loadavg_start = sw.machine.loadavg1;
+  if (sw.loadavg_start >= 1)
+    sw.notes.push_back(
+        fmt::format("the machine was not quiet: load average {:.2f} before the sweep started; other "
+                    "processes share the CPUs (the report's \"its CPUs busy\" column shows how much)",
+                    sw.loadavg_start));
   sw.load_tool = c.load_tool;
   sw.path = path;
   sw.server_cpus = server_cpus;
@@ -434,6 +457,7 @@ int main(int argc, char** argv) {
   sw.slo_s = *slo * 1e-3;
   sw.refine = static_cast<int>(*refine);
   sw.ladder = ladder;
+  sw.niceness = c.niceness;
   sw.server = server.empty() ? "tern-echo (" + server_bin + ")" : "the server at " + server;
   c.start = std::chrono::steady_clock::now();
   c.steps_total = ladder.size() * procs_list.size();
@@ -444,7 +468,7 @@ int main(int argc, char** argv) {
     run.procs = procs;
     Server srv;
     if (server.empty()) {
-      auto s = start_server(server_bin, procs, scpus, out_dir);
+      auto s = start_server(server_bin, procs, scpus, c.niceness, out_dir);
       if (!s) {
         sw.notes.push_back(fmt::format("procs {}: the server did not start: {}", procs, s.error().message()));
         fmt::print(stderr, "tern-sweep: procs {}: the server did not start: {}\n", procs, s.error().message());
@@ -454,6 +478,7 @@ int main(int argc, char** argv) {
       }
       srv = std::move(*s);
       c.server_pid = srv.proc.pid();
+      c.server_cpus = scpus;
       c.metrics = srv.metrics;
       run.server_log = srv.log;
     } else {

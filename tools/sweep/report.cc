@@ -47,6 +47,8 @@ nlohmann::json step_json(const Step& s) {
           {"errors", s.errors},
           {"server_cpu_per_request_s", num(s.cpu_per_request_s)},
           {"server_cpu_source", s.cpu_source},
+          {"server_cpu_util", num(s.server_cpu_util)},
+          {"server_cpus_busy", num(s.server_cpus_busy)},
           {"refined", s.refined},
           {"note", s.note}};
 }
@@ -155,6 +157,7 @@ nlohmann::json to_json(const Sweep& s) {
   j["warmup_s"] = s.warmup_s;
   j["slo_s"] = s.slo_s;
   j["refine"] = s.refine;
+  j["nice"] = s.niceness;
   j["ladder"] = s.ladder;
   j["runs"] = nlohmann::json::array();
   for (const ProcsRun& r : s.runs) {
@@ -300,8 +303,10 @@ std::string markdown(const Sweep& s) {
       line("");
     }
     const Ladder* l = r.analysis ? &*r.analysis : nullptr;
-    line("| N | throughput | % of peak | p50 | p99 | p99.9 | errors | server CPU/request | |");
-    line("|---:|---:|---:|---:|---:|---:|---|---:|---|");
+    line(
+        "| N | throughput | % of peak | p50 | p99 | p99.9 | errors | server CPU/request | server CPU | its CPUs busy | "
+        "|");
+    line("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
     std::vector<Step> steps = r.steps;
     std::sort(steps.begin(), steps.end(), [](const Step& a, const Step& b) { return a.concurrency < b.concurrency; });
     for (const Step& st : steps) {
@@ -311,12 +316,19 @@ std::string markdown(const Sweep& s) {
       if (l && l->peak_concurrency == st.concurrency) mark += "peak ";
       if (st.refined) mark += "refined ";
       if (!st.note.empty()) mark += "— " + st.note;
+      auto pct = [](double v) { return std::isfinite(v) ? fmt::format("{:.0f}%", v * 100) : std::string("–"); };
       line(fmt::format(
-          "| {} | {:.0f}/s | {} | {} | {} | {} | {} | {} | {} |", st.concurrency, st.throughput,
+          "| {} | {:.0f}/s | {} | {} | {} | {} | {} | {} | {} | {} | {} |", st.concurrency, st.throughput,
           l && l->peak_throughput > 0 ? fmt::format("{:.1f}%", st.throughput / l->peak_throughput * 100) : "–",
           fmt_seconds(st.p50_s), fmt_seconds(st.p99_s), fmt_seconds(st.p999_s), errors_text(st.errors),
-          std::isfinite(st.cpu_per_request_s) ? fmt::format("{:.1f} us", st.cpu_per_request_s * 1e6) : "–", mark));
+          std::isfinite(st.cpu_per_request_s) ? fmt::format("{:.1f} us", st.cpu_per_request_s * 1e6) : "–",
+          pct(st.server_cpu_util), pct(st.server_cpus_busy), mark));
     }
+    line("");
+    line(
+        "Server CPU: the server process's CPU time over the step's wall time (100% = one CPU). Its CPUs busy: how "
+        "busy the CPUs it is pinned to were with anything, itself, interrupts or other processes; far above the "
+        "server's own share means it was sharing them.");
     line("");
     if (l) {
       line(fmt::format("- knee (b): {}", l->knee_95.found ? l->knee_95.how : "none: " + l->knee_95.how));
@@ -365,6 +377,11 @@ std::string markdown(const Sweep& s) {
                   "CPUs with the server and the load)",
                   s.loadavg_start, s.loadavg_end));
   line(fmt::format("- server: {}; CPUs {}", s.server, s.server_cpus.empty() ? "not pinned" : s.server_cpus));
+  if (s.niceness != 0)
+    line(
+        fmt::format("- nice value {} for the server, the load and the probe (--nice): ahead of other work on the "
+                    "same CPUs, which still takes what they leave",
+                    s.niceness));
   line(fmt::format("- load: {} at {}, closed loop (each connection sends when its last reply is in); CPUs {}",
                    s.load_tool, s.url, s.load_cpus.empty() ? "not pinned" : s.load_cpus));
   std::string ladder;

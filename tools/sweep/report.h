@@ -66,6 +66,7 @@ struct Sweep {
   std::string server_cpus, load_cpus;  // as given ("" unpinned)
   double step_s = 0, warmup_s = 0, slo_s = 0;
   int refine = 0;
+  int niceness = 0;  // of the children (--nice)
   std::vector<int> ladder;
   std::vector<ProcsRun> runs;
   Recommendation recommendation;

@@ -6,12 +6,14 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -107,7 +109,7 @@ std::vector<int> doubling_ladder(int from, int to) {
 }
 
 Result<Process> Process::start(const std::vector<std::string>& argv, const std::vector<int>& cpus,
-                               const std::string& out_path, const std::string& err_path) {
+                               const std::string& out_path, const std::string& err_path, int niceness) {
   if (argv.empty()) return make_error("no program to run");
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -148,6 +150,8 @@ Result<Process> Process::start(const std::vector<std::string>& argv, const std::
     int what = 0, e = 0;
     if (!cpus.empty() && sched_setaffinity(0, sizeof set, &set) != 0) {
       what = 1, e = errno;
+    } else if (niceness != 0 && setpriority(PRIO_PROCESS, 0, niceness) != 0) {
+      what = 4, e = errno;
     } else if (dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) {
       what = 2, e = errno;
     } else {
@@ -173,8 +177,9 @@ Result<Process> Process::start(const std::vector<std::string>& argv, const std::
     waitpid(pid, &st, 0);
     std::string cpu_text;
     for (int c : cpus) cpu_text += fmt::format("{}{}", cpu_text.empty() ? "" : ",", c);
-    const char* what[] = {"", "pin to CPUs ", "redirect output of ", "execute "};
-    return errno_error(msg[1], std::string(what[msg[0]]) + (msg[0] == 1 ? cpu_text + " for " : "") + argv[0]);
+    const char* what[] = {"", "pin to CPUs ", "redirect output of ", "execute ", "set nice value "};
+    std::string detail = msg[0] == 1 ? cpu_text + " for " : msg[0] == 4 ? std::to_string(niceness) + " for " : "";
+    return errno_error(msg[1], std::string(what[msg[0]]) + detail + argv[0]);
   }
   Process p;
   p.pid_ = pid;
@@ -363,7 +368,7 @@ Result<LoadResult> run_load(const LoadSpec& spec) {
             "--timeout", fmt::format("{}ms", std::max<long>(1, std::lround(spec.timeout_s * 1e3))),
             "--json"};
   }
-  auto p = Process::start(argv, spec.cpus, spec.out_path, spec.err_path);
+  auto p = Process::start(argv, spec.cpus, spec.out_path, spec.err_path, spec.niceness);
   if (!p) return p.error();
   // The run, the requests still out at its end (each within the timeout) and room for dialing many connections.
   const auto limit = std::chrono::milliseconds(static_cast<long>((spec.duration_s + spec.timeout_s) * 1e3) + 30'000);
@@ -416,6 +421,31 @@ double proc_cpu_s(pid_t pid) {
     }
   }
   return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+std::pair<double, double> cpu_jiffies(const std::vector<int>& cpus) {
+  std::ifstream f("/proc/stat");
+  double busy = 0, total = 0;
+  size_t seen = 0;
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("cpu", 0) != 0 || line.size() < 4 || !std::isdigit(static_cast<unsigned char>(line[3]))) continue;
+    std::istringstream in(line.substr(3));
+    int cpu = -1;
+    in >> cpu;
+    if (std::find(cpus.begin(), cpus.end(), cpu) == cpus.end()) continue;
+    // user nice system idle iowait irq softirq steal (guest time is inside user)
+    double v[8] = {};
+    for (double& x : v) in >> x;
+    if (!in) return {NAN, NAN};
+    const double idle = v[3] + v[4];
+    double all = 0;
+    for (double x : v) all += x;
+    busy += all - idle;
+    total += all;
+    seen++;
+  }
+  if (seen != cpus.size() || cpus.empty()) return {NAN, NAN};
+  return {busy, total};
 }
 
 double loadavg1() {

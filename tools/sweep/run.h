@@ -35,11 +35,11 @@ std::vector<int> doubling_ladder(int from, int to);
 
 class Process {
  public:
-  // fork, pin (sched_setaffinity; empty cpus: not pinned), stdout to out_path and stderr to err_path (the same file
-  // when err_path is empty), exec. An error when the program cannot be executed (errno from exec, reported through a
-  // close-on-exec pipe) or a CPU is not allowed.
+  // fork, pin (sched_setaffinity; empty cpus: not pinned), set the nice value (0: as this process), stdout to
+  // out_path and stderr to err_path (the same file when err_path is empty), exec. An error when the program cannot be
+  // executed (errno from exec, reported through a close-on-exec pipe), a CPU is not allowed or the nice value is not.
   static Result<Process> start(const std::vector<std::string>& argv, const std::vector<int>& cpus,
-                               const std::string& out_path, const std::string& err_path = "");
+                               const std::string& out_path, const std::string& err_path = "", int niceness = 0);
   Process() = default;
   Process(Process&& o) noexcept : pid_(o.pid_) { o.pid_ = -1; }
   Process& operator=(Process&& o) noexcept;
@@ -77,6 +77,7 @@ struct LoadSpec {
   double duration_s = 3;
   double timeout_s = 5;
   std::vector<int> cpus;   // the generator's CPUs (empty: unpinned)
+  int niceness = 0;        // its nice value (0: as tern-sweep's)
   std::string out_path;    // its stdout, kept
   std::string err_path;    // its stderr, kept
   std::string wrk_script;  // wrk: the Lua script with done()
@@ -110,6 +111,9 @@ struct ServerSample {
 Result<ServerSample> scrape_server(const net::Address& metrics, int timeout_ms = 3000);
 // utime + stime of a process from /proc/PID/stat, seconds; NaN when unreadable.
 double proc_cpu_s(pid_t pid);
+
+// Busy and total jiffies of a set of CPUs from /proc/stat (busy: all but idle and iowait); {NaN, NaN} when unreadable.
+std::pair<double, double> cpu_jiffies(const std::vector<int>& cpus);
 
 // The machine, for the report.
 struct MachineInfo {
