@@ -205,6 +205,21 @@ TEST(SweepKnee, DegenerateLaddersAreErrorsOrSaidNotCrashes) {
   EXPECT_FALSE(analyze(dup, 0.1));
 }
 
+TEST(SweepBounds, ClosedSystemBoundsAndWhereAMeasurementLies) {
+  // R0 5 ms, X_max 8000/s (D = 125 us): the optimistic bound's corner, the knee, is at N* = 40.
+  Bounds b = closed_bounds(8, 0.005, 8000, 1600);
+  EXPECT_DOUBLE_EQ(b.optimistic, 1600);
+  EXPECT_DOUBLE_EQ(b.pessimistic, 8 / (0.005 + 7 * 125e-6));
+  EXPECT_DOUBLE_EQ(b.position, 1);
+  b = closed_bounds(128, 0.005, 8000, 128 / (0.005 + 127 * 125e-6));  // a convoy: on the pessimistic bound
+  EXPECT_DOUBLE_EQ(b.optimistic, 8000);
+  EXPECT_NEAR(b.position, 0, 1e-12);
+  b = closed_bounds(1, 0.005, 8000, 200);  // one request: the bounds coincide
+  EXPECT_TRUE(std::isnan(b.position));
+  EXPECT_TRUE(std::isnan(closed_bounds(8, NAN, 8000, 1).optimistic));
+  EXPECT_TRUE(std::isnan(closed_bounds(8, 0.005, 0, 1).optimistic));
+}
+
 TEST(SweepRecommend, HighestPeakPerProcessorWithinFivePercentOfTheBest) {
   Ladder one, two;
   one.procs = 1, one.peak_throughput = 8000;

@@ -304,6 +304,17 @@ std::vector<int> refine_points(const Ladder& l, int extra) {
   return out;
 }
 
+Bounds closed_bounds(double n, double r0_s, double x_max, double measured) {
+  Bounds b;
+  if (!(n >= 1) || !(r0_s > 0) || !(x_max > 0) || !std::isfinite(r0_s) || !std::isfinite(x_max)) return b;
+  const double d = 1 / x_max;
+  b.optimistic = std::min(n / r0_s, x_max);
+  b.pessimistic = n / (r0_s + (n - 1) * d);
+  if (b.optimistic - b.pessimistic > 1e-9 * b.optimistic && std::isfinite(measured))
+    b.position = (measured - b.pessimistic) / (b.optimistic - b.pessimistic);
+  return b;
+}
+
 Recommendation recommend(const std::vector<Ladder>& ladders) {
   Recommendation r;
   double best = 0;

@@ -15,6 +15,7 @@
 // The prediction comes first, from the server unloaded (tern-capacity --probe: R0 and CPU per request), so that it is
 // a prediction; the ladder then measures. Exit status: 0 with at least one processor count analyzed, 1 when none
 // could be (the outputs still say why), 2 for a bad flag (named), 130 when interrupted (partial outputs written).
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -443,6 +444,14 @@ int main(int argc, char** argv) {
   sw.machine = tern::sweep::machine_info();
   sw.started_at = now_text("%Y-%m-%d %H:%M:%S %Z");
   sw.loadavg_start = sw.machine.loadavg1;
+  if (const int pol = sched_getscheduler(0); pol == SCHED_FIFO || pol == SCHED_RR) {
+    sched_param sp{};
+    sched_getparam(0, &sp);
+    sw.notes.push_back(
+        fmt::format("run under {} priority {} (chrt): the server, the load and the probe inherit it and "
+                    "preempt other work on their CPUs at once",
+                    pol == SCHED_FIFO ? "SCHED_FIFO" : "SCHED_RR", sp.sched_priority));
+  }
   if (sw.loadavg_start >= 1)
     sw.notes.push_back(
         fmt::format("the machine was not quiet: load average {:.2f} before the sweep started; other "

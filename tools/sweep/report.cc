@@ -120,6 +120,29 @@ Comparison compare(const ProcsRun& r) {
   c.measured = std::isfinite(k.interpolated) ? k.interpolated : k.concurrency;
   c.error_pct = (c.predicted - c.measured) / c.measured * 100;
   c.ok = true;
+  std::vector<double> pos;
+  for (const Step& st : r.analysis->steps) {
+    const Bounds b = closed_bounds(st.concurrency, r.prediction.r0_s, r.prediction.x_max, st.throughput);
+    if (std::isfinite(b.position)) pos.push_back(b.position);
+  }
+  if (!pos.empty()) {
+    std::sort(pos.begin(), pos.end());
+    c.median_position = pos.size() % 2 ? pos[pos.size() / 2] : (pos[pos.size() / 2 - 1] + pos[pos.size() / 2]) / 2;
+    const std::string where = fmt::format(
+        "median position {:.0f}% of the way from the pessimistic bound N/(R0 + (N−1)/X_max) to the optimistic "
+        "min(N/R0, X_max)",
+        c.median_position * 100);
+    if (c.median_position < 1.0 / 3)
+      c.bounds_note = "the measured throughput follows the pessimistic bound (" + where +
+                      "): requests queue behind one another as a convoy, each waiting for the CPU of the others, so "
+                      "throughput approaches X_max only slowly and the 95% knee lies well beyond N* = X_max × R0, "
+                      "which assumes that none queue before the CPU saturates";
+    else if (c.median_position > 2.0 / 3)
+      c.bounds_note =
+          "the measured throughput follows the optimistic bound (" + where + "), as N* = X_max × R0 assumes";
+    else
+      c.bounds_note = "the measured throughput lies between the bounds (" + where + ")";
+  }
   if (r.analysis->peak_at_end)
     c.caveat = fmt::format(
         "throughput was still rising at the ladder's last step (N={}): the measured knee is a lower "
@@ -175,7 +198,13 @@ nlohmann::json to_json(const Sweep& s) {
                        {"error", p.error},
                        {"raw", p.raw_path}};
     o["steps"] = nlohmann::json::array();
-    for (const Step& st : r.steps) o["steps"].push_back(step_json(st));
+    for (const Step& st : r.steps) {
+      nlohmann::json sj = step_json(st);
+      const Bounds b = closed_bounds(st.concurrency, p.r0_s, p.x_max, st.throughput);
+      sj["bounds"] = {
+          {"pessimistic", num(b.pessimistic)}, {"optimistic", num(b.optimistic)}, {"position", num(b.position)}};
+      o["steps"].push_back(sj);
+    }
     if (r.analysis) {
       const Ladder& l = *r.analysis;
       nlohmann::json a;
@@ -204,7 +233,9 @@ nlohmann::json to_json(const Sweep& s) {
                         "knee_95: the smallest concurrency reaching 95% of peak throughput, "
                         "interpolated between the steps around it"},
                        {"why", c.why},
-                       {"caveat", c.caveat}};
+                       {"caveat", c.caveat},
+                       {"median_bounds_position", num(c.median_position)},
+                       {"bounds_note", c.bounds_note}};
     o["server_log"] = r.server_log;
     j["runs"].push_back(o);
   }
@@ -270,6 +301,13 @@ std::string markdown(const Sweep& s) {
         r.prediction.binding.empty() ? "–" : r.prediction.binding));
   }
   line("");
+  for (const ProcsRun& r : s.runs) {
+    const Comparison c = compare(r);
+    if (c.bounds_note.empty()) continue;
+    line(fmt::format("Why the knee of {} {} the prediction: {}.", procs_name(r),
+                     c.ok && std::fabs(c.error_pct) <= 15 ? "matches" : "misses", c.bounds_note));
+    line("");
+  }
   if (s.recommendation.found) {
     line(fmt::format("**Recommended processor count: {}** — {}.", s.recommendation.procs, s.recommendation.how));
   } else {
@@ -305,8 +343,8 @@ std::string markdown(const Sweep& s) {
     const Ladder* l = r.analysis ? &*r.analysis : nullptr;
     line(
         "| N | throughput | % of peak | p50 | p99 | p99.9 | errors | server CPU/request | server CPU | its CPUs busy | "
-        "|");
-    line("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
+        "bounds: pessimistic – optimistic (position) | |");
+    line("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|");
     std::vector<Step> steps = r.steps;
     std::sort(steps.begin(), steps.end(), [](const Step& a, const Step& b) { return a.concurrency < b.concurrency; });
     for (const Step& st : steps) {
@@ -318,17 +356,27 @@ std::string markdown(const Sweep& s) {
       if (!st.note.empty()) mark += "— " + st.note;
       auto pct = [](double v) { return std::isfinite(v) ? fmt::format("{:.0f}%", v * 100) : std::string("–"); };
       line(fmt::format(
-          "| {} | {:.0f}/s | {} | {} | {} | {} | {} | {} | {} | {} | {} |", st.concurrency, st.throughput,
+          "| {} | {:.0f}/s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |", st.concurrency, st.throughput,
           l && l->peak_throughput > 0 ? fmt::format("{:.1f}%", st.throughput / l->peak_throughput * 100) : "–",
           fmt_seconds(st.p50_s), fmt_seconds(st.p99_s), fmt_seconds(st.p999_s), errors_text(st.errors),
           std::isfinite(st.cpu_per_request_s) ? fmt::format("{:.1f} us", st.cpu_per_request_s * 1e6) : "–",
-          pct(st.server_cpu_util), pct(st.server_cpus_busy), mark));
+          pct(st.server_cpu_util), pct(st.server_cpus_busy),
+          [&] {
+            const Bounds b = closed_bounds(st.concurrency, p.r0_s, p.x_max, st.throughput);
+            if (!std::isfinite(b.optimistic)) return std::string("–");
+            return fmt::format("{:.0f} – {:.0f}/s ({})", b.pessimistic, b.optimistic,
+                               std::isfinite(b.position) ? fmt::format("{:.0f}%", b.position * 100) : "–");
+          }(),
+          mark));
     }
     line("");
     line(
         "Server CPU: the server process's CPU time over the step's wall time (100% = one CPU). Its CPUs busy: how "
         "busy the CPUs it is pinned to were with anything, itself, interrupts or other processes; far above the "
-        "server's own share means it was sharing them.");
+        "server's own share means it was sharing them. Bounds: the closed system's asymptotic bounds from the "
+        "predicted R0 and X_max (throughput N/(R0 + (N−1)/X_max) if every request queued behind all the others, "
+        "min(N/R0, X_max) if none queued before the CPU saturates; the knee N* is the corner of the latter) and where "
+        "the measurement lies between them, 0% at the pessimistic one.");
     line("");
     if (l) {
       line(fmt::format("- knee (b): {}", l->knee_95.found ? l->knee_95.how : "none: " + l->knee_95.how));
@@ -428,6 +476,7 @@ std::string summary_text(const Sweep& s, const std::string& out_dir) {
                      l.peak_throughput, l.peak_concurrency, measured, predicted,
                      c.ok ? fmt::format(": error {:+.1f}%", c.error_pct) : ""));
     if (!c.caveat.empty()) line("    but " + c.caveat);
+    if (!c.bounds_note.empty()) line("    " + c.bounds_note);
     line(fmt::format("    p99 stays under the {} SLO at >= 95% of peak up to N={}", fmt_seconds(s.slo_s),
                      l.knee_slo.found ? std::to_string(l.knee_slo.concurrency) : std::string("(no such step)")));
   }

@@ -52,6 +52,10 @@ struct Comparison {
   double predicted = NAN, measured = NAN, error_pct = NAN;  // (predicted − measured) / measured
   std::string why;                                          // when not ok
   std::string caveat;                                       // when the measured knee is only a bound
+  // Where the measured steps lie between the closed system's bounds (analysis.h, closed_bounds): the median position
+  // over the steps, and what it means for the prediction.
+  double median_position = NAN;
+  std::string bounds_note;
 };
 Comparison compare(const ProcsRun& r);
 
