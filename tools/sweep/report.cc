@@ -120,16 +120,41 @@ Comparison compare(const ProcsRun& r) {
   c.measured = std::isfinite(k.interpolated) ? k.interpolated : k.concurrency;
   c.error_pct = (c.predicted - c.measured) / c.measured * 100;
   c.ok = true;
+  // Positions over the steps up to 4 N*, where the bounds are apart: beyond, both approach X_max, and the position
+  // measures the error of the X_max estimate more than the queueing.
   std::vector<double> pos;
   for (const Step& st : r.analysis->steps) {
+    if (st.concurrency > kBoundsUpTo * c.predicted) continue;
     const Bounds b = closed_bounds(st.concurrency, r.prediction.r0_s, r.prediction.x_max, st.throughput);
     if (std::isfinite(b.position)) pos.push_back(b.position);
+  }
+  // The ceiling the prediction assumed against the one measured, with the sweep's own CPU per request (the server's
+  // metrics, nanoseconds) at its lowest steps beside the probe's.
+  if (std::isfinite(r.prediction.x_max) && r.analysis->peak_throughput > 1.1 * r.prediction.x_max) {
+    double low_cpu = NAN;
+    int low_n = 0;
+    for (const Step& st : r.analysis->steps) {
+      if (std::isfinite(st.cpu_per_request_s)) {
+        low_cpu = st.cpu_per_request_s, low_n = st.concurrency;
+        break;
+      }
+    }
+    c.x_max_note = fmt::format(
+        "the measured peak ({:.0f}/s) is {:.0f}% above the predicted X_max ({:.0f}/s): the probe's CPU per request "
+        "({}) "
+        "is too high{}",
+        r.analysis->peak_throughput, (r.analysis->peak_throughput / r.prediction.x_max - 1) * 100, r.prediction.x_max,
+        fmt_seconds(r.prediction.cpu_per_request_s),
+        std::isfinite(low_cpu) ? fmt::format(" (the server's metrics show {} at N={}, the sweep's lowest step)",
+                                             fmt_seconds(low_cpu), low_n)
+                               : "");
   }
   if (!pos.empty()) {
     std::sort(pos.begin(), pos.end());
     c.median_position = pos.size() % 2 ? pos[pos.size() / 2] : (pos[pos.size() / 2 - 1] + pos[pos.size() / 2]) / 2;
     const std::string where = fmt::format(
-        "median position {:.0f}% of the way from the pessimistic bound N/(R0 + (N−1)/X_max) to the optimistic "
+        "over the steps up to 4 N*, median position {:.0f}% of the way from the pessimistic bound N/(R0 + (N−1)/X_max) "
+        "to the optimistic "
         "min(N/R0, X_max)",
         c.median_position * 100);
     if (c.median_position < 1.0 / 3)
@@ -235,7 +260,8 @@ nlohmann::json to_json(const Sweep& s) {
                        {"why", c.why},
                        {"caveat", c.caveat},
                        {"median_bounds_position", num(c.median_position)},
-                       {"bounds_note", c.bounds_note}};
+                       {"bounds_note", c.bounds_note},
+                       {"x_max_note", c.x_max_note}};
     o["server_log"] = r.server_log;
     j["runs"].push_back(o);
   }
@@ -303,9 +329,10 @@ std::string markdown(const Sweep& s) {
   line("");
   for (const ProcsRun& r : s.runs) {
     const Comparison c = compare(r);
-    if (c.bounds_note.empty()) continue;
+    if (c.bounds_note.empty() && c.x_max_note.empty()) continue;
     line(fmt::format("Why the knee of {} {} the prediction: {}.", procs_name(r),
-                     c.ok && std::fabs(c.error_pct) <= 15 ? "matches" : "misses", c.bounds_note));
+                     c.ok && std::fabs(c.error_pct) <= 15 ? "matches" : "misses",
+                     c.bounds_note + (!c.bounds_note.empty() && !c.x_max_note.empty() ? "; " : "") + c.x_max_note));
     line("");
   }
   if (s.recommendation.found) {
@@ -389,9 +416,16 @@ std::string markdown(const Sweep& s) {
                         "κ = {:.3g}, R² = {:.4f}; N* = {}",
                         f.points, f.lambda, f.sigma, f.kappa, f.r2,
                         std::isfinite(f.n_star) ? fmt::format("{:.0f} ({})", f.n_star, f.n_star_note) : f.n_star_note));
-        line(
-            "  (a closed loop whose requests mostly wait rises linearly, then flattens at once: the USL's smooth "
-            "curve fits that shape loosely, so read σ and κ as a summary, not as the knee)");
+        if (f.r2 < 0.95)
+          line(
+              "  (R² under 0.95: a closed loop whose requests mostly wait can rise linearly and flatten at once, a "
+              "corner the USL's smooth curve fits loosely; read σ and κ as a summary, not as the knee)");
+        if (std::isfinite(p.r0_s) && std::isfinite(p.x_max) && p.r0_s > 0 && p.x_max > 0)
+          line(
+              fmt::format("  σ against the prediction's inputs: one request's CPU / R0 = {:.4f}. The pessimistic "
+                          "bound N/(R0 + (N−1)D) is the USL with λ = 1/R0, σ = D/R0, κ = 0: a σ near D/R0 says each "
+                          "request waited for the CPU of all the others",
+                          1 / p.x_max / p.r0_s));
       } else {
         line("- USL fit: " + l->usl.error().message());
       }
@@ -409,8 +443,9 @@ std::string markdown(const Sweep& s) {
     for (const auto& p : s.plots) line(fmt::format("![{}]({})", p, p));
     line("");
     line(
-        "Solid lines with points: measured; dashed: the USL fit; dash-dot vertical: the predicted knee; open circle: "
-        "the measured knee (b).");
+        "Solid lines with points: measured; dashed: the USL fit; dotted and dash-dotted: the optimistic and "
+        "pessimistic bounds from the predicted R0 and X_max; dash-dot vertical: the predicted knee; open circle: the "
+        "measured knee (b).");
   }
   line("");
   line("## How it was run");
@@ -477,6 +512,7 @@ std::string summary_text(const Sweep& s, const std::string& out_dir) {
                      c.ok ? fmt::format(": error {:+.1f}%", c.error_pct) : ""));
     if (!c.caveat.empty()) line("    but " + c.caveat);
     if (!c.bounds_note.empty()) line("    " + c.bounds_note);
+    if (!c.x_max_note.empty()) line("    " + c.x_max_note);
     line(fmt::format("    p99 stays under the {} SLO at >= 95% of peak up to N={}", fmt_seconds(s.slo_s),
                      l.knee_slo.found ? std::to_string(l.knee_slo.concurrency) : std::string("(no such step)")));
   }
@@ -579,6 +615,21 @@ void write_plots(Sweep& s, const std::string& dir, const std::string& gnuplot) {
           "{} using 1:2 with points pt 6 ps 3 lw 2 lc rgb \"{}\" title \"{}, measured knee (95% of "
           "peak): {:.1f}{}\"",
           gp_quote(kd.string()), color, name, kx, r.analysis->peak_at_end ? " (a lower bound: still rising)" : "");
+    }
+    if (const Prediction& p = r.prediction;
+        std::isfinite(p.r0_s) && std::isfinite(p.x_max) && p.r0_s > 0 && p.x_max > 0) {
+      // The closed system's bounds from the prediction's inputs: the measurement lies between them, and which one it
+      // follows says why the knee is or is not where N* puts it (analysis.h, closed_bounds).
+      sep(tp);
+      tp += fmt::format(
+          "(x / {0:.9g} < {1:.9g} ? x / {0:.9g} : {1:.9g}) with lines lw 1.2 dt 3 lc rgb \"{2}\" title "
+          "\"{3}, optimistic bound min(N/R0, X_max): none queue\"",
+          p.r0_s, p.x_max, color, name);
+      sep(tp);
+      tp += fmt::format(
+          "x / ({0:.9g} + (x - 1) / {1:.9g}) with lines lw 1.2 dt (8,4,2,4) lc rgb \"{2}\" title "
+          "\"{3}, pessimistic bound N/(R0 + (N−1)/X_max): each waits for all\"",
+          p.r0_s, p.x_max, color, name);
     }
     if (std::isfinite(r.prediction.knee)) {
       const double k = r.prediction.knee;

@@ -56,7 +56,10 @@ struct Comparison {
   // over the steps, and what it means for the prediction.
   double median_position = NAN;
   std::string bounds_note;
+  std::string x_max_note;  // when the measured peak is well above the predicted X_max
 };
+// The bounds' median position is taken over the steps up to this many times N*.
+inline constexpr double kBoundsUpTo = 4;
 Comparison compare(const ProcsRun& r);
 
 struct Sweep {
