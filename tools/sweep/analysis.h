@@ -101,9 +101,10 @@ Knee knee_95(const std::vector<Step>& steps, double peak);
 // rising at the ladder's last step (the knee lies beyond the ladder, not between its steps).
 std::vector<int> refine_points(const Ladder& l, int extra);
 
-// The asymptotic bounds of a closed system (Lazowska et al., Quantitative System Performance, ch. 5) from the same
-// inputs as the predicted knee: unloaded latency r0 and peak throughput x_max (one request's CPU D = 1 / x_max, the
-// server seen as one queue). Throughput at concurrency N lies between
+// The asymptotic bounds of a closed system (Lazowska et al., Quantitative System Performance, ch. 5) from the inputs
+// of the predicted knee: unloaded latency r0 and peak throughput x_max (one request's CPU D = 1 / x_max, the server
+// seen as one queue; the report takes x_max from the CPU per request the sweep measured, report.h). Throughput at
+// concurrency N lies between
 //   pessimistic  N / (r0 + (N − 1) D)    every request queues behind all the others (they move as a convoy)
 //   optimistic   min(N / r0, x_max)      none queues until the CPU is saturated: the knee N* = x_max × r0 is its corner
 // position: where a measured throughput lies between them, 0 at the pessimistic bound, 1 at the optimistic one (NaN

@@ -101,6 +101,25 @@ Result<Prediction> parse_capacity_json(std::string_view text) {
   return p;
 }
 
+BoundsInputs bounds_inputs(const ProcsRun& r) {
+  BoundsInputs in;
+  in.r0_s = r.prediction.r0_s;
+  std::vector<double> cpu;
+  for (const Step& st : r.steps)
+    if (std::isfinite(st.cpu_per_request_s) && st.cpu_per_request_s > 0) cpu.push_back(st.cpu_per_request_s);
+  if (!cpu.empty() && r.procs > 0) {
+    std::sort(cpu.begin(), cpu.end());
+    const double d = cpu.size() % 2 ? cpu[cpu.size() / 2] : (cpu[cpu.size() / 2 - 1] + cpu[cpu.size() / 2]) / 2;
+    in.x_max = r.procs / d;
+    in.x_max_source = fmt::format("{} processor{} / {} (the median server CPU per request over the steps)", r.procs,
+                                  r.procs == 1 ? "" : "s", fmt_seconds(d));
+  } else {
+    in.x_max = r.prediction.x_max;
+    in.x_max_source = "the prediction's X_max";
+  }
+  return in;
+}
+
 Comparison compare(const ProcsRun& r) {
   Comparison c;
   if (!std::isfinite(r.prediction.knee)) {
@@ -123,9 +142,10 @@ Comparison compare(const ProcsRun& r) {
   // Positions over the steps up to 4 N*, where the bounds are apart: beyond, both approach X_max, and the position
   // measures the error of the X_max estimate more than the queueing.
   std::vector<double> pos;
+  const BoundsInputs bi = bounds_inputs(r);
   for (const Step& st : r.analysis->steps) {
-    if (st.concurrency > kBoundsUpTo * c.predicted) continue;
-    const Bounds b = closed_bounds(st.concurrency, r.prediction.r0_s, r.prediction.x_max, st.throughput);
+    if (st.concurrency > kBoundsUpTo * bi.x_max * bi.r0_s) continue;
+    const Bounds b = closed_bounds(st.concurrency, bi.r0_s, bi.x_max, st.throughput);
     if (std::isfinite(b.position)) pos.push_back(b.position);
   }
   // The ceiling the prediction assumed against the one measured, with the sweep's own CPU per request (the server's
@@ -153,10 +173,11 @@ Comparison compare(const ProcsRun& r) {
     std::sort(pos.begin(), pos.end());
     c.median_position = pos.size() % 2 ? pos[pos.size() / 2] : (pos[pos.size() / 2 - 1] + pos[pos.size() / 2]) / 2;
     const std::string where = fmt::format(
-        "over the steps up to 4 N*, median position {:.0f}% of the way from the pessimistic bound N/(R0 + (N−1)/X_max) "
+        "X_max {:.0f}/s from {}; over the steps up to 4 X_max × R0, median position {:.0f}% of the way from the "
+        "pessimistic bound N/(R0 + (N−1)/X_max) "
         "to the optimistic "
         "min(N/R0, X_max)",
-        c.median_position * 100);
+        bi.x_max, bi.x_max_source, c.median_position * 100);
     if (c.median_position < 1.0 / 3)
       c.bounds_note = "the measured throughput follows the pessimistic bound (" + where +
                       "): requests queue behind one another as a convoy, each waiting for the CPU of the others, so "
@@ -223,9 +244,11 @@ nlohmann::json to_json(const Sweep& s) {
                        {"error", p.error},
                        {"raw", p.raw_path}};
     o["steps"] = nlohmann::json::array();
+    const BoundsInputs bi = bounds_inputs(r);
+    o["bounds_inputs"] = {{"r0_s", num(bi.r0_s)}, {"x_max", num(bi.x_max)}, {"x_max_source", bi.x_max_source}};
     for (const Step& st : r.steps) {
       nlohmann::json sj = step_json(st);
-      const Bounds b = closed_bounds(st.concurrency, p.r0_s, p.x_max, st.throughput);
+      const Bounds b = closed_bounds(st.concurrency, bi.r0_s, bi.x_max, st.throughput);
       sj["bounds"] = {
           {"pessimistic", num(b.pessimistic)}, {"optimistic", num(b.optimistic)}, {"position", num(b.position)}};
       o["steps"].push_back(sj);
@@ -367,6 +390,7 @@ std::string markdown(const Sweep& s) {
       line(fmt::format("No analysis: {}.", r.analysis.error().message()));
       line("");
     }
+    const BoundsInputs bi = bounds_inputs(r);
     const Ladder* l = r.analysis ? &*r.analysis : nullptr;
     line(
         "| N | throughput | % of peak | p50 | p99 | p99.9 | errors | server CPU/request | server CPU | its CPUs busy | "
@@ -389,7 +413,7 @@ std::string markdown(const Sweep& s) {
           std::isfinite(st.cpu_per_request_s) ? fmt::format("{:.1f} us", st.cpu_per_request_s * 1e6) : "–",
           pct(st.server_cpu_util), pct(st.server_cpus_busy),
           [&] {
-            const Bounds b = closed_bounds(st.concurrency, p.r0_s, p.x_max, st.throughput);
+            const Bounds b = closed_bounds(st.concurrency, bi.r0_s, bi.x_max, st.throughput);
             if (!std::isfinite(b.optimistic)) return std::string("–");
             return fmt::format("{:.0f} – {:.0f}/s ({})", b.pessimistic, b.optimistic,
                                std::isfinite(b.position) ? fmt::format("{:.0f}%", b.position * 100) : "–");
@@ -401,7 +425,8 @@ std::string markdown(const Sweep& s) {
         "Server CPU: the server process's CPU time over the step's wall time (100% = one CPU). Its CPUs busy: how "
         "busy the CPUs it is pinned to were with anything, itself, interrupts or other processes; far above the "
         "server's own share means it was sharing them. Bounds: the closed system's asymptotic bounds from the "
-        "predicted R0 and X_max (throughput N/(R0 + (N−1)/X_max) if every request queued behind all the others, "
+        "probe's R0 and X_max = processors / the median server CPU per request measured here (throughput N/(R0 + "
+        "(N−1)/X_max) if every request queued behind all the others, "
         "min(N/R0, X_max) if none queued before the CPU saturates; the knee N* is the corner of the latter) and where "
         "the measurement lies between them, 0% at the pessimistic one.");
     line("");
@@ -444,7 +469,7 @@ std::string markdown(const Sweep& s) {
     line("");
     line(
         "Solid lines with points: measured; dashed: the USL fit; dotted and dash-dotted: the optimistic and "
-        "pessimistic bounds from the predicted R0 and X_max; dash-dot vertical: the predicted knee; open circle: the "
+        "pessimistic bounds from R0 and the measured X_max; dash-dot vertical: the predicted knee; open circle: the "
         "measured knee (b).");
   }
   line("");
@@ -616,7 +641,7 @@ void write_plots(Sweep& s, const std::string& dir, const std::string& gnuplot) {
           "peak): {:.1f}{}\"",
           gp_quote(kd.string()), color, name, kx, r.analysis->peak_at_end ? " (a lower bound: still rising)" : "");
     }
-    if (const Prediction& p = r.prediction;
+    if (const BoundsInputs p = bounds_inputs(r);
         std::isfinite(p.r0_s) && std::isfinite(p.x_max) && p.r0_s > 0 && p.x_max > 0) {
       // The closed system's bounds from the prediction's inputs: the measurement lies between them, and which one it
       // follows says why the knee is or is not where N* puts it (analysis.h, closed_bounds).

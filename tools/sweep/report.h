@@ -62,6 +62,16 @@ struct Comparison {
 inline constexpr double kBoundsUpTo = 4;
 Comparison compare(const ProcsRun& r);
 
+// What the bounds are computed from: R0 from the probe, and X_max = processors / the median of the server's CPU per
+// request over the steps (its metrics, nanoseconds, measured under the load itself) where the steps have it, else
+// the probe's X_max (/proc ticks over a short run). The bounds ask whether requests queued, so they take the better
+// measured ceiling; the prediction keeps its own.
+struct BoundsInputs {
+  double r0_s = NAN, x_max = NAN;
+  std::string x_max_source;
+};
+BoundsInputs bounds_inputs(const ProcsRun& r);
+
 struct Sweep {
   std::string command_line;
   MachineInfo machine;
