@@ -44,8 +44,9 @@ struct Step {
   // well below its processors while its CPUs are busy shares them with something else.
   double server_cpu_util = NAN;
   double server_cpus_busy = NAN;
-  bool refined = false;  // added between ladder steps to locate the knee
-  std::string note;      // what went wrong running it, if anything
+  double load_cpus_busy = NAN;  // the same for the load generator's CPUs: near 100%, the load itself may be the limit
+  bool refined = false;         // added between ladder steps to locate the knee
+  std::string note;             // what went wrong running it, if anything
 
   uint64_t error_count() const;
   double error_ratio() const;  // errors / (ok + errors); 0 when nothing was sent

@@ -142,12 +142,15 @@ Step run_step(Context& c, int procs, int n, bool refined) {
   if (!c.metrics.empty()) m0 = tern::sweep::scrape_server(c.metrics);
   const double c0 = c.server_pid > 0 ? tern::sweep::proc_cpu_s(c.server_pid) : NAN;
   const auto j0 = c.server_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.server_cpus);
+  const auto l0 = c.load_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.load_cpus);
   const auto t0 = std::chrono::steady_clock::now();
   auto r = tern::sweep::run_load(spec_for(c, procs, n, c.step_s, ""));
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto j1 = c.server_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.server_cpus);
   const double c1 = c.server_pid > 0 ? tern::sweep::proc_cpu_s(c.server_pid) : NAN;
+  const auto l1 = c.load_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.load_cpus);
   if (j1.second > j0.second) st.server_cpus_busy = (j1.first - j0.first) / (j1.second - j0.second);
+  if (l1.second > l0.second) st.load_cpus_busy = (l1.first - l0.first) / (l1.second - l0.second);
   // The load's run includes its start and exit, a few ms of the server idling: close enough for "where did the CPU go".
   if (std::isfinite(c0) && std::isfinite(c1) && wall > 0) st.server_cpu_util = (c1 - c0) / wall;
   tern::Result<tern::sweep::ServerSample> m1 = tern::make_error("no metrics");

@@ -49,6 +49,7 @@ nlohmann::json step_json(const Step& s) {
           {"server_cpu_source", s.cpu_source},
           {"server_cpu_util", num(s.server_cpu_util)},
           {"server_cpus_busy", num(s.server_cpus_busy)},
+          {"load_cpus_busy", num(s.load_cpus_busy)},
           {"refined", s.refined},
           {"note", s.note}};
 }
@@ -111,6 +112,7 @@ BoundsInputs bounds_inputs(const ProcsRun& r) {
     std::sort(cpu.begin(), cpu.end());
     const double d = cpu.size() % 2 ? cpu[cpu.size() / 2] : (cpu[cpu.size() / 2 - 1] + cpu[cpu.size() / 2]) / 2;
     in.x_max = r.procs / d;
+    in.measured = true;
     in.x_max_source = fmt::format("{} processor{} / {} (the median server CPU per request over the steps)", r.procs,
                                   r.procs == 1 ? "" : "s", fmt_seconds(d));
   } else {
@@ -150,7 +152,7 @@ Comparison compare(const ProcsRun& r) {
   }
   // The ceiling the prediction assumed against the one measured, with the sweep's own CPU per request (the server's
   // metrics, nanoseconds) at its lowest steps beside the probe's.
-  if (std::isfinite(r.prediction.x_max) && r.analysis->peak_throughput > 1.1 * r.prediction.x_max) {
+  if (std::isfinite(r.prediction.x_max) && r.analysis->peak_throughput > 1.1 * r.prediction.x_max && bi.measured) {
     double low_cpu = NAN;
     int low_n = 0;
     for (const Step& st : r.analysis->steps) {
@@ -160,14 +162,11 @@ Comparison compare(const ProcsRun& r) {
       }
     }
     c.x_max_note = fmt::format(
-        "the measured peak ({:.0f}/s) is {:.0f}% above the predicted X_max ({:.0f}/s): the probe's CPU per request "
-        "({}) "
-        "is too high{}",
+        "the measured peak ({:.0f}/s) is {:.0f}% above the predicted X_max ({:.0f}/s): the probe measured {} of server "
+        "CPU per request (tern-capacity: /proc/PID/stat, 10 ms ticks, over a 1 s run at 4 connections) where the "
+        "server's metrics (nanoseconds) show {} at N={} and X_max {:.0f}/s from {} over the steps",
         r.analysis->peak_throughput, (r.analysis->peak_throughput / r.prediction.x_max - 1) * 100, r.prediction.x_max,
-        fmt_seconds(r.prediction.cpu_per_request_s),
-        std::isfinite(low_cpu) ? fmt::format(" (the server's metrics show {} at N={}, the sweep's lowest step)",
-                                             fmt_seconds(low_cpu), low_n)
-                               : "");
+        fmt_seconds(r.prediction.cpu_per_request_s), fmt_seconds(low_cpu), low_n, bi.x_max, bi.x_max_source);
   }
   if (!pos.empty()) {
     std::sort(pos.begin(), pos.end());
@@ -394,8 +393,9 @@ std::string markdown(const Sweep& s) {
     const Ladder* l = r.analysis ? &*r.analysis : nullptr;
     line(
         "| N | throughput | % of peak | p50 | p99 | p99.9 | errors | server CPU/request | server CPU | its CPUs busy | "
+        "load CPUs busy | "
         "bounds: pessimistic – optimistic (position) | |");
-    line("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|");
+    line("|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|");
     std::vector<Step> steps = r.steps;
     std::sort(steps.begin(), steps.end(), [](const Step& a, const Step& b) { return a.concurrency < b.concurrency; });
     for (const Step& st : steps) {
@@ -407,11 +407,11 @@ std::string markdown(const Sweep& s) {
       if (!st.note.empty()) mark += "— " + st.note;
       auto pct = [](double v) { return std::isfinite(v) ? fmt::format("{:.0f}%", v * 100) : std::string("–"); };
       line(fmt::format(
-          "| {} | {:.0f}/s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |", st.concurrency, st.throughput,
+          "| {} | {:.0f}/s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |", st.concurrency, st.throughput,
           l && l->peak_throughput > 0 ? fmt::format("{:.1f}%", st.throughput / l->peak_throughput * 100) : "–",
           fmt_seconds(st.p50_s), fmt_seconds(st.p99_s), fmt_seconds(st.p999_s), errors_text(st.errors),
           std::isfinite(st.cpu_per_request_s) ? fmt::format("{:.1f} us", st.cpu_per_request_s * 1e6) : "–",
-          pct(st.server_cpu_util), pct(st.server_cpus_busy),
+          pct(st.server_cpu_util), pct(st.server_cpus_busy), pct(st.load_cpus_busy),
           [&] {
             const Bounds b = closed_bounds(st.concurrency, bi.r0_s, bi.x_max, st.throughput);
             if (!std::isfinite(b.optimistic)) return std::string("–");
@@ -424,7 +424,8 @@ std::string markdown(const Sweep& s) {
     line(
         "Server CPU: the server process's CPU time over the step's wall time (100% = one CPU). Its CPUs busy: how "
         "busy the CPUs it is pinned to were with anything, itself, interrupts or other processes; far above the "
-        "server's own share means it was sharing them. Bounds: the closed system's asymptotic bounds from the "
+        "server's own share means it was sharing them. Load CPUs busy: the same for the load generator's CPUs (near "
+        "100%, the load may be what limits the step). Bounds: the closed system's asymptotic bounds from the "
         "probe's R0 and X_max = processors / the median server CPU per request measured here (throughput N/(R0 + "
         "(N−1)/X_max) if every request queued behind all the others, "
         "min(N/R0, X_max) if none queued before the CPU saturates; the knee N* is the corner of the latter) and where "
@@ -683,7 +684,7 @@ void write_plots(Sweep& s, const std::string& dir, const std::string& gnuplot) {
   gp += "set xlabel \"concurrency N (connections, one request each in flight)\"\n";
   gp += fmt::format("set output {}\n", gp_quote((abs / "throughput.png").string()));
   gp += fmt::format("set title {}\n", gp_quote("Throughput vs concurrency — " + title));
-  gp += "set ylabel \"throughput (ok replies/s)\"\nset yrange [0:*]\nset key bottom right box opaque\n";
+  gp += "set ylabel \"throughput (ok replies/s)\"\nset yrange [0:*]\nset key top left box opaque\n";
   gp += arrows_tp;
   gp += "plot " + tp + "\n";
   gp += "unset arrow\nunset label\n";

@@ -69,6 +69,7 @@ Comparison compare(const ProcsRun& r);
 struct BoundsInputs {
   double r0_s = NAN, x_max = NAN;
   std::string x_max_source;
+  bool measured = false;  // x_max from the steps, not the probe
 };
 BoundsInputs bounds_inputs(const ProcsRun& r);
 
