@@ -649,12 +649,12 @@ void write_plots(Sweep& s, const std::string& dir, const std::string& gnuplot) {
       sep(tp);
       tp += fmt::format(
           "(x / {0:.9g} < {1:.9g} ? x / {0:.9g} : {1:.9g}) with lines lw 1.2 dt 3 lc rgb \"{2}\" title "
-          "\"{3}, optimistic bound min(N/R0, X_max): none queue\"",
+          "\"{3}, optimistic bound min(N/R0, X_max measured): none queue\"",
           p.r0_s, p.x_max, color, name);
       sep(tp);
       tp += fmt::format(
           "x / ({0:.9g} + (x - 1) / {1:.9g}) with lines lw 1.2 dt (8,4,2,4) lc rgb \"{2}\" title "
-          "\"{3}, pessimistic bound N/(R0 + (N−1)/X_max): each waits for all\"",
+          "\"{3}, pessimistic bound N/(R0 + (N−1)/X_max measured): each waits for all\"",
           p.r0_s, p.x_max, color, name);
     }
     if (std::isfinite(r.prediction.knee)) {
@@ -678,19 +678,37 @@ void write_plots(Sweep& s, const std::string& dir, const std::string& gnuplot) {
       fmt::format("tern-echo GET {} ({} closed loop; server CPUs {}, load CPUs {})", s.path, s.load_tool,
                   s.server_cpus.empty() ? "any" : s.server_cpus, s.load_cpus.empty() ? "any" : s.load_cpus);
   std::string gp;
-  gp += "set terminal pngcairo noenhanced size 1200,700 font \"DejaVu Sans,11\"\n";
+  // The key goes below the plot, one entry a row, in a bottom margin sized to it (gnuplot's own "below" lets the
+  // x label and the key's box overlap).
+  auto titles = [](const std::string& plot) {
+    size_t n = 0;
+    for (size_t at = plot.find(" title "); at != std::string::npos; at = plot.find(" title ", at + 1)) n++;
+    return n;
+  };
+  const size_t rows = std::max(titles(tp), titles(lat));
+  const int height = 620 + 20 * static_cast<int>(rows);
+  auto key_at_bottom = [&](size_t n) {
+    const double h = height;
+    return fmt::format(
+        "set key at screen 0.5, screen {:.4f} center bottom vertical maxcols 1 box\n"
+        "set bmargin at screen {:.4f}\n",
+        8 / h, (52 + 8 + 12 + 19 * static_cast<double>(n)) / h);
+  };
+  gp += fmt::format("set terminal pngcairo noenhanced size 1200,{} font \"DejaVu Sans,11\"\n", height);
   gp += "set encoding utf8\nset grid\nset logscale x 2\nset format x \"%g\"\nset samples 600\n";
   gp += fmt::format("set xrange [{}:{}]\n", lo, hi);
   gp += "set xlabel \"concurrency N (connections, one request each in flight)\"\n";
   gp += fmt::format("set output {}\n", gp_quote((abs / "throughput.png").string()));
   gp += fmt::format("set title {}\n", gp_quote("Throughput vs concurrency — " + title));
-  gp += "set ylabel \"throughput (ok replies/s)\"\nset yrange [0:*]\nset key top left box opaque\n";
+  gp += "set ylabel \"throughput (ok replies/s)\"\nset yrange [0:*]\n";
+  gp += key_at_bottom(titles(tp));
   gp += arrows_tp;
   gp += "plot " + tp + "\n";
   gp += "unset arrow\nunset label\n";
   gp += fmt::format("set output {}\n", gp_quote((abs / "p99.png").string()));
   gp += fmt::format("set title {}\n", gp_quote("p99 (and p50) latency vs concurrency — " + title));
-  gp += "set ylabel \"latency (ms, log scale)\"\nset logscale y\nset key bottom right box opaque\n";
+  gp += "set ylabel \"latency (ms, log scale)\"\nset logscale y\n";
+  gp += key_at_bottom(titles(lat));
   {
     // Log-scale tics at 1, 2, 5 per decade, labelled (gnuplot labels only the decades, too few over a short range).
     const double y0 = ymin / 1.5, y1 = ymax * 1.5;
