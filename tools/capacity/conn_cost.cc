@@ -2,6 +2,7 @@
 #include "tools/capacity/conn_cost.h"
 
 #include <fmt/core.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -36,11 +37,36 @@ Result<int> connect_one(const net::Address& addr) {
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);  // bounds connect() and send()
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   if (::connect(fd, addr.sockaddr_ptr(), addr.size()) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return make_error(fmt::format("connect {}: {}", addr.to_string(), std::strerror(e)));
+    int e = errno;
+    if (e == EINTR) {
+      // Interrupted, the connection goes on in the kernel: wait for it and take its outcome. (Blocking calls here
+      // do see EINTR: io_uring task work left by the probe's runtime on this thread interrupts them, and a socket
+      // with SO_RCVTIMEO/SO_SNDTIMEO returns EINTR rather than restarting.)
+      pollfd p{fd, POLLOUT, 0};
+      int r;
+      do r = ::poll(&p, 1, kTimeoutMs);
+      while (r < 0 && errno == EINTR);
+      socklen_t len = sizeof e;
+      e = r == 0 ? ETIMEDOUT : r < 0 ? errno : (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 ? e : errno);
+    }
+    if (e != 0) {
+      ::close(fd);
+      return make_error(fmt::format("connect {}: {}", addr.to_string(), std::strerror(e)));
+    }
   }
   return fd;
+}
+
+// All of buf on fd, through interruptions and partial sends.
+bool send_all(int fd, const std::string& buf) {
+  size_t off = 0;
+  while (off < buf.size()) {
+    const ssize_t n = ::send(fd, buf.data() + off, buf.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
 }
 
 // Reads one reply on fd; an error unless it is complete and 2xx.
@@ -56,6 +82,7 @@ Result<void> read_reply(int fd) {
     }
     if (f.state == load::Frame::kBad) return make_error("bad reply: " + f.error);
     const ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
     if (n == 0) return make_error("the server closed the connection before replying");
     if (n < 0) return make_error(fmt::format("read: {}", errno == EAGAIN ? "timed out" : std::strerror(errno)));
     buf.append(chunk, static_cast<size_t>(n));
@@ -123,7 +150,8 @@ Result<ConnectionCost> connection_cost(const net::Address& server, const std::st
   auto before = read_settled(metrics, pid);
   if (!before) return before.error();
   // Never take more than half of the server's free descriptors: the point is to measure it, not to exhaust it.
-  if (std::isfinite(before->fds_limit)) n = std::max(1, std::min(n, static_cast<int>((before->fds_limit - before->fds) / 2)));
+  if (std::isfinite(before->fds_limit))
+    n = std::max(1, std::min(n, static_cast<int>((before->fds_limit - before->fds) / 2)));
   Sockets held;
   const std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", path, hostport);
   // All requests go out before any reply is read, so a path that sleeps costs its sleep once, not n times.
@@ -131,7 +159,7 @@ Result<ConnectionCost> connection_cost(const net::Address& server, const std::st
     auto fd = connect_one(server);
     if (!fd) return fd.error().wrap(fmt::format("connection {} of {}", i + 1, n));
     held.fds.push_back(*fd);
-    if (::send(*fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
+    if (!send_all(*fd, req))
       return make_error(fmt::format("connection {} of {}: send: {}", i + 1, n, std::strerror(errno)));
   }
   for (size_t i = 0; i < held.fds.size(); i++) {
