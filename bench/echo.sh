@@ -3,7 +3,7 @@
 # limit, bench/peers/epoll_responder) and Go's net/http (bench/peers/go_http), side by side in one run.
 #
 #   bench/echo.sh                 # -c100 and -c1000, 3 runs of 10 s each per server, medians
-#   bench/echo.sh --quick         # one 1 s run per server and connection count (what `tools/tern demo` runs)
+#   bench/echo.sh --quick         # one 1 s run per server and connection count (`tools/tern bench echo --quick`)
 #   bench/echo.sh --bin build-echo/bin --conns "100 1000" --runs 5 --duration 20
 #   bench/echo.sh --restart --runs 9   # every server started afresh (and warmed 1 s) before each of its runs
 #   bench/echo.sh --report /tmp/a /tmp/b   # no runs: the table and ratios over the raw output of earlier --out DIRs
