@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/sanitizer.h"
 #include "tests/support/process.h"
 #include "tools/capacity/conn_cost.h"
 #include "tools/capacity/formula.h"
@@ -390,7 +391,11 @@ TEST(TernCapacity, ReadsARunningServersMetrics) {
       const auto& fb = t["inputs"]["fiber_bytes"];
       EXPECT_NE(fb["source"].get<std::string>().find("connections held"), std::string::npos) << t;
       EXPECT_GT(fb["value"].get<double>(), 1024) << t;  // a fiber's stack pages at least
+#if !defined(TERN_TSAN) && !defined(TERN_ASAN)
+      // Not under a sanitizer: there each touched stack page brings shadow memory with it (TSan read 972 KiB per
+      // connection).
       EXPECT_LT(fb["value"].get<double>(), 200 << 10) << t;
+#endif
       EXPECT_TRUE(t["inputs"].contains("fixed_bytes")) << t;
     }
     if (t["name"] == "fds") {
