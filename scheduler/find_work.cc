@@ -130,6 +130,23 @@ top:
     if (t0 <= now) run_timers(pp, now, pp);
   }
   if (pp->schedtick % kStallCheckInterval == 0) rescue_stalled(pp);
+  // Every kBusyPollInterval ticks, the network even though this P has work queued (Tokio polls its driver every 61
+  // ticks for the same reason). Without it a lone busy P read new requests only when its queue ran dry: requests that
+  // arrived during a CPU burst were all read together, slept together and woke together, a convoy that renewed itself
+  // (tern-echo, one processor, /mix?cpu_us=100&sleep_ms=5 open loop at 5000/s: p50 9.6 ms against 5.3 ms unloaded, at
+  // 62% CPU). What the poll readies joins the tail of the local queue, behind the work already waiting.
+  if (pp->schedtick % kBusyPollInterval == 0 && pp->last_busy_poll != pp->schedtick && poller_->has_waiters() &&
+      !polling_.load(std::memory_order_relaxed)) {
+    pp->last_busy_poll = pp->schedtick;
+    GList list;
+    bump(pp->counters.poll_calls);
+    if (poller_->poll(0, list) > 0) {
+      last_poll_.store(now_ns(), std::memory_order_relaxed);
+      bump(pp->counters.polls);
+      trace_p(pp, TraceKind::kPoll, list.size);
+      inject(list, pp);
+    }
+  }
   if (G* g = m->yielded) {
     m->yielded = nullptr;
     if (pp->runq.empty() && (pp->schedtick % kGlobalQueueInterval != 0 || global_->empty())) {

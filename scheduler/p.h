@@ -62,6 +62,7 @@ struct alignas(64) P {
   // Owner-only state.
   alignas(64) uint32_t schedtick = 0;  // fibers started from a fresh time slice
   uint32_t runnext_chain = 0;          // consecutive runnext picks sharing the current slice
+  uint32_t last_busy_poll = UINT32_MAX;  // the schedtick of find_runnable's last poll with work queued
   // The fiber running on this P (0 between fibers), for the debug endpoint: written around each switch on this line,
   // which the owner dirties per switch anyway, read rarely by others (relaxed).
   std::atomic<uint64_t> running_g{0};

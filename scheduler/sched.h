@@ -21,7 +21,8 @@
 //
 // Finding work (Sched::find_runnable, run by an M holding a P), in order:
 //   1. expired timers of this P; every kStallCheckInterval ticks, a look for a stalled P to rescue (rescue_stalled);
-//      a fiber that yielded goes back in line behind timers and the global queue;
+//      every kBusyPollInterval ticks, a non-blocking poll of the network even with work queued (its fibers join the
+//      local queue's tail); a fiber that yielded goes back in line behind timers and the global queue;
 //   2. every kGlobalQueueInterval scheduling ticks, one fiber from the global queue (fairness: without it two fibers
 //      that ready each other through runnext could starve the global queue forever);
 //   3. runnext, then the local queue;
@@ -36,8 +37,8 @@
 // futex, or in the poller where it offers that (Poller::park: an io_uring M sleeps in its own ring, so completions of
 // I/O it submitted wake it, and it leaves the idle list with an idle P to run their fibers). The poller role is held
 // only while some P is idle: with every P busy, a blocked poller would wake on each event and find no P to run its
-// fibers, so the busy Ps poll without blocking whenever their queues run dry instead (and the monitor does after 10 ms
-// without a poll). New work calls wakep(), which hands an idle P to an idle (or new) M when no M is already spinning.
+// fibers, so the busy Ps poll without blocking whenever their queues run dry and every kBusyPollInterval ticks
+// instead (and the monitor does after 10 ms without a poll). New work calls wakep(), which hands an idle P to an idle (or new) M when no M is already spinning.
 //
 // Parking usually goes through the M's scheduler stack (g0), which runs the park commit and then find_runnable. When
 // the fiber find_runnable would pick next is the P's runnext (the partner the parker just readied, as in a channel
@@ -86,6 +87,8 @@ class GlobalQueue;
 
 // Fairness interval for the global queue (Go's value: a prime, so it does not beat with program periodicities).
 inline constexpr uint32_t kGlobalQueueInterval = 61;
+// How often (scheduling ticks) a P with queued work also polls the network, non-blocking (find_runnable).
+inline constexpr uint32_t kBusyPollInterval = 4;
 // Passes over the other Ps when stealing (Go's stealTries).
 inline constexpr int kStealPasses = 4;
 // Fibers readied into runnext inherit the running time slice; after this many in a row, the next one goes through the
