@@ -55,7 +55,7 @@ struct G {
   // Scheduling latency (runnable -> running), sampled (set_gstatus says which times): set_gstatus stamps ready_ticks
   // (scheduler/ticks.h) and ready_weight, and execute() records the wait in its P's histogram (P::counters.latency)
   // as that many waits.
-  uint32_t nready = 0;       // runnable transitions in the fiber's busy stretches (see set_gstatus)
+  uint32_t nready = 0;  // runnable transitions in the fiber's busy stretches (see set_gstatus)
   uint32_t ready_weight = 0;
   uint64_t ready_ticks = 0;  // 0 = not sampled
   // For the fiber dump (Sched::fibers), which reads them from any thread while the fiber runs, parks or is recycled:

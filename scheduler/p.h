@@ -60,8 +60,8 @@ struct alignas(64) P {
   alignas(64) std::atomic<G*> runnext{nullptr};
 
   // Owner-only state.
-  alignas(64) uint32_t schedtick = 0;  // fibers started from a fresh time slice
-  uint32_t runnext_chain = 0;          // consecutive runnext picks sharing the current slice
+  alignas(64) uint32_t schedtick = 0;    // fibers started from a fresh time slice
+  uint32_t runnext_chain = 0;            // consecutive runnext picks sharing the current slice
   uint32_t last_busy_poll = UINT32_MAX;  // the schedtick of find_runnable's last poll with work queued
   // The fiber running on this P (0 between fibers), for the debug endpoint: written around each switch on this line,
   // which the owner dirties per switch anyway, read rarely by others (relaxed).

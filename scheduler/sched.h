@@ -38,7 +38,8 @@
 // I/O it submitted wake it, and it leaves the idle list with an idle P to run their fibers). The poller role is held
 // only while some P is idle: with every P busy, a blocked poller would wake on each event and find no P to run its
 // fibers, so the busy Ps poll without blocking whenever their queues run dry and every kBusyPollInterval ticks
-// instead (and the monitor does after 10 ms without a poll). New work calls wakep(), which hands an idle P to an idle (or new) M when no M is already spinning.
+// instead (and the monitor does after 10 ms without a poll). New work calls wakep(), which hands an idle P to an idle
+// (or new) M when no M is already spinning.
 //
 // Parking usually goes through the M's scheduler stack (g0), which runs the park commit and then find_runnable. When
 // the fiber find_runnable would pick next is the P's runnext (the partner the parker just readied, as in a channel

@@ -53,9 +53,10 @@ struct Sample {
   double cpu_cores = kUnknown;
 
   // Queueing. runnable: fibers queued now (local + global). sched_latency_p99_s: the 99th percentile of the time from
-  // runnable to running over the interval (estimated from sampled readies, scheduler/g.h; NaN with none). oldest_runnable_s: how long
-  // the longest-waiting runnable fiber has waited, as far as can be seen cheaply (the longest sampled wait in the
-  // interval, or the time a P with a non-empty queue has gone without starting a fiber, whichever is longer).
+  // runnable to running over the interval (estimated from sampled readies, scheduler/g.h; NaN with none).
+  // oldest_runnable_s: how long the longest-waiting runnable fiber has waited, as far as can be seen cheaply (the
+  // longest sampled wait in the interval, or the time a P with a non-empty queue has gone without starting a fiber,
+  // whichever is longer).
   uint64_t runnable = 0;
   double sched_latency_p99_s = kUnknown;
   double oldest_runnable_s = 0;

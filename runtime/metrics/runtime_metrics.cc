@@ -51,8 +51,8 @@ double process_cpu_s() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-// Resident set size from /proc/self/statm (its second field, in pages); NaN when unreadable. What the kernel charges the
-// process for: tern-capacity takes memory per connection from how this grows (tern_stack_bytes counts stacks' whole
+// Resident set size from /proc/self/statm (its second field, in pages); NaN when unreadable. What the kernel charges
+// the process for: tern-capacity takes memory per connection from how this grows (tern_stack_bytes counts stacks' whole
 // mappings, most of which are never touched).
 double resident_bytes() {
   FILE* f = std::fopen("/proc/self/statm", "re");

@@ -315,8 +315,8 @@ class PassingDescriptorServer {
         continue;
       }
       const int c = conns_, passing = scrapes_++ % 2;
-      reply(fd, "tern_connections_open " + std::to_string(c) + "\ntern_fds_open " + std::to_string(18 + c + passing) +
-                    "\n",
+      reply(fd,
+            "tern_connections_open " + std::to_string(c) + "\ntern_fds_open " + std::to_string(18 + c + passing) + "\n",
             true);
       ::close(fd);
     }

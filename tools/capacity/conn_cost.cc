@@ -144,8 +144,8 @@ Result<Reading> read_settled(const net::Address& metrics, pid_t pid) {
 
 }  // namespace
 
-Result<ConnectionCost> connection_cost(const net::Address& server, const std::string& hostport,
-                                       const std::string& path, const net::Address& metrics, pid_t pid, int n) {
+Result<ConnectionCost> connection_cost(const net::Address& server, const std::string& hostport, const std::string& path,
+                                       const net::Address& metrics, pid_t pid, int n) {
   if (n < 1) return make_error(fmt::format("connections to hold must be >= 1, not {}", n));
   auto before = read_settled(metrics, pid);
   if (!before) return before.error();
@@ -179,9 +179,10 @@ Result<ConnectionCost> connection_cost(const net::Address& server, const std::st
     c.rss_source = before->rss_source;
   }
   if (!(c.added() >= 1))
-    return make_error(fmt::format("the server's tern_connections_open went from {} to {} while {} were held: is "
-                                  "{} the metrics of the server at {}?",
-                                  c.conns_before, c.conns_during, n, metrics.to_string(), server.to_string()));
+    return make_error(
+        fmt::format("the server's tern_connections_open went from {} to {} while {} were held: is "
+                    "{} the metrics of the server at {}?",
+                    c.conns_before, c.conns_during, n, metrics.to_string(), server.to_string()));
   return c;
 }
 

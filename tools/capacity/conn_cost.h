@@ -45,7 +45,7 @@ struct ConnectionCost {
 // descriptors: a scrape also counts ones only passing through); every connection is closed before returning. An error
 // when a connection fails, a reply is not 2xx, the metrics lack tern_fds_open or tern_connections_open, or the
 // server's connection count did not grow (what would it divide by).
-Result<ConnectionCost> connection_cost(const net::Address& server, const std::string& hostport,
-                                       const std::string& path, const net::Address& metrics, pid_t pid, int n);
+Result<ConnectionCost> connection_cost(const net::Address& server, const std::string& hostport, const std::string& path,
+                                       const net::Address& metrics, pid_t pid, int n);
 
 }  // namespace tern::capacity

@@ -60,13 +60,13 @@ Result<Report> compute(const Inputs& in) {
     r.terms.push_back(std::move(t));
   }
   if (in.fixed_bytes.known && need("memory", {{"memory_bytes", &in.memory_bytes}, {"fiber_bytes", &in.fiber_bytes}})) {
-    Term t{"memory",
-           std::floor(std::max(0.0, in.memory_bytes.value - in.fixed_bytes.value) / in.fiber_bytes.value),
-           {{"memory_bytes", in.memory_bytes}, {"fixed_bytes", in.fixed_bytes}, {"fiber_bytes", in.fiber_bytes}},
-           false,
-           fmt::format("floor(({:.0f} MiB - {:.1f} MiB fixed) / {:.1f} KiB per connection)",
-                       in.memory_bytes.value / (1 << 20), in.fixed_bytes.value / (1 << 20),
-                       in.fiber_bytes.value / 1024)};
+    Term t{
+        "memory",
+        std::floor(std::max(0.0, in.memory_bytes.value - in.fixed_bytes.value) / in.fiber_bytes.value),
+        {{"memory_bytes", in.memory_bytes}, {"fixed_bytes", in.fixed_bytes}, {"fiber_bytes", in.fiber_bytes}},
+        false,
+        fmt::format("floor(({:.0f} MiB - {:.1f} MiB fixed) / {:.1f} KiB per connection)",
+                    in.memory_bytes.value / (1 << 20), in.fixed_bytes.value / (1 << 20), in.fiber_bytes.value / 1024)};
     r.terms.push_back(std::move(t));
   } else if (need("memory", {{"memory_bytes", &in.memory_bytes}, {"fiber_bytes", &in.fiber_bytes}})) {
     Term t{"memory",

@@ -49,14 +49,14 @@ struct Inputs {
   Input overhead_per_conn;  // descriptors per connection beyond the formula's 2 (published 3..5)
   // Measured (conn_cost.h) where a server can show them; when known they replace the published shapes:
   // memory (memory_bytes - fixed_bytes) / fiber_bytes and fds (fds - fixed_fds) / fds_per_conn.
-  Input fixed_bytes;   // resident memory the server holds whatever its connections
-  Input fds_per_conn;  // descriptors each connection adds
-  Input fixed_fds;     // descriptors the server holds whatever its connections
-  Input bandwidth_bps;      // the link, bits per second
-  Input response_bytes;     // bytes per response on the wire
-  Input latency_s;          // response time: turns the bandwidth rate into a concurrency
-  Input x_max;              // peak throughput, requests per second (the knee's)
-  Input r0_s;               // unloaded response time (the knee's)
+  Input fixed_bytes;     // resident memory the server holds whatever its connections
+  Input fds_per_conn;    // descriptors each connection adds
+  Input fixed_fds;       // descriptors the server holds whatever its connections
+  Input bandwidth_bps;   // the link, bits per second
+  Input response_bytes;  // bytes per response on the wire
+  Input latency_s;       // response time: turns the bandwidth rate into a concurrency
+  Input x_max;           // peak throughput, requests per second (the knee's)
+  Input r0_s;            // unloaded response time (the knee's)
 };
 
 struct Term {

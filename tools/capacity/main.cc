@@ -182,8 +182,8 @@ int main(int argc, char** argv) {
         in.fds_per_conn = tern::capacity::Input(
             c->fds_per_conn(), fmt::format("{}: fds {:.0f} -> {:.0f}", where, c->fds_before, c->fds_during));
         in.fixed_fds = tern::capacity::Input(
-            c->fixed_fds(), fmt::format("{}: {:.0f} fds at {:.0f} connections, less theirs", where, c->fds_before,
-                                        c->conns_before));
+            c->fixed_fds(),
+            fmt::format("{}: {:.0f} fds at {:.0f} connections, less theirs", where, c->fds_before, c->conns_before));
       }
       if (!flagged(in.fiber_bytes) && std::isfinite(c->bytes_per_conn()) && c->bytes_per_conn() > 0) {
         in.fiber_bytes = tern::capacity::Input(
@@ -193,10 +193,11 @@ int main(int argc, char** argv) {
             c->fixed_bytes(), fmt::format("{}: {:.1f} MiB resident at {:.0f} connections, less theirs", where,
                                           c->rss_before / (1 << 20), c->conns_before));
       } else if (!flagged(in.fiber_bytes)) {
-        problems.push_back(fmt::format("memory per connection: the server's resident memory did not grow while {} "
-                                       "connections were held (memory freed by earlier load is reused); the memory "
-                                       "term uses the metrics' stack and heap figures",
-                                       c->held));
+        problems.push_back(
+            fmt::format("memory per connection: the server's resident memory did not grow while {} "
+                        "connections were held (memory freed by earlier load is reused); the memory "
+                        "term uses the metrics' stack and heap figures",
+                        c->held));
       }
     }
   }
