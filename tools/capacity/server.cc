@@ -3,40 +3,14 @@
 
 #include <fmt/core.h>
 #include <sched.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include "tools/load/load.h"
+#include "tools/top/proc_stat.h"
 
 namespace tern::capacity {
-namespace {
-
-// utime + stime of a process, seconds; NaN when unreadable.
-double process_cpu_s(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  std::getline(f, text);
-  const size_t close = text.rfind(')');  // the command may hold spaces and parentheses
-  if (close == std::string::npos) return NAN;
-  std::istringstream in(text.substr(close + 2));
-  std::string field;
-  double utime = NAN, stime = NAN;
-  for (int i = 3; in >> field; i++) {  // field 3 is the state
-    if (i == 14) utime = std::strtod(field.c_str(), nullptr);
-    if (i == 15) {
-      stime = std::strtod(field.c_str(), nullptr);
-      break;
-    }
-  }
-  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-  return (utime + stime) / hz;
-}
-
-}  // namespace
 
 ServerInputs from_metrics(const top::Scrape& s, const std::string& where, std::vector<std::string>* problems) {
   ServerInputs out;
@@ -99,9 +73,9 @@ Result<Probe> probe(const net::Address& addr, const std::string& path, pid_t pid
     // CPU per request with a few requests in flight, as under load (one at a time also pays every wakeup).
     o.connections = 4;
     o.duration = std::chrono::seconds(1);
-    const double c0 = process_cpu_s(pid);
+    const double c0 = top::process_cpu_seconds(pid);
     auto burst = load::run(o);
-    const double c1 = process_cpu_s(pid);
+    const double c1 = top::process_cpu_seconds(pid);
     if (burst && burst->ok > 0 && std::isfinite(c0) && std::isfinite(c1) && c1 > c0) {
       p.cpu_per_request_s = (c1 - c0) / static_cast<double>(burst->ok);
       p.requests += burst->ok;

@@ -37,6 +37,7 @@
 #include "tools/sweep/analysis.h"
 #include "tools/sweep/report.h"
 #include "tools/sweep/run.h"
+#include "tools/top/proc_stat.h"
 
 namespace {
 
@@ -140,14 +141,14 @@ Step run_step(Context& c, int procs, int n, bool refined) {
   }
   tern::Result<tern::sweep::ServerSample> m0 = tern::make_error("no metrics");
   if (!c.metrics.empty()) m0 = tern::sweep::scrape_server(c.metrics);
-  const double c0 = c.server_pid > 0 ? tern::sweep::proc_cpu_s(c.server_pid) : NAN;
+  const double c0 = c.server_pid > 0 ? tern::top::process_cpu_seconds(c.server_pid) : NAN;
   const auto j0 = c.server_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.server_cpus);
   const auto l0 = c.load_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.load_cpus);
   const auto t0 = std::chrono::steady_clock::now();
   auto r = tern::sweep::run_load(spec_for(c, procs, n, c.step_s, ""));
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto j1 = c.server_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.server_cpus);
-  const double c1 = c.server_pid > 0 ? tern::sweep::proc_cpu_s(c.server_pid) : NAN;
+  const double c1 = c.server_pid > 0 ? tern::top::process_cpu_seconds(c.server_pid) : NAN;
   const auto l1 = c.load_cpus.empty() ? std::pair<double, double>{NAN, NAN} : tern::sweep::cpu_jiffies(c.load_cpus);
   if (j1.second > j0.second) st.server_cpus_busy = (j1.first - j0.first) / (j1.second - j0.second);
   if (l1.second > l0.second) st.load_cpus_busy = (l1.first - l0.first) / (l1.second - l0.second);

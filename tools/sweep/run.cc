@@ -404,25 +404,6 @@ Result<ServerSample> scrape_server(const net::Address& metrics, int timeout_ms) 
   return out;
 }
 
-double proc_cpu_s(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  std::getline(f, text);
-  const size_t close = text.rfind(')');  // the command may hold spaces and parentheses
-  if (close == std::string::npos || close + 2 > text.size()) return NAN;
-  std::istringstream in(text.substr(close + 2));
-  std::string field;
-  double utime = NAN, stime = NAN;
-  for (int i = 3; in >> field; i++) {  // field 3 is the state
-    if (i == 14) utime = std::strtod(field.c_str(), nullptr);
-    if (i == 15) {
-      stime = std::strtod(field.c_str(), nullptr);
-      break;
-    }
-  }
-  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 std::pair<double, double> cpu_jiffies(const std::vector<int>& cpus) {
   std::ifstream f("/proc/stat");
   double busy = 0, total = 0;

@@ -109,8 +109,6 @@ struct ServerSample {
   double procs = NAN;     // tern_procs
 };
 Result<ServerSample> scrape_server(const net::Address& metrics, int timeout_ms = 3000);
-// utime + stime of a process from /proc/PID/stat, seconds; NaN when unreadable.
-double proc_cpu_s(pid_t pid);
 
 // Busy and total jiffies of a set of CPUs from /proc/stat (busy: all but idle and iowait); {NaN, NaN} when unreadable.
 std::pair<double, double> cpu_jiffies(const std::vector<int>& cpus);
