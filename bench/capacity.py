@@ -223,6 +223,11 @@ def load(args, url, conns, secs, prefix=(), extra=()):
     return tool(args, "tern-load", [url, "-c", str(conns), "-d", f"{secs}s", "--json"] + list(extra), prefix)
 
 
+def term_source(t):
+    """A tern-capacity term as the table cites it: its formula, then where each input came from."""
+    return t["formula"] + " (" + "; ".join(f"{k}: {v['source']}" for k, v in t["inputs"].items()) + ")"
+
+
 def err_pct(pred, meas):
     return (pred - meas) / meas * 100 if meas else float("nan")
 
@@ -450,8 +455,7 @@ def term_fds(args, rows):
             "term": "fds",
             "limit": f"keep-alive connections served at RLIMIT_NOFILE {n}",
             "predicted": pred,
-            "predicted_from": t["formula"] + " (" + "; ".join(f"{k}: {v['source']}" for k, v in t["inputs"].items())
-                              + ")",
+            "predicted_from": term_source(t),
             "measured": measured,
             "published": f"{n // (2 + 5)}..{n // (2 + 3)} (2 + overhead 3..5 per connection)",
             "refined": refined,
@@ -652,8 +656,7 @@ def term_memory(args, rows):
         "term": "memory",
         "limit": f"connections with a request in flight in a {args.memory_mb} MiB cgroup",
         "predicted": pred,
-        "predicted_from": t["formula"] + " (" + "; ".join(f"{k}: {v['source']}" for k, v in t["inputs"].items())
-                          + ")",
+        "predicted_from": term_source(t),
         "measured": measured,
         "published": f"{math.floor(limit / stacks * fibers) if stacks > 0 else '-'} (the published shape, memory / "
                      f"per-request memory, with a fiber's whole stack mapping, {stacks / fibers / 1024:.0f} KiB)" if fibers else "-",
