@@ -61,7 +61,7 @@ bool Sched::any_local_work() const {
   int n = scan_bound();
   for (int i = 0; i < n; i++) {
     P* p = allp_[i].load(std::memory_order_acquire);
-    if (!p->runq.empty() || p->runnext.load(std::memory_order_acquire) != nullptr) return true;
+    if (!p->runq.empty() || !p->ioq.empty() || p->runnext.load(std::memory_order_acquire) != nullptr) return true;
   }
   return false;
 }
@@ -134,9 +134,20 @@ top:
   // ticks for the same reason). Without it a lone busy P read new requests only when its queue ran dry: requests that
   // arrived during a CPU burst were all read together, slept together and woke together, a convoy that renewed itself
   // (tern-echo, one processor, /mix?cpu_us=100&sleep_ms=5 open loop at 5000/s: p50 9.6 ms against 5.3 ms unloaded, at
-  // 62% CPU). What the poll readies joins the tail of the local queue, behind the work already waiting.
-  if (pp->schedtick % kBusyPollInterval == 0 && pp->last_busy_poll != pp->schedtick && poller_->has_waiters() &&
-      !polling_.load(std::memory_order_relaxed)) {
+  // 62% CPU).
+  //
+  // What the poll readies runs next, ahead of the queued work (P::ioq; beyond its capacity, the local queue's tail).
+  // Joining the tail was not enough: a fiber readied by the network usually reads a request and starts what it waits
+  // on next (a sleep, a database call), a few microseconds, but at the tail it first waited out every queued CPU burst,
+  // so requests that arrived during a burst still started their waits together and came back together. With one
+  // processor and /mix?cpu_us=100&sleep_ms=5 closed loop, 16 connections took 7.1 ms a request (the convoy's bound
+  // R0 + 15 x D) and 95% of peak throughput needed 128 of them; ahead of the queue, 5.6 ms and 48, where the
+  // unloaded latency and the CPU per request predict 45 (docs/performance.md). The queued work is not starved: the
+  // next busy poll waits until ioq has run dry and kBusyPollInterval more fibers have started from the queues (ioq's
+  // fibers do not advance schedtick), so it gets at least 4 of every 4 + kIoQueueCapacity starts, and the global
+  // queue's fairness tick still comes every kGlobalQueueInterval of them.
+  if (pp->schedtick % kBusyPollInterval == 0 && pp->last_busy_poll != pp->schedtick && !pp->ioq_filled &&
+      poller_->has_waiters() && !polling_.load(std::memory_order_relaxed)) {
     pp->last_busy_poll = pp->schedtick;
     GList list;
     bump(pp->counters.poll_calls);
@@ -144,12 +155,19 @@ top:
       last_poll_.store(now_ns(), std::memory_order_relaxed);
       bump(pp->counters.polls);
       trace_p(pp, TraceKind::kPoll, list.size);
+      // Owner-only pushes, and thieves only shrink it: a push below the capacity cannot fail.
+      while (pp->ioq.size() < kIoQueueCapacity && !list.empty()) {
+        G* g = list.pop();
+        set_gstatus(g, GStatus::kRunnable);
+        pp->ioq.push(g);
+        pp->ioq_filled = true;
+      }
       inject(list, pp);
     }
   }
   if (G* g = m->yielded) {
     m->yielded = nullptr;
-    if (pp->runq.empty() && (pp->schedtick % kGlobalQueueInterval != 0 || global_->empty())) {
+    if (pp->runq.empty() && !pp->ioq_filled && (pp->schedtick % kGlobalQueueInterval != 0 || global_->empty())) {
       pp->schedtick++;
       return g;
     }
@@ -164,6 +182,15 @@ top:
       reset_spinning(m);
       return g;
     }
+  }
+  if (pp->ioq_filled) {
+    if (G* g = pp->ioq.pop()) {
+      bump(pp->counters.io_first);
+      pp->runnext_chain = 0;
+      reset_spinning(m);
+      return g;
+    }
+    pp->ioq_filled = false;
   }
   bool inherit = false;
   if (G* g = runq_get(pp, inherit)) {
@@ -267,7 +294,16 @@ G* Sched::steal_work(M* m, P* pp) {
           if (G* g = runq_get(pp, inherit)) return g;
         }
       }
-      uint32_t got = v->runq.steal_into(pp->runq);
+      // A busy poll's fibers first: they were to run first there.
+      G* batch[kIoQueueCapacity / 2];
+      uint32_t got = v->ioq.steal_batch(batch, kIoQueueCapacity / 2);
+      if (got > 0) {
+        bump(pp->counters.steals, got);
+        trace_p(pp, TraceKind::kSteal, got, static_cast<uint32_t>(v->id));
+        for (uint32_t k = 1; k < got; k++) runq_put(pp, batch[k], false);
+        return batch[0];
+      }
+      got = v->runq.steal_into(pp->runq);
       if (got > 0) {
         bump(pp->counters.steals, got);
         trace_p(pp, TraceKind::kSteal, got, static_cast<uint32_t>(v->id));
@@ -304,13 +340,14 @@ void Sched::rescue_stalled(P* pp) {
   P* v = allp_[vi].load(std::memory_order_acquire);
   uint64_t switches = v->counters.switches.load(std::memory_order_relaxed);
   const int64_t now = now_ns();
-  if (vi == pp->watch && switches == pp->watch_switches && !v->runq.empty()) {
+  if (vi == pp->watch && switches == pp->watch_switches && (!v->runq.empty() || !v->ioq.empty())) {
     if (now - pp->watch_since < kStallNs) return;
     pp->watch_since = now;
     const uint32_t room = batch_room(pp);
     if (room == 0) return;
     G* batch[RunQueue::kCapacity / 2];
-    const uint32_t got = v->runq.steal_batch(batch, room);
+    uint32_t got = v->ioq.steal_batch(batch, std::min(room, kIoQueueCapacity / 2));
+    got += v->runq.steal_batch(batch + got, room - got);
     if (got == 0) return;
     bump(pp->counters.steals, got);
     bump(pp->counters.rescued, got);

@@ -39,7 +39,8 @@ void Sched::monitor_main() {
       if (tick == p->monitor_tick.load(std::memory_order_relaxed)) {
         // One fiber held this P for a whole period. Work queued behind it (fibers or due timers) needs another M.
         int64_t t0 = p->timer0.load(std::memory_order_relaxed);
-        if (!p->runq.empty() || p->runnext.load(std::memory_order_relaxed) != nullptr || (t0 != 0 && t0 <= now_ns())) {
+        if (!p->runq.empty() || !p->ioq.empty() || p->runnext.load(std::memory_order_relaxed) != nullptr ||
+            (t0 != 0 && t0 <= now_ns())) {
           long_running_.fetch_add(1, std::memory_order_relaxed);
           stuck_work = true;
         }

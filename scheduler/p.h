@@ -30,6 +30,7 @@ enum class PStatus : uint32_t {
 struct PCounters {
   std::atomic<uint64_t> spawned{0}, finished{0}, switches{0}, yields{0}, parks{0}, steals{0}, global_taken{0},
       overflows{0}, timers_fired{0}, polls{0}, rescued{0};
+  std::atomic<uint64_t> io_first{0};    // fibers started from ioq, ahead of the local queue
   std::atomic<uint64_t> poll_calls{0};  // non-blocking polls of the network by this P's M, found fibers or not
   std::atomic<uint64_t> work{0};        // the application's work counter (tern::count_work) from fibers on this P
   std::atomic<uint64_t> busy_ns{0};     // time held by an M, up to its last release (see P::busy_since)
@@ -39,6 +40,10 @@ struct PCounters {
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
+
+// The capacity of a P's queue of fibers a busy poll readied (P::ioq); more than that join the local queue's tail.
+inline constexpr uint32_t kIoQueueCapacity = 64;
+using IoQueue = BasicRunQueue<kIoQueueCapacity>;
 
 // Free G records (with their stacks) kept by a P before half go back to the runtime's list (Go's value).
 inline constexpr uint32_t kGFreeMax = 64;
@@ -57,12 +62,20 @@ struct alignas(64) P {
   std::atomic<int> m_id{-1};
 
   RunQueue runq;
+  // Fibers readied by find_runnable's busy poll (a non-blocking poll of the network while work is queued). They run
+  // before runq's fibers, so a request that arrived during a burst of queued work is read, and whatever it waits on
+  // next is started, without first waiting out the burst (Sched::find_runnable says why and what bounds it). Thieves,
+  // the stall rescue and a retiring P's drain take from it first.
+  IoQueue ioq;
   alignas(64) std::atomic<G*> runnext{nullptr};
 
   // Owner-only state.
   alignas(64) uint32_t schedtick = 0;    // fibers started from a fresh time slice
   uint32_t runnext_chain = 0;            // consecutive runnext picks sharing the current slice
   uint32_t last_busy_poll = UINT32_MAX;  // the schedtick of find_runnable's last poll with work queued
+  // Set when the busy poll fills ioq, cleared when the owner finds it empty: the owner's hot paths test this line it
+  // owns instead of ioq's head and tail (thieves may have emptied it meanwhile, so true means "look", not "there is").
+  bool ioq_filled = false;
   // The fiber running on this P (0 between fibers), for the debug endpoint: written around each switch on this line,
   // which the owner dirties per switch anyway, read rarely by others (relaxed).
   std::atomic<uint64_t> running_g{0};

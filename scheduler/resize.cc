@@ -113,6 +113,7 @@ bool Sched::retire_if_needed(M* m) {
 void Sched::drain_p(P* p) {
   GList moved;
   if (G* g = p->runnext.exchange(nullptr, std::memory_order_acq_rel)) moved.push(g);
+  while (G* g = p->ioq.pop()) moved.push(g);
   while (G* g = p->runq.pop()) moved.push(g);
   if (!moved.empty()) global_->push_list(moved);
 

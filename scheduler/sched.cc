@@ -322,6 +322,7 @@ SchedStats Sched::stats() const {
     st.timers_fired += c.timers_fired.load(std::memory_order_relaxed);
     st.polls += c.polls.load(std::memory_order_relaxed);
     st.poll_calls += c.poll_calls.load(std::memory_order_relaxed);
+    st.io_first += c.io_first.load(std::memory_order_relaxed);
     st.work += c.work.load(std::memory_order_relaxed);
     for (int b = 0; b < kLatencyBuckets; b++) st.latency[b] += c.latency[b].load(std::memory_order_relaxed);
     st.latency_sum_ns += c.latency_sum_ns.load(std::memory_order_relaxed);
@@ -332,7 +333,8 @@ SchedStats Sched::stats() const {
     if (since != 0 && now > since) busy += static_cast<uint64_t>(now - since);
     st.busy_ns += busy;
     uint64_t queued = 0;
-    if (i < scan_bound()) queued = p->runq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
+    if (i < scan_bound())
+      queued = p->runq.size() + p->ioq.size() + (p->runnext.load(std::memory_order_relaxed) != nullptr);
     st.runnable += queued;
     if (i < nprocs) {
       const PStatus ps = p->status.load(std::memory_order_relaxed);

@@ -189,6 +189,7 @@ struct SchedStats {
   uint64_t timers_fired = 0;
   uint64_t polls = 0;                  // poller calls that returned fibers
   uint64_t poll_calls = 0;             // poller calls, found fibers or not
+  uint64_t io_first = 0;               // fibers a busy poll readied, started ahead of the local queue (P::ioq)
   uint64_t long_running = 0;           // times the monitor saw one fiber hold a P for a whole period
   uint64_t thread_start_failures = 0;  // an M's thread could not be started (retried with back-off by the monitor)
   uint64_t runnable = 0;               // fibers queued now (local + global)

@@ -69,8 +69,17 @@ constexpr size_t kPrefetchStackBytes = 2048;
 // prefetch never faults. ThreadSanitizer would report those racy reads, so its builds skip this.
 inline void prefetch_next(P* p) {
 #ifndef TERN_TSAN
-  if (G* second = p->runq.peek(1)) __builtin_prefetch(second);
-  G* next = p->runq.peek(0);
+  // The next two of what find_runnable takes first: the busy poll's fibers, then the queue's.
+  G* next = p->ioq_filled ? p->ioq.peek(0) : nullptr;
+  G* second = nullptr;
+  if (next != nullptr) {
+    second = p->ioq.peek(1);
+    if (second == nullptr) second = p->runq.peek(0);
+  } else {
+    next = p->runq.peek(0);
+    second = p->runq.peek(1);
+  }
+  if (second != nullptr) __builtin_prefetch(second);
   if (next == nullptr) return;
   auto* sp = static_cast<const char*>(__atomic_load_n(&next->ctx, __ATOMIC_RELAXED));
   const auto* lo = static_cast<const char*>(next->stack.lo);
@@ -210,7 +219,7 @@ void Sched::execute(M* m, G* g) {
     case MAction::kYield:
       bump(p->counters.yields);
       set_gstatus(g, GStatus::kRunnable);
-      if (p->runq.empty() && p->runnext.load(std::memory_order_relaxed) == nullptr) {
+      if (p->runq.empty() && !p->ioq_filled && p->runnext.load(std::memory_order_relaxed) == nullptr) {
         // Nothing else is queued here: keep it M-local and skip the queue round trip; find_runnable still checks
         // timers and the global queue before running it again.
         m->yielded = g;

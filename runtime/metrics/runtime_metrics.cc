@@ -202,6 +202,9 @@ void RuntimeMetrics::collect(Snapshot& out) {
       static_cast<double>(st.polls));
   one(out, "tern_netpoll_polls_total", Type::kCounter, "polls of the network, found fibers or not",
       static_cast<double>(st.poll_calls));
+  one(out, "tern_netpoll_first_total", Type::kCounter,
+      "fibers a poll of the network readied while work was queued, started ahead of that work",
+      static_cast<double>(st.io_first));
   one(out, "tern_context_switches_total", Type::kCounter, "fiber resumptions", static_cast<double>(st.switches));
   one(out, "tern_mutex_wait_seconds_total", Type::kCounter, "time fibers spent blocked on a contended tern::Mutex",
       seconds(mutex_wait_ns().value()));
