@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <string>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "tools/top/exposition.h"
 #include "tools/top/frame.h"
 #include "tools/top/http_get.h"
+#include "tools/top/proc_stat.h"
 
 namespace tern::top {
 namespace {
@@ -266,6 +268,39 @@ TEST(TernTop, OneFrameOfARealServer) {
   const int s2 = nothing.wait();
   EXPECT_TRUE(WIFEXITED(s2) && WEXITSTATUS(s2) == 1) << "tern-echo's own port serves no /metrics";
   EXPECT_NE(nothing.output().find("404"), std::string::npos) << nothing.output();
+}
+
+// Another process's CPU time: a child burns a known amount, and both sources see it; the clock's figure has the
+// resolution a short probe needs (the clock-tick one moves in 10 ms steps), and a pid that is gone reads NaN.
+TEST(ProcStat, AnotherProcessesCpuTimeInNanoseconds) {
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    char c = 1;
+    (void)!write(ready[1], &c, 1);
+    pause();
+    _exit(0);
+  }
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  const double fine = process_cpu_seconds(pid);
+  const double coarse = process_cpu_seconds_from_stat(pid);
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  close(ready[0]);
+  close(ready[1]);
+  // At least most of the 300 ms it spun (it may have been preempted: the wall clock bounds its CPU from above).
+  EXPECT_GT(fine, 0.1);
+  EXPECT_LT(fine, 1.0);
+  EXPECT_NEAR(fine, coarse, 0.03);
+  EXPECT_NE(fine * 100, std::floor(fine * 100)) << "not finer than a clock tick";
+  EXPECT_TRUE(std::isnan(process_cpu_seconds(pid)));
+  EXPECT_TRUE(std::isnan(process_cpu_seconds_from_stat(pid)));
 }
 
 }  // namespace

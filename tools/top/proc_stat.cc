@@ -1,6 +1,7 @@
 // tools/top/proc_stat.cc: see proc_stat.h.
 #include "tools/top/proc_stat.h"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -11,7 +12,7 @@
 
 namespace tern::top {
 
-double process_cpu_seconds(pid_t pid) {
+double process_cpu_seconds_from_stat(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
   std::string text;
   std::getline(f, text);
@@ -28,6 +29,14 @@ double process_cpu_seconds(pid_t pid) {
     }
   }
   return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double process_cpu_seconds(pid_t pid) {
+  clockid_t clock;
+  timespec ts{};
+  if (clock_getcpuclockid(pid, &clock) == 0 && clock_gettime(clock, &ts) == 0)
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+  return process_cpu_seconds_from_stat(pid);
 }
 
 }  // namespace tern::top
