@@ -165,6 +165,14 @@ TEST(SweepKnee, EdgesOfTheLadderAreSaid) {
   EXPECT_NE(rising->problems[0].find("last step"), std::string::npos) << rising->problems[0];
   EXPECT_TRUE(rising->peak_at_end);
   EXPECT_TRUE(refine_points(*rising, 3).empty()) << "the knee lies beyond the ladder, not between its steps";
+  // Highest at the last step, but by less than kPlateau over the one before: levelled off, not still rising.
+  std::vector<Step> level = ladder_of({16, 32, 64, 128});
+  level.back().throughput = level[2].throughput * 1.004;
+  auto levelled = analyze(level, 0.1);
+  ASSERT_TRUE(levelled);
+  EXPECT_EQ(levelled->peak_concurrency, 128);
+  EXPECT_FALSE(levelled->peak_at_end);
+  EXPECT_TRUE(levelled->knee_95.found);
   auto flat = analyze(ladder_of({128, 256, 512}), 0.1);  // all past it: the knee is at or below the first step
   ASSERT_TRUE(flat);
   EXPECT_EQ(flat->knee_95.concurrency, 128);
@@ -276,15 +284,17 @@ TEST(SweepParse, LoadGeneratorAndCapacityOutput) {
   EXPECT_FALSE(parse_wrk_done("Running 1s test\n  10 requests\n"));
   EXPECT_NE(wrk_lua_script().find("done = function"), std::string::npos);
 
-  auto p = parse_capacity_json(R"({"n": 39, "binding": "cpu", "knee": {"predicted": 39.5, "x_max": 7800, "r0": 0.00506},
-      "probe": {"cpu_per_request_s": 0.000128}, "problems": ["x"]})");
+  auto p = parse_capacity_json(R"({"n": 39, "binding": "cpu", "knee": {"predicted": 39.5, "predicted_95": 44,
+      "x_max": 7800, "r0": 0.00506}, "probe": {"cpu_per_request_s": 0.000128}, "problems": ["x"]})");
   ASSERT_TRUE(p);
   EXPECT_EQ(p->knee, 39.5);
+  EXPECT_EQ(p->knee_95, 44);
   EXPECT_EQ(p->binding, "cpu");
   EXPECT_TRUE(p->error.empty());
   auto none = parse_capacity_json(R"({"n": 39, "binding": "cpu", "knee": {"predicted": null}})");
   ASSERT_TRUE(none);
   EXPECT_FALSE(none->error.empty());
+  EXPECT_TRUE(std::isnan(none->knee_95));
   EXPECT_FALSE(parse_capacity_json("not json"));
 }
 

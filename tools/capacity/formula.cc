@@ -3,6 +3,7 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace tern::capacity {
@@ -115,8 +116,31 @@ Result<Report> compute(const Inputs& in) {
   min->binds = true;
   r.n = min->value;
   r.binding = min->name;
-  if (in.x_max.known && in.r0_s.known) r.knee = in.x_max.value * in.r0_s.value;
+  if (in.x_max.known && in.r0_s.known) {
+    r.knee = in.x_max.value * in.r0_s.value;
+    r.knee_95 = knee_95(in.x_max.value, in.r0_s.value, in.cores.known ? std::max(1.0, in.cores.value) : 1);
+  }
   return r;
+}
+
+double knee_95(double x_max, double r0_s, double servers) {
+  if (!std::isfinite(x_max) || !std::isfinite(r0_s) || !std::isfinite(servers) || x_max <= 0 || r0_s <= 0 ||
+      servers < 1)
+    return -1;
+  const double d = servers / x_max;  // one request's CPU
+  if (r0_s < d) return -1;
+  const double demand = d / servers;                              // the queueing part
+  const double delay = (r0_s - d) + d * (servers - 1) / servers;  // the rest of R0
+  const double target = kKneePeakFraction * x_max;
+  // X(N) rises to X_max; within 10^7 steps for any N* below ~10^6 (the loop ends at the first N past the target).
+  double q = 0;
+  for (int n = 1; n <= 10'000'000; n++) {
+    const double r = demand * (1 + q);
+    const double x = n / (r + delay);
+    if (x >= target) return n;
+    q = x * r;
+  }
+  return -1;
 }
 
 }  // namespace tern::capacity

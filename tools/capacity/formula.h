@@ -75,8 +75,20 @@ struct Report {
   double bandwidth_rate = -1;         // responses per second the link carries (the published term); -1 unknown
   // The knee: N* = X_max × R0, peak throughput times unloaded latency (-1 where an input is unknown).
   double knee = -1;
+  // Where a closed loop's throughput reaches 95% of X_max, from the same two inputs: knee_95 below (-1 unknown).
+  double knee_95 = -1;
 };
 
 Result<Report> compute(const Inputs& in);
+
+// N* is the corner of the closed system's optimistic bound: a measured curve bends below it, so the concurrency at
+// which throughput reaches 95% of its peak (what a sweep can measure) lies above 0.95 N* by the queueing near the
+// corner, relatively more the smaller N* is. This predicts that concurrency with exact mean-value analysis (Reiser and
+// Lavenberg; Lazowska et al., Quantitative System Performance, ch. 6) of the model behind N*: each request spends
+// R0 − D away from the CPU and D = servers / X_max on one of `servers` CPUs, the multi-CPU queue taken as Seidmann's
+// one CPU of demand D / servers plus a delay of D (servers − 1) / servers. The smallest N with X(N) >= 95% of X_max;
+// -1 when an input is not finite and positive, or when R0 < D.
+inline constexpr double kKneePeakFraction = 0.95;
+double knee_95(double x_max, double r0_s, double servers);
 
 }  // namespace tern::capacity

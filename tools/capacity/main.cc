@@ -221,9 +221,14 @@ int main(int argc, char** argv) {
     j["binding"] = rep->binding;
     j["bandwidth_rate"] = rep->bandwidth_rate >= 0 ? nlohmann::json(rep->bandwidth_rate) : nlohmann::json();
     j["knee"] = {{"predicted", rep->knee >= 0 ? nlohmann::json(rep->knee) : nlohmann::json()},
+                 {"predicted_95", rep->knee_95 >= 0 ? nlohmann::json(rep->knee_95) : nlohmann::json()},
                  {"x_max", in.x_max.known ? nlohmann::json(in.x_max.value) : nlohmann::json()},
                  {"r0", in.r0_s.known ? nlohmann::json(in.r0_s.value) : nlohmann::json()}};
-    if (pr) j["probe"] = {{"cpu_per_request_s", pr->cpu_per_request_s}, {"server_cpus", pr->server_cpus}};
+    if (pr)
+      j["probe"] = {{"cpu_per_request_s", pr->cpu_per_request_s},
+                    {"server_cpus", pr->server_cpus},
+                    {"cpu_connections", pr->cpu_connections},
+                    {"idle_cpu_rate", pr->idle_cpu_rate}};
     if (cost)
       j["connection_cost"] = {{"held", cost->held},
                               {"connections", {cost->conns_before, cost->conns_during}},
@@ -247,6 +252,9 @@ int main(int argc, char** argv) {
   if (rep->knee >= 0) {
     fmt::print("  knee N* = X_max x R0 = {:.0f}/s x {:.3f} ms = {:.0f} concurrent requests\n", in.x_max.value,
                in.r0_s.value * 1e3, rep->knee);
+    if (rep->knee_95 >= 0)
+      fmt::print("  95% of X_max is reached at about N = {:.0f} (mean-value analysis of the same model)\n",
+                 rep->knee_95);
   } else if (pr) {
     fmt::print("  knee: needs the server's CPU per request (--pid)\n");
   }

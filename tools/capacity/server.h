@@ -30,10 +30,14 @@ inline constexpr double kMinConnections = 100;  // fewer: fixed descriptors (lis
 ServerInputs from_metrics(const top::Scrape& s, const std::string& where, std::vector<std::string>* problems);
 
 struct Probe {
-  double r0_s = -1;               // median latency of sequential requests on one connection
-  double response_bytes = -1;     // mean bytes per reply, headers included
-  double cpu_per_request_s = -1;  // the server's CPU (utime + stime) per request over a short closed-loop run
-  int server_cpus = 0;            // CPUs the server process may run on (sched_getaffinity), 0 unknown
+  double r0_s = -1;            // median latency of sequential requests on one connection
+  double response_bytes = -1;  // mean bytes per reply, headers included
+  // The server's CPU per request over a short closed-loop run at cpu_connections connections, less what it spends
+  // idle over the same time (idle_cpu_rate, CPU seconds a second with no requests: its monitor and timers).
+  double cpu_per_request_s = -1;
+  int cpu_connections = 0;
+  double idle_cpu_rate = -1;
+  int server_cpus = 0;  // CPUs the server process may run on (sched_getaffinity), 0 unknown
   uint64_t requests = 0;
 };
 

@@ -277,7 +277,8 @@ Result<Ladder> analyze(std::vector<Step> steps, double slo_s) {
     return make_error(fmt::format("procs {}: every step failed ({}): no throughput to analyze", l.procs, failed));
   if (l.steps.size() == 1)
     l.problems.push_back("one step only: its throughput is the peak by definition; the knee is not located");
-  else if (l.peak_concurrency == l.steps.back().concurrency)
+  else if (l.peak_concurrency == l.steps.back().concurrency &&
+           l.steps.back().throughput > (1 + kPlateau) * l.steps[l.steps.size() - 2].throughput)
     l.peak_at_end = true, l.problems.push_back(fmt::format(
                               "throughput is highest at the ladder's last step (N={}): the peak may lie beyond "
                               "it, so both knees are lower bounds of what a longer ladder would find",

@@ -87,6 +87,9 @@ struct Ladder {
 };
 
 inline constexpr double kPeakFraction = 0.95;
+// A peak at the ladder's last step is a lower bound (peak_at_end) only when that step rose more than this share over
+// the one before it: within it, throughput has levelled off, and the last step is the peak by noise.
+inline constexpr double kPlateau = 0.02;
 // A step whose errors exceed this share of its requests does not count as meeting the SLO.
 inline constexpr double kSloMaxErrorRatio = 0.01;
 

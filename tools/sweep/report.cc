@@ -89,10 +89,15 @@ Result<Prediction> parse_capacity_json(std::string_view text) {
   };
   if (j.contains("knee") && j["knee"].is_object()) {
     p.knee = get(j["knee"], "predicted");
+    if (j["knee"].contains("predicted_95")) p.knee_95 = get(j["knee"], "predicted_95");
     p.x_max = get(j["knee"], "x_max");
     p.r0_s = get(j["knee"], "r0");
   }
-  if (j.contains("probe") && j["probe"].is_object()) p.cpu_per_request_s = get(j["probe"], "cpu_per_request_s");
+  if (j.contains("probe") && j["probe"].is_object()) {
+    p.cpu_per_request_s = get(j["probe"], "cpu_per_request_s");
+    if (j["probe"].contains("cpu_connections"))
+      p.cpu_connections = static_cast<int>(get(j["probe"], "cpu_connections"));
+  }
   p.n = get(j, "n");
   if (j.contains("binding") && j["binding"].is_string()) p.binding = j["binding"].get<std::string>();
   if (j.contains("problems") && j["problems"].is_array())
@@ -140,6 +145,10 @@ Comparison compare(const ProcsRun& r) {
   }
   c.measured = std::isfinite(k.interpolated) ? k.interpolated : k.concurrency;
   c.error_pct = (c.predicted - c.measured) / c.measured * 100;
+  if (std::isfinite(r.prediction.knee_95)) {
+    c.predicted_95 = r.prediction.knee_95;
+    c.error_95_pct = (c.predicted_95 - c.measured) / c.measured * 100;
+  }
   c.ok = true;
   // Positions over the steps up to 4 N*, where the bounds are apart: beyond, both approach X_max, and the position
   // measures the error of the X_max estimate more than the queueing.
@@ -161,12 +170,18 @@ Comparison compare(const ProcsRun& r) {
         break;
       }
     }
+    double peak_cpu = NAN;
+    for (const Step& st : r.analysis->steps)
+      if (st.concurrency == r.analysis->peak_concurrency) peak_cpu = st.cpu_per_request_s;
     c.x_max_note = fmt::format(
         "the measured peak ({:.0f}/s) is {:.0f}% above the predicted X_max ({:.0f}/s): the probe measured {} of server "
-        "CPU per request (tern-capacity: /proc/PID/stat, 10 ms ticks, over a 1 s run at 4 connections) where the "
-        "server's metrics (nanoseconds) show {} at N={} and X_max {:.0f}/s from {} over the steps",
+        "CPU per request at light load ({} connections for 1 s), and the server's metrics show {} at N={} but {} at "
+        "the peak: a request costs less CPU the busier the server is (fewer wakeups, polls and system calls per "
+        "request), which a probe at light load cannot see",
         r.analysis->peak_throughput, (r.analysis->peak_throughput / r.prediction.x_max - 1) * 100, r.prediction.x_max,
-        fmt_seconds(r.prediction.cpu_per_request_s), fmt_seconds(low_cpu), low_n, bi.x_max, bi.x_max_source);
+        fmt_seconds(r.prediction.cpu_per_request_s),
+        r.prediction.cpu_connections > 0 ? std::to_string(r.prediction.cpu_connections) : std::string("a few"),
+        fmt_seconds(low_cpu), low_n, fmt_seconds(peak_cpu));
   }
   if (!pos.empty()) {
     std::sort(pos.begin(), pos.end());
@@ -276,6 +291,8 @@ nlohmann::json to_json(const Sweep& s) {
     o["comparison"] = {{"predicted", num(c.predicted)},
                        {"measured", num(c.measured)},
                        {"error_pct", num(c.error_pct)},
+                       {"predicted_95", num(c.predicted_95)},
+                       {"error_95_pct", num(c.error_95_pct)},
                        {"measured_is",
                         "knee_95: the smallest concurrency reaching 95% of peak throughput, "
                         "interpolated between the steps around it"},
@@ -328,8 +345,11 @@ std::string markdown(const Sweep& s) {
                   "before its tail breaks the SLO.",
                   fmt_seconds(s.slo_s), kSloMaxErrorRatio * 100));
   line("");
-  line("| processors | predicted knee | measured knee (b) | error | knee (a), SLO | peak throughput | binding term |");
-  line("|---|---|---|---|---|---|---|");
+  line(
+      "| processors | predicted knee N* | measured knee (b) | error | predicted 95% point | its error | knee (a), SLO "
+      "| "
+      "peak throughput | binding term |");
+  line("|---|---|---|---|---|---|---|---|---|");
   for (const ProcsRun& r : s.runs) {
     const Comparison c = compare(r);
     std::string kb = "–", ka = "–", peak = "–";
@@ -343,9 +363,11 @@ std::string markdown(const Sweep& s) {
       peak = fmt::format("{:.0f}/s at N={}", l.peak_throughput, l.peak_concurrency);
     }
     line(fmt::format(
-        "| {} | {} | {} | {} | {} | {} | {} |", r.procs > 0 ? std::to_string(r.procs) : "?",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |", r.procs > 0 ? std::to_string(r.procs) : "?",
         std::isfinite(r.prediction.knee) ? fmt::format("{:.1f}", r.prediction.knee) : "none: " + r.prediction.error, kb,
-        c.ok ? fmt::format("{:+.1f}%{}", c.error_pct, c.caveat.empty() ? "" : " (" + c.caveat + ")") : c.why, ka, peak,
+        c.ok ? fmt::format("{:+.1f}%{}", c.error_pct, c.caveat.empty() ? "" : " (" + c.caveat + ")") : c.why,
+        std::isfinite(c.predicted_95) ? fmt::format("{:.0f}", c.predicted_95) : "–",
+        std::isfinite(c.error_95_pct) ? fmt::format("{:+.1f}%", c.error_95_pct) : "–", ka, peak,
         r.prediction.binding.empty() ? "–" : r.prediction.binding));
   }
   line("");
@@ -380,6 +402,12 @@ std::string markdown(const Sweep& s) {
           "request {}; the formula's N = {}, bound by {}.",
           p.raw_path.empty() ? "--probe" : fs::path(p.raw_path).filename().string(), p.x_max, fmt_seconds(p.r0_s),
           p.knee, fmt_seconds(p.cpu_per_request_s), n0(p.n), p.binding.empty() ? "?" : p.binding));
+      if (std::isfinite(p.knee_95))
+        line(fmt::format(
+            "N* is the corner of the closed system's optimistic bound; a measured curve bends below the corner, so "
+            "95% of the peak comes later. Mean-value analysis of the same model (tern-capacity's knee_95: R0 − D away "
+            "from the CPU, D on it) puts the 95% point at **{:.0f}**.",
+            p.knee_95));
     } else {
       line(fmt::format("No prediction: {}.", p.error));
     }
@@ -536,6 +564,9 @@ std::string summary_text(const Sweep& s, const std::string& out_dir) {
     line(fmt::format("  {}: peak {:.0f}/s at N={}; knee measured {} (95% of peak), {}{}", procs_name(r),
                      l.peak_throughput, l.peak_concurrency, measured, predicted,
                      c.ok ? fmt::format(": error {:+.1f}%", c.error_pct) : ""));
+    if (c.ok && std::isfinite(c.predicted_95))
+      line(fmt::format("    the same model's 95% point (mean-value analysis): {:.0f}, error {:+.1f}%", c.predicted_95,
+                       c.error_95_pct));
     if (!c.caveat.empty()) line("    but " + c.caveat);
     if (!c.bounds_note.empty()) line("    " + c.bounds_note);
     if (!c.x_max_note.empty()) line("    " + c.x_max_note);
@@ -656,6 +687,16 @@ void write_plots(Sweep& s, const std::string& dir, const std::string& gnuplot) {
           "x / ({0:.9g} + (x - 1) / {1:.9g}) with lines lw 1.2 dt (8,4,2,4) lc rgb \"{2}\" title "
           "\"{3}, pessimistic bound N/(R0 + (N−1)/X_max measured): each waits for all\"",
           p.r0_s, p.x_max, color, name);
+    }
+    if (std::isfinite(r.prediction.knee_95) && std::isfinite(r.prediction.x_max)) {
+      // The prediction's 95% point, where the measured knee's open circle should sit if the model holds.
+      const fs::path pd = abs / fmt::format("predicted-95-{}.dat", r.procs);
+      std::ofstream(pd) << fmt::format("{} {}\n", r.prediction.knee_95, kPeakFraction * r.prediction.x_max);
+      sep(tp);
+      tp += fmt::format(
+          "{} using 1:2 with points pt 4 ps 2.5 lw 2 lc rgb \"{}\" title \"{}, predicted 95% point (mean-value "
+          "analysis of the probe's R0 and X_max): {:.0f}\"",
+          gp_quote(pd.string()), color, name, r.prediction.knee_95);
     }
     if (std::isfinite(r.prediction.knee)) {
       const double k = r.prediction.knee;

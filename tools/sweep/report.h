@@ -25,11 +25,13 @@ namespace tern::sweep {
 
 struct Prediction {
   bool ran = false;
-  std::string error;  // why there is none
-  double knee = NAN;  // knee.predicted
+  std::string error;     // why there is none
+  double knee = NAN;     // knee.predicted: N* = X_max × R0
+  double knee_95 = NAN;  // knee.predicted_95: where the same model's throughput reaches 95% of X_max
   double x_max = NAN;
   double r0_s = NAN;
   double cpu_per_request_s = NAN;  // the probe's
+  int cpu_connections = 0;         // the connections it measured that at
   double n = NAN;                  // the formula's minimum over its terms
   std::string binding;             // the binding term
   std::vector<std::string> problems;
@@ -50,6 +52,7 @@ struct ProcsRun {
 struct Comparison {
   bool ok = false;
   double predicted = NAN, measured = NAN, error_pct = NAN;  // (predicted − measured) / measured
+  double predicted_95 = NAN, error_95_pct = NAN;            // the same for the prediction's knee_95
   std::string why;                                          // when not ok
   std::string caveat;                                       // when the measured knee is only a bound
   // Where the measured steps lie between the closed system's bounds (analysis.h, closed_bounds): the median position
