@@ -221,8 +221,7 @@ void Sched::execute(M* m, G* g) {
     // Back from tern::blocking with its P handed on and no idle one (exit_blocking_slow): the fiber waits in the
     // global queue, and this M, without a P, joins the idle ones until it is given one.
     m->action = MAction::kNone;
-    set_gstatus(g, GStatus::kRunnable);
-    GList list;
+    GList list;  // inject_global marks it runnable
     list.push(g);
     inject_global(list);
     idle_without_p(m);
