@@ -60,6 +60,7 @@ Result<Stream> Stream::adopt(netpoll::IoBackend* io, int fd, bool nodelay) {
 std::error_code Stream::usable() const {
   if (d_ == nullptr) return Errc::not_open;
   if (!sched::in_fiber()) return Errc::not_in_fiber;
+  sched::preempt_point();  // every operation passes here first: a fiber marked by the monitor yields
   return {};
 }
 
