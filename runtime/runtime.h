@@ -16,6 +16,7 @@
 #include <memory>
 #include <semaphore>
 #include <source_location>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -107,6 +108,10 @@ class Runtime {
   // Adds n to the application's work counter from any thread (tern::count_work is the fibers' shortcut).
   void count_work(uint64_t n = 1) { sched_->count_work(n); }
   const Config& config() const { return cfg_; }
+  // Config::name, and the value of the runtime="..." label its metrics carry while other runtimes live: the name, or
+  // NAME-ID where a runtime of that name already lived when this one started (runtime/metrics/runtime_metrics.h).
+  const std::string& name() const { return cfg_.name; }
+  const std::string& metrics_label() const { return metrics_label_; }
   // Whether the caller is a fiber of this runtime (several runtimes may live in one process).
   bool on_this_runtime() const { return sched::Sched::current() == sched_.get(); }
   // Like go(), returning a handle to join the fiber with; callable from any thread (tern::spawn in runtime/go.h).
@@ -135,10 +140,11 @@ class Runtime {
   std::unique_ptr<sched::Sched> sched_;
   // Declared after sched_ so that it stops before the scheduler does.
   std::unique_ptr<controller::Controller> controller_;
-  // The runtime's metrics collector (the first Runtime of the process registers one: metric names are process-wide,
-  // as in Prometheus's default registry) and the debug endpoint; both stop before the controller and the scheduler.
+  // The runtime's metrics (exposed with every other live runtime's by one process-wide collector: metric names are
+  // process-wide, as in Prometheus's default registry) and the debug endpoint; both stop before the controller and
+  // the scheduler.
   std::unique_ptr<metrics::RuntimeMetrics> metrics_;
-  uint64_t collector_ = 0;
+  std::string metrics_label_;
   std::unique_ptr<metrics::DebugServer> debug_;
 };
 
