@@ -14,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <semaphore>
 #include <source_location>
 #include <string>
@@ -41,6 +42,15 @@ auto spawn(sched::Sched& s, F&& f, std::source_location site = std::source_locat
   using T = std::invoke_result_t<std::decay_t<F>&>;
   auto state = std::make_shared<JoinState<T>>();
   s.go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); }, site);
+  return JoinHandle<T>(std::move(state));
+}
+// As spawn(), but false where no stack can be had (f is not run): try_go's rule.
+template <class F>
+auto try_spawn(sched::Sched& s, F&& f, std::source_location site = std::source_location::current())
+    -> std::optional<JoinHandle<std::invoke_result_t<std::decay_t<F>&>>> {
+  using T = std::invoke_result_t<std::decay_t<F>&>;
+  auto state = std::make_shared<JoinState<T>>();
+  if (!s.try_go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); }, site)) return std::nullopt;
   return JoinHandle<T>(std::move(state));
 }
 }  // namespace detail
@@ -118,6 +128,14 @@ class Runtime {
   template <class F>
   auto spawn(F&& f, std::source_location site = std::source_location::current()) {
     return detail::spawn(*sched_, std::forward<F>(f), site);
+  }
+  // Like spawn(), but when no stack can be had it returns the error (f is not run): see tern::try_go_on.
+  template <class F>
+  auto try_spawn(F&& f, std::source_location site = std::source_location::current())
+      -> Result<JoinHandle<std::invoke_result_t<std::decay_t<F>&>>> {
+    auto h = detail::try_spawn(*sched_, std::forward<F>(f), site);
+    if (!h) return stack_exhausted_error();
+    return std::move(*h);
   }
   // The poller backend in use ("uring", "epoll", or "none" before netpoll is attached).
   const char* poller_name() const;
