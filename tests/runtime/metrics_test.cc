@@ -231,7 +231,8 @@ TEST(Metrics, RuntimesOfOneNameGetDistinctLabels) {
   EXPECT_EQ(a.metrics_label(), "pool");
   EXPECT_NE(b.metrics_label(), "pool");
   EXPECT_EQ(b.metrics_label().rfind("pool-", 0), 0u) << b.metrics_label();
-  const m::Family* procs = find(m::snapshot(), "tern_procs");
+  const m::Snapshot s = m::snapshot();
+  const m::Family* procs = find(s, "tern_procs");
   EXPECT_NE(series_of(procs, a.metrics_label()), nullptr);
   EXPECT_NE(series_of(procs, b.metrics_label()), nullptr);
 }
