@@ -687,6 +687,11 @@ TEST(EchoCli, CpuPoolIsShownByDryRunAndValidated) {
     EXPECT_NE(WEXITSTATUS(st), 0) << bad;
     EXPECT_NE(c.output().find("--cpu-pool"), std::string::npos) << bad << ": " << c.output();
   }
+  tern::test::Child tcp({TERN_ECHO_BIN, "--dry-run", "--mode", "tcp", "--cpu-pool", "1"});
+  const int st = tcp.wait();
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 2) << tcp.output();
+  EXPECT_NE(tcp.output().find("--cpu-pool"), std::string::npos) << tcp.output();
 }
 
 TEST(EchoCli, PortInUseIsAnError) {

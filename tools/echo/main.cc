@@ -157,6 +157,9 @@ int main(int argc, char** argv) {
       return bad_flag("--cpu-pool",
                       tern::make_error("must be a processor count from 1 to 1024, not '" + cpu_pool + "'"));
     }
+    if (opts.mode == tern::echo::Mode::kTcp) {
+      return bad_flag("--cpu-pool", tern::make_error("the pool runs /work, which only --mode http has"));
+    }
     pool_cfg = tern::Config{};
     pool_cfg->name = kCpuPoolName;
     pool_cfg->procs = *p;
