@@ -85,8 +85,8 @@ double open_fds(const std::string& fs_root) {
   return n - 1;  // the descriptor opendir itself holds
 }
 
-// The runtimes whose metrics the process exposes, oldest first. Leaked on purpose: the collector that reads it lives
-// as long as the metrics registry, which a static destructor of another object may still scrape at exit.
+// The runtimes whose metrics the process exposes, oldest first. Leaked on purpose: the collector that reads it is never
+// removed, so it must outlive every scrape, one from a debug thread still running during static destruction included.
 struct Exposed {
   std::mutex mu;  // taken inside the registry's collectors' lock (a scrape), never around a call into the registry
   std::vector<std::pair<std::string, RuntimeMetrics*>> live;  // (label, metrics)
