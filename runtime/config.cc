@@ -1,6 +1,7 @@
 // runtime/config.cc: Config: the environment (TERN_*), flag parsers, default_procs, resolved_poller.
 #include "runtime/config.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -242,6 +243,11 @@ Result<Config> Config::from_env() {
 }
 
 Result<void> Config::validate() const {
+  if (name.empty() || name.size() > kMaxNameBytes || !std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+      }))
+    return make_error("runtime name '" + name + "' must be 1 to " + std::to_string(kMaxNameBytes) +
+                      " letters, digits, '_', '-' or '.'");
   controller::PolicyConfig pc;
   if (auto p = controller::make_policy(resolved_policy(), pc); !p) return p.error().wrap("policy");
   if (!shadow_policy.empty()) {
@@ -278,7 +284,8 @@ Config::PollerResolution Config::resolved_poller() const {
 
 std::string Config::to_json() const {
   std::string out = "{";
-  out += "\"procs\": " + std::to_string(resolved_procs());
+  out += "\"name\": \"" + json_escape(name) + "\"";
+  out += ", \"procs\": " + std::to_string(resolved_procs());
   out += ", \"procs_setting\": \"" + (procs == 0 ? std::string("auto") : std::to_string(procs)) + "\"";
   out += ", \"stack_size\": " + std::to_string(stack_size);
   out += ", \"poller\": \"" + json_escape(poller) + "\"";

@@ -42,6 +42,11 @@
 namespace tern {
 
 struct Config {
+  // The runtime's name: the `runtime` label of its metrics when a process runs several runtimes (an IO pool and a CPU
+  // pool, say: tern::go_on in runtime/go.h). Letters, digits, '_', '-' and '.', at most kMaxNameBytes. Not read from
+  // the environment: every runtime of a process would read the same TERN_ variable.
+  std::string name = "main";
+  static constexpr size_t kMaxNameBytes = 64;
   int procs = 0;                  // 0 = auto: min(CPU affinity, ceil(cgroup CPU quota))
   size_t stack_size = 256 << 10;  // usable bytes per fiber stack (virtual; pages commit lazily)
   std::string poller = "auto";    // auto | uring | epoll

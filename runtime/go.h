@@ -6,6 +6,7 @@
 //   int v = h.join();                             // parks this fiber (or blocks this thread); rethrows f's exception
 //   tern::yield();
 //   tern::sleep_for(std::chrono::milliseconds(5));
+//   auto r = tern::go_on(cpu_pool, [&] { return compress(img); }).join();  // work on another runtime; waits parked
 //
 // tern::go/spawn called inside a fiber start the new fiber in the same runtime. Outside fibers, use Runtime::go or
 // tern::spawn(rt, f).
@@ -74,6 +75,35 @@ auto spawn(F&& f, std::source_location site = std::source_location::current()) {
 template <class F>
 auto spawn(Runtime& rt, F&& f, std::source_location site = std::source_location::current()) {
   return rt.spawn(std::forward<F>(f), site);
+}
+
+// Hands f to another runtime: starts it as a joinable fiber of rt (a CPU pool beside the IO pool the caller runs on,
+// say) and returns its handle. Callable from any thread, a fiber of any runtime included. join() from a fiber of
+// another runtime parks that fiber on its own runtime (its M goes on running that runtime's other fibers), and rt's
+// fiber, when it finishes, readies it there: a fiber's G belongs to its runtime's scheduler (sched::ready queues it on
+// that runtime's global queue and wakes one of its Ms), so nothing of rt runs the waiter. The value or exception comes
+// back as from spawn(). rt must outlive the waits on its fibers (destroying a Runtime discards its fibers, and a
+// handle on one of them then never completes), and a runtime whose fibers wait must outlive what they wait on (its
+// finish readies them there): destroy the pool before the runtimes that hand it work.
+//
+//   tern::Runtime cpu(cpu_cfg);                        // cpu_cfg.name = "cpu", cpu_cfg.procs = 1
+//   io.run([&] {
+//     for (;;) tern::go([&, c = accept()] { reply(c, tern::go_on(cpu, [&] { return render(c); }).join()); });
+//   });
+//
+// What a hand-off costs: a fiber start on rt and, if the caller waits before f is done, a park here and a ready from
+// rt's thread (microseconds). Work much shorter than that is cheaper run in place.
+template <class F>
+auto go_on(Runtime& rt, F&& f, std::source_location site = std::source_location::current()) {
+  return rt.spawn(std::forward<F>(f), site);
+}
+
+// Like go_on(), but when rt can get no stack for the fiber it returns the error (f is not run) instead of stopping
+// the process: a server sheds the request rather than dies (try_go's rule).
+template <class F>
+auto try_go_on(Runtime& rt, F&& f, std::source_location site = std::source_location::current())
+    -> Result<JoinHandle<std::invoke_result_t<std::decay_t<F>&>>> {
+  return rt.try_spawn(std::forward<F>(f), site);
 }
 
 // Adds n to the application's work counter (requests served, say): the controller's throughput-driven policies

@@ -20,11 +20,6 @@
 
 namespace tern {
 
-namespace {
-// One Runtime at a time provides the process's tern_* metrics (the first created that is still alive).
-std::atomic<bool> collector_taken{false};
-}  // namespace
-
 Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
   if (auto v = cfg.validate(); !v) return v.error();
   // "auto" never fails here (it falls back to epoll); an explicit choice that cannot work is an error to report.
@@ -87,9 +82,7 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   // target would still be clamped to the quota's ceiling, and --procs 2 under a 1-core quota ran 1 processor.
   if (cfg_.procs > 0) controller_->pin(sched_->procs());
   metrics_ = std::make_unique<metrics::RuntimeMetrics>(*sched_, *controller_, cfg_.fs_root);
-  if (!collector_taken.exchange(true)) {
-    collector_ = metrics::add_collector([m = metrics_.get()](metrics::Snapshot& out) { m->collect(out); });
-  }
+  metrics_label_ = metrics::expose_runtime(cfg_.name, sched_->id(), metrics_.get());
   if (!cfg_.metrics.empty()) {
     auto d = metrics::DebugServer::start(cfg_.metrics, cfg_.admin_token);
     if (!d) {
@@ -106,11 +99,7 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
 
 void Runtime::stop_metrics() {
   debug_.reset();
-  if (collector_ != 0) {
-    metrics::remove_collector(collector_);  // returns once no scrape is reading this runtime
-    collector_ = 0;
-    collector_taken.store(false);
-  }
+  if (metrics_) metrics::hide_runtime(metrics_.get());  // returns once no scrape is reading this runtime
   metrics_.reset();
 }
 

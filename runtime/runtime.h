@@ -14,8 +14,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <semaphore>
 #include <source_location>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -40,6 +42,15 @@ auto spawn(sched::Sched& s, F&& f, std::source_location site = std::source_locat
   using T = std::invoke_result_t<std::decay_t<F>&>;
   auto state = std::make_shared<JoinState<T>>();
   s.go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); }, site);
+  return JoinHandle<T>(std::move(state));
+}
+// As spawn(), but false where no stack can be had (f is not run): try_go's rule.
+template <class F>
+auto try_spawn(sched::Sched& s, F&& f, std::source_location site = std::source_location::current())
+    -> std::optional<JoinHandle<std::invoke_result_t<std::decay_t<F>&>>> {
+  using T = std::invoke_result_t<std::decay_t<F>&>;
+  auto state = std::make_shared<JoinState<T>>();
+  if (!s.try_go([state, fn = std::forward<F>(f)]() mutable { state->run(fn); }, site)) return std::nullopt;
   return JoinHandle<T>(std::move(state));
 }
 }  // namespace detail
@@ -107,12 +118,24 @@ class Runtime {
   // Adds n to the application's work counter from any thread (tern::count_work is the fibers' shortcut).
   void count_work(uint64_t n = 1) { sched_->count_work(n); }
   const Config& config() const { return cfg_; }
+  // Config::name, and the value of the runtime="..." label its metrics carry while other runtimes live: the name, or
+  // NAME-ID where a runtime of that name already lived when this one started (runtime/metrics/runtime_metrics.h).
+  const std::string& name() const { return cfg_.name; }
+  const std::string& metrics_label() const { return metrics_label_; }
   // Whether the caller is a fiber of this runtime (several runtimes may live in one process).
   bool on_this_runtime() const { return sched::Sched::current() == sched_.get(); }
   // Like go(), returning a handle to join the fiber with; callable from any thread (tern::spawn in runtime/go.h).
   template <class F>
   auto spawn(F&& f, std::source_location site = std::source_location::current()) {
     return detail::spawn(*sched_, std::forward<F>(f), site);
+  }
+  // Like spawn(), but when no stack can be had it returns the error (f is not run): see tern::try_go_on.
+  template <class F>
+  auto try_spawn(F&& f, std::source_location site = std::source_location::current())
+      -> Result<JoinHandle<std::invoke_result_t<std::decay_t<F>&>>> {
+    auto h = detail::try_spawn(*sched_, std::forward<F>(f), site);
+    if (!h) return stack_exhausted_error();
+    return std::move(*h);
   }
   // The poller backend in use ("uring", "epoll", or "none" before netpoll is attached).
   const char* poller_name() const;
@@ -135,10 +158,11 @@ class Runtime {
   std::unique_ptr<sched::Sched> sched_;
   // Declared after sched_ so that it stops before the scheduler does.
   std::unique_ptr<controller::Controller> controller_;
-  // The runtime's metrics collector (the first Runtime of the process registers one: metric names are process-wide,
-  // as in Prometheus's default registry) and the debug endpoint; both stop before the controller and the scheduler.
+  // The runtime's metrics (exposed with every other live runtime's by one process-wide collector: metric names are
+  // process-wide, as in Prometheus's default registry) and the debug endpoint; both stop before the controller and
+  // the scheduler.
   std::unique_ptr<metrics::RuntimeMetrics> metrics_;
-  uint64_t collector_ = 0;
+  std::string metrics_label_;
   std::unique_ptr<metrics::DebugServer> debug_;
 };
 

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string_view>
+#include <unordered_map>
 
 #include "runtime/blocking.h"
 #include "runtime/controller/controller.h"
@@ -85,7 +86,98 @@ double open_fds(const std::string& fs_root) {
   return n - 1;  // the descriptor opendir itself holds
 }
 
+// The runtimes whose metrics the process exposes, oldest first. Leaked on purpose: the collector that reads it is never
+// removed, so it must outlive every scrape, one from a debug thread still running during static destruction included.
+struct Exposed {
+  std::mutex mu;  // taken inside the registry's collectors' lock (a scrape), never around a call into the registry
+  std::vector<std::pair<std::string, RuntimeMetrics*>> live;  // (label, metrics)
+};
+
+Exposed& exposed() {
+  static Exposed* e = [] {
+    auto* ex = new Exposed;
+    add_collector([ex](Snapshot& out) {
+      std::lock_guard lk(ex->mu);
+      if (ex->live.size() == 1) {
+        ex->live[0].second->collect(out);  // one runtime: its families exactly as before runtimes had names
+        return;
+      }
+      std::vector<std::pair<std::string, Snapshot>> per;
+      for (auto& [label, m] : ex->live) {
+        per.emplace_back(label, Snapshot{});
+        m->collect(per.back().second);
+      }
+      for (Family& f : merged_runtimes(std::move(per))) out.push_back(std::move(f));
+    });
+    return ex;
+  }();
+  return *e;
+}
+
 }  // namespace
+
+std::string expose_runtime(const std::string& name, uint64_t id, RuntimeMetrics* m) {
+  Exposed& e = exposed();
+  std::lock_guard lk(e.mu);
+  std::string label = name;
+  if (std::any_of(e.live.begin(), e.live.end(), [&](const auto& r) { return r.first == name; })) {
+    label += "-" + std::to_string(id);
+  }
+  e.live.emplace_back(label, m);
+  return label;
+}
+
+void hide_runtime(RuntimeMetrics* m) {
+  Exposed& e = exposed();
+  std::lock_guard lk(e.mu);  // a scrape reading m holds it: once we have it, none is
+  std::erase_if(e.live, [m](const auto& r) { return r.second == m; });
+}
+
+bool process_wide(const std::string& family) {
+  static constexpr std::string_view kProcessWide[] = {
+      "process_cpu_seconds_total",
+      "process_resident_memory_bytes",
+      "tern_mutex_wait_seconds_total",
+      "tern_cgroup_cpu_quota_cores",
+      "tern_cgroup_throttled_periods_total",
+      "tern_cgroup_throttled_seconds_total",
+      "tern_heap_bytes",
+      "tern_fds_open",
+      "tern_fds_limit",
+      "tern_blocking_pool_threads",  // spawn_blocking's pool is the process's
+      "tern_blocking_pool_max_threads",
+      "tern_blocking_pool_queued",
+  };
+  return std::find(std::begin(kProcessWide), std::end(kProcessWide), family) != std::end(kProcessWide);
+}
+
+Snapshot merged_runtimes(std::vector<std::pair<std::string, Snapshot>> per_runtime) {
+  if (per_runtime.empty()) return {};
+  if (per_runtime.size() == 1) return std::move(per_runtime[0].second);
+  Snapshot out;
+  std::unordered_map<std::string, size_t> at;  // family name -> its index in out
+  for (size_t r = 0; r < per_runtime.size(); r++) {
+    auto& [label, snap] = per_runtime[r];
+    for (Family& f : snap) {
+      const bool shared = process_wide(f.name);
+      if (shared && r > 0) continue;
+      auto [it, fresh] = at.try_emplace(f.name, out.size());
+      if (fresh) {
+        Family g;
+        g.name = f.name;
+        g.help = std::move(f.help);
+        g.type = f.type;
+        out.push_back(std::move(g));
+      }
+      Family& into = out[it->second];
+      for (Series& s : f.series) {
+        if (!shared) s.labels.insert(s.labels.begin(), {"runtime", label});
+        into.series.push_back(std::move(s));
+      }
+    }
+  }
+  return out;
+}
 
 Counter& mutex_wait_ns() {
   static Counter& c = *detail::hidden_counter("tern_mutex_wait_ns").value();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "runtime/metrics/metrics.h"
+#include "runtime/metrics/runtime_metrics.h"
 #include "runtime/tern.h"
 
 namespace {
@@ -164,6 +165,87 @@ TEST(Metrics, RuntimeFamiliesComeAndGoWithTheRuntime) {
     EXPECT_NE(find(m::snapshot(), "tern_procs"), nullptr);
   }
   EXPECT_EQ(find(m::snapshot(), "tern_procs"), nullptr);  // the collector left with its runtime
+}
+
+tern::Config named(const std::string& name, int procs) {
+  tern::Config cfg;
+  cfg.name = name;
+  cfg.procs = procs;
+  return cfg;
+}
+
+// The series of a family whose first label is runtime=`runtime` and whose other labels are `rest`; null if none.
+const m::Series* series_of(const m::Family* f, const std::string& runtime, const m::Labels& rest = {}) {
+  if (f == nullptr) return nullptr;
+  m::Labels want = rest;
+  want.insert(want.begin(), {"runtime", runtime});
+  for (const auto& s : f->series)
+    if (s.labels == want) return &s;
+  return nullptr;
+}
+
+TEST(Metrics, SeveralRuntimesAreLabelledByName) {
+  tern::Runtime io(named("io", 1));
+  {
+    tern::Runtime cpu(named("cpu", 2));
+    EXPECT_EQ(cpu.metrics_label(), "cpu");
+    const m::Snapshot s = m::snapshot();
+    const m::Family* procs = find(s, "tern_procs");
+    ASSERT_NE(procs, nullptr);
+    ASSERT_EQ(procs->series.size(), 2u);
+    ASSERT_NE(series_of(procs, "io"), nullptr);
+    ASSERT_NE(series_of(procs, "cpu"), nullptr);
+    EXPECT_EQ(series_of(procs, "io")->value, 1);
+    EXPECT_EQ(series_of(procs, "cpu")->value, 2);
+    // Per-P families keep their own labels after the runtime's; each runtime has its own P 0.
+    const m::Family* runq = find(s, "tern_runq_length");
+    EXPECT_NE(series_of(runq, "io", {{"p", "0"}}), nullptr);
+    EXPECT_NE(series_of(runq, "cpu", {{"p", "1"}}), nullptr);
+    EXPECT_EQ(series_of(runq, "io", {{"p", "1"}}), nullptr);
+    // Figures of the process appear once, unlabelled.
+    for (const char* name : {"process_cpu_seconds_total", "tern_fds_open", "tern_mutex_wait_seconds_total"}) {
+      const m::Family* f = find(s, name);
+      ASSERT_NE(f, nullptr) << name;
+      ASSERT_EQ(f->series.size(), 1u) << name;
+      EXPECT_TRUE(f->series[0].labels.empty()) << name;
+    }
+    // Every family name appears once (the exposition format requires a family's series together).
+    for (size_t i = 0; i < s.size(); i++) {
+      for (size_t j = i + 1; j < s.size(); j++) EXPECT_NE(s[i].name, s[j].name);
+    }
+    const std::string text = m::to_prometheus(s);
+    EXPECT_NE(text.find("tern_procs{runtime=\"cpu\"} 2\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("tern_proc_busy_seconds_total{runtime=\"io\",p=\"0\"}"), std::string::npos);
+  }
+  // Alone again: the figures are unlabelled, as in a process with one runtime.
+  const m::Snapshot s = m::snapshot();
+  const m::Family* procs = find(s, "tern_procs");
+  ASSERT_NE(procs, nullptr);
+  ASSERT_EQ(procs->series.size(), 1u);
+  EXPECT_TRUE(procs->series[0].labels.empty());
+  EXPECT_EQ(procs->series[0].value, 1);
+}
+
+TEST(Metrics, RuntimesOfOneNameGetDistinctLabels) {
+  tern::Runtime a(named("pool", 1)), b(named("pool", 1));
+  EXPECT_EQ(a.metrics_label(), "pool");
+  EXPECT_NE(b.metrics_label(), "pool");
+  EXPECT_EQ(b.metrics_label().rfind("pool-", 0), 0u) << b.metrics_label();
+  const m::Snapshot s = m::snapshot();
+  const m::Family* procs = find(s, "tern_procs");
+  EXPECT_NE(series_of(procs, a.metrics_label()), nullptr);
+  EXPECT_NE(series_of(procs, b.metrics_label()), nullptr);
+}
+
+TEST(Metrics, MergingOneRuntimeChangesNothing) {
+  m::Snapshot one;
+  m::Family f;
+  f.name = "tern_procs";
+  f.series.push_back({});
+  one.push_back(f);
+  const m::Snapshot merged = m::merged_runtimes({{"main", one}});
+  ASSERT_EQ(merged.size(), 1u);
+  EXPECT_TRUE(merged[0].series[0].labels.empty());
 }
 
 double value_of(const std::string& name) {

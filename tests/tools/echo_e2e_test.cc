@@ -503,6 +503,35 @@ TEST_P(EchoE2E, WorkAndBlock) {
   EXPECT_EQ(r->status, 200);
 }
 
+// One processor for the server's I/O and one for its CPU pool: /health is answered while /work burns on the pool.
+// Without the pool the burn would hold the only processor, and /health would wait for it.
+TEST_P(EchoE2E, CpuPoolKeepsHealthAnsweredDuringWork) {
+  Server s(flags({"--procs", "1", "--cpu-pool", "1"}));
+  ASSERT_TRUE(s.running());
+  Client worker(s.port()), other(s.port());
+  ASSERT_TRUE(worker.ok() && other.ok());
+  constexpr auto kBurn = 600ms;
+  const auto start = Clock::now();
+  ASSERT_TRUE(worker.send(get("/work?us=" + std::to_string(std::chrono::microseconds(kBurn).count()))));
+  std::this_thread::sleep_for(50ms);  // the burn has started
+  ASSERT_TRUE(other.send(get("/health")));
+  auto quick = other.response();
+  ASSERT_TRUE(quick);
+  EXPECT_EQ(quick->status, 200);
+  EXPECT_LT(Clock::now() - start, kBurn / 2) << "/health waited for /work";
+  auto slow = worker.response();
+  ASSERT_TRUE(slow);
+  EXPECT_EQ(slow->status, 200);
+  EXPECT_EQ(slow->body, "OK\n");
+  // Pipelined: the answers batched before a /work that waits on the pool are sent, and order is kept.
+  ASSERT_TRUE(worker.send(get("/health") + get("/work?us=1000") + get("/echo")));
+  for (int want : {200, 200, 405}) {
+    auto r = worker.response();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, want);
+  }
+}
+
 TEST_P(EchoE2E, ManyConcurrentConnections) {
   Server s(flags());
   ASSERT_TRUE(s.running());
@@ -636,6 +665,33 @@ TEST(EchoCli, BadFlagsAndEnvironmentAreRejected) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
   run_capture({TERN_ECHO_BIN, "--dry-run"}, {"TERN_POLLER=kqueue"}, status);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+}
+
+TEST(EchoCli, CpuPoolIsShownByDryRunAndValidated) {
+  int status = 0;
+  auto j =
+      nlohmann::json::parse(run_capture({TERN_ECHO_BIN, "--dry-run", "--cpu-pool", "3"}, {}, status), nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  ASSERT_TRUE(j["cpu_pool"].is_object()) << j.dump();
+  EXPECT_EQ(j["cpu_pool"]["name"], "cpu");
+  EXPECT_EQ(j["cpu_pool"]["procs"], 3);
+  EXPECT_EQ(j["cpu_pool"]["routes"], nlohmann::json::array({"/work"}));
+  EXPECT_EQ(j["name"], "main");
+  j = nlohmann::json::parse(run_capture({TERN_ECHO_BIN, "--dry-run"}, {}, status), nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_TRUE(j["cpu_pool"].is_null());
+  for (const char* bad : {"0", "auto", "-1", "two", "1025", ""}) {
+    tern::test::Child c({TERN_ECHO_BIN, "--dry-run", "--cpu-pool", bad});
+    const int st = c.wait();
+    ASSERT_TRUE(WIFEXITED(st)) << bad;
+    EXPECT_NE(WEXITSTATUS(st), 0) << bad;
+    EXPECT_NE(c.output().find("--cpu-pool"), std::string::npos) << bad << ": " << c.output();
+  }
+  tern::test::Child tcp({TERN_ECHO_BIN, "--dry-run", "--mode", "tcp", "--cpu-pool", "1"});
+  const int st = tcp.wait();
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 2) << tcp.output();
+  EXPECT_NE(tcp.output().find("--cpu-pool"), std::string::npos) << tcp.output();
 }
 
 TEST(EchoCli, PortInUseIsAnError) {

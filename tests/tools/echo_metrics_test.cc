@@ -79,6 +79,31 @@ TEST(EchoMetrics, RequestsAndLatencyAreApplicationMetrics) {
   EXPECT_GE(sample(m, "tern_context_switches_total"), kRequests);
 }
 
+// With --cpu-pool the process runs two runtimes: /metrics labels each runtime's figures with its name, and /work's
+// fibers are started on the pool's.
+TEST(EchoMetrics, CpuPoolFiguresAreLabelledByRuntime) {
+  const int port = tern::test::free_port(), mport = tern::test::free_port();
+  const std::string listen = "127.0.0.1:" + std::to_string(port), metrics = "127.0.0.1:" + std::to_string(mport);
+  tern::test::Child s({TERN_ECHO_BIN, "--procs", "2", "--cpu-pool", "1", "--listen", listen, "--metrics", metrics});
+  ASSERT_TRUE(s.started());
+  ASSERT_TRUE(tern::test::wait_for_port(port)) << s.output();
+  ASSERT_TRUE(tern::test::wait_for_port(mport)) << s.output();
+  constexpr int kRequests = 5;
+  for (int i = 0; i < kRequests; i++) {
+    const std::string r = exchange(port, "GET /work?us=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ASSERT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r;
+  }
+  const std::string m = exchange(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(m.rfind("HTTP/1.1 200", 0), 0u) << m.substr(0, 200);
+  EXPECT_EQ(sample(m, "tern_procs{runtime=\"main\"}"), 2) << m;
+  EXPECT_EQ(sample(m, "tern_procs{runtime=\"cpu\"}"), 1);
+  EXPECT_EQ(sample(m, "tern_procs"), -1) << "no unlabelled series beside the labelled ones";
+  EXPECT_GE(sample(m, "tern_fibers_spawned_total{runtime=\"cpu\"}"), kRequests);
+  EXPECT_EQ(sample(m, "tern_work_total{runtime=\"main\"}"), kRequests);  // counted by the connection's fiber
+  EXPECT_EQ(sample(m, "tern_echo_requests_total"), kRequests);           // the application's: one per process
+  EXPECT_GT(sample(m, "process_cpu_seconds_total"), 0);
+}
+
 TEST(EchoMetrics, BadMetricsAddressIsAUsageError) {
   tern::test::Child c({TERN_ECHO_BIN, "--metrics", "nohost", "--listen", "127.0.0.1:0"});
   const int status = c.wait();

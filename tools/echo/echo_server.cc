@@ -62,8 +62,13 @@ void linger_close(net::Stream& s, char* buf, size_t cap) {
 
 class HttpConn {
  public:
-  HttpConn(net::Stream s, const http::Limits& limits, const AppMetrics& metrics)
-      : s_(std::move(s)), limits_(limits), metrics_(metrics), buf_(new char[kReadBufBytes]), cap_(kReadBufBytes) {}
+  HttpConn(net::Stream s, const ServerOptions& opts)
+      : s_(std::move(s)),
+        limits_(opts.limits),
+        metrics_(opts.metrics),
+        cpu_pool_(opts.cpu_pool),
+        buf_(new char[kReadBufBytes]),
+        cap_(kReadBufBytes) {}
 
   void run() {
     for (;;) {
@@ -107,7 +112,13 @@ class HttpConn {
         case Action::kRespond:
           break;
         case Action::kWork:
-          burn_cpu_us(route.amount);
+          if (cpu_pool_ == nullptr) {
+            burn_cpu_us(route.amount);
+            break;
+          }
+          // The wait parks this fiber: send what is batched first, as for /sleep.
+          if (!flush()) return false;
+          tern::go_on(*cpu_pool_, [us = route.amount] { burn_cpu_us(us); }).join();
           break;
         case Action::kSleep:
           if (!flush()) return false;
@@ -175,6 +186,7 @@ class HttpConn {
   net::Stream s_;
   const http::Limits& limits_;
   const AppMetrics& metrics_;
+  Runtime* cpu_pool_;
   int64_t read_ns_ = 0;    // when the last read returned (only with metrics on)
   uint32_t answered_ = 0;  // requests answered and not yet counted
   std::unique_ptr<char[]> buf_;
@@ -234,7 +246,7 @@ Error serve(const ServerOptions& opts) {
     if (opts.mode == Mode::kTcp) {
       tern::go([s = std::move(*s)]() mutable { serve_tcp(std::move(s)); });
     } else {
-      tern::go([s = std::move(*s), &opts]() mutable { HttpConn(std::move(s), opts.limits, opts.metrics).run(); });
+      tern::go([s = std::move(*s), &opts]() mutable { HttpConn(std::move(s), opts).run(); });
     }
   }
 }

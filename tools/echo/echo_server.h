@@ -20,6 +20,10 @@
 #include "runtime/net/address.h"
 #include "tools/echo/http_parser.h"
 
+namespace tern {
+class Runtime;
+}
+
 namespace tern::echo {
 
 enum class Mode { kHttp, kTcp };
@@ -38,6 +42,10 @@ struct ServerOptions {
   Mode mode = Mode::kHttp;
   http::Limits limits;
   AppMetrics metrics;  // unset: not counted
+  // Where /work burns its CPU (tern-echo --cpu-pool): a second runtime, handed each request with tern::go_on while
+  // the connection's fiber waits parked, so a burst of CPU work holds that runtime's processors and not the ones
+  // that read sockets and answer /health. Null: in the connection's fiber, as always. Must outlive serve().
+  Runtime* cpu_pool = nullptr;
 };
 
 // Parses a --listen value (runtime/net's numeric forms: "127.0.0.1:8080", "[::1]:8080", ":8080").

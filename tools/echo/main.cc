@@ -3,6 +3,7 @@
 //   tern-echo                                    # HTTP on 127.0.0.1:8080, processors and poller from the machine
 //   tern-echo --listen 0.0.0.0:9000 --mode tcp   # echo bytes back
 //   tern-echo --procs 2 --poller epoll --dry-run # print the resolved configuration as JSON and exit
+//   tern-echo --cpu-pool 1                       # /work burns its CPU on a second runtime ("cpu") of 1 processor
 //
 // Precedence: flags > environment (tern::Config::from_env(): TERN_PROCS, TERN_POLLER, ...) > defaults.
 #include <signal.h>
@@ -10,7 +11,9 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "runtime/config.h"
@@ -21,6 +24,8 @@ namespace {
 
 // The default address: loopback, so that starting the demo server never exposes it to the network.
 constexpr const char* kDefaultListen = "127.0.0.1:8080";
+// The CPU pool's runtime name: its metrics carry runtime="cpu" beside the main runtime's runtime="main".
+constexpr const char* kCpuPoolName = "cpu";
 // Exit status for bad flags or environment (CLI11 uses its own codes for malformed command lines).
 constexpr int kExitUsage = 2;
 
@@ -40,6 +45,7 @@ int main(int argc, char** argv) {
   std::string procs;
   std::string poller;
   std::string max_body;
+  std::string cpu_pool;
   bool dry_run = false;
   std::string metrics_listen, admin_token;
   std::string max_threads;
@@ -56,6 +62,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-threads", max_threads,
                  "most OS threads running fibers, those in a blocking call (/block) included (default: "
                  "TERN_MAX_THREADS, else 10000)");
+  CLI::Option* cpu_pool_flag =
+      app.add_option("--cpu-pool", cpu_pool,
+                     "run /work on a second runtime named cpu of N processors, so CPU bursts cannot starve /health and "
+                     "I/O (default: off, /work runs in its connection's fiber)");
   app.add_flag("--dry-run", dry_run, "print the resolved configuration and CPU limits as JSON and exit");
   app.add_option("--policy", policy,
                  "processor-count policy: static, quota, threshold, hill or latency (default: TERN_POLICY, else quota; "
@@ -148,6 +158,25 @@ int main(int argc, char** argv) {
     }
     opts.limits.max_body_bytes = *b;
   }
+  // The CPU pool: its own runtime, named for its metrics' runtime="cpu" label, with a static processor count (an
+  // explicit count is static, as an explicit --procs is).
+  std::optional<tern::Config> pool_cfg;
+  if (*cpu_pool_flag) {  // given, even empty: an empty count is an error, not "off"
+    auto p = tern::parse_procs(cpu_pool);
+    if (!p || *p == 0) {  // parse_procs also takes "auto", which a pool's fixed size has no use for
+      return bad_flag("--cpu-pool",
+                      tern::make_error("must be a processor count from 1 to 1024, not '" + cpu_pool + "'"));
+    }
+    if (opts.mode == tern::echo::Mode::kTcp) {
+      return bad_flag("--cpu-pool", tern::make_error("the pool runs /work, which only --mode http has"));
+    }
+    pool_cfg = tern::Config{};
+    pool_cfg->name = kCpuPoolName;
+    pool_cfg->procs = *p;
+    pool_cfg->poller = cfg.poller;
+    pool_cfg->stack_size = cfg.stack_size;
+    if (auto v = pool_cfg->validate(); !v) return bad_flag("--cpu-pool", v.error());
+  }
   auto addr = tern::echo::parse_listen_address(opts.listen);
   if (!addr) {
     fmt::print(stderr, "tern-echo: --listen: {}\n", addr.error().message());
@@ -168,6 +197,11 @@ int main(int argc, char** argv) {
       j["poller_backend"] = nullptr;  // "uring" asked for where it cannot work: starting would fail with the reason
     }
     if (!poller.uring_unavailable.empty()) j["uring_unavailable"] = poller.uring_unavailable;
+    if (pool_cfg) {
+      j["cpu_pool"] = {{"name", pool_cfg->name}, {"procs", pool_cfg->procs}, {"routes", {"/work"}}};
+    } else {
+      j["cpu_pool"] = nullptr;
+    }
     fmt::print("{}\n", j.dump(2));
     return 0;
   }
@@ -189,6 +223,18 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   tern::Runtime& rt = **created;
+  // Created after rt so that it is destroyed first: a pool fiber that finishes readies its waiter on rt, so rt must
+  // outlive it (tern::go_on).
+  std::unique_ptr<tern::Runtime> pool;
+  if (pool_cfg) {
+    auto p = tern::Runtime::create(*pool_cfg);
+    if (!p) {
+      fmt::print(stderr, "tern-echo: --cpu-pool: {}\n", p.error().message());
+      return kExitUsage;
+    }
+    pool = std::move(*p);
+    opts.cpu_pool = pool.get();
+  }
   int status = 0;
   rt.run([&] {
     tern::Error e = tern::echo::serve(opts);
