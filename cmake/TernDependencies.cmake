@@ -12,9 +12,10 @@ macro(tern_require_pkg name module package)
   endif()
 endmacro()
 
-find_package(Boost 1.74 COMPONENTS context)
+find_package(Boost 1.74 COMPONENTS context stacktrace_backtrace)
 if(NOT Boost_FOUND)
-  message(FATAL_ERROR "Boost.Context not found: apt-get install libboost-context-dev")
+  message(FATAL_ERROR "Boost.Context or Boost.Stacktrace not found: apt-get install libboost-context-dev "
+                      "libboost-stacktrace1.74-dev")
 endif()
 tern_require_pkg(hwloc hwloc libhwloc-dev)
 tern_require_pkg(liburing liburing liburing-dev)

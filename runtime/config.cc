@@ -193,6 +193,11 @@ Result<Config> Config::from_env() {
       *field = static_cast<int>(*r);
     }
   }
+  if (auto v = env("TERN_STALL_MS")) {
+    auto r = parse_number("TERN_STALL_MS", *v, 0, 3'600'000);
+    if (!r) return r.error();
+    c.stall_ms = static_cast<int64_t>(*r);
+  }
   if (auto v = env("TERN_CONTROLLER_INTERVAL")) {
     auto r = parse_duration_ns(*v);
     if (!r) return r.error().wrap("TERN_CONTROLLER_INTERVAL");
@@ -259,6 +264,7 @@ Result<void> Config::validate() const {
   if (procs_max != 0 && procs_max < procs_min) return make_error("procs-max must not be below procs-min");
   if (controller_interval_ns < 1'000'000) return make_error("controller interval must be at least 1ms");
   if (max_threads < 2 || max_threads > 1'000'000) return make_error("max threads must be from 2 to 1000000");
+  if (stall_ms < 0) return make_error("stall ms must be >= 0 (0: off)");
   if (max_blocking_threads < 1 || max_blocking_threads > 1'000'000)
     return make_error("max blocking threads must be from 1 to 1000000");
   if (!std::isfinite(quota_reserve) || quota_reserve < 0) return make_error("quota reserve must be >= 0 cores");
@@ -302,6 +308,7 @@ std::string Config::to_json() const {
   out += ", \"latency_target_ms\": " + fmt_number(latency_target_s * 1e3);
   out += ", \"metrics\": \"" + json_escape(metrics) + "\"";  // the admin token is never printed
   out += ", \"max_threads\": " + std::to_string(max_threads);
+  out += ", \"stall_ms\": " + std::to_string(stall_ms);
   out += ", \"max_blocking_threads\": " + std::to_string(max_blocking_threads);
   out += ", \"admin_token_set\": " + std::string(admin_token.empty() ? "false" : "true");
   // The limits the default came from, and where each was read.

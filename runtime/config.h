@@ -30,6 +30,7 @@
 //   TERN_METRICS                  HOST:PORT of the debug endpoint (runtime/metrics/debug_server.h): /metrics,
 //                                 /debug/sched, /debug/fibers, admin routes
 //   TERN_ADMIN_TOKEN              the token its admin routes require (without one they answer loopback peers only)
+//   TERN_STALL_MS                 report a fiber that runs this long without a switch, once, with a backtrace (0: off)
 //   TERN_MAX_THREADS              the most OS threads running fibers, those in tern::blocking included (10000)
 //   TERN_MAX_BLOCKING_THREADS     the most threads of tern::spawn_blocking's pool (512; one pool per process)
 #pragma once
@@ -70,6 +71,7 @@ struct Config {
   // The debug endpoint (runtime/metrics/debug_server.h): HOST:PORT to serve on, empty = off; the admin token.
   std::string metrics;
   std::string admin_token;
+  int64_t stall_ms = 0;            // sched::SchedOptions::stall_ns, in ms; 0 = off
   int max_threads = 10'000;        // sched::SchedOptions::max_threads
   int max_blocking_threads = 512;  // runtime/blocking.h: the process's pool takes the last runtime's value
   std::string fs_root = "/";       // where /proc and the cgroup mounts are looked up (tests: a fixture tree)

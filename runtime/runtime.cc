@@ -12,6 +12,7 @@
 
 #include "netpoll/netpoll.h"
 #include "runtime/blocking.h"
+#include "runtime/debug/stall_report.h"
 #include "runtime/go.h"
 #include "runtime/metrics/debug_routes.h"
 #include "runtime/metrics/runtime_metrics.h"
@@ -52,6 +53,12 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   opts.procs = cfg_.resolved_procs();
   opts.stack_size = cfg_.stack_size;
   opts.max_threads = cfg_.max_threads;
+  opts.stall_ns = cfg_.stall_ms * 1'000'000;
+  opts.on_stall = [](const sched::StallReport& r) {
+    const std::string text = debug::format_stall(r);
+    std::fwrite(text.data(), 1, text.size(), stderr);
+    std::fflush(stderr);
+  };
   BlockingPool::instance().set_max_threads(cfg_.max_blocking_threads);
   poller_ = std::move(poller);
   opts.poller = poller_.get();

@@ -1,6 +1,8 @@
 // scheduler/m.h: M, an OS thread of a runtime.
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -29,6 +31,13 @@ struct M {
   // A fiber that parked by switching straight to the next fiber instead of to g0 (Sched::take_handoff); the fiber
   // switched to finishes its park (runs its commit) on arrival.
   G* parked_from = nullptr;
+  // The stall detector (scheduler/stall.cc): the monitor asks for the frames of the fiber with id stall_want; the
+  // signal handler, on this M's thread, writes them and publishes their count in stall_n (-1 until then).
+  static constexpr int kStallFrames = 48;
+  std::atomic<uint64_t> stall_want{0};
+  std::atomic<pthread_t> pthread{0};  // set by the thread itself first thing (m_main): whom to signal
+  std::atomic<int> stall_n{-1};
+  void* stall_frames[kStallFrames] = {};
   // The P this M gave up to run tern::blocking (Sched::enter_blocking), nullptr otherwise. Atomic for stats().
   std::atomic<P*> blocking_p{nullptr};
 

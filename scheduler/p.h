@@ -77,6 +77,7 @@ struct alignas(64) P {
   // Set by the monitor when the running fiber has held the P a whole period (preempt_point); cleared by the next
   // switch or the yield it causes. Every set and clear moves g_preempt_marks (park.h) with it.
   std::atomic<bool> preempt{false};
+  uint64_t stall_reported = 0;  // the monitor's: switches + 1 of the run it last reported (one report a run)
   std::atomic<uint64_t> blocking_calls{0};  // owner-written: a new value marks a new call for the monitor
   // The monitor's: the call it saw last and since when.
   uint64_t retake_seen = 0;

@@ -126,6 +126,7 @@ void Sched::on_uncaught(uint64_t id, std::exception_ptr e) {
 
 void m_main(M* m) {
   set_this_m(m);
+  m->pthread.store(pthread_self(), std::memory_order_release);
   StackGuardThread guard;
   m->g0_tsan_fiber = ctx::tsan_current();
   Sched* s = m->sched;
@@ -367,6 +368,7 @@ SchedStats Sched::stats() const {
   st.thread_start_failures = thread_start_failures_.load(std::memory_order_relaxed);
   st.thread_limit_hits = thread_limit_hits_.load(std::memory_order_relaxed);
   st.retakes = retakes_.load(std::memory_order_relaxed);
+  st.stalls = stalls_.load(std::memory_order_relaxed);
   st.stacks = stacks_.stats();
   return st;
 }

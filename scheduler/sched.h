@@ -148,6 +148,16 @@ enum class SchedPoint : uint8_t {
 // the exception's what() to stderr, then std::abort().
 [[noreturn]] void terminate_uncaught(uint64_t fiber_id, std::exception_ptr e);
 
+// What the stall detector saw (SchedOptions::on_stall): a fiber that has run stall_ns without a switch, and where.
+struct StallReport {
+  uint64_t fiber = 0;
+  int p = -1, m = -1;  // the processor and the thread (M id) it runs on
+  int64_t ran_ns = 0;  // at least this long without a switch
+  int64_t threshold_ns = 0;
+  const void* const* frames = nullptr;  // return addresses, innermost first (none when the thread did not answer)
+  int nframes = 0;
+};
+
 struct SchedOptions {
   int procs = 1;
   size_t stack_size = 256 << 10;
@@ -176,6 +186,13 @@ struct SchedOptions {
   // a P handed on from a blocking call waits for one to return; the first time, a line on stderr says so, and
   // SchedStats::thread_limit_hits counts every time.
   int max_threads = kDefaultMaxThreads;
+  // The stall detector (Seastar's reactor stall reports): a fiber that runs this long without a switch is reported
+  // once, with a backtrace of where it is (the monitor signals its thread, SIGURG, whose handler records the frames),
+  // to on_stall; 0 = off. The monitor looks every kMonitorPeriodNs, so a report comes up to that much later. Off by
+  // default: the signal interrupts whatever system call the fiber is in (it sees EINTR, as Go's SIGURG preemption
+  // makes programs expect).
+  int64_t stall_ns = 0;
+  std::function<void(const StallReport&)> on_stall;
 };
 
 // Totals over all Ps (sums of per-P counters) and scheduler-wide figures.
@@ -208,6 +225,7 @@ struct SchedStats {
   uint64_t blocking_calls = 0;         // tern::blocking calls made
   uint64_t retakes = 0;                // ... whose P the monitor handed to another M
   uint64_t preempted = 0;              // preempt_point() yields on a monitor's mark
+  uint64_t stalls = 0;                 // fibers the stall detector reported
   uint64_t runnable = 0;               // fibers queued now (local + global)
   uint64_t global_runnable = 0;        // of those, in the global queue
   uint64_t live = 0;                   // fibers spawned and not finished
@@ -350,9 +368,10 @@ class Sched {
     void count(const G& g);
     void report(uint64_t sched_id) const;  // prints; aborts on a runtime-internal leak
   };
-  void retry_thread_start();  // monitor thread
-  bool retake_blocked();      // monitor thread: hands on the Ps of long blocking calls; true while any call is on
-  void handoffp(P* p);        // a P nobody holds: to a new M if work may wait for it, else to the idle list
+  void retry_thread_start();       // monitor thread
+  bool retake_blocked();           // monitor thread: hands on the Ps of long blocking calls; true while any call is on
+  void check_stalls(int64_t now);  // monitor thread: the stall detector (scheduler/stall.cc)
+  void handoffp(P* p);             // a P nobody holds: to a new M if work may wait for it, else to the idle list
   void exit_blocking_slow(M* m, P* old);
   P* take_idle_p_prefer(P* want);
   void startm(P* p, bool spinning);
@@ -454,6 +473,7 @@ class Sched {
   // entered with work queued behind them wake it when it does not (enter_blocking).
   std::atomic<bool> monitor_fast_{false};
   std::atomic<uint64_t> retakes_{0};
+  std::atomic<uint64_t> stalls_{0};
   std::atomic<uint64_t> thread_limit_hits_{0};
   std::atomic<bool> thread_limit_reported_{false};
 };

@@ -310,6 +310,9 @@ void RuntimeMetrics::collect(Snapshot& out) {
       "yields at a preempt point (a channel or socket operation, tern::preempt_point) by a fiber the monitor saw run "
       "a whole 10 ms period",
       static_cast<double>(st.preempted));
+  one(out, "tern_stalls_total", Type::kCounter,
+      "fibers the stall detector (TERN_STALL_MS) reported: each ran that long without a switch",
+      static_cast<double>(st.stalls));
   one(out, "tern_blocking_calls_total", Type::kCounter, "tern::blocking calls", static_cast<double>(st.blocking_calls));
   one(out, "tern_blocking_retakes_total", Type::kCounter,
       "tern::blocking calls that outlasted 20 us, whose processor the monitor handed to another thread",
