@@ -21,6 +21,8 @@ class NetCategory final : public std::error_category {
         return "not open";
       case Errc::bad_address:
         return "bad address";
+      case Errc::closed:
+        return "use of closed network connection";
     }
     return "unknown tern.net error";
   }

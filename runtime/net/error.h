@@ -26,8 +26,10 @@ enum class Errc {
   eof = 1,       // the stream ended before read_full() had all it asked for
   not_in_fiber,  // called outside a fiber of a Runtime: tern::net operations must run on fibers
   no_poller,     // the calling fiber's runtime has no network poller
-  not_open,      // the Stream or Listener is closed (or default-constructed)
+  not_open,      // the Stream or Listener was never opened (default-constructed, or moved from)
   bad_address,   // an address that does not parse
+  closed,        // the Stream or Listener was closed: before the operation, or during it by another fiber (Go's
+                 // net.ErrClosed)
 };
 
 const std::error_category& net_category();
