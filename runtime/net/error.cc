@@ -21,6 +21,8 @@ class NetCategory final : public std::error_category {
         return "not open";
       case Errc::bad_address:
         return "bad address";
+      case Errc::too_long:
+        return "longer than the buffered reader's maximum size";
       case Errc::closed:
         return "use of closed network connection";
     }

@@ -28,6 +28,7 @@ enum class Errc {
   no_poller,     // the calling fiber's runtime has no network poller
   not_open,      // the Stream or Listener was never opened (default-constructed, or moved from)
   bad_address,   // an address that does not parse
+  too_long,      // a BufReader line or peek longer than its maximum size (runtime/net/buffered.h)
   closed,        // the Stream or Listener was closed: before the operation, or during it by another fiber (Go's
                  // net.ErrClosed)
 };
