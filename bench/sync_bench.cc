@@ -12,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "runtime/blocking.h"
 #include "runtime/go.h"
 #include "runtime/runtime.h"
 #include "runtime/sync/sync.h"
@@ -184,5 +185,31 @@ void BM_SyncMutexUncontended(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_SyncMutexUncontended)->UseRealTime();
+
+// tern::blocking around a call that does not block (issue 18's bound: at most 100 ns): the section's stores and the
+// compare-and-swap that takes the processor back, against the same loop without it (BM_BlockingBaseline).
+void BM_BlockingNonBlocking(benchmark::State& state) {
+  tern::Runtime rt(sync_bench_config(1));
+  rt.run([&] {
+    uint64_t x = 0;
+    for (auto _ : state) {
+      x += tern::blocking([&] { return x & 1; });
+      benchmark::DoNotOptimize(x);
+    }
+  });
+}
+BENCHMARK(BM_BlockingNonBlocking)->UseRealTime();
+
+void BM_BlockingBaseline(benchmark::State& state) {
+  tern::Runtime rt(sync_bench_config(1));
+  rt.run([&] {
+    uint64_t x = 0;
+    for (auto _ : state) {
+      x += [&] { return x & 1; }();
+      benchmark::DoNotOptimize(x);
+    }
+  });
+}
+BENCHMARK(BM_BlockingBaseline)->UseRealTime();
 
 }  // namespace

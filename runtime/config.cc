@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <limits>
 #include <optional>
+#include <utility>
 
 #include "netpoll/netpoll.h"
 #include "runtime/cgroup.h"
@@ -182,6 +183,15 @@ Result<Config> Config::from_env() {
     if (!r) return r.error().wrap("TERN_PROCS_MAX");
     c.procs_max = *r;
   }
+  for (auto [name, field] : {std::pair{"TERN_MAX_THREADS", &c.max_threads},
+                             std::pair{"TERN_MAX_BLOCKING_THREADS", &c.max_blocking_threads}}) {
+    if (auto v = env(name)) {
+      auto r = parse_number(name, *v, 1, 1'000'000);
+      if (!r || *r != std::floor(*r))
+        return make_error(std::string(name) + ": must be an integer from 1 to 1000000, not '" + *v + "'");
+      *field = static_cast<int>(*r);
+    }
+  }
   if (auto v = env("TERN_CONTROLLER_INTERVAL")) {
     auto r = parse_duration_ns(*v);
     if (!r) return r.error().wrap("TERN_CONTROLLER_INTERVAL");
@@ -242,6 +252,9 @@ Result<void> Config::validate() const {
   if (procs_max < 0 || procs_max > sched::kMaxProcs) return make_error("procs-max must be from 0 (auto) to 1024");
   if (procs_max != 0 && procs_max < procs_min) return make_error("procs-max must not be below procs-min");
   if (controller_interval_ns < 1'000'000) return make_error("controller interval must be at least 1ms");
+  if (max_threads < 2 || max_threads > 1'000'000) return make_error("max threads must be from 2 to 1000000");
+  if (max_blocking_threads < 1 || max_blocking_threads > 1'000'000)
+    return make_error("max blocking threads must be from 1 to 1000000");
   if (!std::isfinite(quota_reserve) || quota_reserve < 0) return make_error("quota reserve must be >= 0 cores");
   if (!std::isfinite(rollback_drop) || rollback_drop <= 0 || rollback_drop > 1)
     return make_error("rollback drop must be a fraction in (0, 1]");
@@ -281,6 +294,8 @@ std::string Config::to_json() const {
   out += ", \"rollback_drop\": " + fmt_number(rollback_drop);
   out += ", \"latency_target_ms\": " + fmt_number(latency_target_s * 1e3);
   out += ", \"metrics\": \"" + json_escape(metrics) + "\"";  // the admin token is never printed
+  out += ", \"max_threads\": " + std::to_string(max_threads);
+  out += ", \"max_blocking_threads\": " + std::to_string(max_blocking_threads);
   out += ", \"admin_token_set\": " + std::string(admin_token.empty() ? "false" : "true");
   // The limits the default came from, and where each was read.
   const CpuLimits lim = discover_cpu_limits(fs_root);

@@ -30,6 +30,8 @@
 //   TERN_METRICS                  HOST:PORT of the debug endpoint (runtime/metrics/debug_server.h): /metrics,
 //                                 /debug/sched, /debug/fibers, admin routes
 //   TERN_ADMIN_TOKEN              the token its admin routes require (without one they answer loopback peers only)
+//   TERN_MAX_THREADS              the most OS threads running fibers, those in tern::blocking included (10000)
+//   TERN_MAX_BLOCKING_THREADS     the most threads of tern::spawn_blocking's pool (512; one pool per process)
 #pragma once
 
 #include <cstddef>
@@ -63,7 +65,9 @@ struct Config {
   // The debug endpoint (runtime/metrics/debug_server.h): HOST:PORT to serve on, empty = off; the admin token.
   std::string metrics;
   std::string admin_token;
-  std::string fs_root = "/";  // where /proc and the cgroup mounts are looked up (tests: a fixture tree)
+  int max_threads = 10'000;        // sched::SchedOptions::max_threads
+  int max_blocking_threads = 512;  // runtime/blocking.h: the process's pool takes the last runtime's value
+  std::string fs_root = "/";       // where /proc and the cgroup mounts are looked up (tests: a fixture tree)
   // The event trace's file (TERN_TRACE; runtime/debug/trace_file.h): empty = no trace. Created when the runtime
   // starts (Runtime::create fails if it cannot be), written when it stops.
   std::string trace;

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "netpoll/netpoll.h"
+#include "runtime/blocking.h"
 #include "runtime/go.h"
 #include "runtime/metrics/debug_routes.h"
 #include "runtime/metrics/runtime_metrics.h"
@@ -55,6 +56,8 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   }
   opts.procs = cfg_.resolved_procs();
   opts.stack_size = cfg_.stack_size;
+  opts.max_threads = cfg_.max_threads;
+  BlockingPool::instance().set_max_threads(cfg_.max_blocking_threads);
   poller_ = std::move(poller);
   opts.poller = poller_.get();
   sched_ = std::make_unique<sched::Sched>(std::move(opts));

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "base/result.h"              // Result<T>, Error
+#include "runtime/blocking.h"         // blocking, spawn_blocking: calls that block their thread
 #include "runtime/config.h"           // Config: procs, stack size, poller, from_env
 #include "runtime/deadline.h"         // deadlines shared by sync and net
 #include "runtime/debug/fibers.h"     // fiber dumps: debug::fibers_json, fibers_text

@@ -117,6 +117,18 @@ void Sched::startm(P* p, bool spinning) {
       m = midle_;
       midle_ = m->link;
       m->link = nullptr;
+    } else if (static_cast<int>(allm_.size()) >= opts_.max_threads) {
+      // At the bound (Ms blocked in tern::blocking count): the P waits in the idle list for an M to come back.
+      pidleput(p);
+      if (spinning) drop_spinning();
+      thread_limit_hits_.fetch_add(1, std::memory_order_relaxed);
+      if (!thread_limit_reported_.exchange(true))
+        std::fprintf(stderr,
+                     "tern: the runtime has reached its bound of %d threads (max_threads; tern-echo --max-threads, "
+                     "TERN_MAX_THREADS): work waits for a thread to come back from a blocking call. Raise the bound, "
+                     "or run fewer blocking calls at once (tern::spawn_blocking's pool is bounded).\n",
+                     opts_.max_threads);
+      return;
     }
   }
   wake_monitor();

@@ -15,7 +15,8 @@ class Sched;
 struct P;
 
 // What a fiber asks its M to do once it has switched out to the scheduler stack.
-enum class MAction : uint8_t { kNone, kYield, kPark, kExit };
+// kBlockedNoP: back from tern::blocking with its P handed on and none idle: queue the fiber, and the M goes idle.
+enum class MAction : uint8_t { kNone, kYield, kPark, kExit, kBlockedNoP };
 
 struct M {
   int id = 0;
@@ -28,6 +29,8 @@ struct M {
   // A fiber that parked by switching straight to the next fiber instead of to g0 (Sched::take_handoff); the fiber
   // switched to finishes its park (runs its commit) on arrival.
   G* parked_from = nullptr;
+  // The P this M gave up to run tern::blocking (Sched::enter_blocking), nullptr otherwise. Atomic for stats().
+  std::atomic<P*> blocking_p{nullptr};
 
   // Idle parking (sched_mu_ guards link/nextp/next_spinning; note wakes).
   Note note;

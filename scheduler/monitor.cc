@@ -2,12 +2,16 @@
 // others wait, poll the network when nobody has for 10 ms, retry a failed thread start, trim the stack pool.
 #include "scheduler/sched.h"
 
+#include <algorithm>
+
 #include "scheduler/p.h"
 #include "scheduler/poller.h"
 
 namespace tern::sched {
 
 void Sched::monitor_main() {
+  int64_t next_round = 0;  // when the 10 ms duties are next due
+  int64_t fast_until = 0;  // looking every kRetakePeriodNs until then (tern::blocking calls were seen)
   for (;;) {
     if (shutting_down_.load(std::memory_order_acquire)) return;
     int n = nprocs_.load(std::memory_order_acquire);
@@ -25,8 +29,17 @@ void Sched::monitor_main() {
       monitor_sleeping_.store(false);
       continue;
     }
-    monitor_note_.sleep(kMonitorPeriodNs);
+    // While tern::blocking calls are in progress, look every kRetakePeriodNs for one to hand its P on; the rest of the
+    // duties keep their period.
+    int64_t wait = kMonitorPeriodNs;
+    if (monitor_fast_.load(std::memory_order_relaxed)) wait = kRetakePeriodNs;
+    if (const int64_t left = next_round - now_ns(); left > 0) wait = std::min(wait, left);
+    monitor_note_.sleep(wait);
     if (shutting_down_.load(std::memory_order_acquire)) return;
+    if (retake_blocked()) fast_until = now_ns() + kMonitorPeriodNs;
+    monitor_fast_.store(now_ns() < fast_until, std::memory_order_relaxed);
+    if (now_ns() < next_round) continue;
+    next_round = now_ns() + kMonitorPeriodNs;
     refresh_coarse_clock(now_ns());  // the fiber dump's clock (g.h): at most a period behind while a P is busy
     ticks_recalibrate();             // the latency samples' tick factor (ticks.h), over a longer span each time
     retry_thread_start();

@@ -23,6 +23,7 @@ enum class PStatus : uint32_t {
   kIdle,      // in the idle list
   kRunning,   // held by an M
   kRetiring,  // beyond procs(): being drained by whoever holds it
+  kBlocking,  // its M runs tern::blocking: the M may take it back on return, or the monitor may hand it on
   kDead,      // retired; may be revived by a later grow
 };
 
@@ -31,6 +32,7 @@ struct PCounters {
   std::atomic<uint64_t> spawned{0}, finished{0}, switches{0}, yields{0}, parks{0}, steals{0}, global_taken{0},
       overflows{0}, timers_fired{0}, polls{0}, rescued{0};
   std::atomic<uint64_t> io_first{0};    // fibers started from ioq, ahead of the local queue
+  std::atomic<uint64_t> blocking{0};    // tern::blocking calls made on this P
   std::atomic<uint64_t> poll_calls{0};  // non-blocking polls of the network by this P's M, found fibers or not
   std::atomic<uint64_t> work{0};        // the application's work counter (tern::count_work) from fibers on this P
   std::atomic<uint64_t> busy_ns{0};     // time held by an M, up to its last release (see P::busy_since)
@@ -67,6 +69,15 @@ struct alignas(64) P {
   // next is started, without first waiting out the burst (Sched::find_runnable says why and what bounds it). Thieves,
   // the stall rescue and a retiring P's drain take from it first.
   IoQueue ioq;
+  // While its M runs tern::blocking (status kBlocking): that M. Whoever swaps it to nullptr owns the P: the M on its
+  // way back (exit_blocking), or the monitor handing it to another M (retake_blocked). An M identity cannot recur
+  // while that M is still inside the call, so the swap is free of ABA.
+  alignas(64) std::atomic<M*> blocked_m{nullptr};
+  std::atomic<uint64_t> blocking_calls{0};  // owner-written: a new value marks a new call for the monitor
+  // The monitor's: the call it saw last and since when.
+  uint64_t retake_seen = 0;
+  int64_t retake_since = 0;
+  uint64_t retake_calls = 0;  // blocking_calls at the monitor's last look
   alignas(64) std::atomic<G*> runnext{nullptr};
 
   // Owner-only state.

@@ -73,6 +73,20 @@ void yield();
 // The id of the current fiber, 0 outside fibers.
 uint64_t current_id();
 
+// The span of a call that may block its thread (tern::blocking, runtime/blocking.h): the constructor lets go of the
+// processor, the destructor takes one back (scheduler/blocking.cc). Off fibers, and nested, it does nothing. Between
+// the two the fiber may block its thread but must not park (that stops the process with a message saying so).
+class BlockingSection {
+ public:
+  BlockingSection();
+  ~BlockingSection();
+  BlockingSection(const BlockingSection&) = delete;
+  BlockingSection& operator=(const BlockingSection&) = delete;
+
+ private:
+  struct M* m_ = nullptr;
+};
+
 }  // namespace tern::sched
 
 namespace tern::sched {

@@ -301,6 +301,7 @@ SchedStats Sched::stats() const {
     std::lock_guard lk(sched_mu_);
     st.threads = static_cast<int>(allm_.size());
     for (const M* m = midle_; m != nullptr; m = m->link) st.idle_threads++;
+    for (const M* m : allm_) st.blocked_threads += m->blocking_p.load(std::memory_order_relaxed) != nullptr;
   }
   st.spawned = outside_spawned_.load(std::memory_order_relaxed);
   st.work = outside_work_.load(std::memory_order_relaxed);
@@ -323,6 +324,7 @@ SchedStats Sched::stats() const {
     st.polls += c.polls.load(std::memory_order_relaxed);
     st.poll_calls += c.poll_calls.load(std::memory_order_relaxed);
     st.io_first += c.io_first.load(std::memory_order_relaxed);
+    st.blocking_calls += c.blocking.load(std::memory_order_relaxed);
     st.work += c.work.load(std::memory_order_relaxed);
     for (int b = 0; b < kLatencyBuckets; b++) st.latency[b] += c.latency[b].load(std::memory_order_relaxed);
     st.latency_sum_ns += c.latency_sum_ns.load(std::memory_order_relaxed);
@@ -342,6 +344,7 @@ SchedStats Sched::stats() const {
       pr.status = ps == PStatus::kIdle       ? "idle"
                   : ps == PStatus::kRunning  ? "running"
                   : ps == PStatus::kRetiring ? "retiring"
+                  : ps == PStatus::kBlocking ? "blocking"
                                              : "dead";
       pr.m = p->m_id.load(std::memory_order_relaxed);
       pr.fiber = p->running_g.load(std::memory_order_relaxed);
@@ -359,6 +362,8 @@ SchedStats Sched::stats() const {
   st.poll_calls += poll_calls_.load(std::memory_order_relaxed);
   st.long_running = long_running_.load(std::memory_order_relaxed);
   st.thread_start_failures = thread_start_failures_.load(std::memory_order_relaxed);
+  st.thread_limit_hits = thread_limit_hits_.load(std::memory_order_relaxed);
+  st.retakes = retakes_.load(std::memory_order_relaxed);
   st.stacks = stacks_.stats();
   return st;
 }

@@ -111,6 +111,13 @@ inline constexpr int64_t kStackTrimPeriodNs = 1'000'000'000;
 // After an M's thread fails to start (RLIMIT_NPROC, a cgroup's pids.max, memory), the monitor tries again after this
 // long, doubling per failure up to kThreadRetryMaxNs: work queued meanwhile must not wait for an unrelated wakep(),
 // and a limit that stays does not cost a failed clone() per scheduling event.
+// A tern::blocking call that has lasted this long (and at least one look of the monitor) loses its P to another M
+// (Go's sysmon retakes a P in a syscall after 20 us). While calls are in progress the monitor looks every
+// kRetakePeriodNs instead of every kMonitorPeriodNs.
+inline constexpr int64_t kRetakeNs = 20'000;
+inline constexpr int64_t kRetakePeriodNs = 20'000;
+// The default bound on an Sched's threads (Ms), blocked ones included (SchedOptions::max_threads; Go's default).
+inline constexpr int kDefaultMaxThreads = 10'000;
 inline constexpr int64_t kThreadRetryMinNs = 1'000'000;
 inline constexpr int64_t kThreadRetryMaxNs = 1'000'000'000;
 
@@ -165,6 +172,10 @@ struct SchedOptions {
   // The event trace (TERN_TRACE; scheduler/trace.h) to record into, or nullptr (then each event site costs one
   // predictable branch). Not owned; must outlive the Sched.
   Tracer* tracer = nullptr;
+  // The most Ms (OS threads running fibers) this Sched starts, those blocked in tern::blocking included. At the bound
+  // a P handed on from a blocking call waits for one to return; the first time, a line on stderr says so, and
+  // SchedStats::thread_limit_hits counts every time.
+  int max_threads = kDefaultMaxThreads;
 };
 
 // Totals over all Ps (sums of per-P counters) and scheduler-wide figures.
@@ -192,6 +203,10 @@ struct SchedStats {
   uint64_t io_first = 0;               // fibers a busy poll readied, started ahead of the local queue (P::ioq)
   uint64_t long_running = 0;           // times the monitor saw one fiber hold a P for a whole period
   uint64_t thread_start_failures = 0;  // an M's thread could not be started (retried with back-off by the monitor)
+  uint64_t thread_limit_hits = 0;      // an M was wanted at SchedOptions::max_threads (not started)
+  int blocked_threads = 0;             // Ms inside tern::blocking now
+  uint64_t blocking_calls = 0;         // tern::blocking calls made
+  uint64_t retakes = 0;                // ... whose P the monitor handed to another M
   uint64_t runnable = 0;               // fibers queued now (local + global)
   uint64_t global_runnable = 0;        // of those, in the global queue
   uint64_t live = 0;                   // fibers spawned and not finished
@@ -299,6 +314,10 @@ class Sched {
   void finish_park(P* p, G* g);
   void prepare_first_run(P* p, G* g);  // binds the stack and makes the context of a fiber that never ran
   [[noreturn]] void stack_exhausted();
+  // tern::blocking (scheduler/blocking.cc): the M gives up its P for the call's span (the P stays reserved for it until
+  // the monitor hands it on) and takes it, or another, back after. The M must run a fiber of this Sched with a P.
+  void enter_blocking(M* m);
+  void exit_blocking(M* m);
 
  private:
   friend void m_main(M* m);
@@ -331,6 +350,10 @@ class Sched {
     void report(uint64_t sched_id) const;  // prints; aborts on a runtime-internal leak
   };
   void retry_thread_start();  // monitor thread
+  bool retake_blocked();      // monitor thread: hands on the Ps of long blocking calls; true while any call is on
+  void handoffp(P* p);        // a P nobody holds: to a new M if work may wait for it, else to the idle list
+  void exit_blocking_slow(M* m, P* old);
+  P* take_idle_p_prefer(P* want);
   void startm(P* p, bool spinning);
   bool wake_poller_for_p();
   bool release_poller_role();  // returns whether wakep() had claimed the poller
@@ -426,6 +449,12 @@ class Sched {
   // A thread start failed: the monitor calls wakep() again at thread_retry_at_ (monotonic ns; 0 = nothing pending).
   std::atomic<int64_t> thread_retry_at_{0};
   std::atomic<int64_t> thread_retry_delay_{kThreadRetryMinNs};  // the next back-off; reset by a start that succeeds
+  // tern::blocking: whether the monitor looks every kRetakePeriodNs (a call was in progress at its last look); calls
+  // entered with work queued behind them wake it when it does not (enter_blocking).
+  std::atomic<bool> monitor_fast_{false};
+  std::atomic<uint64_t> retakes_{0};
+  std::atomic<uint64_t> thread_limit_hits_{0};
+  std::atomic<bool> thread_limit_reported_{false};
 };
 
 }  // namespace tern::sched

@@ -7,6 +7,13 @@
 namespace tern::sched {
 
 struct M;
+enum class MAction : uint8_t;
+
+// The running fiber's switch out to its M's scheduler context (scheduler/switch.cc); returns when it is resumed.
+void leave_to_g0(M* m, MAction action);
+// A fiber inside tern::blocking did what it may not (park: its M has no P to park it on): the process stops, saying
+// what and where to look (scheduler/blocking.cc).
+[[noreturn]] void blocking_misuse(const char* what);
 
 // The stealing order's random state of P i in runtime `sched_id`: distinct per P and per runtime, never zero.
 inline uint64_t p_rand_seed(int i, uint64_t sched_id) {

@@ -9,6 +9,7 @@
 #include "scheduler/p.h"
 #include "scheduler/park.h"
 #include "scheduler/sched.h"
+#include "scheduler/sched_internal.h"
 
 namespace tern::sched {
 
@@ -193,6 +194,11 @@ G* Sched::take_handoff(M* m) {
   return g;
 }
 
+// The fiber's switch out to g0, for the scheduler's other files (tern::blocking's way back without a P).
+void leave_to_g0(M* m, MAction action) {
+  switch_to_g0(m, action);
+}
+
 void Sched::execute(M* m, G* g) {
   P* p = m->p;
   if (g->ctx == nullptr) prepare_first_run(p, g);
@@ -211,6 +217,19 @@ void Sched::execute(M* m, G* g) {
   g = m->curg;
   g->ctx = t.fctx;
   m->curg = nullptr;
+  if (m->action == MAction::kBlockedNoP) [[unlikely]] {
+    // Back from tern::blocking with its P handed on and no idle one (exit_blocking_slow): the fiber waits in the
+    // global queue, and this M, without a P, joins the idle ones until it is given one.
+    m->action = MAction::kNone;
+    set_gstatus(g, GStatus::kRunnable);
+    GList list;
+    list.push(g);
+    inject_global(list);
+    idle_without_p(m);
+    return;
+  }
+  // A fiber that ran tern::blocking may have come back to another P than the one it left (exit_blocking_slow).
+  p = m->p;
   p->running_g.store(0, std::memory_order_relaxed);
   if (p->trace != nullptr) [[unlikely]]
     trace_stop(p, g, m->action);
@@ -236,6 +255,7 @@ void Sched::execute(M* m, G* g) {
       gfput(p, g);
       break;
     case MAction::kNone:
+    case MAction::kBlockedNoP:  // handled above
       break;
   }
   m->action = MAction::kNone;
@@ -263,6 +283,8 @@ Sched* Sched::current() {
 
 void park(ParkCommit commit, void* arg, WaitReason why) {
   M* m = this_m();
+  if (m->blocking_p.load(std::memory_order_relaxed) != nullptr) [[unlikely]]
+    blocking_misuse("waited on a tern primitive (a channel, a mutex, a sleep, a socket)");
   G* g = m->curg;
   g->wait_reason.store(why, std::memory_order_relaxed);
   g->commit = commit;
@@ -295,7 +317,8 @@ void ready_list(GList& list) {
 
 void yield() {
   M* m = this_m();
-  if (m == nullptr || m->curg == nullptr) return;  // a plain thread: nothing to yield to
+  if (m == nullptr || m->curg == nullptr) return;                        // a plain thread: nothing to yield to
+  if (m->blocking_p.load(std::memory_order_relaxed) != nullptr) return;  // inside tern::blocking: the P is not ours
   switch_to_g0(m, MAction::kYield);
 }
 

@@ -11,7 +11,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string_view>
 
+#include "runtime/blocking.h"
 #include "runtime/controller/controller.h"
 #include "scheduler/sched.h"
 
@@ -134,13 +136,17 @@ void RuntimeMetrics::collect(Snapshot& out) {
     // role (idle), or are on their way between the two (blocked).
     const int held = std::max(0, st.procs - st.idle_procs);
     const int spinning = std::min(st.spinning, held);
-    const int running = held - spinning;
+    // A P reserved by an M inside tern::blocking is not idle, but its M runs no fibers: that M counts as blocked.
+    int reserved = 0;
+    for (const auto& p : st.per_p) reserved += std::string_view(p.status) == "blocking";
+    const int running = std::max(0, held - spinning - reserved);
     const int idle = st.idle_threads + (st.polling ? 1 : 0);
     const int blocked = std::max(0, st.threads - running - spinning - idle);
     Family& f = family(out, "tern_threads", Type::kGauge,
                        "OS threads (Ms) by state: running fibers (holding a P), spinning (holding a P, looking for "
-                       "work), idle (parked without a P, or holding the poller role), blocked (none of those: on their "
-                       "way between states; a fiber blocking its thread in a system call still counts as running)");
+                       "work), idle (parked without a P, or holding the poller role), blocked (in tern::blocking, or "
+                       "on their way between states; a fiber blocking its thread outside tern::blocking counts as "
+                       "running)");
     labeled(f, {{"state", "running"}}, running);
     labeled(f, {{"state", "idle"}}, idle);
     labeled(f, {{"state", "spinning"}}, spinning);
@@ -208,6 +214,23 @@ void RuntimeMetrics::collect(Snapshot& out) {
   one(out, "tern_context_switches_total", Type::kCounter, "fiber resumptions", static_cast<double>(st.switches));
   one(out, "tern_mutex_wait_seconds_total", Type::kCounter, "time fibers spent blocked on a contended tern::Mutex",
       seconds(mutex_wait_ns().value()));
+  one(out, "tern_blocking_calls_total", Type::kCounter, "tern::blocking calls", static_cast<double>(st.blocking_calls));
+  one(out, "tern_blocking_retakes_total", Type::kCounter,
+      "tern::blocking calls that outlasted 20 us, whose processor the monitor handed to another thread",
+      static_cast<double>(st.retakes));
+  one(out, "tern_thread_limit_hits_total", Type::kCounter,
+      "times a thread was wanted at the runtime's bound (max_threads) and not started",
+      static_cast<double>(st.thread_limit_hits));
+  {
+    const BlockingPool::Stats b = BlockingPool::instance().stats();
+    Family& f = family(out, "tern_blocking_pool_threads", Type::kGauge,
+                       "threads of tern::spawn_blocking's pool (one per process) by state");
+    labeled(f, {{"state", "busy"}}, b.threads - b.idle);
+    labeled(f, {{"state", "idle"}}, b.idle);
+    one(out, "tern_blocking_pool_max_threads", Type::kGauge, "the pool's bound", b.max_threads);
+    one(out, "tern_blocking_pool_queued", Type::kGauge, "spawn_blocking calls waiting for a pool thread",
+        static_cast<double>(b.queued));
+  }
   one(out, "tern_long_running_total", Type::kCounter,
       "times the monitor saw one fiber hold a P for a whole 10 ms period with work queued behind it",
       static_cast<double>(st.long_running));

@@ -10,6 +10,7 @@
 #include <memory>
 #include <system_error>
 
+#include "runtime/blocking.h"
 #include "runtime/go.h"
 #include "runtime/net/net.h"
 #include "tools/echo/cpu_burn.h"
@@ -36,10 +37,14 @@ constexpr size_t kLingerMaxBytes = 4 << 20;
 // retried after this pause, so that a persistent one costs a few wakeups a second rather than a spinning core.
 constexpr auto kAcceptErrorPause = 10ms;
 
+// /block: a call that blocks its thread (a sleep standing in for file I/O or a database client), made the way a
+// server should make one, inside tern::blocking: the fibers queued behind it run on another thread meanwhile.
 void block_thread_ms(uint64_t ms) {
-  timespec ts{static_cast<time_t>(ms / 1000), static_cast<long>((ms % 1000) * 1'000'000)};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
+  tern::blocking([ms] {
+    timespec ts{static_cast<time_t>(ms / 1000), static_cast<long>((ms % 1000) * 1'000'000)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+  });
 }
 
 // Reads and drops input until the peer closes, kLingerTimeout passes or kLingerMaxBytes arrive.

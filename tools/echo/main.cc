@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   std::string max_body;
   bool dry_run = false;
   std::string metrics_listen, admin_token;
+  std::string max_threads;
   // The controller's settings (runtime/config.h has each one's environment variable and default).
   std::string policy, shadow_policy, procs_min, procs_max, interval, rounding, reserve, rollback_drop, latency_target;
   app.add_option("--listen", listen, "HOST:PORT to listen on (IPv4 or [IPv6])")->capture_default_str();
@@ -52,6 +53,9 @@ int main(int argc, char** argv) {
   app.add_option("--poller", poller, "auto, uring or epoll (default: TERN_POLLER, else auto)")
       ->check(CLI::IsMember({"auto", "uring", "epoll"}));
   app.add_option("--max-body", max_body, "largest HTTP request body, bytes with optional k/m suffix (default 1M)");
+  app.add_option("--max-threads", max_threads,
+                 "most OS threads running fibers, those in a blocking call (/block) included (default: "
+                 "TERN_MAX_THREADS, else 10000)");
   app.add_flag("--dry-run", dry_run, "print the resolved configuration and CPU limits as JSON and exit");
   app.add_option("--policy", policy,
                  "processor-count policy: static, quota, threshold, hill or latency (default: TERN_POLICY, else quota; "
@@ -105,6 +109,12 @@ int main(int argc, char** argv) {
     auto p = tern::parse_procs(procs_max);
     if (!p) return bad_flag("--procs-max", p.error());
     cfg.procs_max = *p;
+  }
+  if (!max_threads.empty()) {
+    auto r = tern::parse_number("threads", max_threads, 2, 1'000'000);
+    if (!r || *r != static_cast<int>(*r))
+      return bad_flag("--max-threads", r ? tern::make_error("must be an integer from 2 to 1000000") : r.error());
+    cfg.max_threads = static_cast<int>(*r);
   }
   if (!interval.empty()) {
     auto d = tern::parse_duration_ns(interval);
