@@ -18,4 +18,5 @@
 #include "runtime/net/dial.h"
 #include "runtime/net/error.h"
 #include "runtime/net/listener.h"
+#include "runtime/net/resolve.h"
 #include "runtime/net/stream.h"
