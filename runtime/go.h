@@ -87,6 +87,13 @@ inline void yield() {
   sched::yield();
 }
 
+// Yields if the monitor has seen this fiber run a whole 10 ms period without a switch (the runtime's channel and socket
+// operations do the same): a long computation calls it in its loop so the fibers queued behind it, and on one
+// processor the network and the timers, get their turn. One load when not marked.
+inline void preempt_point() {
+  sched::preempt_point();
+}
+
 namespace detail {
 // Parks the fiber until the CLOCK_MONOTONIC deadline (kNoDeadline: for good); outside fibers, sleeps the thread.
 void sleep_until_ns(int64_t deadline_ns);

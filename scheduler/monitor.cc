@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "scheduler/p.h"
+#include "scheduler/park.h"
 #include "scheduler/poller.h"
 
 namespace tern::sched {
@@ -50,7 +51,9 @@ void Sched::monitor_main() {
       if (p->status.load(std::memory_order_relaxed) != PStatus::kRunning) continue;
       uint64_t tick = p->counters.switches.load(std::memory_order_relaxed);
       if (tick == p->monitor_tick.load(std::memory_order_relaxed)) {
-        // One fiber held this P for a whole period. Work queued behind it (fibers or due timers) needs another M.
+        // One fiber held this P for a whole period: its next preempt_point() yields. Work queued behind it (fibers or
+        // due timers) needs another M meanwhile.
+        if (!p->preempt.exchange(true, std::memory_order_relaxed)) g_preempt_marks.fetch_add(1);
         int64_t t0 = p->timer0.load(std::memory_order_relaxed);
         if (!p->runq.empty() || !p->ioq.empty() || p->runnext.load(std::memory_order_relaxed) != nullptr ||
             (t0 != 0 && t0 <= now_ns())) {

@@ -33,6 +33,7 @@ struct PCounters {
       overflows{0}, timers_fired{0}, polls{0}, rescued{0};
   std::atomic<uint64_t> io_first{0};    // fibers started from ioq, ahead of the local queue
   std::atomic<uint64_t> blocking{0};    // tern::blocking calls made on this P
+  std::atomic<uint64_t> preempted{0};   // preempt_point() yields on a mark
   std::atomic<uint64_t> poll_calls{0};  // non-blocking polls of the network by this P's M, found fibers or not
   std::atomic<uint64_t> work{0};        // the application's work counter (tern::count_work) from fibers on this P
   std::atomic<uint64_t> busy_ns{0};     // time held by an M, up to its last release (see P::busy_since)
@@ -73,6 +74,9 @@ struct alignas(64) P {
   // way back (exit_blocking), or the monitor handing it to another M (retake_blocked). An M identity cannot recur
   // while that M is still inside the call, so the swap is free of ABA.
   alignas(64) std::atomic<M*> blocked_m{nullptr};
+  // Set by the monitor when the running fiber has held the P a whole period (preempt_point); cleared by the next
+  // switch or the yield it causes. Every set and clear moves g_preempt_marks (park.h) with it.
+  std::atomic<bool> preempt{false};
   std::atomic<uint64_t> blocking_calls{0};  // owner-written: a new value marks a new call for the monitor
   // The monitor's: the call it saw last and since when.
   uint64_t retake_seen = 0;

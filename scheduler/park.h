@@ -20,6 +20,7 @@
 // context); prefer a state machine that tolerates a wakeup before the park, as Waiter does.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "scheduler/g.h"
@@ -72,6 +73,19 @@ void yield();
 
 // The id of the current fiber, 0 outside fibers.
 uint64_t current_id();
+
+// Preemption marks (Go's 10 ms preemption, cooperative): the monitor marks a processor whose fiber has run a whole
+// period (kMonitorPeriodNs, 10 ms) without a switch, and the next preempt_point() on it yields. tern's channel and
+// socket operations call it; a long computation calls it in its loop. Unmarked, it costs one load of a process-wide
+// word that changes only when a mark is set or honoured.
+inline std::atomic<uint32_t> g_preempt_marks{0};  // marks set and not yet cleared, over every runtime
+bool preempt_marked();                            // this thread's P is marked (out of line: this_m())
+void preempt_yield();                             // clears the mark, counts it, yields
+inline void preempt_point() {
+  if (g_preempt_marks.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+    if (preempt_marked()) preempt_yield();
+  }
+}
 
 // The span of a call that may block its thread (tern::blocking, runtime/blocking.h): the constructor lets go of the
 // processor, the destructor takes one back (scheduler/blocking.cc). Off fibers, and nested, it does nothing. Between

@@ -230,7 +230,9 @@ void Sched::shutdown() {
   }
   gblocks_.clear();
   for (int i = 0; i < kMaxProcs; i++) {
-    delete allp_[i].exchange(nullptr);
+    P* p = allp_[i].exchange(nullptr);
+    if (p != nullptr) clear_preempt(p);  // the process-wide count of marks must not keep this runtime's
+    delete p;
   }
   if (opts_.leak_check) {
     // Every G record gave its stack back and every P's cache was flushed (deleting the P): none may be in use now.
@@ -325,6 +327,7 @@ SchedStats Sched::stats() const {
     st.poll_calls += c.poll_calls.load(std::memory_order_relaxed);
     st.io_first += c.io_first.load(std::memory_order_relaxed);
     st.blocking_calls += c.blocking.load(std::memory_order_relaxed);
+    st.preempted += c.preempted.load(std::memory_order_relaxed);
     st.work += c.work.load(std::memory_order_relaxed);
     for (int b = 0; b < kLatencyBuckets; b++) st.latency[b] += c.latency[b].load(std::memory_order_relaxed);
     st.latency_sum_ns += c.latency_sum_ns.load(std::memory_order_relaxed);

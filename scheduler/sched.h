@@ -207,6 +207,7 @@ struct SchedStats {
   int blocked_threads = 0;             // Ms inside tern::blocking now
   uint64_t blocking_calls = 0;         // tern::blocking calls made
   uint64_t retakes = 0;                // ... whose P the monitor handed to another M
+  uint64_t preempted = 0;              // preempt_point() yields on a monitor's mark
   uint64_t runnable = 0;               // fibers queued now (local + global)
   uint64_t global_runnable = 0;        // of those, in the global queue
   uint64_t live = 0;                   // fibers spawned and not finished

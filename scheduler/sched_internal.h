@@ -11,6 +11,9 @@ enum class MAction : uint8_t;
 
 // The running fiber's switch out to its M's scheduler context (scheduler/switch.cc); returns when it is resumed.
 void leave_to_g0(M* m, MAction action);
+struct P;
+// Clears p's preemption mark if it has one (scheduler/switch.cc).
+void clear_preempt(P* p);
 // A fiber inside tern::blocking did what it may not (park: its M has no P to park it on): the process stops, saying
 // what and where to look (scheduler/blocking.cc).
 [[noreturn]] void blocking_misuse(const char* what);

@@ -194,6 +194,23 @@ G* Sched::take_handoff(M* m) {
   return g;
 }
 
+void clear_preempt(P* p) {
+  if (p->preempt.exchange(false, std::memory_order_relaxed)) g_preempt_marks.fetch_sub(1);
+}
+
+bool preempt_marked() {
+  M* m = this_m();
+  return m != nullptr && m->p != nullptr && m->p->preempt.load(std::memory_order_relaxed);
+}
+
+void preempt_yield() {
+  M* m = this_m();
+  if (m == nullptr || m->p == nullptr || m->curg == nullptr) return;
+  clear_preempt(m->p);
+  bump(m->p->counters.preempted);
+  switch_to_g0(m, MAction::kYield);
+}
+
 // The fiber's switch out to g0, for the scheduler's other files (tern::blocking's way back without a P).
 void leave_to_g0(M* m, MAction action) {
   switch_to_g0(m, action);
@@ -209,6 +226,8 @@ void Sched::execute(M* m, G* g) {
   record_latency(p, g);
   bump(p->counters.switches);
   p->running_g.store(g->id, std::memory_order_relaxed);
+  if (p->preempt.load(std::memory_order_relaxed)) [[unlikely]]
+    clear_preempt(p);  // the marked fiber switched out on its own
   prefetch_next(p);
   ctx::before_switch(&m->g0_fake_stack, g->stack.lo, g->stack.size, g->tsan_fiber);
   ctx::transfer_t t = ctx::bctx::jump_fcontext(g->ctx, m);
@@ -221,8 +240,7 @@ void Sched::execute(M* m, G* g) {
     // Back from tern::blocking with its P handed on and no idle one (exit_blocking_slow): the fiber waits in the
     // global queue, and this M, without a P, joins the idle ones until it is given one.
     m->action = MAction::kNone;
-    set_gstatus(g, GStatus::kRunnable);
-    GList list;
+    GList list;  // inject_global marks it runnable
     list.push(g);
     inject_global(list);
     idle_without_p(m);

@@ -214,6 +214,10 @@ void RuntimeMetrics::collect(Snapshot& out) {
   one(out, "tern_context_switches_total", Type::kCounter, "fiber resumptions", static_cast<double>(st.switches));
   one(out, "tern_mutex_wait_seconds_total", Type::kCounter, "time fibers spent blocked on a contended tern::Mutex",
       seconds(mutex_wait_ns().value()));
+  one(out, "tern_preemptions_total", Type::kCounter,
+      "yields at a preempt point (a channel or socket operation, tern::preempt_point) by a fiber the monitor saw run "
+      "a whole 10 ms period",
+      static_cast<double>(st.preempted));
   one(out, "tern_blocking_calls_total", Type::kCounter, "tern::blocking calls", static_cast<double>(st.blocking_calls));
   one(out, "tern_blocking_retakes_total", Type::kCounter,
       "tern::blocking calls that outlasted 20 us, whose processor the monitor handed to another thread",

@@ -63,6 +63,9 @@ Result<Stream> Stream::adopt(netpoll::IoBackend* io, int fd, bool nodelay) {
 }
 
 std::error_code Stream::enter() {
+  // Every operation passes here first: a fiber marked by the monitor yields, before the gate, so that a close()
+  // meanwhile need not wait for it to be scheduled again.
+  if (sched::in_fiber()) sched::preempt_point();
   if (!gate_.enter()) return opened_ ? Errc::closed : Errc::not_open;
   if (!sched::in_fiber()) {
     gate_.leave();

@@ -89,6 +89,7 @@ class Channel {
 
   // Sends v, waiting while the channel is full (or, unbuffered, until a receiver takes it). False if closed.
   bool send(T v) {
+    sched::preempt_point();
     std::unique_lock lk(mu_);
     Waiter* wake = nullptr;
     detail::ChanOp r = send_locked(v, wake);
@@ -111,6 +112,7 @@ class Channel {
 
   // Receives a value, waiting while the channel is empty. nullopt once the channel is closed and drained.
   std::optional<T> recv() {
+    sched::preempt_point();
     std::optional<T> out;
     std::unique_lock lk(mu_);
     Waiter* wake = nullptr;
