@@ -20,6 +20,6 @@
 #include "runtime/go.h"               // go, try_go, spawn, yield, sleep_for
 #include "runtime/join_handle.h"      // JoinHandle<T>: spawn's result
 #include "runtime/metrics/metrics.h"  // tern::metrics: counters, gauges, histograms, snapshot()
-#include "runtime/net/net.h"          // tern::net: listen, dial, Stream, Address, IoResult
+#include "runtime/net/net.h"          // tern::net: listen, dial, Stream, BufReader, ...
 #include "runtime/runtime.h"          // Runtime
 #include "runtime/sync/sync.h"        // Mutex, CondVar, Channel, select, WaitGroup, Semaphore, Once, SpinLock, Waiter

@@ -100,6 +100,13 @@ uint16_t Address::port() const {
   return 0;
 }
 
+Address Address::with_port(uint16_t port) const {
+  Address a = *this;
+  if (a.ss_.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&a.ss_)->sin_port = htons(port);
+  if (a.ss_.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&a.ss_)->sin6_port = htons(port);
+  return a;
+}
+
 std::string Address::to_string() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (ss_.ss_family == AF_INET) {

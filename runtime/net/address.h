@@ -1,7 +1,7 @@
 // runtime/net/address.h: an IPv4 or IPv6 socket address.
 //
-// Numeric only: tern::net does no name resolution (a blocking getaddrinfo has no place on a fiber; resolve elsewhere
-// and pass the result). Accepted forms: "127.0.0.1:8080", "[::1]:8080", "localhost:8080" (127.0.0.1), ":8080"
+// Numeric only: names are resolved by net::resolve and dial (runtime/net/resolve.h), which take this parse as their
+// fast path. Accepted forms: "127.0.0.1:8080", "[::1]:8080", "localhost:8080" (127.0.0.1), ":8080"
 // (0.0.0.0, all IPv4 interfaces), "[::]:8080" (all interfaces, IPv6 and, where the system allows, IPv4).
 //
 //   auto a = tern::net::Address::parse("[::1]:0");
@@ -35,6 +35,8 @@ class Address {
   bool is_v6() const { return ss_.ss_family == AF_INET6; }
   int family() const { return ss_.ss_family; }
   uint16_t port() const;
+  // The same host with another port.
+  Address with_port(uint16_t port) const;
   // "1.2.3.4:80" or "[::1]:80".
   std::string to_string() const;
 

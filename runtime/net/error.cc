@@ -21,6 +21,14 @@ class NetCategory final : public std::error_category {
         return "not open";
       case Errc::bad_address:
         return "bad address";
+      case Errc::no_such_host:
+        return "no such host";
+      case Errc::lookup_failed:
+        return "name resolution failed";
+      case Errc::too_long:
+        return "longer than the buffered reader's maximum size";
+      case Errc::closed:
+        return "use of closed network connection";
     }
     return "unknown tern.net error";
   }

@@ -44,15 +44,20 @@ bool retry_silently(int err) {
 Listener::Listener(Listener&& o) noexcept
     : io_(std::exchange(o.io_, nullptr)),
       d_(std::exchange(o.d_, nullptr)),
+      opened_(std::exchange(o.opened_, false)),
       nodelay_(o.nodelay_),
       local_(o.local_),
-      backoffs_(o.backoffs_.load(std::memory_order_relaxed)) {}
+      backoffs_(o.backoffs_.load(std::memory_order_relaxed)) {
+  gate_.take(o.gate_);
+}
 
 Listener& Listener::operator=(Listener&& o) noexcept {
   if (this != &o) {
     close();
     io_ = std::exchange(o.io_, nullptr);
     d_ = std::exchange(o.d_, nullptr);
+    opened_ = std::exchange(o.opened_, false);
+    gate_.take(o.gate_);
     nodelay_ = o.nodelay_;
     local_ = o.local_;
     backoffs_.store(o.backoffs_.load(std::memory_order_relaxed), std::memory_order_relaxed);
@@ -61,7 +66,10 @@ Listener& Listener::operator=(Listener&& o) noexcept {
 }
 
 std::error_code Listener::close() {
-  if (d_ == nullptr) return {};
+  // shutdown(SHUT_RD) takes a listening socket out of the listening state and wakes its waiters: an accept parked on
+  // epoll sees it readable, an io_uring accept in flight completes with EINVAL, and any accept(2) after it fails
+  // at once with EINVAL, so one that passed the gate just before cannot park.
+  if (!gate_.shut([this] { ::shutdown(d_->fd, SHUT_RD); })) return {};
   io_->close(d_);
   d_ = nullptr;
   io_ = nullptr;
@@ -69,22 +77,36 @@ std::error_code Listener::close() {
 }
 
 int Listener::fd() const {
-  return d_ != nullptr ? d_->fd : -1;
+  if (!gate_.enter()) return -1;
+  int fd = d_->fd;
+  gate_.leave();
+  return fd;
 }
 
 Result<Stream> Listener::accept_until(int64_t deadline) {
-  if (d_ == nullptr) return Errc::not_open;
+  if (!opened_) return Errc::not_open;
   if (!sched::in_fiber()) return Errc::not_in_fiber;
   std::chrono::nanoseconds backoff = kAcceptBackoffMin;
   for (;;) {
-    if (expired(deadline)) return errno_code(ETIMEDOUT);
-    int fd = io_->accept(d_, deadline);
-    if (fd >= 0) return Stream::adopt(io_, fd, nodelay_);
-    int err = -fd;
-    if (retry_silently(err)) continue;
-    if (!exhausted(err)) return errno_code(err);
+    {
+      // In the gate only while on the socket: a back-off nap outside it, so that a close() then need not wait out
+      // the nap (which nothing wakes).
+      if (!gate_.enter()) return Errc::closed;
+      CloseGate::Inside in(gate_);
+      for (;;) {
+        if (expired(deadline)) return gate_.is_shut() ? Errc::closed : errno_code(ETIMEDOUT);
+        int fd = io_->accept(d_, deadline);
+        if (fd >= 0) return Stream::adopt(io_, fd, nodelay_);
+        // What close()'s shutdown makes accept say (EINVAL) is not the error to report.
+        if (gate_.is_shut()) return Errc::closed;
+        int err = -fd;
+        if (retry_silently(err)) continue;
+        if (!exhausted(err)) return errno_code(err);
+        io_->count_accept_backoff();
+        break;
+      }
+    }
     backoffs_.fetch_add(1, std::memory_order_relaxed);
-    io_->count_accept_backoff();
     std::chrono::nanoseconds nap = backoff;
     if (deadline >= 0) nap = std::min(nap, std::chrono::nanoseconds(std::max<int64_t>(0, deadline - sched::now_ns())));
     tern::sleep_for(nap);
@@ -116,6 +138,9 @@ Result<Listener> listen(const Address& addr, const ListenOptions& opts) {
   Listener l;
   l.io_ = io;
   l.d_ = *d;
+  l.opened_ = true;
+  CloseGate open_gate(/*open=*/true);
+  l.gate_.take(open_gate);
   l.nodelay_ = opts.nodelay;
   l.local_ = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
   return l;

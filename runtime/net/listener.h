@@ -14,7 +14,8 @@
 // that accept(2) passes on from an aborted handshake are retried silently.
 //
 // Same rules as Stream: operations on fibers of the Runtime that made it, one acceptor at a time (for several, open
-// several listeners with reuse_port), close before the Runtime goes.
+// several listeners with reuse_port), close before the Runtime goes. close() from another fiber ends a parked accept()
+// with Errc::closed (a server's shutdown path: close the listener, and the accept loop returns), as in Go.
 #pragma once
 
 #include <sys/socket.h>
@@ -25,6 +26,7 @@
 #include <string_view>
 
 #include "runtime/net/address.h"
+#include "runtime/net/close_gate.h"
 #include "runtime/net/deadline.h"
 #include "runtime/net/error.h"
 #include "runtime/net/stream.h"
@@ -55,8 +57,11 @@ class Listener {
   Result<Stream> accept() { return accept_until(kNoDeadline); }
   Result<Stream> accept(std::chrono::nanoseconds timeout) { return accept_until(deadline_after(kNoDeadline, timeout)); }
 
+  // Closes the listening socket; an accept() in progress on another fiber returns Errc::closed, and close() waits for
+  // it to leave (it does at once). Closing a closed listener does nothing.
   std::error_code close();
-  bool is_open() const { return d_ != nullptr; }
+  bool is_open() const { return !gate_.is_shut(); }
+  // The descriptor, or -1 once closed.
   int fd() const;
   // Where it listens (the kernel's choice of port when asked for port 0).
   const Address& local_addr() const { return local_; }
@@ -66,8 +71,11 @@ class Listener {
   friend Result<Listener> listen(const Address& addr, const ListenOptions& opts);
   Result<Stream> accept_until(int64_t deadline);
 
+  // io_ and d_ change only in close() once the accept in progress has left, and in moves.
   netpoll::IoBackend* io_ = nullptr;
   netpoll::Desc* d_ = nullptr;
+  bool opened_ = false;  // false: default-constructed or moved from (Errc::not_open rather than Errc::closed)
+  mutable CloseGate gate_;
   bool nodelay_ = true;
   Address local_;
   std::atomic<uint64_t> backoffs_{0};

@@ -1,4 +1,5 @@
-// runtime/net/net.h: tern::net, TCP for fibers: listen/accept, dial, streams with deadlines. One include for all.
+// runtime/net/net.h: tern::net, TCP for fibers: listen/accept, dial, streams with deadlines, buffered I/O. One include
+// for all.
 //
 //   #include "runtime/net/net.h"
 //   rt.run([] {
@@ -13,7 +14,9 @@
 #pragma once
 
 #include "runtime/net/address.h"
+#include "runtime/net/buffered.h"
 #include "runtime/net/dial.h"
 #include "runtime/net/error.h"
 #include "runtime/net/listener.h"
+#include "runtime/net/resolve.h"
 #include "runtime/net/stream.h"

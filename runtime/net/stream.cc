@@ -28,14 +28,19 @@ std::error_code timed_out() {
 Stream::Stream(Stream&& o) noexcept
     : io_(std::exchange(o.io_, nullptr)),
       d_(std::exchange(o.d_, nullptr)),
+      opened_(std::exchange(o.opened_, false)),
       rd_deadline_(o.rd_deadline_),
-      wr_deadline_(o.wr_deadline_) {}
+      wr_deadline_(o.wr_deadline_) {
+  gate_.take(o.gate_);
+}
 
 Stream& Stream::operator=(Stream&& o) noexcept {
   if (this != &o) {
     close();
     io_ = std::exchange(o.io_, nullptr);
     d_ = std::exchange(o.d_, nullptr);
+    opened_ = std::exchange(o.opened_, false);
+    gate_.take(o.gate_);
     rd_deadline_ = o.rd_deadline_;
     wr_deadline_ = o.wr_deadline_;
   }
@@ -57,57 +62,72 @@ Result<Stream> Stream::adopt(netpoll::IoBackend* io, int fd, bool nodelay) {
   return Stream(io, *d);
 }
 
-std::error_code Stream::usable() const {
-  if (d_ == nullptr) return Errc::not_open;
-  if (!sched::in_fiber()) return Errc::not_in_fiber;
-  sched::preempt_point();  // every operation passes here first: a fiber marked by the monitor yields
+std::error_code Stream::enter() {
+  // Every operation passes here first: a fiber marked by the monitor yields, before the gate, so that a close()
+  // meanwhile need not wait for it to be scheduled again.
+  if (sched::in_fiber()) sched::preempt_point();
+  if (!gate_.enter()) return opened_ ? Errc::closed : Errc::not_open;
+  if (!sched::in_fiber()) {
+    gate_.leave();
+    return Errc::not_in_fiber;
+  }
   return {};
 }
 
+std::error_code Stream::failed(std::error_code ec) const {
+  return gate_.is_shut() ? make_error_code(Errc::closed) : ec;
+}
+
 IoResult Stream::read_until(void* buf, size_t len, int64_t deadline) {
-  if (auto ec = usable()) return {0, ec};
+  if (auto ec = enter()) return {0, ec};
+  CloseGate::Inside in(gate_);
   if (expired(deadline)) return {0, timed_out()};
   ssize_t n = io_->read(d_, buf, len, deadline);
-  if (n < 0) return {0, errno_code(static_cast<int>(-n))};
+  if (n < 0) return {0, failed(errno_code(static_cast<int>(-n)))};
+  // The end of stream close()'s shutdown makes is not the peer's: report the close.
+  if (n == 0 && len > 0 && gate_.is_shut()) return {0, Errc::closed};
   return {static_cast<size_t>(n), {}};
 }
 
 IoResult Stream::read_full_until(void* buf, size_t len, int64_t deadline) {
-  if (auto ec = usable()) return {0, ec};
+  if (auto ec = enter()) return {0, ec};
+  CloseGate::Inside in(gate_);
   auto* p = static_cast<char*>(buf);
   size_t got = 0;
   while (got < len) {
-    if (expired(deadline)) return {got, timed_out()};
+    if (expired(deadline)) return {got, failed(timed_out())};
     ssize_t n = io_->read(d_, p + got, len - got, deadline);
-    if (n < 0) return {got, errno_code(static_cast<int>(-n))};
-    if (n == 0) return {got, Errc::eof};
+    if (n < 0) return {got, failed(errno_code(static_cast<int>(-n)))};
+    if (n == 0) return {got, failed(Errc::eof)};
     got += static_cast<size_t>(n);
   }
   return {got, {}};
 }
 
 IoResult Stream::write_all_until(const void* buf, size_t len, int64_t deadline) {
-  if (auto ec = usable()) return {0, ec};
+  if (auto ec = enter()) return {0, ec};
+  CloseGate::Inside in(gate_);
   const auto* p = static_cast<const char*>(buf);
   size_t put = 0;
   while (put < len) {
-    if (expired(deadline)) return {put, timed_out()};
+    if (expired(deadline)) return {put, failed(timed_out())};
     ssize_t n = io_->write(d_, p + put, len - put, deadline);
-    if (n < 0) return {put, errno_code(static_cast<int>(-n))};
+    if (n < 0) return {put, failed(errno_code(static_cast<int>(-n)))};
     put += static_cast<size_t>(n);
   }
   return {put, {}};
 }
 
 IoResult Stream::writev_until(const iovec* iov, int iovcnt, int64_t deadline) {
-  if (auto ec = usable()) return {0, ec};
+  if (auto ec = enter()) return {0, ec};
+  CloseGate::Inside in(gate_);
   size_t want = 0;
   for (int i = 0; i < iovcnt; i++) want += iov[i].iov_len;
   size_t put = 0;
   int first = 0;    // the first buffer not fully written
   size_t skip = 0;  // bytes of iov[first] already written
   while (put < want) {
-    if (expired(deadline)) return {put, timed_out()};
+    if (expired(deadline)) return {put, failed(timed_out())};
     iovec batch[kIovBatch];
     int k = 0;
     for (int i = first; i < iovcnt && k < kIovBatch; i++) {
@@ -120,7 +140,7 @@ IoResult Stream::writev_until(const iovec* iov, int iovcnt, int64_t deadline) {
       k++;
     }
     ssize_t n = io_->writev(d_, batch, k, deadline);
-    if (n < 0) return {put, errno_code(static_cast<int>(-n))};
+    if (n < 0) return {put, failed(errno_code(static_cast<int>(-n)))};
     put += static_cast<size_t>(n);
     auto left = static_cast<size_t>(n);
     while (first < iovcnt && left >= iov[first].iov_len - skip) {
@@ -134,14 +154,19 @@ IoResult Stream::writev_until(const iovec* iov, int iovcnt, int64_t deadline) {
 }
 
 std::error_code Stream::shutdown(Shutdown how) {
-  if (d_ == nullptr) return Errc::not_open;
+  if (!gate_.enter()) return opened_ ? Errc::closed : Errc::not_open;
+  CloseGate::Inside in(gate_);
   int h = how == Shutdown::read ? SHUT_RD : how == Shutdown::write ? SHUT_WR : SHUT_RDWR;
   if (::shutdown(d_->fd, h) < 0) return errno_code(errno);
   return {};
 }
 
 std::error_code Stream::close() {
-  if (d_ == nullptr) return {};
+  // Shutting both directions down wakes whatever the fibers inside wait for, in either backend: a parked read sees
+  // end of stream, a parked or in-flight send EPIPE, an io_uring receive or send in flight completes; and it stays
+  // shut, so an operation between its gate check and its system call fails at once rather than park. ENOTCONN (the
+  // peer reset it) needs nothing woken.
+  if (!gate_.shut([this] { ::shutdown(d_->fd, SHUT_RDWR); })) return {};
   io_->close(d_);
   metrics::connections_open().add(-1);
   d_ = nullptr;
@@ -150,11 +175,15 @@ std::error_code Stream::close() {
 }
 
 int Stream::fd() const {
-  return d_ != nullptr ? d_->fd : -1;
+  if (!gate_.enter()) return -1;
+  int fd = d_->fd;
+  gate_.leave();
+  return fd;
 }
 
 Result<Address> Stream::local_addr() const {
-  if (d_ == nullptr) return Errc::not_open;
+  if (!gate_.enter()) return opened_ ? Errc::closed : Errc::not_open;
+  CloseGate::Inside in(gate_);
   sockaddr_storage ss;
   socklen_t len = sizeof ss;
   if (getsockname(d_->fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return errno_code(errno);
@@ -162,7 +191,8 @@ Result<Address> Stream::local_addr() const {
 }
 
 Result<Address> Stream::peer_addr() const {
-  if (d_ == nullptr) return Errc::not_open;
+  if (!gate_.enter()) return opened_ ? Errc::closed : Errc::not_open;
+  CloseGate::Inside in(gate_);
   sockaddr_storage ss;
   socklen_t len = sizeof ss;
   if (getpeername(d_->fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return errno_code(errno);

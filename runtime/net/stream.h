@@ -12,11 +12,13 @@
 //   auto r = s.read(buf, sizeof buf, 100ms);                 // this read: at most 100 ms, and not past the deadline
 //   if (r.ec == std::errc::timed_out) { /* the stream is still usable, or closable */ }
 //
-// Concurrency: one fiber may read while another writes; two readers (or two writers) at once are not supported. close()
-// and destruction must not race with an operation in progress on another fiber; to interrupt a parked read from
-// elsewhere, call shutdown(Shutdown::read) (it ends the read with end of stream), or give the read a deadline. A Stream
-// must be closed or destroyed before its Runtime. Deadlines set with set_deadline() apply to operations that start
-// after the call.
+// Concurrency: one fiber may read while another writes; two readers (or two writers) at once are not supported. Any
+// fiber may close() the stream while others are inside operations on it, as in Go: those operations return at once
+// with Errc::closed (with the bytes they moved before), later ones fail with it, and the descriptor is closed only
+// once the last of them has left (runtime/net/close_gate.h), so none of them ever touches a descriptor number the
+// kernel has handed to another socket. Destruction, unlike close(), must not race with anything: the Stream must
+// outlive every fiber that uses it. A Stream must be closed or destroyed before its Runtime. Deadlines set with
+// set_deadline() apply to operations that start after the call.
 #pragma once
 
 #include <sys/uio.h>
@@ -26,6 +28,7 @@
 #include <cstdint>
 
 #include "runtime/net/address.h"
+#include "runtime/net/close_gate.h"
 #include "runtime/net/deadline.h"
 #include "runtime/net/error.h"
 
@@ -78,10 +81,14 @@ class Stream {
   void set_write_deadline(Clock::time_point t) { wr_deadline_ = to_deadline(t); }
 
   std::error_code shutdown(Shutdown how = Shutdown::write);
-  // Closes the socket; later operations return Errc::not_open. Closing a closed stream does nothing.
+  // Closes the socket. Operations other fibers are inside return Errc::closed (close() waits for them to leave, which
+  // they do at once), and later ones fail with it. Closing a closed stream, or one another fiber is closing, does
+  // nothing. May be called from any fiber of the stream's Runtime, or from a plain thread (which it then blocks for
+  // as long as the operations take to leave).
   std::error_code close();
 
-  bool is_open() const { return d_ != nullptr; }
+  bool is_open() const { return !gate_.is_shut(); }
+  // The descriptor, or -1 once closed; another fiber's close() may close it as soon as this returns.
   int fd() const;
   Result<Address> local_addr() const;
   Result<Address> peer_addr() const;
@@ -91,15 +98,22 @@ class Stream {
 
  private:
   friend Result<Stream> dial(const Address& addr, std::chrono::nanoseconds timeout, const DialOptions& opts);
-  Stream(netpoll::IoBackend* io, netpoll::Desc* d) : io_(io), d_(d) {}
-  std::error_code usable() const;
+  Stream(netpoll::IoBackend* io, netpoll::Desc* d) : io_(io), d_(d), opened_(true), gate_(true) {}
+  // Enters the gate for an operation (which must then leave it), or the error why not.
+  std::error_code enter();
+  // The error of an operation that failed with `ec` (or, for a read, reached end of stream): Errc::closed if close()
+  // began meanwhile, whatever its shutdown made the system call say.
+  std::error_code failed(std::error_code ec) const;
   IoResult read_until(void* buf, size_t len, int64_t deadline);
   IoResult read_full_until(void* buf, size_t len, int64_t deadline);
   IoResult write_all_until(const void* buf, size_t len, int64_t deadline);
   IoResult writev_until(const iovec* iov, int iovcnt, int64_t deadline);
 
+  // io_ and d_ change only in close() once every operation has left, and in moves (which nothing races).
   netpoll::IoBackend* io_ = nullptr;
   netpoll::Desc* d_ = nullptr;
+  bool opened_ = false;  // false: default-constructed or moved from (Errc::not_open rather than Errc::closed)
+  mutable CloseGate gate_;
   int64_t rd_deadline_ = kNoDeadline;
   int64_t wr_deadline_ = kNoDeadline;
 };

@@ -487,7 +487,7 @@ TEST_P(NetTest, ZeroLengthReadReturnsZeroAndTouchesNothing) {
   });
 }
 
-TEST_P(NetTest, ClosedStreamsAndListenersSayNotOpen) {
+TEST_P(NetTest, ClosedStreamsAndListenersSayClosed) {
   Runtime rt(config());
   rt.run([] {
     auto l = listen("127.0.0.1:0");
@@ -495,12 +495,37 @@ TEST_P(NetTest, ClosedStreamsAndListenersSayNotOpen) {
     auto c = dial(l->local_addr(), 10s);
     ASSERT_TRUE(c);
     c->close();
+    EXPECT_FALSE(c->is_open());
+    EXPECT_EQ(c->fd(), -1);
     char b[1];
-    EXPECT_EQ(c->read(b, 1).ec, Errc::not_open);
-    EXPECT_EQ(c->write_all(b, 1).ec, Errc::not_open);
+    EXPECT_EQ(c->read(b, 1).ec, Errc::closed);
+    EXPECT_EQ(c->write_all(b, 1).ec, Errc::closed);
+    EXPECT_EQ(c->shutdown().value(), static_cast<int>(Errc::closed));
+    EXPECT_EQ(c->peer_addr().error(), Errc::closed);
     EXPECT_FALSE(c->close());  // idempotent
     l->close();
+    EXPECT_EQ(l->accept().error(), Errc::closed);
+    EXPECT_EQ(l->fd(), -1);
+  });
+}
+
+TEST_P(NetTest, StreamsAndListenersNeverOpenedSayNotOpen) {
+  Runtime rt(config());
+  rt.run([] {
+    Stream never;
+    char b[1];
+    EXPECT_EQ(never.read(b, 1).ec, Errc::not_open);
+    EXPECT_FALSE(never.close());
+    auto l = listen("127.0.0.1:0");
+    ASSERT_TRUE(l);
+    auto c = dial(l->local_addr(), 10s);
+    ASSERT_TRUE(c);
+    Stream taken = std::move(*c);
+    EXPECT_EQ(c->write_all(b, 1).ec, Errc::not_open);  // moved from
+    EXPECT_TRUE(taken.is_open());
+    Listener moved = std::move(*l);
     EXPECT_EQ(l->accept().error(), Errc::not_open);
+    EXPECT_TRUE(moved.is_open());
   });
 }
 

@@ -208,7 +208,8 @@ void serve_tcp(net::Stream s) {
 }
 
 bool permanent(std::error_code ec) {
-  return ec == net::Errc::not_open || ec == net::Errc::not_in_fiber || ec == net::Errc::no_poller;
+  return ec == net::Errc::not_open || ec == net::Errc::closed || ec == net::Errc::not_in_fiber ||
+         ec == net::Errc::no_poller;
 }
 
 }  // namespace
