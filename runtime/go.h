@@ -117,6 +117,17 @@ inline void yield() {
   sched::yield();
 }
 
+// Go's runtime.LockOSThread / UnlockOSThread: until as many unlock_thread() calls as lock_to_thread() calls, the
+// calling fiber runs only on its current OS thread, and that thread runs no other fiber, for thread-affine libraries
+// and thread_local state. Each wait costs two thread wakeups (the thread sleeps while the fiber waits). Off fibers:
+// nothing.
+inline void lock_to_thread() {
+  sched::lock_to_thread();
+}
+inline void unlock_thread() {
+  sched::unlock_thread();
+}
+
 // Yields if the monitor has seen this fiber run a whole 10 ms period without a switch (the runtime's channel and socket
 // operations do the same): a long computation calls it in its loop so the fibers queued behind it, and on one
 // processor the network and the timers, get their turn. One load when not marked.

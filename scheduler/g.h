@@ -41,6 +41,10 @@ struct G {
   Sched* sched = nullptr;
   G* next = nullptr;  // intrusive link: run queues' overflow batches, global queue, free lists, GList
   std::atomic<GStatus> status{GStatus::kIdle};
+  // lock_to_thread (park.h): the M this fiber runs on only, and how many locks it holds (written by the fiber itself
+  // while it runs; read by an M that takes it from a queue, after the queue's publication).
+  std::atomic<struct M*> locked_m{nullptr};
+  uint32_t lock_count = 0;
 
   // Set by park() for the M to run once the fiber has switched out.
   ParkCommit commit = nullptr;

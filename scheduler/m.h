@@ -38,6 +38,9 @@ struct M {
   std::atomic<pthread_t> pthread{0};  // set by the thread itself first thing (m_main): whom to signal
   std::atomic<int> stall_n{-1};
   void* stall_frames[kStallFrames] = {};
+  // lock_to_thread: the only fiber this M runs while set (Sched::run_locked); locked_wait while it sleeps for it.
+  G* locked_g = nullptr;
+  std::atomic<bool> locked_wait{false};
   // The P this M gave up to run tern::blocking (Sched::enter_blocking), nullptr otherwise. Atomic for stats().
   std::atomic<P*> blocking_p{nullptr};
 

@@ -87,6 +87,13 @@ inline void preempt_point() {
   }
 }
 
+// Go's LockOSThread: from lock_to_thread() until as many unlock_thread() calls, the calling fiber runs only on the
+// thread it runs on now, and that thread runs no other fiber (while the fiber waits, the thread sleeps and its
+// processor goes to others). For thread-affine libraries and thread_local state. Off fibers they do nothing.
+void lock_to_thread();
+void unlock_thread();
+bool thread_locked();  // the calling fiber holds a lock
+
 // The span of a call that may block its thread (tern::blocking, runtime/blocking.h): the constructor lets go of the
 // processor, the destructor takes one back (scheduler/blocking.cc). Off fibers, and nested, it does nothing. Between
 // the two the fiber may block its thread but must not park (that stops the process with a message saying so).

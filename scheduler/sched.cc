@@ -136,8 +136,16 @@ void m_main(M* m) {
   s->acquirep(m, p);
   m->spinning = m->next_spinning;
   for (;;) {
+    if (m->locked_g != nullptr) {  // lock_to_thread: this M runs that fiber only
+      if (!s->run_locked(m)) break;
+      continue;
+    }
     G* g = s->find_runnable(m);
     if (g == nullptr) break;
+    if (M* lm = g->locked_m.load(std::memory_order_relaxed); lm != nullptr && lm != m) [[unlikely]] {
+      s->hand_to_locked(m, g);
+      continue;
+    }
     s->execute(m, g);
   }
   s->stop_spinning(m);
@@ -202,6 +210,7 @@ void Sched::shutdown() {
       wake_idle_ms();
     }
     poller_->wake();
+    if (m->locked_wait.load()) m->note.wakeup();  // an M locked to a fiber sleeps apart from the idle list
     if (m->thread.joinable()) m->thread.join();
     joined++;
   }

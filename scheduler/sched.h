@@ -373,6 +373,8 @@ class Sched {
   void check_stalls(int64_t now);  // monitor thread: the stall detector (scheduler/stall.cc)
   void handoffp(P* p);             // a P nobody holds: to a new M if work may wait for it, else to the idle list
   void exit_blocking_slow(M* m, P* old);
+  bool run_locked(M* m);            // an M locked to a fiber: gives up its P, sleeps until handed it, runs it
+  void hand_to_locked(M* m, G* g);  // g is locked to another M: hands it this M's P, and this M goes idle
   P* take_idle_p_prefer(P* want);
   void startm(P* p, bool spinning);
   bool wake_poller_for_p();

@@ -188,8 +188,11 @@ G* Sched::take_handoff(M* m) {
   }
   if (p->schedtick % kGlobalQueueInterval == 0 && !global_->empty()) return nullptr;
   if (int64_t t0 = p->timer0.load(std::memory_order_relaxed); t0 != 0 && t0 <= now_ns()) return nullptr;
+  if (m->locked_g != nullptr) return nullptr;  // a locked M runs its fiber only: the parker's M stops (run_locked)
   G* g = p->runnext.load(std::memory_order_acquire);
-  if (g == nullptr || !p->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) return nullptr;
+  if (g == nullptr) return nullptr;
+  if (M* lm = g->locked_m.load(std::memory_order_relaxed); lm != nullptr && lm != m) return nullptr;  // its own M's
+  if (!p->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) return nullptr;
   p->runnext_chain++;
   return g;
 }
@@ -243,7 +246,7 @@ void Sched::execute(M* m, G* g) {
     GList list;  // inject_global marks it runnable
     list.push(g);
     inject_global(list);
-    idle_without_p(m);
+    if (m->locked_g != g) idle_without_p(m);  // a locked M waits for its fiber instead (m_main, run_locked)
     return;
   }
   // A fiber that ran tern::blocking may have come back to another P than the one it left (exit_blocking_slow).
@@ -256,7 +259,8 @@ void Sched::execute(M* m, G* g) {
     case MAction::kYield:
       bump(p->counters.yields);
       set_gstatus(g, GStatus::kRunnable);
-      if (p->runq.empty() && !p->ioq_filled && p->runnext.load(std::memory_order_relaxed) == nullptr) {
+      if (p->runq.empty() && !p->ioq_filled && p->runnext.load(std::memory_order_relaxed) == nullptr &&
+          m->locked_g == nullptr) {
         // Nothing else is queued here: keep it M-local and skip the queue round trip; find_runnable still checks
         // timers and the global queue before running it again.
         m->yielded = g;
@@ -268,6 +272,11 @@ void Sched::execute(M* m, G* g) {
       finish_park(p, g);
       break;
     case MAction::kExit:
+      if (m->locked_g == g) {  // a fiber that ends locked frees its thread (Go ends the thread instead)
+        m->locked_g = nullptr;
+        g->locked_m.store(nullptr, std::memory_order_relaxed);
+        g->lock_count = 0;
+      }
       bump(p->counters.finished);
       set_gstatus(g, GStatus::kDead);
       gfput(p, g);
