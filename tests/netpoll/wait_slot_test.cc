@@ -13,6 +13,7 @@
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
 #include "tests/scale.h"
+#include "tests/support/config.h"
 #include "tests/support/race.h"
 #include "tests/support/watchdog.h"
 
@@ -21,14 +22,8 @@ namespace {
 
 constexpr int64_t kMs = 1'000'000;
 
-Config two_procs() {
-  Config c;
-  c.procs = 2;
-  return c;
-}
-
 TEST(WaitSlot, LatchedNotificationReturnsAtOnce) {
-  Runtime rt(two_procs());
+  Runtime rt(test::procs_config(2));
   rt.run([] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
@@ -42,7 +37,7 @@ TEST(WaitSlot, LatchedNotificationReturnsAtOnce) {
 }
 
 TEST(WaitSlot, DeadlineFires) {
-  Runtime rt(two_procs());
+  Runtime rt(test::procs_config(2));
   rt.run([] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
@@ -58,7 +53,7 @@ TEST(WaitSlot, DeadlineFires) {
 }
 
 TEST(WaitSlot, NotifyFromAnotherFiberWakesTheWaiter) {
-  Runtime rt(two_procs());
+  Runtime rt(test::procs_config(2));
   rt.run([] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
@@ -75,7 +70,7 @@ TEST(WaitSlot, NotifyFromAnotherFiberWakesTheWaiter) {
 }
 
 TEST(WaitSlot, NotifyFromAPlainThreadWakesTheWaiter) {
-  Runtime rt(two_procs());
+  Runtime rt(test::procs_config(2));
   rt.run([] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
@@ -95,7 +90,7 @@ TEST(WaitSlot, NotifyFromAPlainThreadWakesTheWaiter) {
 // timer and the notify land together (both outcomes must occur). A fiber that notify() handed back must have seen
 // kNotified.
 TEST(WaitSlot, NotifyRacingParkAndTimerLosesNothing) {
-  Runtime rt(two_procs());
+  Runtime rt(test::procs_config(2));
   const int rounds = static_cast<int>(test::scaled(20000, 1000));
   rt.run([rounds] {
     WaitSlot slot;

@@ -10,24 +10,18 @@
 #include "runtime/runtime.h"
 #include "runtime/sync/channel.h"
 #include "scheduler/sched.h"
+#include "tests/support/config.h"
 
 namespace tern {
 namespace {
 
 using namespace std::chrono_literals;
 
-Config one_proc() {
-  Config c;
-  c.procs = 1;
-  c.policy = "static";
-  return c;
-}
-
 // The loop runs until the other fiber has run, or for 5 s. Without the mark the other fiber is queued behind it on the
 // one processor and cannot run before the loop ends by its time limit.
 template <class Step>
 void run_hog(Step step, bool& other_ran_during, uint64_t& preempted) {
-  Runtime rt(one_proc());
+  Runtime rt(test::procs_config(1));
   std::atomic<bool> other{false};
   rt.run([&] {
     auto h = spawn([&] { other.store(true); });
@@ -65,7 +59,7 @@ TEST(Preempt, ChannelOperationsArePreemptPoints) {
 
 // Unmarked, a preempt point does not yield: a loop of them alone on a processor is not interrupted.
 TEST(Preempt, UnmarkedItDoesNothing) {
-  Runtime rt(one_proc());
+  Runtime rt(test::procs_config(1));
   rt.run([&] {
     const uint64_t switches = sched::Sched::current()->stats().switches;
     for (int i = 0; i < 1000; i++) preempt_point();  // far less than a monitor period
