@@ -12,8 +12,8 @@
 #include "runtime/runtime.h"
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
+#include "tests/procs.h"
 #include "tests/scale.h"
-#include "tests/support/config.h"
 #include "tests/support/race.h"
 #include "tests/support/watchdog.h"
 
@@ -23,7 +23,7 @@ namespace {
 constexpr int64_t kMs = 1'000'000;
 
 TEST(WaitSlot, LatchedNotificationReturnsAtOnce) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   rt.run([] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
@@ -37,7 +37,7 @@ TEST(WaitSlot, LatchedNotificationReturnsAtOnce) {
 }
 
 TEST(WaitSlot, DeadlineFires) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   rt.run([] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
@@ -53,7 +53,7 @@ TEST(WaitSlot, DeadlineFires) {
 }
 
 TEST(WaitSlot, NotifyFromAnotherFiberWakesTheWaiter) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   rt.run([] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
@@ -70,7 +70,7 @@ TEST(WaitSlot, NotifyFromAnotherFiberWakesTheWaiter) {
 }
 
 TEST(WaitSlot, NotifyFromAPlainThreadWakesTheWaiter) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   rt.run([] {
     WaitSlot slot;
     std::atomic<int64_t> waiters{0};
@@ -90,7 +90,7 @@ TEST(WaitSlot, NotifyFromAPlainThreadWakesTheWaiter) {
 // timer and the notify land together (both outcomes must occur). A fiber that notify() handed back must have seen
 // kNotified.
 TEST(WaitSlot, NotifyRacingParkAndTimerLosesNothing) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   const int rounds = static_cast<int>(test::scaled(20000, 1000));
   rt.run([rounds] {
     WaitSlot slot;

@@ -18,7 +18,7 @@
 #include "runtime/runtime.h"
 #include "runtime/sync/channel.h"
 #include "scheduler/sched.h"
-#include "tests/support/config.h"
+#include "tests/procs.h"
 
 namespace tern {
 namespace {
@@ -33,7 +33,7 @@ void block_thread(std::chrono::milliseconds d) {
 // the count must move during the call. Without the handoff the processor is the blocked thread's and the counter
 // stands still for the whole 200 ms.
 TEST(Blocking, FibersOnTheSameProcessorKeepRunning) {
-  Runtime rt(test::procs_config(1));
+  Runtime rt(test::procs(1));
   std::atomic<uint64_t> count{0};
   std::atomic<bool> stop{false};
   uint64_t during = 0;
@@ -63,7 +63,7 @@ TEST(Blocking, FibersOnTheSameProcessorKeepRunning) {
 
 // A call that returns at once keeps its processor: no handoff, the fiber goes on on the same thread.
 TEST(Blocking, AShortCallKeepsItsProcessorAndThread) {
-  Runtime rt(test::procs_config(1));
+  Runtime rt(test::procs(1));
   rt.run([&] {
     const auto tid = std::this_thread::get_id();
     for (int i = 0; i < 1000; i++) {
@@ -76,7 +76,7 @@ TEST(Blocking, AShortCallKeepsItsProcessorAndThread) {
 
 // What the call throws leaves it, and the fiber has a processor again after it.
 TEST(Blocking, AnExceptionLeavesTheCallAndTheFiberGoesOn) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   rt.run([&] {
     EXPECT_THROW(blocking([]() -> int {
                    block_thread(5ms);
@@ -94,7 +94,7 @@ TEST(Blocking, AnExceptionLeavesTheCallAndTheFiberGoesOn) {
 // Many fibers in long calls at once on two processors: each call's processor goes on to the next fiber, so all of
 // them are in their calls together (a thread each), and every fiber comes back, to whatever processor is free.
 TEST(Blocking, ManyLongCallsAtOnceEachGetAThread) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   constexpr int kFibers = 16;
   std::atomic<int> inside{0}, most{0}, done{0};
   rt.run([&] {
@@ -121,7 +121,7 @@ TEST(Blocking, ManyLongCallsAtOnceEachGetAThread) {
 // At the thread bound, processors of blocked calls wait for a thread to come back instead of starting more: the
 // runtime's threads never exceed it, the limit is counted, and every call still completes.
 TEST(Blocking, ThreadsStayUnderTheBound) {
-  Config c = test::procs_config(2);
+  Config c = test::procs(2);
   c.max_threads = 4;
   Runtime rt(c);
   std::atomic<bool> stop{false};
@@ -159,7 +159,7 @@ TEST(BlockingDeathTest, ParkingInsideTheCallStopsWithAMessage) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
-        Runtime rt(test::procs_config(1));
+        Runtime rt(test::procs(1));
         rt.run([] { blocking([] { sleep_for(1ms); }); });
       },
       "inside tern::blocking waited on a tern primitive");
@@ -173,7 +173,7 @@ TEST(Blocking, OffFibersItCallsTheFunction) {
 // spawn_blocking: results and exceptions come back through join(), which parks the fiber, and the pool runs at most
 // its bound at once, queueing the rest.
 TEST(SpawnBlocking, ResultsExceptionsAndTheBound) {
-  Config c = test::procs_config(1);
+  Config c = test::procs(1);
   c.max_blocking_threads = 2;
   Runtime rt(c);
   std::mutex mu;
@@ -208,7 +208,7 @@ TEST(SpawnBlocking, ResultsExceptionsAndTheBound) {
     auto bad = spawn_blocking([]() -> int { throw std::runtime_error("legacy call failed"); });
     EXPECT_THROW(bad.join(), std::runtime_error);
   });
-  Config back = test::procs_config(1);  // the pool is the process's: give it its default bound back for the other tests
+  Config back = test::procs(1);  // the pool is the process's: give it its default bound back for the other tests
   Runtime restore(back);
 }
 

@@ -14,7 +14,7 @@
 #include "runtime/runtime.h"
 #include "runtime/sync/channel.h"
 #include "runtime/sync/wait_group.h"
-#include "tests/support/config.h"
+#include "tests/procs.h"
 
 namespace tern {
 namespace {
@@ -22,7 +22,7 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST(LockThread, TheThreadIsStableAcrossYieldsSleepsChannelsSocketsAndBlockingCalls) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   std::atomic<int> moved{0};
   rt.run([&] {
     auto l = net::listen("127.0.0.1:0");
@@ -93,7 +93,7 @@ TEST(LockThread, TheThreadIsStableAcrossYieldsSleepsChannelsSocketsAndBlockingCa
 
 // Locks nest; the fiber is free again after as many unlocks, and a fiber that ends locked frees its thread for others.
 TEST(LockThread, LocksNestAndAnEndingFiberFreesItsThread) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   rt.run([&] {
     auto h = spawn([] {
       lock_to_thread();
@@ -130,7 +130,7 @@ TEST(LockThread, LocksNestAndAnEndingFiberFreesItsThread) {
 
 // The locked thread runs no other fiber: a fiber that records its thread many times never sees the locked one's.
 TEST(LockThread, TheLockedThreadRunsNoOtherFiber) {
-  Runtime rt(test::procs_config(2));
+  Runtime rt(test::procs(2));
   std::atomic<bool> ready{false}, stop{false};
   std::thread::id locked_tid;
   std::atomic<int> intruded{0};

@@ -10,7 +10,7 @@
 #include "runtime/runtime.h"
 #include "runtime/sync/channel.h"
 #include "scheduler/sched.h"
-#include "tests/support/config.h"
+#include "tests/procs.h"
 
 namespace tern {
 namespace {
@@ -21,7 +21,7 @@ using namespace std::chrono_literals;
 // one processor and cannot run before the loop ends by its time limit.
 template <class Step>
 void run_hog(Step step, bool& other_ran_during, uint64_t& preempted) {
-  Runtime rt(test::procs_config(1));
+  Runtime rt(test::procs(1));
   std::atomic<bool> other{false};
   rt.run([&] {
     auto h = spawn([&] { other.store(true); });
@@ -59,7 +59,7 @@ TEST(Preempt, ChannelOperationsArePreemptPoints) {
 
 // Unmarked, a preempt point does not yield: a loop of them alone on a processor is not interrupted.
 TEST(Preempt, UnmarkedItDoesNothing) {
-  Runtime rt(test::procs_config(1));
+  Runtime rt(test::procs(1));
   rt.run([&] {
     const uint64_t switches = sched::Sched::current()->stats().switches;
     for (int i = 0; i < 1000; i++) preempt_point();  // far less than a monitor period

@@ -10,7 +10,7 @@
 #include "runtime/runtime.h"
 #include "scheduler/park.h"
 #include "scheduler/sched.h"
-#include "tests/support/config.h"
+#include "tests/procs.h"
 
 namespace tern {
 namespace {
@@ -28,7 +28,7 @@ std::atomic<uint64_t> g_sink{0};
 }
 
 TEST(Stall, ABusyLoopIsReportedOnceWithItsFunction) {
-  Config c = test::procs_config(1);
+  Config c = test::procs(1);
   c.stall_ms = 50;
   uint64_t id = 0, stalls = 0;
   testing::internal::CaptureStderr();
@@ -48,7 +48,7 @@ TEST(Stall, ABusyLoopIsReportedOnceWithItsFunction) {
 
 // A fiber that switches now and then is not reported, however long it runs in all.
 TEST(Stall, AFiberThatSwitchesIsNotReported) {
-  Config c = test::procs_config(1);
+  Config c = test::procs(1);
   c.stall_ms = 50;
   Runtime rt(c);
   uint64_t stalls = 1;
