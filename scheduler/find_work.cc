@@ -116,6 +116,16 @@ uint32_t Sched::random(M* m) {
   return xorshift(m->rand_state);
 }
 
+// A non-blocking poll of the network by pp's M, counted and traced; true when it readied fibers (into `list`).
+bool Sched::poll_network(P* pp, GList& list) {
+  bump(pp->counters.poll_calls);
+  if (poller_->poll(0, list) == 0) return false;
+  last_poll_.store(now_ns(), std::memory_order_relaxed);
+  bump(pp->counters.polls);
+  trace_p(pp, TraceKind::kPoll, list.size);
+  return true;
+}
+
 G* Sched::find_runnable(M* m) {
 top:
   if (shutting_down_.load(std::memory_order_acquire)) return nullptr;
@@ -150,11 +160,7 @@ top:
       poller_->has_waiters() && !polling_.load(std::memory_order_relaxed)) {
     pp->last_busy_poll = pp->schedtick;
     GList list;
-    bump(pp->counters.poll_calls);
-    if (poller_->poll(0, list) > 0) {
-      last_poll_.store(now_ns(), std::memory_order_relaxed);
-      bump(pp->counters.polls);
-      trace_p(pp, TraceKind::kPoll, list.size);
+    if (poll_network(pp, list)) {
       // Owner-only pushes, and thieves only shrink it: a push below the capacity cannot fail.
       while (pp->ioq.size() < kIoQueueCapacity && !list.empty()) {
         G* g = list.pop();
@@ -214,11 +220,7 @@ top:
   }
   if (poller_->has_waiters() && !polling_.load(std::memory_order_relaxed)) {
     GList list;
-    bump(pp->counters.poll_calls);
-    if (poller_->poll(0, list) > 0) {
-      last_poll_.store(now_ns(), std::memory_order_relaxed);
-      bump(pp->counters.polls);
-      trace_p(pp, TraceKind::kPoll, list.size);
+    if (poll_network(pp, list)) {
       G* g = list.pop();
       inject(list, pp);
       set_gstatus(g, GStatus::kRunnable);

@@ -383,6 +383,7 @@ class Sched {
   void wake_monitor();
   M* newm();
   G* find_runnable(M* m);
+  bool poll_network(P* pp, GList& list);
   G* steal_work(M* m, P* pp);
   void rescue_stalled(P* pp);
   G* runq_get(P* p, bool& inherit);
