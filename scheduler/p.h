@@ -55,6 +55,11 @@ struct alignas(64) P {
   P(int id_, alloc::StackPool& pool) : id(id_), stacks(pool) {}
 
   const int id;
+  // The NUMA node of the processing unit this P is placed on (issue 19's placement, one slot per P id; 0 without
+  // one). Set before the P first runs and fixed for the runtime's life: P i always takes placement slot i, so a P
+  // revived by a later grow lands where it was. Read by the per-node stack pools, the jemalloc arenas and the
+  // node-aware steal and wakeup order.
+  int node = 0;
   std::atomic<PStatus> status{PStatus::kIdle};
   M* m = nullptr;     // holder, under sched_mu_ for transitions
   P* link = nullptr;  // idle list
