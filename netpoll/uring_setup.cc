@@ -1,6 +1,7 @@
 // netpoll/uring_setup.cc: io_uring backend setup: probe, create, teardown, each thread's ring, descriptors' open/close.
 #include "netpoll/uring_poller.h"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 
 #include "netpoll/uring_internal.h"
@@ -46,7 +48,37 @@ constexpr unsigned kWaitEntries = 4;
 
 std::atomic<uint64_t> next_poller_id{1};
 
-thread_local ThreadRing t_ring;
+// Each thread's ThreadRing is built in place in static TLS on first use, and torn down at thread exit by a pthread
+// key's destructor rather than by a thread_local destructor. A thread_local with a destructor registers it with
+// __cxa_thread_atexit on first use, which calls calloc: an M started while the process's map table is full (glibc
+// reuses a cached thread stack, so pthread_create needs no new mapping) died in its first park, with SIGSEGV inside
+// jemalloc or glibc's "failed to register TLS destructor" abort. A key's value is kept in the thread descriptor (for
+// the first 32 keys of a process), so setting it allocates nothing. The key is made at load time, before any thread
+// can need it.
+alignas(ThreadRing) thread_local unsigned char t_ring_storage[sizeof(ThreadRing)];
+thread_local bool t_ring_built = false;
+
+void destroy_thread_ring(void* p) {
+  static_cast<ThreadRing*>(p)->~ThreadRing();
+  t_ring_built = false;
+}
+
+struct RingKey {
+  pthread_key_t key{};
+  bool ok = false;
+  RingKey() { ok = pthread_key_create(&key, destroy_thread_ring) == 0; }
+};
+const RingKey ring_key;
+
+__attribute__((noinline, cold)) ThreadRing* build_thread_ring() {
+  auto* tr = new (t_ring_storage) ThreadRing();
+  t_ring_built = true;
+  // Without the key (the process has used up PTHREAD_KEYS_MAX) or its value (a key past the first 32 whose second
+  // level block cannot be allocated), the ring is not released when the thread exits: it stays owned, and another
+  // thread of the same runtime makes its own. Only a thread that submitted to a ring holds one.
+  if (ring_key.ok) (void)pthread_setspecific(ring_key.key, tr);
+  return tr;
+}
 
 std::string errno_text(const char* what, int err) {
   return errno_error(err, what).message();
@@ -54,7 +86,7 @@ std::string errno_text(const char* what, int err) {
 
 }  // namespace
 
-// The calling thread's ThreadRing. Fiber code must reach t_ring only through this: a fiber that parks may resume on
+// The calling thread's ThreadRing. Fiber code must reach that ring only through this: a fiber that parks may resume on
 // another thread, and a compiler is free to compute a thread_local's address once per function and keep it across the
 // park (it cannot know that a call switches threads), which would then submit to the old thread's ring without its
 // lock: two threads writing one submission queue. GCC 12 -O2 happens to recompute it today, but inlining (LTO) or
@@ -62,7 +94,9 @@ std::string errno_text(const char* what, int err) {
 // that runs it: the same device as sched::this_m() (scheduler/sched.cc).
 __attribute__((noinline)) ThreadRing* uring_detail::this_thread_ring() {
   asm volatile("" ::: "memory");
-  return &t_ring;
+  if (!t_ring_built) [[unlikely]]
+    return build_thread_ring();
+  return std::launder(reinterpret_cast<ThreadRing*>(t_ring_storage));
 }
 
 std::string UringPoller::probe() {
