@@ -145,6 +145,33 @@ TEST(HttpParser, HostIsOptionalForHttp10Only) {
   EXPECT_EQ(error_status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
 }
 
+// RFC 9112 section 3.2.2: a server must accept the absolute-form, which names the same resource as the origin-form
+// after the authority ("GET http://host/health" is "GET /health"); an empty path is "/".
+TEST(HttpParser, AbsoluteFormNamesTheSameResourceAsTheOriginForm) {
+  Request req;
+  ASSERT_EQ(parse("GET http://example.com:8080/work?us=10 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", req).state,
+            ParseState::kDone);
+  EXPECT_EQ(req.target, "/work?us=10");
+  EXPECT_EQ(req.path, "/work");
+  EXPECT_EQ(req.query, "us=10");
+  ASSERT_EQ(parse("GET HTTPS://h/health HTTP/1.1\r\nHost: h\r\n\r\n", req).state, ParseState::kDone);
+  EXPECT_EQ(req.path, "/health");
+  ASSERT_EQ(parse("GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", req).state, ParseState::kDone);
+  EXPECT_EQ(req.target, "/");
+  EXPECT_EQ(req.path, "/");
+  EXPECT_EQ(req.query, "");
+  ASSERT_EQ(parse("GET http://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", req).state, ParseState::kDone);
+  EXPECT_EQ(req.path, "/");
+  EXPECT_EQ(req.query, "x=1");
+  // The Host field is still required of HTTP/1.1 (section 3.2), whatever the target says.
+  EXPECT_EQ(error_status("GET http://h/ HTTP/1.1\r\n\r\n"), 400);
+  // No authority, another scheme, or a scheme that is not one: 400.
+  EXPECT_EQ(error_status("GET http:///health HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+  EXPECT_EQ(error_status("GET ftp://h/health HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+  EXPECT_EQ(error_status("GET http:/h/health HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+  EXPECT_EQ(error_status("GET 1http://h/ HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+}
+
 TEST(HttpParser, MalformedRequestLineIs400) {
   EXPECT_EQ(error_status("GET\r\n\r\n"), 400);
   EXPECT_EQ(error_status("GET /\r\n\r\n"), 400);

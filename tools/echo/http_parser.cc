@@ -39,15 +39,6 @@ bool is_field_value(std::string_view s) {
   return true;
 }
 
-// request-target: visible ASCII only; spaces end it and controls are never valid.
-bool is_target(std::string_view s) {
-  if (s.empty()) return false;
-  for (unsigned char c : s) {
-    if (c <= 0x20 || c >= 0x7f) return false;
-  }
-  return true;
-}
-
 char lower(char c) {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c;
 }
@@ -57,6 +48,33 @@ bool iequals(std::string_view a, std::string_view lower_b) {
   for (size_t i = 0; i < a.size(); i++) {
     if (lower(a[i]) != lower_b[i]) return false;
   }
+  return true;
+}
+
+// request-target: visible ASCII only; spaces end it and controls are never valid.
+bool is_target(std::string_view s) {
+  if (s.empty()) return false;
+  for (unsigned char c : s) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+// The request-target as the origin-form the routes match (RFC 9112 section 3.2). The absolute-form
+// "http://host:port/path?query", which a server must accept (3.2.2), names the same resource as "/path?query", and an
+// empty path is "/": `target` is narrowed to that. The asterisk-form ("*", for OPTIONS) stays as it is. Anything else
+// (no authority, another scheme, the authority-form that only CONNECT uses, a bare word) is not a target: false.
+bool origin_of(std::string_view& target) {
+  if (target[0] == '/' || target == "*") return true;
+  size_t colon = target.find("://");
+  if (colon == std::string_view::npos) return false;
+  std::string_view scheme = target.substr(0, colon);
+  if (!iequals(scheme, "http") && !iequals(scheme, "https")) return false;
+  std::string_view rest = target.substr(colon + 3);
+  size_t end = rest.find_first_of("/?");
+  if (end == 0) return false;  // no authority
+  // "http://h" is "/"; "http://h?x=1" keeps its query ("?x=1"), and its empty path is read as "/" (parse_request).
+  target = end == std::string_view::npos ? std::string_view("/") : rest.substr(end);
   return true;
 }
 
@@ -170,6 +188,7 @@ ParseResult parse_request(std::string_view in, const Limits& limits, Request& re
     return error(400);
   }
   if (major != 1) return error(505);
+  if (!origin_of(target)) return error(400);
   pos = next;
 
   int hosts = 0;
@@ -220,6 +239,7 @@ ParseResult parse_request(std::string_view in, const Limits& limits, Request& re
   req.target = target;
   size_t q = target.find('?');
   req.path = target.substr(0, q);
+  if (req.path.empty()) req.path = "/";  // an absolute-form target with a query and no path
   req.query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
   req.minor_version = minor >= 1 ? 1 : 0;
   req.keep_alive = minor >= 1 ? !conn_close : (conn_keep_alive && !conn_close);

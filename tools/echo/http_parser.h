@@ -17,7 +17,9 @@
 // by CRLF or a bare LF, empty lines before the request line (ignored), HTTP/1.0 and HTTP/1.1 (a later 1.x minor
 // version is treated as 1.1). Bodies are framed by Content-Length only: any Transfer-Encoding (chunked included) is
 // answered 501, so a body the parser cannot frame is never misread as the next request. HTTP/1.1 requests must carry
-// exactly one Host field. Obsolete line folding, whitespace before the colon, control characters, a malformed or
+// exactly one Host field. The target is the origin-form ("/path?query"), the absolute-form ("http://host/path?query",
+// read as its origin-form, as RFC 9112 section 3.2.2 says a server must accept) or "*"; anything else is 400. Obsolete
+// line folding, whitespace before the colon, control characters, a malformed or
 // conflicting Content-Length are 400.
 #pragma once
 
@@ -41,7 +43,7 @@ struct Limits {
 // One parsed request. Every view points into the buffer given to parse_request().
 struct Request {
   std::string_view method;
-  std::string_view target;  // as sent: "/work?us=10"
+  std::string_view target;  // as sent in origin-form: "/work?us=10" (for "http://host/work?us=10" too)
   std::string_view path;    // target up to '?': "/work"
   std::string_view query;   // after '?', without it: "us=10"
   int minor_version = 1;    // 0 for HTTP/1.0, 1 for HTTP/1.1 and later 1.x
