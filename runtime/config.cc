@@ -12,6 +12,7 @@
 #include "netpoll/netpoll.h"
 #include "runtime/cgroup.h"
 #include "runtime/controller/policy.h"
+#include "runtime/fd_limit.h"
 #include "runtime/metrics/debug_server.h"
 #include "scheduler/sched.h"
 
@@ -165,6 +166,11 @@ Result<Config> Config::from_env() {
     if (!r) return r.error();
     c.uring_park = *r;
   }
+  if (const char* v = std::getenv("TERN_RAISE_FD_LIMIT"); v != nullptr && *v != '\0') {
+    auto r = parse_on_off("TERN_RAISE_FD_LIMIT", v);
+    if (!r) return r.error();
+    c.raise_fd_limit = *r;
+  }
   auto env = [](const char* name) -> std::optional<std::string> {
     const char* v = std::getenv(name);
     if (v == nullptr || *v == '\0') return std::nullopt;
@@ -310,6 +316,7 @@ std::string Config::to_json() const {
   out += ", \"max_threads\": " + std::to_string(max_threads);
   out += ", \"stall_ms\": " + std::to_string(stall_ms);
   out += ", \"max_blocking_threads\": " + std::to_string(max_blocking_threads);
+  out += ", \"raise_fd_limit\": " + std::string(raise_fd_limit ? "true" : "false");
   out += ", \"admin_token_set\": " + std::string(admin_token.empty() ? "false" : "true");
   // The limits the default came from, and where each was read.
   const CpuLimits lim = discover_cpu_limits(fs_root);
@@ -324,6 +331,11 @@ std::string Config::to_json() const {
                      : lim.has_quota() && std::ceil(lim.quota_cores) < lim.cpus ? "quota"
                                                                                 : "cpus") +
          "\"}";
+  // The descriptor limit now, and what a runtime's start makes the soft one (raise_fd_limit; null: unlimited).
+  const FdLimit fd = current_fd_limit();
+  auto limit = [](uint64_t v) { return v == UINT64_MAX ? std::string("null") : std::to_string(v); };
+  out += ", \"fd_limit\": {\"soft\": " + limit(fd.soft) + ", \"hard\": " + limit(fd.hard) +
+         ", \"soft_at_start\": " + limit(raise_fd_limit && fd.soft < fd.hard ? fd.hard : fd.soft) + "}";
   out += "}";
   return out;
 }

@@ -33,6 +33,7 @@
 //   TERN_STALL_MS                 report a fiber that runs this long without a switch, once, with a backtrace (0: off)
 //   TERN_MAX_THREADS              the most OS threads running fibers, those in tern::blocking included (10000)
 //   TERN_MAX_BLOCKING_THREADS     the most threads of tern::spawn_blocking's pool (512; one pool per process)
+//   TERN_RAISE_FD_LIMIT           on | off: raise the soft RLIMIT_NOFILE to the hard limit at start (on; fd_limit.h)
 #pragma once
 
 #include <cstddef>
@@ -74,7 +75,9 @@ struct Config {
   int64_t stall_ms = 0;            // sched::SchedOptions::stall_ns, in ms; 0 = off
   int max_threads = 10'000;        // sched::SchedOptions::max_threads
   int max_blocking_threads = 512;  // runtime/blocking.h: the process's pool takes the last runtime's value
-  std::string fs_root = "/";       // where /proc and the cgroup mounts are looked up (tests: a fixture tree)
+  // Raise the soft RLIMIT_NOFILE to the hard limit when the runtime starts, as Go does (runtime/fd_limit.h).
+  bool raise_fd_limit = true;
+  std::string fs_root = "/";  // where /proc and the cgroup mounts are looked up (tests: a fixture tree)
   // The event trace's file (TERN_TRACE; runtime/debug/trace_file.h): empty = no trace. Created when the runtime
   // starts (Runtime::create fails if it cannot be), written when it stops.
   std::string trace;

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "netpoll/netpoll.h"
 #include "runtime/blocking.h"
 #include "runtime/debug/stall_report.h"
+#include "runtime/fd_limit.h"
 #include "runtime/go.h"
 #include "runtime/metrics/debug_routes.h"
 #include "runtime/metrics/runtime_metrics.h"
@@ -41,6 +43,16 @@ Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
 Runtime::Runtime(Config cfg, std::unique_ptr<sched::Poller>) : cfg_(std::move(cfg)) {}
 
 Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
+  if (cfg_.raise_fd_limit) {
+    // Before anything opens a descriptor; once per process in effect (later runtimes find soft == hard). A limit
+    // that cannot be raised is said once and the runtime runs with it.
+    const FdLimit fd = raise_fd_limit();
+    static std::atomic<bool> warned{false};
+    if (fd.error != 0 && !warned.exchange(true)) {
+      std::fprintf(stderr, "tern: RLIMIT_NOFILE %s; set TERN_RAISE_FD_LIMIT=off to leave it alone\n",
+                   fd.message().c_str());
+    }
+  }
   sched::SchedOptions opts;
   if (!cfg_.trace.empty()) {
     // Opened now, before anything runs: a path that cannot be written is an error here, not a trace lost at the end.
