@@ -176,6 +176,28 @@ TEST(CapacityFormula, ABadInputIsAnErrorNamingIt) {
   EXPECT_FALSE(compute(in));
 }
 
+// Inputs each finite and positive whose term is not: a per-fiber memory of 1e-304 bytes made the memory term
+// infinite, and with it N (found by tests/fuzz/capacity_fuzz.cc). A term out of range is an error naming it.
+TEST(CapacityFormula, ATermOutOfRangeIsAnErrorNamingIt) {
+  Inputs in = roomy();
+  in.fiber_bytes = Input(1e-304, "a test");
+  auto r = compute(in);
+  ASSERT_FALSE(r) << "N = " << r->n;
+  EXPECT_NE(r.error().message().find("memory"), std::string::npos) << r.error().message();
+  in = roomy();
+  in.cores = Input(1e300, "a test");
+  in.k_cpu = Input(1e300, "a test");
+  r = compute(in);
+  ASSERT_FALSE(r) << "N = " << r->n;
+  EXPECT_NE(r.error().message().find("cpu"), std::string::npos) << r.error().message();
+  in = roomy();
+  in.x_max = Input(1e300, "a test");
+  in.r0_s = Input(1e300, "a test");
+  r = compute(in);
+  ASSERT_FALSE(r) << "knee = " << r->knee;
+  EXPECT_NE(r.error().message().find("knee"), std::string::npos) << r.error().message();
+}
+
 // A fixture tree of /proc and /sys beside the cgroup fixtures: written here, removed at the end.
 class MachineTree : public ::testing::Test {
  protected:

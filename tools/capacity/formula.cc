@@ -110,6 +110,12 @@ Result<Report> compute(const Inputs& in) {
     r.terms.push_back(std::move(t));
   }
   if (r.terms.empty()) return make_error("no term can be computed: " + (r.left_out.empty() ? "" : r.left_out[0]));
+  // Inputs each finite and above zero can still make a term that is not (1e-304 bytes per fiber, say): out of range.
+  for (const Term& t : r.terms) {
+    if (!std::isfinite(t.value)) return make_error(fmt::format("the {} term is out of range: {}", t.name, t.formula));
+  }
+  if (r.bandwidth_rate != -1 && !std::isfinite(r.bandwidth_rate))
+    return make_error("the bandwidth rate is out of range (bandwidth_bps / response_bytes)");
   Term* min = &r.terms.front();
   for (Term& t : r.terms)
     if (t.value < min->value) min = &t;
@@ -118,6 +124,9 @@ Result<Report> compute(const Inputs& in) {
   r.binding = min->name;
   if (in.x_max.known && in.r0_s.known) {
     r.knee = in.x_max.value * in.r0_s.value;
+    if (!std::isfinite(r.knee))
+      return make_error(
+          fmt::format("the knee x_max x r0_s is out of range: {:g} x {:g}", in.x_max.value, in.r0_s.value));
     r.knee_95 = knee_95(in.x_max.value, in.r0_s.value, in.cores.known ? std::max(1.0, in.cores.value) : 1);
   }
   return r;
