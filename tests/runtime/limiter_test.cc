@@ -1,0 +1,156 @@
+// tern::Limiter (runtime/limiter.h): the fixed limit admits exactly its count; the adaptive limit, driven by a
+// simulated server whose latency rises once the requests in flight pass its knee, grows while latency holds, settles
+// near the knee with the admitted requests' latency kept low, does not grow a limit an idle server never reaches, and
+// follows the knee down and up again.
+#include "runtime/limiter.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Limiter, AFixedLimitAdmitsExactlyItsCount) {
+  tern::Limiter lim = tern::Limiter::fixed(3);
+  std::vector<tern::Limiter::Token> held;
+  for (int i = 0; i < 3; i++) {
+    auto t = lim.try_acquire();
+    ASSERT_TRUE(t) << i;
+    held.push_back(std::move(*t));
+  }
+  EXPECT_FALSE(lim.try_acquire());
+  EXPECT_EQ(lim.inflight(), 3);
+  held.back().done();
+  EXPECT_EQ(lim.inflight(), 2);
+  EXPECT_TRUE(lim.try_acquire());  // admitted, and its token dropped at once
+  held.front().drop();
+  held.clear();
+  EXPECT_EQ(lim.inflight(), 0);
+  EXPECT_EQ(lim.admitted(), 4u);
+  EXPECT_EQ(lim.rejected(), 1u);
+  EXPECT_EQ(lim.limit(), 3);
+  EXPECT_EQ(tern::Limiter::fixed(0).limit(), 1);  // at least one
+}
+
+// A server of `knee` concurrent slots: up to the knee a request takes `base`; beyond it the requests queue, and each
+// takes base * inflight / knee (Little's law at a saturated server). Each round, `offered` requests try to get in;
+// those admitted all finish with the latency of the concurrency they were admitted at.
+struct Sim {
+  int knee;
+  std::chrono::nanoseconds base = 1ms;
+  double mean_latency_ms = 0;  // of the admitted requests, over the last rounds run
+
+  void run(tern::Limiter& lim, int offered, int rounds) {
+    double sum = 0;
+    long n = 0;
+    for (int r = 0; r < rounds; r++) {
+      std::vector<tern::Limiter::Token> in;
+      for (int i = 0; i < offered; i++) {
+        if (auto t = lim.try_acquire()) in.push_back(std::move(*t));
+      }
+      const int inflight = static_cast<int>(in.size());
+      const auto lat = inflight <= knee ? base : base * inflight / knee;
+      for (auto& t : in) t.done_after(lat);
+      sum += std::chrono::duration<double, std::milli>(lat).count() * inflight;
+      n += inflight;
+    }
+    mean_latency_ms = n == 0 ? 0 : sum / n;
+  }
+};
+
+tern::Limiter::AdaptiveOptions sim_options() {
+  tern::Limiter::AdaptiveOptions o;
+  o.min_window = 0ns;  // windows by sample count alone: the simulation has no wall-clock time
+  o.max_limit = 1000;
+  return o;
+}
+
+TEST(Limiter, AnAdaptiveLimitGrowsWhileLatencyHolds) {
+  tern::Limiter lim = tern::Limiter::adaptive(sim_options());
+  Sim s{100'000};  // never saturates
+  s.run(lim, 2000, 400);
+  EXPECT_EQ(lim.limit(), 1000);
+  EXPECT_NEAR(s.mean_latency_ms, 1.0, 1e-9);
+}
+
+TEST(Limiter, AnAdaptiveLimitSettlesNearTheKneeAndKeepsLatencyLow) {
+  tern::Limiter lim = tern::Limiter::adaptive(sim_options());
+  Sim s{50};
+  s.run(lim, 500, 2000);  // learn
+  s.run(lim, 500, 500);   // then measure
+  EXPECT_GE(lim.limit(), 25);
+  EXPECT_LE(lim.limit(), 100);
+  EXPECT_LT(s.mean_latency_ms, 3.0) << "limit " << lim.limit();
+  EXPECT_GT(lim.rejected(), 0u);
+  // Without the limiter the same load waits 10x the unloaded latency.
+  tern::Limiter none = tern::Limiter::fixed(1'000'000);
+  Sim open{50};
+  open.run(none, 500, 10);
+  EXPECT_NEAR(open.mean_latency_ms, 10.0, 1e-9);
+}
+
+TEST(Limiter, AnIdleServerDoesNotGrowALimitItNeverReaches) {
+  tern::Limiter lim = tern::Limiter::adaptive(sim_options());
+  Sim s{1000};
+  s.run(lim, 5, 2000);
+  EXPECT_EQ(lim.limit(), 20);  // the initial limit
+}
+
+TEST(Limiter, AnAdaptiveLimitFollowsTheKneeDownAndUp) {
+  tern::Limiter lim = tern::Limiter::adaptive(sim_options());
+  Sim s{200};
+  s.run(lim, 2000, 2000);
+  const int high = lim.limit();
+  EXPECT_GE(high, 100);
+  s.knee = 20;  // the server slows: a tenth of the slots
+  s.run(lim, 2000, 2000);
+  const int low = lim.limit();
+  EXPECT_LE(low, 40) << "from " << high;
+  s.knee = 200;  // and recovers
+  s.run(lim, 2000, 3000);
+  EXPECT_GE(lim.limit(), 100) << "from " << low;
+}
+
+TEST(Limiter, AServerThatBecameSlowerForGoodIsRelearned) {
+  tern::Limiter lim = tern::Limiter::adaptive(sim_options());
+  Sim s{50};
+  s.run(lim, 500, 1000);
+  s.base = 3ms;  // every request now takes three times as long, the knee unchanged
+  s.run(lim, 500, 3000);
+  // Read against the old unloaded latency the server would look queued forever and the limit would stay near its
+  // floor; the probes re-learn it.
+  EXPECT_GE(lim.limit(), 35);
+  EXPECT_LE(lim.limit(), 100);
+  EXPECT_NEAR(lim.long_latency_s(), 0.003, 0.0005);
+}
+
+TEST(Limiter, ManyThreadsNeverHoldMoreThanTheLimit) {
+  tern::Limiter lim = tern::Limiter::fixed(8);
+  std::atomic<int> held{0}, most{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 4; i++) {
+    ts.emplace_back([&] {
+      for (int k = 0; k < 20000; k++) {
+        if (auto t = lim.try_acquire()) {
+          const int h = held.fetch_add(1) + 1;
+          int m = most.load();
+          while (h > m && !most.compare_exchange_weak(m, h)) {
+          }
+          held.fetch_sub(1);
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_LE(most.load(), 8);
+  EXPECT_EQ(lim.inflight(), 0);
+  EXPECT_EQ(lim.admitted() + lim.rejected(), 80000u);
+}
+
+}  // namespace
