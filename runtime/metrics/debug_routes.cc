@@ -16,6 +16,23 @@ HttpResponse text(int status, std::string body) {
   return HttpResponse{status, "text/plain; charset=utf-8", std::move(body)};
 }
 
+// An error that may carry request data (a policy name, say): anything that could be markup, a header break or an
+// escape of its own is written as \xHH, so nothing a client sent comes back as it sent it.
+HttpResponse refused(std::string message) {
+  std::string out;
+  for (unsigned char c : message) {
+    if (c < 0x20 || c >= 0x7f || c == '<' || c == '>' || c == '&' || c == '\\') {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return text(400, "bad request: " + out + "\n");
+}
+
 nlohmann::json sched_json(Runtime& rt) {
   const sched::SchedStats st = rt.stats();
   const controller::ControllerStats cs = rt.controller_stats();
@@ -89,7 +106,7 @@ void add_runtime_routes(DebugServer& server, Runtime& rt) {
       [&rt](const HttpRequest& req) {
         auto it = req.query.find("name");
         if (it == req.query.end()) return text(400, "bad request: expected ?name=POLICY\n");
-        if (auto r = rt.set_policy(it->second); !r) return text(400, "bad request: " + r.error().message() + "\n");
+        if (auto r = rt.set_policy(it->second); !r) return refused(r.error().message());
         return text(200, "policy " + it->second + "\n");
       },
       /*admin=*/true);

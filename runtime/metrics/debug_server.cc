@@ -342,7 +342,8 @@ void DebugServer::main() {
 
 void DebugServer::respond(Conn& c, int status, const std::string& content_type, const std::string& body) {
   c.out = "HTTP/1.1 " + std::to_string(status) + " " + reason(status) + "\r\nContent-Type: " + content_type +
-          "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n";
+          "\r\nContent-Length: " + std::to_string(body.size()) +
+          "\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
   if (c.req.method != "HEAD") c.out += body;
   c.sent = 0;
 }

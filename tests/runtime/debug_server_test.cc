@@ -350,6 +350,14 @@ TEST(DebugServer, LoopbackAdminSetsProcsAndPolicyAndBadInputChangesNothing) {
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("bogus"), std::string::npos) << r.body;
   EXPECT_EQ(rt->controller_stats().policy, "hill");
+  // Request data said back in an answer is escaped, and no answer may be sniffed as another type: a policy named
+  // "<script>" came back as it was sent.
+  r = post(port, "/debug/policy?name=%3Cscript%3Ealert(1)%3C%2Fscript%3E%0D%0AX:%20y");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body.find('<'), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find('\r'), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\\x3cscript\\x3e"), std::string::npos) << r.body;
+  EXPECT_NE(r.headers.find("X-Content-Type-Options: nosniff"), std::string::npos) << r.headers;
 
   // Malformed requests: 400, and the admin route they name is not run.
   for (const std::string& raw : {
