@@ -104,6 +104,41 @@ TEST_F(RealCgroupController, ProcsFollowTheQuotaLive) {
   ASSERT_TRUE(set_quota(dir_, -1));
 }
 
+// The quota cut to a tenth of a core while every processor burns CPU: nothing crashes, the controller still ticks and
+// follows (one processor), and the work still moves forward, throttled; the quota lifted, both come back.
+TEST_F(RealCgroupController, ATenthOfACoreUnderLoadKeepsProgressAndTheControllerFollows) {
+  if (affinity_cpus() < 2) GTEST_SKIP() << "needs 2 CPUs to see the count change";
+  ASSERT_TRUE(join(dir_));
+  Config cfg;
+  cfg.controller_interval_ns = 50'000'000;
+  Runtime rt(cfg);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> work{0};
+  for (int i = 0; i < 4; i++) {
+    rt.go([&] {
+      while (!stop.load()) {
+        const auto end = std::chrono::steady_clock::now() + 200us;
+        while (std::chrono::steady_clock::now() < end) {
+        }
+        work.fetch_add(1);
+        yield();
+      }
+    });
+  }
+  const int all = std::min(affinity_cpus(), Config::default_procs());
+  ASSERT_TRUE(set_quota(dir_, 10'000));  // 10 ms per 100 ms
+  const uint64_t from = rt.controller_stats().ticks;
+  // Throttled, ticks come slower: allow it ten of them.
+  EXPECT_GE(ticks_until(rt, 1, from, 10), 0) << "procs " << rt.procs();
+  const uint64_t w0 = work.load(), t0 = rt.controller_stats().ticks;
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_GT(work.load(), w0) << "no progress under a tenth of a core";
+  EXPECT_GT(rt.controller_stats().ticks, t0) << "the controller stopped ticking";
+  ASSERT_TRUE(set_quota(dir_, -1));
+  EXPECT_GE(ticks_until(rt, all, rt.controller_stats().ticks, 10), 0) << "procs " << rt.procs();
+  stop = true;
+}
+
 TEST_F(RealCgroupController, QuotaOnTheParentBinds) {
   child_ = make_child();
   ASSERT_FALSE(child_.empty()) << std::strerror(errno);
