@@ -13,6 +13,8 @@
 //   });
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <string>
 
 #include "base/result.h"
@@ -22,7 +24,8 @@
 
 namespace tern {
 class Runtime;
-}
+class Limiter;
+}  // namespace tern
 
 namespace tern::echo {
 
@@ -32,6 +35,9 @@ enum class Mode { kHttp, kTcp };
 struct AppMetrics {
   metrics::Counter* requests = nullptr;   // tern_echo_requests_total
   metrics::Histogram* latency = nullptr;  // tern_echo_request_seconds: request read to response sent
+  metrics::Counter* shed = nullptr;       // tern_echo_shed_total: requests answered 503 by --max-inflight
+  metrics::Counter* refused = nullptr;    // tern_echo_refused_connections_total: connections beyond --max-conns
+  metrics::Counter* timeouts = nullptr;   // tern_echo_timeouts_total: connections closed by a timeout
 };
 
 // Registers tern-echo's application metrics.
@@ -46,13 +52,31 @@ struct ServerOptions {
   // the connection's fiber waits parked, so a burst of CPU work holds that runtime's processors and not the ones
   // that read sockets and answer /health. Null: in the connection's fiber, as always. Must outlive serve().
   Runtime* cpu_pool = nullptr;
+  // Timeouts; zero for none. header: from a request's first byte to the end of its header block; read: from its first
+  // byte to the end of its body (both answered 408, then the connection closes); idle: a kept-alive connection waiting
+  // for the next request's first byte (closed without a word, as Go's IdleTimeout); write: each write of answers
+  // (the connection closes).
+  std::chrono::nanoseconds header_timeout = std::chrono::seconds(10);
+  std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
+  std::chrono::nanoseconds write_timeout = std::chrono::seconds(30);
+  // Connections open at once beyond this are accepted, answered 503 (HTTP) or closed (TCP), and counted; 0: no limit.
+  size_t max_conns = 0;
+  // Requests in flight beyond its limit are answered 503 with Retry-After: 1 (--max-inflight). Null: all admitted.
+  // Must outlive serve().
+  Limiter* limiter = nullptr;
+  // On SIGTERM or SIGINT: stop accepting, let the requests in flight finish (their answers say Connection: close),
+  // close idle connections, and return within drain_timeout. Off: the signals keep their default action.
+  bool drain_on_signals = true;
+  std::chrono::nanoseconds drain_timeout = std::chrono::seconds(10);
 };
 
 // Parses a --listen value (runtime/net's numeric forms: "127.0.0.1:8080", "[::1]:8080", ":8080").
 Result<net::Address> parse_listen_address(const std::string& listen);
 
-// Listens and serves until the listener fails. Must run on a fiber of a Runtime. Returns only then, with why: it
-// could not listen, or accepting failed for good.
-Error serve(const ServerOptions& opts);
+// Listens and serves until a drain on SIGTERM/SIGINT ends, with true when every connection left within the drain's
+// timeout and false when some were closed unfinished (stderr says which), or until the listener fails (an error
+// saying why: it could not listen, or accepting failed for good). Must run on a fiber of a Runtime.
+Result<bool> serve(const ServerOptions& opts);
 
 }  // namespace tern::echo

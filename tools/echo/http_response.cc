@@ -24,6 +24,8 @@ std::string_view reason_phrase(int status) {
       return "Not Found";
     case 405:
       return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
     case 413:
       return "Content Too Large";
     case 431:
@@ -32,6 +34,8 @@ std::string_view reason_phrase(int status) {
       return "Internal Server Error";
     case 501:
       return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
     case 505:
       return "HTTP Version Not Supported";
     default:
@@ -63,6 +67,12 @@ void ResponseBatch::add_head(const Response& r, size_t body_size, std::string_vi
     buf_.append("\r\nAllow: ");
     buf_.append(r.allow);
   }
+  if (r.retry_after_s > 0) {
+    buf_.append("\r\nRetry-After: ");
+    auto [rend, rec] = std::to_chars(num, num + sizeof num, r.retry_after_s);
+    (void)rec;
+    buf_.append(num, rend);
+  }
   if (!connection.empty()) {
     buf_.append("\r\nConnection: ");
     buf_.append(connection);
@@ -80,7 +90,7 @@ void ResponseBatch::add_body(std::string_view body) {
 
 void ResponseBatch::add(const Response& r, const Request& req) {
   std::string_view connection;
-  if (!req.keep_alive) {
+  if (!req.keep_alive || r.close) {
     connection = "close";
   } else if (req.minor_version == 0) {
     connection = "keep-alive";

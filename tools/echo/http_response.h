@@ -32,6 +32,8 @@ struct Response {
   std::string_view content_type = "text/plain";
   std::string_view body;
   std::string_view allow;  // the Allow field of a 405, empty otherwise
+  int retry_after_s = 0;   // a Retry-After field (a 503 of load shedding), 0 for none
+  bool close = false;      // end the connection after it whatever the request asked (the server is draining)
 };
 
 // "OK", "Not Found", ...; "Unknown" for a status this server never sends.
@@ -45,7 +47,7 @@ class ResponseBatch {
   // "Connection: keep-alive" for an HTTP/1.0 request that does, no body for HEAD. A body longer than kInlineBodyMax
   // must stay valid until the batch is cleared.
   void add(const Response& r, const Request& req);
-  // Appends a response to a request that could not be parsed; the connection closes after it.
+  // Appends a response to a request that could not be parsed (or timed out); the connection closes after it.
   void add_error(int status);
 
   bool empty() const { return count_ == 0; }

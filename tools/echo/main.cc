@@ -17,6 +17,7 @@
 #include <string>
 
 #include "runtime/config.h"
+#include "runtime/limiter.h"
 #include "runtime/runtime.h"
 #include "tools/echo/echo_server.h"
 
@@ -49,6 +50,8 @@ int main(int argc, char** argv) {
   bool dry_run = false;
   std::string metrics_listen, admin_token;
   std::string max_threads;
+  // Connection limits and the drain (tools/echo/echo_server.h, ServerOptions).
+  std::string header_timeout, read_timeout, idle_timeout, write_timeout, drain_timeout, max_conns, max_inflight;
   // The controller's settings (runtime/config.h has each one's environment variable and default).
   std::string policy, shadow_policy, procs_min, procs_max, interval, rounding, reserve, rollback_drop, latency_target;
   app.add_option("--listen", listen, "HOST:PORT to listen on (IPv4 or [IPv6])")->capture_default_str();
@@ -86,6 +89,21 @@ int main(int argc, char** argv) {
   app.add_option("--admin-token", admin_token,
                  "token the debug endpoint's admin routes require (default: TERN_ADMIN_TOKEN; without one they "
                  "answer loopback peers only)");
+  app.add_option("--header-timeout", header_timeout,
+                 "a request's header block must arrive within this of its first byte, else 408 (default 10s; 0: none)");
+  app.add_option("--read-timeout", read_timeout,
+                 "a whole request must arrive within this of its first byte, else 408 (default 30s; 0: none)");
+  app.add_option("--idle-timeout", idle_timeout,
+                 "a kept-alive connection waiting this long for its next request is closed (default 60s; 0: none)");
+  app.add_option("--write-timeout", write_timeout,
+                 "an answer not written within this closes the connection (default 30s; 0: none)");
+  app.add_option("--max-conns", max_conns,
+                 "connections open at once beyond this are answered 503 and closed (default 0: no limit)");
+  app.add_option("--max-inflight", max_inflight,
+                 "requests in flight beyond this are answered 503 with Retry-After: N, or auto (an adaptive limit "
+                 "from measured latency), or off (default)");
+  app.add_option("--drain-timeout", drain_timeout,
+                 "on SIGTERM or SIGINT: stop accepting, finish what is in flight and exit within this (default 10s)");
   CLI11_PARSE(app, argc, argv);
 
   tern::echo::ServerOptions opts;
@@ -150,6 +168,51 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "tern-echo: {}\n", v.error().message());
     return kExitUsage;
   }
+  // A duration flag: "0" (or "off") for none, else parse_duration_ns's forms.
+  auto duration_flag = [&](const char* flag, const std::string& v, std::chrono::nanoseconds& out) {
+    if (v.empty()) return true;
+    if (v == "0" || v == "off") {
+      out = std::chrono::nanoseconds(0);
+      return true;
+    }
+    auto d = tern::parse_duration_ns(v);
+    if (!d) {
+      bad_flag(flag, d.error());
+      return false;
+    }
+    out = std::chrono::nanoseconds(*d);
+    return true;
+  };
+  if (!duration_flag("--header-timeout", header_timeout, opts.header_timeout) ||
+      !duration_flag("--read-timeout", read_timeout, opts.read_timeout) ||
+      !duration_flag("--idle-timeout", idle_timeout, opts.idle_timeout) ||
+      !duration_flag("--write-timeout", write_timeout, opts.write_timeout) ||
+      !duration_flag("--drain-timeout", drain_timeout, opts.drain_timeout)) {
+    return kExitUsage;
+  }
+  if (opts.drain_timeout.count() == 0) {
+    return bad_flag("--drain-timeout", tern::make_error("must be a positive duration (the drain needs time)"));
+  }
+  if (!max_conns.empty()) {
+    auto r = tern::parse_number("connections", max_conns, 0, 1e9);
+    if (!r || *r != static_cast<double>(static_cast<size_t>(*r)))
+      return bad_flag("--max-conns", r ? tern::make_error("must be a whole number, 0 for no limit") : r.error());
+    opts.max_conns = static_cast<size_t>(*r);
+  }
+  // --max-inflight: off, auto, or N.
+  std::optional<tern::Limiter> limiter;
+  if (!max_inflight.empty() && max_inflight != "off") {
+    if (max_inflight == "auto") {
+      limiter.emplace(tern::Limiter::adaptive());
+    } else {
+      auto r = tern::parse_number("requests", max_inflight, 1, 1e9);
+      if (!r || *r != static_cast<double>(static_cast<int>(*r)))
+        return bad_flag("--max-inflight",
+                        r ? tern::make_error("must be auto, off or a whole number from 1") : r.error());
+      limiter.emplace(tern::Limiter::fixed(static_cast<int>(*r)));
+    }
+    opts.limiter = &*limiter;
+  }
   if (!max_body.empty()) {
     auto b = tern::parse_size(max_body);
     if (!b) {
@@ -189,6 +252,18 @@ int main(int argc, char** argv) {
     j["mode"] = mode;
     j["max_body"] = opts.limits.max_body_bytes;
     j["max_header"] = opts.limits.max_header_bytes;
+    auto ms = [](std::chrono::nanoseconds d) { return static_cast<double>(d.count()) / 1e6; };
+    j["header_timeout_ms"] = ms(opts.header_timeout);
+    j["read_timeout_ms"] = ms(opts.read_timeout);
+    j["idle_timeout_ms"] = ms(opts.idle_timeout);
+    j["write_timeout_ms"] = ms(opts.write_timeout);
+    j["drain_timeout_ms"] = ms(opts.drain_timeout);
+    j["max_conns"] = opts.max_conns;
+    if (limiter) {
+      j["max_inflight"] = limiter->is_adaptive() ? nlohmann::json("auto") : nlohmann::json(limiter->limit());
+    } else {
+      j["max_inflight"] = nullptr;
+    }
     // What the poller setting resolves to on this machine, as procs does: auto takes io_uring where its probe passes.
     const tern::Config::PollerResolution poller = cfg.resolved_poller();
     if (!poller.backend.empty()) {
@@ -236,10 +311,21 @@ int main(int argc, char** argv) {
     opts.cpu_pool = pool.get();
   }
   int status = 0;
+  bool clean = true;
   rt.run([&] {
-    tern::Error e = tern::echo::serve(opts);
-    fmt::print(stderr, "tern-echo: {}\n", e.message());
-    status = 1;
+    tern::Result<bool> r = tern::echo::serve(opts);
+    if (!r) {
+      fmt::print(stderr, "tern-echo: {}\n", r.error().message());
+      status = 1;
+      return;
+    }
+    clean = *r;
   });
+  if (!clean) {
+    // Drained by the deadline with requests still running (a long /sleep, say): exit now, as promised, rather than
+    // wait for them while the runtimes shut down.
+    std::fflush(nullptr);
+    std::_Exit(status);
+  }
   return status;
 }
