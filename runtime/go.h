@@ -155,6 +155,12 @@ namespace this_fiber {
 inline uint64_t id() {
   return sched::current_id();
 }
+// How long this fiber waited runnable before its current run began (zero outside fibers, and when the scheduler did
+// not time that wait: it times every fiber's first wake in each 10 ms and one in 32 after). A server fiber that just
+// read a request learns how long the request sat queued behind other work: tern::Limiter's admission signal.
+inline std::chrono::nanoseconds queued() {
+  return std::chrono::nanoseconds(sched::last_sched_wait_ns());
+}
 }  // namespace this_fiber
 
 }  // namespace tern

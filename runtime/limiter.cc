@@ -40,7 +40,30 @@ Limiter Limiter::adaptive(AdaptiveOptions opts) {
   return Limiter(std::clamp(opts.initial_limit, opts.min_limit, opts.max_limit), true, opts);
 }
 
-std::optional<Limiter::Token> Limiter::try_acquire() {
+std::optional<Limiter::Token> Limiter::try_acquire(std::chrono::nanoseconds queued) {
+  const int64_t now = adaptive_ ? mono_ns() : 0;
+  const int64_t q = std::max<int64_t>(queued.count(), 0);
+  if (adaptive_ && opts_.queue_target.count() > 0) {
+    // CoDel: the least queueing over each interval says whether a queue stands.
+    int64_t m = q_min_ns_.load(std::memory_order_relaxed);
+    while (q < m && !q_min_ns_.compare_exchange_weak(m, q, std::memory_order_relaxed)) {
+    }
+    int64_t start = q_start_ns_.load(std::memory_order_relaxed);
+    if (start == 0) {
+      q_start_ns_.compare_exchange_strong(start, now, std::memory_order_relaxed);
+    } else if (now - start >= opts_.queue_interval.count() &&
+               q_start_ns_.compare_exchange_strong(start, now, std::memory_order_relaxed)) {
+      q_standing_.store(q_min_ns_.exchange(INT64_MAX, std::memory_order_relaxed) > opts_.queue_target.count(),
+                        std::memory_order_relaxed);
+    }
+    const int64_t allowed =
+        q_standing_.load(std::memory_order_relaxed) ? opts_.queue_target.count() : opts_.queue_interval.count();
+    if (q > allowed) {
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+      rejected_queued_.fetch_add(1, std::memory_order_relaxed);
+      return std::nullopt;
+    }
+  }
   int cur = inflight_.load(std::memory_order_relaxed);
   do {
     if (cur >= limit_.load(std::memory_order_relaxed)) {
@@ -49,7 +72,7 @@ std::optional<Limiter::Token> Limiter::try_acquire() {
     }
   } while (!inflight_.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed));
   admitted_.fetch_add(1, std::memory_order_relaxed);
-  return Token(this, adaptive_ ? mono_ns() : 0);
+  return Token(this, adaptive_ ? now - q : 0);  // its latency includes the time it sat queued
 }
 
 void Limiter::Token::done() {

@@ -23,8 +23,13 @@
 // becomes the unloaded latency: a server that became slower for good is re-learned, not read as queued forever.
 // Clamped to [min_limit, max_limit].
 //
-// Cost: try_acquire is one compare-and-swap on the in-flight count; done() adds to the window under a spin lock (a few
-// dozen instructions), and the window's end computes the new limit there. Thread- and fiber-safe.
+// Beside the in-flight limit, the adaptive limiter refuses by queueing (AdaptiveOptions::queue_target, CoDel): where
+// the queue is not requests in flight but work waiting to run (a CPU-bound server: its requests wait as runnable
+// fibers, one at a time in flight), the in-flight count cannot see it, and the time each request sat queued can.
+//
+// Cost: try_acquire is one compare-and-swap on the in-flight count (and, adaptive, a clock read and two loads); done()
+// adds to the window under a spin lock (a few dozen instructions), and the window's end computes the new limit there.
+// Thread- and fiber-safe.
 #pragma once
 
 #include <atomic>
@@ -43,6 +48,12 @@ class Limiter {
     int min_limit = 4;
     int max_limit = 10'000;
     std::chrono::nanoseconds min_window{std::chrono::milliseconds(20)};
+    // Queueing, CoDel as Facebook's servers apply it to their request queues ("Fail at Scale", 2015): a request that
+    // sat queued longer than queue_interval is refused; once the least queueing over a whole queue_interval exceeded
+    // queue_target (a queue that stands rather than passes), every request queued longer than queue_target is refused
+    // until an interval's least falls under it again. Zero target: off.
+    std::chrono::nanoseconds queue_target{std::chrono::milliseconds(5)};
+    std::chrono::nanoseconds queue_interval{std::chrono::milliseconds(100)};
   };
   static constexpr int kWindowSamples = 64;
   static constexpr int kProbeEvery = 200;  // windows between probes of the unloaded latency
@@ -73,13 +84,18 @@ class Limiter {
   Limiter(Limiter&& o) noexcept;
   Limiter& operator=(Limiter&&) = delete;
 
-  // A slot, or nullopt when the requests in flight are at the limit (counted as rejected).
-  std::optional<Token> try_acquire();
+  // A slot, or nullopt when the requests in flight are at the limit or (adaptive) the request sat queued too long
+  // (both counted as rejected). `queued`: how long the request waited in the server before this call, which its
+  // latency then includes; a fiber that just read it passes tern::this_fiber::queued().
+  std::optional<Token> try_acquire(std::chrono::nanoseconds queued = std::chrono::nanoseconds(0));
 
   int limit() const { return limit_.load(std::memory_order_relaxed); }
   int inflight() const { return inflight_.load(std::memory_order_relaxed); }
   uint64_t admitted() const { return admitted_.load(std::memory_order_relaxed); }
   uint64_t rejected() const { return rejected_.load(std::memory_order_relaxed); }
+  uint64_t rejected_for_queueing() const { return rejected_queued_.load(std::memory_order_relaxed); }
+  // Whether the queueing rule sees a standing queue now (requests queued beyond queue_target are refused).
+  bool standing_queue() const { return q_standing_.load(std::memory_order_relaxed); }
   bool is_adaptive() const { return adaptive_; }
   // The adaptive limit's unloaded latency and its last window's mean latency, in seconds (0 before the first window).
   double long_latency_s() const;
@@ -94,7 +110,11 @@ class Limiter {
   const AdaptiveOptions opts_;
   std::atomic<int> limit_;
   std::atomic<int> inflight_{0};
-  std::atomic<uint64_t> admitted_{0}, rejected_{0};
+  std::atomic<uint64_t> admitted_{0}, rejected_{0}, rejected_queued_{0};
+  // The queueing rule's interval: its start (0: none yet), the least queueing in it, and its verdict on the last one.
+  std::atomic<int64_t> q_start_ns_{0};
+  std::atomic<int64_t> q_min_ns_{INT64_MAX};
+  std::atomic<bool> q_standing_{false};
 
   // The window, under mu_.
   SpinLock mu_;

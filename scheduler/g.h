@@ -62,6 +62,10 @@ struct G {
   uint32_t nready = 0;  // runnable transitions in the fiber's busy stretches (see set_gstatus)
   uint32_t ready_weight = 0;
   uint64_t ready_ticks = 0;  // 0 = not sampled
+  // The runnable -> running wait that began this run, in ns, when it was timed (0 when not: a fiber readied again
+  // within one coarse-clock period is timed one time in kLatencySampleEvery). Owner-only; read by the fiber itself
+  // (sched::last_sched_wait_ns) to learn how long its work sat queued before it ran: admission control's signal.
+  int64_t last_wait_ns = 0;
   // For the fiber dump (Sched::fibers), which reads them from any thread while the fiber runs, parks or is recycled:
   // relaxed atomics the owner stores plainly (a mov each on x86). `id` is read there with __atomic_load_n too.
   std::atomic<WaitReason> wait_reason{WaitReason::kNone};  // set by park(); stale once the fiber runs again
@@ -101,7 +105,8 @@ constexpr bool gstatus_move_ok(GStatus from, GStatus to) {
 // counted as kLatencySampleEvery waits. So fibers that run now and then (a connection's handler between requests)
 // are all seen, hot ones cost about one tick read per kLatencySampleEvery switches, and the histogram's counts are an
 // unbiased estimate of all transitions rather than a count of some (the weights make up for the sampling). Per G, not
-// per thread, so that no thread-local is touched here.
+// per thread, so that no thread-local is touched here. A wake from a socket read is always timed: admission control
+// (runtime/limiter.h) reads each request's queueing from it.
 inline constexpr uint32_t kLatencySampleEvery = 32;
 
 // Scheduling latency histogram buckets (per P, summed in SchedStats): bucket i counts waits in [2^i, 2^(i+1)) ns
@@ -137,6 +142,12 @@ inline void set_gstatus(G* g, GStatus to) {
   const int64_t now = coarse_now_ns();
   if (to == GStatus::kRunnable) {
     if (g->since_ns.load(std::memory_order_relaxed) != now) [[unlikely]] {
+      g->ready_weight = 1;
+      g->ready_ticks = fast_ticks();
+    } else if (g->wait_reason.load(std::memory_order_relaxed) == WaitReason::kNetRead &&
+               g->status.load(std::memory_order_relaxed) == GStatus::kWaiting) {
+      // Woken by the network: always timed (and counted once), so that a server fiber knows how long each request it
+      // reads sat queued (this_fiber::queued, admission control), however soon after its last run it arrived.
       g->ready_weight = 1;
       g->ready_ticks = fast_ticks();
     } else if (++g->nready % kLatencySampleEvery == 0) [[unlikely]] {

@@ -114,4 +114,7 @@ namespace tern::sched {
 // The id (0..kMaxProcs-1) of the P this thread holds, or -1 on a thread without one. Stable between scheduling
 // points only: a fiber may move to another P when it parks or yields.
 int current_p();
+// How long the calling fiber waited runnable before this run began, in ns: 0 outside a fiber, and when the wait was
+// not timed (G::last_wait_ns). A request read by a fiber that just woke sat queued at least this long in the server.
+int64_t last_sched_wait_ns();
 }  // namespace tern::sched

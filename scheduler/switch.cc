@@ -97,13 +97,16 @@ inline void prefetch_next(P* p) {
 
 // Counts a sampled runnable -> running wait (set_gstatus stamped g->ready_ticks) in p's histogram; p is the caller's.
 inline void record_latency(P* p, G* g) {
-  if (g->ready_ticks == 0) [[likely]]
+  if (g->ready_ticks == 0) [[likely]] {
+    g->last_wait_ns = 0;  // not timed this run
     return;
+  }
   const uint64_t now = fast_ticks();
   // Stamped on one CPU and read on another: synchronized TSCs may still differ by a few ticks, so a "negative" wait
   // counts as the shortest one.
   const int64_t wait = now > g->ready_ticks ? ticks_to_ns(now - g->ready_ticks) : 0;
   g->ready_ticks = 0;
+  g->last_wait_ns = wait;
   const uint64_t w = wait > 1 ? static_cast<uint64_t>(wait) : 1;
   const int bucket = std::min(63 - __builtin_clzll(w), kLatencyBuckets - 1);
   bump(p->counters.latency[bucket], g->ready_weight);
@@ -301,6 +304,11 @@ uint64_t current_id() {
 int current_p() {
   M* m = this_m();
   return (m != nullptr && m->p != nullptr) ? m->p->id : -1;
+}
+
+int64_t last_sched_wait_ns() {
+  M* m = this_m();
+  return (m != nullptr && m->curg != nullptr) ? m->curg->last_wait_ns : 0;
 }
 
 Sched* Sched::current() {

@@ -130,6 +130,33 @@ TEST(Limiter, AServerThatBecameSlowerForGoodIsRelearned) {
   EXPECT_NEAR(lim.long_latency_s(), 0.003, 0.0005);
 }
 
+// The queueing rule (CoDel): requests queued longer than the interval are refused; once a whole interval's least
+// queueing exceeds the target, those queued longer than the target are refused too, until the queue passes again.
+TEST(Limiter, AStandingQueueIsShedByQueueingTime) {
+  tern::Limiter::AdaptiveOptions o;
+  o.queue_target = 5ms;
+  o.queue_interval = 20ms;
+  tern::Limiter lim = tern::Limiter::adaptive(o);
+  auto admitted = [&](std::chrono::nanoseconds q) { return lim.try_acquire(q).has_value(); };
+  EXPECT_FALSE(admitted(30ms));  // beyond the interval: refused even without a standing queue
+  EXPECT_TRUE(admitted(15ms));   // a passing burst: admitted
+  // 15 ms queued for two whole intervals: the least stays above the target, so the queue stands.
+  const auto until = std::chrono::steady_clock::now() + 50ms;
+  while (std::chrono::steady_clock::now() < until) (void)admitted(15ms);
+  EXPECT_TRUE(lim.standing_queue());
+  EXPECT_FALSE(admitted(15ms));
+  EXPECT_TRUE(admitted(2ms));
+  EXPECT_GT(lim.rejected_for_queueing(), 1u);
+  // The queue drains: an interval whose least is under the target ends the standing verdict.
+  const auto later = std::chrono::steady_clock::now() + 50ms;
+  while (std::chrono::steady_clock::now() < later) (void)admitted(1ms);
+  EXPECT_FALSE(lim.standing_queue());
+  EXPECT_TRUE(admitted(15ms));
+  // A fixed limit never refuses for queueing.
+  tern::Limiter fixed = tern::Limiter::fixed(10);
+  EXPECT_TRUE(fixed.try_acquire(10s).has_value());
+}
+
 TEST(Limiter, ManyThreadsNeverHoldMoreThanTheLimit) {
   tern::Limiter lim = tern::Limiter::fixed(8);
   std::atomic<int> held{0}, most{0};

@@ -109,6 +109,8 @@ class HttpConn {
         if (!busy()) return;  // the drain closed it while this read returned
         request_start_ns_ = mono_ns();
       }
+      // How long what this read returned sat queued before the fiber ran (the limiter's queueing signal).
+      queued_ = tern::this_fiber::queued();
       len_ += r.n;
       if (metrics_.latency != nullptr) read_ns_ = mono_ns();
       if (need_ > len_) continue;  // the body of a request is still arriving: no point parsing again yet
@@ -144,7 +146,7 @@ class HttpConn {
       }
       // Shed beyond --max-inflight: answered at once, and the connection stays open for later requests.
       std::optional<Limiter::Token> token =
-          opts_.limiter != nullptr ? opts_.limiter->try_acquire() : std::optional<Limiter::Token>();
+          opts_.limiter != nullptr ? opts_.limiter->try_acquire(queued_) : std::optional<Limiter::Token>();
       if (opts_.limiter != nullptr && !token) {
         http::Response shed;
         shed.status = 503;
@@ -273,8 +275,9 @@ class HttpConn {
   size_t parsed_ = 0;  // bytes of buf_ answered (their responses may point into them until flushed)
   size_t need_ = 0;    // buf_ must hold this many bytes before the next request can be complete; 0: unknown
   bool closing_ = false;
-  bool drained_ = false;          // a drain had begun when the connection came: it closes unanswered
-  int64_t request_start_ns_ = 0;  // the first byte of the request arriving now (the accept, for the first)
+  bool drained_ = false;                // a drain had begun when the connection came: it closes unanswered
+  int64_t request_start_ns_ = 0;        // the first byte of the request arriving now (the accept, for the first)
+  std::chrono::nanoseconds queued_{0};  // how long the last read's data waited for this fiber to run
   http::ResponseBatch out_;
 };
 
