@@ -308,5 +308,60 @@ TEST(Placement, StealsAreCountedByScope) {
   }
 }
 
+// End to end: Ps 0 and 1 on node 0, P 2 on node 1. Fibers queue on P 0 and P 2 while their Ms sleep holding them (a
+// thread-blocking sleep: the P stays held, its queue unrun), and P 1 runs what it steals. Same node first means P 1
+// takes nothing of P 2's before all of P 0's fibers have started: it steals from another node only after a whole
+// same-node phase found P 0 empty, and only with its own queue empty. (The stall rescue, which takes from any node, is
+// ruled out by retrying a run where it fired.)
+TEST(Placement, AStealerTakesItsOwnNodesFibersBeforeAnotherNodes) {
+  const std::set<int> process = thread_cpus();
+  const int cpu = *process.begin();
+  constexpr int kPerP = 32;
+  bool clean = false;
+  for (int attempt = 0; attempt < 5 && !clean; attempt++) {
+    sched::SchedOptions o;
+    o.procs = 3;
+    o.placement = {{cpu, 0}, {cpu, 0}, {cpu, 1}};
+    sched::Sched s(o);
+    std::atomic<int> arrived{0}, origin0_started{0}, done{0}, filled0{0};
+    std::atomic<int> early_remote{0}, stolen_remote{0};
+    for (int i = 0; i < 3; i++) {
+      s.go([&] {
+        arrived.fetch_add(1);
+        while (arrived.load() < 3) {
+        }
+        const int me = sched::current_p();
+        if (me == 1) return;
+        if (me == 2) {
+          while (filled0.load() == 0) {
+          }
+        }
+        for (int k = 0; k < kPerP; k++) {
+          s.go([&, me] {
+            const int on = sched::current_p();
+            if (me == 0) origin0_started.fetch_add(1);
+            if (me == 2 && on == 1) {
+              stolen_remote.fetch_add(1);
+              if (origin0_started.load() < kPerP) early_remote.fetch_add(1);
+            }
+            done.fetch_add(1);
+          });
+        }
+        if (me == 0) filled0.store(1);
+        std::this_thread::sleep_for(100ms);  // holds the P without running its queue
+      });
+    }
+    while (done.load() < 2 * kPerP) std::this_thread::sleep_for(1ms);
+    const auto st = s.stats();
+    if (st.rescued != 0) continue;
+    clean = true;
+    EXPECT_EQ(origin0_started.load(), kPerP);
+    EXPECT_EQ(early_remote.load(), 0) << "P 1 ran P 2's fibers before all of P 0's had started";
+    EXPECT_GT(stolen_remote.load(), 0);  // and it did take from the other node once its own ran dry
+    EXPECT_GE(st.steals_remote, static_cast<uint64_t>(stolen_remote.load()));
+  }
+  EXPECT_TRUE(clean) << "the stall rescue fired in every attempt";
+}
+
 }  // namespace
 }  // namespace tern
