@@ -51,7 +51,8 @@ struct Config {
   int procs = 0;                  // 0 = auto: min(CPU affinity, ceil(cgroup CPU quota))
   size_t stack_size = 256 << 10;  // usable bytes per fiber stack (virtual; pages commit lazily)
   std::string poller = "auto";    // auto | uring | epoll
-  // The NUMA placement (runtime/topology.h): none | compact | scatter.
+  // The NUMA placement (runtime/topology.h): none | compact | scatter. `none` by default: compact would bind P 0 of
+  // every runtime to the affinity's first CPU, stacking programs that share CPUs (docs/architecture.md, 7.13).
   std::string numa = kDefaultNuma;
   static constexpr const char* kDefaultNuma = "none";
   // io_uring backend, kernels with IORING_OP_FUTEX_WAIT (6.7): an idle M sleeps in its own ring, so that completions
