@@ -363,5 +363,35 @@ TEST(Placement, AStealerTakesItsOwnNodesFibersBeforeAnotherNodes) {
   EXPECT_TRUE(clean) << "the stall rescue fired in every attempt";
 }
 
+// Wakeups prefer the waker's node: Ps 0 and 2 on node 0, P 1 on node 1. A fiber holding a node-0 P starts another
+// and keeps its P; the P handed out to run the new fiber is the other node-0 one, though P 1 heads the idle list
+// (the list is LIFO and P 1 went back to it last), and so the new fiber runs on node 0.
+TEST(Placement, AWakeupHandsOutAnIdlePOnTheWakersNode) {
+  const std::set<int> process = thread_cpus();
+  const int cpu = *process.begin();
+  int checked = 0;
+  for (int attempt = 0; attempt < 10 && checked < 3; attempt++) {
+    sched::SchedOptions o;
+    o.procs = 3;
+    o.placement = {{cpu, 0}, {cpu, 1}, {cpu, 0}};
+    sched::Sched s(o);
+    std::atomic<int> home{-1}, ran_on{-1};
+    std::atomic<bool> done{false};
+    s.go([&] {
+      home.store(sched::current_p());
+      s.go([&] { ran_on.store(sched::current_p()); });
+      const auto deadline = std::chrono::steady_clock::now() + 10s;
+      while (ran_on.load() < 0 && std::chrono::steady_clock::now() < deadline) {
+      }
+      done.store(true);
+    });
+    while (!done.load()) std::this_thread::sleep_for(1ms);
+    if (home.load() == 1) continue;  // started on the node-1 P: nothing to prefer
+    checked++;
+    EXPECT_EQ(ran_on.load(), 2 - home.load()) << "started on P " << home.load();
+  }
+  EXPECT_GT(checked, 0);
+}
+
 }  // namespace
 }  // namespace tern
