@@ -6,6 +6,8 @@
 #include <system_error>
 #include <thread>
 
+#include "scheduler/affinity.h"
+
 namespace tern {
 
 BlockingPool& BlockingPool::instance() {
@@ -42,6 +44,9 @@ bool BlockingPool::submit(std::function<void()> task) {
 }
 
 void BlockingPool::worker() {
+  // A thread starts with its creator's binding, and the creator is usually a fiber's M, bound to one PU by the NUMA
+  // placement: the pool's threads run on the process's whole mask instead.
+  sched::CpuMask::of_process().bind_this_thread();
   std::unique_lock lk(mu_);
   for (;;) {
     while (queue_.empty()) {

@@ -14,6 +14,7 @@
 #include "runtime/controller/policy.h"
 #include "runtime/fd_limit.h"
 #include "runtime/metrics/debug_server.h"
+#include "runtime/topology.h"
 #include "scheduler/sched.h"
 
 namespace tern {
@@ -157,9 +158,9 @@ Result<Config> Config::from_env() {
     c.poller = s;
   }
   if (const char* v = std::getenv("TERN_NUMA"); v != nullptr && *v != '\0') {
-    auto r = parse_on_off("TERN_NUMA", v);
-    if (!r) return r.error();
-    c.numa = *r;
+    auto r = parse_numa_policy(v);
+    if (!r) return r.error().wrap("TERN_NUMA");
+    c.numa = v;
   }
   if (const char* v = std::getenv("TERN_URING_PARK"); v != nullptr && *v != '\0') {
     auto r = parse_on_off("TERN_URING_PARK", v);
@@ -265,6 +266,7 @@ Result<void> Config::validate() const {
     if (auto p = controller::make_policy(shadow_policy, pc); !p) return p.error().wrap("shadow policy");
   }
   if (auto r = controller::parse_rounding(quota_rounding); !r) return r.error().wrap("quota rounding");
+  if (auto r = parse_numa_policy(numa); !r) return r.error().wrap("numa");
   if (procs_min < 1 || procs_min > sched::kMaxProcs) return make_error("procs-min must be from 1 to 1024");
   if (procs_max < 0 || procs_max > sched::kMaxProcs) return make_error("procs-max must be from 0 (auto) to 1024");
   if (procs_max != 0 && procs_max < procs_min) return make_error("procs-max must not be below procs-min");
@@ -301,7 +303,7 @@ std::string Config::to_json() const {
   out += ", \"procs_setting\": \"" + (procs == 0 ? std::string("auto") : std::to_string(procs)) + "\"";
   out += ", \"stack_size\": " + std::to_string(stack_size);
   out += ", \"poller\": \"" + json_escape(poller) + "\"";
-  out += ", \"numa\": " + std::string(numa ? "true" : "false");
+  out += ", \"numa\": \"" + json_escape(numa) + "\"";
   out += ", \"uring_park\": " + std::string(uring_park ? "true" : "false");
   out += ", \"policy\": \"" + json_escape(resolved_policy()) + "\"";
   out += ", \"shadow_policy\": \"" + json_escape(shadow_policy) + "\"";

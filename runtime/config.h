@@ -12,7 +12,7 @@
 //   TERN_PROCS       processors; "auto" or a positive integer
 //   TERN_STACK_SIZE  fiber stack size in bytes; suffixes k/K, m/M accepted
 //   TERN_POLLER      auto | uring | epoll
-//   TERN_NUMA        on | off
+//   TERN_NUMA        none | compact | scatter: the NUMA placement of Ps on processing units (runtime/topology.h)
 //   TERN_URING_PARK  on | off: an idle M sleeps in its own io_uring (netpoll/uring_poller.h, park())
 //   TERN_POLICY      the controller's policy: static | quota | threshold | hill | latency (default quota; static when
 //                    TERN_PROCS or Config::procs is explicit, as an explicit GOMAXPROCS is)
@@ -52,7 +52,10 @@ struct Config {
   int procs = 0;                  // 0 = auto: min(CPU affinity, ceil(cgroup CPU quota))
   size_t stack_size = 256 << 10;  // usable bytes per fiber stack (virtual; pages commit lazily)
   std::string poller = "auto";    // auto | uring | epoll
-  bool numa = true;
+  // The NUMA placement (runtime/topology.h): none | compact | scatter. `none` by default: compact would bind P 0 of
+  // every runtime to the affinity's first CPU, stacking programs that share CPUs (docs/architecture.md, 7.13).
+  std::string numa = kDefaultNuma;
+  static constexpr const char* kDefaultNuma = "none";
   // io_uring backend, kernels with IORING_OP_FUTEX_WAIT (6.7): an idle M sleeps in its own ring, so that completions
   // of I/O it submitted wake it with their fibers. Off: it sleeps on a futex, and receives move off it after 2 ms.
   bool uring_park = true;

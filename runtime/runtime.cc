@@ -18,6 +18,7 @@
 #include "runtime/go.h"
 #include "runtime/metrics/debug_routes.h"
 #include "runtime/metrics/runtime_metrics.h"
+#include "runtime/topology.h"
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
 
@@ -66,6 +67,12 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   opts.stack_size = cfg_.stack_size;
   opts.max_threads = cfg_.max_threads;
   opts.stall_ns = cfg_.stall_ms * 1'000'000;
+  // validate() checked the setting; a machine hwloc cannot read runs unplaced, with one line saying so.
+  if (auto placement = machine_placement(cfg_.numa); placement) {
+    opts.placement = std::move(*placement);
+  } else {
+    std::fprintf(stderr, "tern: NUMA placement '%s' off: %s\n", cfg_.numa.c_str(), placement.error().message().c_str());
+  }
   opts.on_stall = [](const sched::StallReport& r) {
     const std::string text = debug::format_stall(r);
     std::fwrite(text.data(), 1, text.size(), stderr);

@@ -52,6 +52,10 @@ void Sched::enter_blocking(M* m) {
   p->status.store(PStatus::kBlocking, std::memory_order_relaxed);
   p->blocked_m.store(m, std::memory_order_release);  // publishes the P's state to whoever swaps it next
   m->p = nullptr;
+  // Without a P the M is unbound (SchedOptions::placement): the P may go to another M, bound to the same PU, while
+  // this thread still has the call to finish.
+  if (pin_) [[unlikely]]
+    unbind_m(m);
   // A monitor on its 10 ms period would leave the P reserved that long (and the requests that arrive meanwhile
   // unread). It keeps looking every kRetakePeriodNs for kMonitorPeriodNs after it last saw a call start, so only the
   // first call after a quiet spell pays for waking it (a futex wake, about a microsecond).
@@ -68,6 +72,8 @@ void Sched::exit_blocking(M* m) {
   if (p->blocked_m.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel)) {
     p->status.store(PStatus::kRunning, std::memory_order_relaxed);
     m->p = p;
+    if (pin_) [[unlikely]]
+      bind_m(m, p);
     return;
   }
   exit_blocking_slow(m, p);

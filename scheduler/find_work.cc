@@ -280,50 +280,54 @@ G* Sched::steal_work(M* m, P* pp) {
   // M would wake for them, find nothing to steal, and spin).
   const int n = scan_bound();
   if (n <= 1) return nullptr;
-  for (int pass = 0; pass < kStealPasses; pass++) {
-    const bool last = pass == kStealPasses - 1;
-    const uint32_t start = random(m) % static_cast<uint32_t>(n);
-    for (int i = 0; i < n; i++) {
-      P* v = allp_[(start + i) % n].load(std::memory_order_acquire);
-      if (v == pp || v->status.load(std::memory_order_relaxed) == PStatus::kDead) continue;
-      // Timers of a P whose M is busy (or that is idle) would otherwise wait; run them here.
-      int64_t t0 = v->timer0.load(std::memory_order_relaxed);
-      if (t0 != 0) {
-        int64_t now = now_ns();
-        if (t0 <= now) {
-          run_timers(v, now, pp);
-          bool inherit;
-          if (G* g = runq_get(pp, inherit)) return g;
-        }
-      }
-      // A busy poll's fibers first: they were to run first there.
-      G* batch[kIoQueueCapacity / 2];
-      uint32_t got = v->ioq.steal_batch(batch, kIoQueueCapacity / 2);
-      if (got > 0) {
-        bump(pp->counters.steals, got);
-        trace_p(pp, TraceKind::kSteal, got, static_cast<uint32_t>(v->id));
-        for (uint32_t k = 1; k < got; k++) runq_put(pp, batch[k], false);
-        return batch[0];
-      }
-      got = v->runq.steal_into(pp->runq);
-      if (got > 0) {
-        bump(pp->counters.steals, got);
-        trace_p(pp, TraceKind::kSteal, got, static_cast<uint32_t>(v->id));
+  G* found = nullptr;
+  auto node_of = [&](int i) { return allp_[i].load(std::memory_order_acquire)->node; };
+  auto rand = [&] { return random(m); };
+  visit_victims(n, pp->id, multi_node_, node_of, rand, [&](int vi, int pass, bool remote) {
+    P* v = allp_[vi].load(std::memory_order_acquire);
+    if (v->status.load(std::memory_order_relaxed) == PStatus::kDead) return false;
+    auto count = [&](uint32_t got) {
+      bump(pp->counters.steals, got);
+      if (remote) bump(pp->counters.steals_remote, got);
+      trace_p(pp, TraceKind::kSteal, got, static_cast<uint32_t>(v->id));
+    };
+    // Timers of a P whose M is busy (or that is idle) would otherwise wait; run them here.
+    int64_t t0 = v->timer0.load(std::memory_order_relaxed);
+    if (t0 != 0) {
+      int64_t now = now_ns();
+      if (t0 <= now) {
+        run_timers(v, now, pp);
         bool inherit;
-        if (G* g = runq_get(pp, inherit)) return g;
-      }
-      // The runnext slot of a running P is about to run there; take it only on the last pass.
-      if (last && v->status.load(std::memory_order_relaxed) == PStatus::kRunning) {
-        G* g = v->runnext.load(std::memory_order_acquire);
-        if (g != nullptr && v->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
-          bump(pp->counters.steals);
-          trace_p(pp, TraceKind::kSteal, 1, static_cast<uint32_t>(v->id));
-          return g;
-        }
+        if ((found = runq_get(pp, inherit)) != nullptr) return true;
       }
     }
-  }
-  return nullptr;
+    // A busy poll's fibers first: they were to run first there.
+    G* batch[kIoQueueCapacity / 2];
+    uint32_t got = v->ioq.steal_batch(batch, kIoQueueCapacity / 2);
+    if (got > 0) {
+      count(got);
+      for (uint32_t k = 1; k < got; k++) runq_put(pp, batch[k], false);
+      found = batch[0];
+      return true;
+    }
+    got = v->runq.steal_into(pp->runq);
+    if (got > 0) {
+      count(got);
+      bool inherit;
+      if ((found = runq_get(pp, inherit)) != nullptr) return true;
+    }
+    // The runnext slot of a running P is about to run there; take it only on the last pass.
+    if (pass == kStealPasses - 1 && v->status.load(std::memory_order_relaxed) == PStatus::kRunning) {
+      G* g = v->runnext.load(std::memory_order_acquire);
+      if (g != nullptr && v->runnext.compare_exchange_strong(g, nullptr, std::memory_order_acq_rel)) {
+        count(1);
+        found = g;
+        return true;
+      }
+    }
+    return false;
+  });
+  return found;
 }
 
 // Fibers queued on a P whose M has stopped running them (descheduled by the OS: on a machine shared with other
@@ -352,6 +356,7 @@ void Sched::rescue_stalled(P* pp) {
     got += v->runq.steal_batch(batch + got, room - got);
     if (got == 0) return;
     bump(pp->counters.steals, got);
+    if (v->node != pp->node) bump(pp->counters.steals_remote, got);
     bump(pp->counters.rescued, got);
     trace_p(pp, TraceKind::kSteal, got, vi, 0, 1);
     for (uint32_t i = 0; i < got; i++) runq_put(pp, batch[i], false);

@@ -15,7 +15,9 @@
 #include "scheduler/sched.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <system_error>
 #include <thread>
 
@@ -76,7 +78,14 @@ void Sched::wakep() {
   int expected = 0;
   if (!nmspinning_.compare_exchange_strong(expected, 1)) return;
   if (wake_poller_for_p()) return;
-  P* p = take_idle_p();
+  P* p;
+  if (multi_node_) [[unlikely]] {
+    // New work on this node: a P on this node, whose M steals from here before it looks at the other nodes.
+    M* self = this_m();
+    p = take_idle_p_on(self != nullptr && self->sched == this && self->p != nullptr ? self->p->node : -1);
+  } else {
+    p = take_idle_p();
+  }
   if (p == nullptr) {
     drop_spinning();
     return;
@@ -114,8 +123,19 @@ void Sched::startm(P* p, bool spinning) {
       return;
     }
     if (midle_ != nullptr) {
-      m = midle_;
-      midle_ = m->link;
+      M** link = &midle_;
+      if (multi_node_) [[unlikely]] {
+        // An M that last ran on the P's node: its thread's stack and caches were made there.
+        M** l = &midle_;
+        for (int i = 0; i < kIdleMScan && *l != nullptr; i++, l = &(*l)->link) {
+          if ((*l)->node == p->node) {
+            link = l;
+            break;
+          }
+        }
+      }
+      m = *link;
+      *link = m->link;
       m->link = nullptr;
     } else if (static_cast<int>(allm_.size()) >= opts_.max_threads) {
       // At the bound (Ms blocked in tern::blocking count): the P waits in the idle list for an M to come back.
@@ -241,6 +261,26 @@ P* Sched::pidleget() {
   return p;
 }
 
+P* Sched::take_idle_p_on(int node) {
+  P* p = nullptr;
+  {
+    std::lock_guard lk(sched_mu_);
+    for (P** link = &pidle_; *link != nullptr; link = &(*link)->link) {
+      if ((*link)->node == node) {
+        p = *link;
+        *link = p->link;
+        p->link = nullptr;
+        p->status.store(PStatus::kRunning, std::memory_order_relaxed);
+        npidle_.fetch_sub(1);
+        break;
+      }
+    }
+    if (p == nullptr) p = pidleget();
+  }
+  if (p != nullptr) wake_monitor();
+  return p;
+}
+
 P* Sched::take_idle_p() {
   P* p;
   {
@@ -265,6 +305,8 @@ void Sched::acquirep(M* m, P* p) {
   p->m = m;
   p->m_id.store(m->id, std::memory_order_relaxed);
   m->p = p;
+  if (pin_) [[unlikely]]
+    bind_m(m, p);
   p->status.store(PStatus::kRunning, std::memory_order_relaxed);
   const int64_t now = now_ns();
   p->busy_since.store(now, std::memory_order_relaxed);
@@ -282,6 +324,38 @@ P* Sched::releasep(M* m) {
   p->m_id.store(-1, std::memory_order_relaxed);
   m->p = nullptr;
   return p;
+}
+
+// Every acquirep runs on the acquiring M's own thread, so the M binds itself. Binding costs a system call, paid only
+// when the M's PU changes: an M that keeps taking the same P back (one processor; a P handed back after a short
+// blocking call) binds once.
+void Sched::bind_m(M* m, P* p) {
+  m->node = p->node;
+  if (m->bound_pu == p->pu) return;
+  m->bound_pu = p->pu;
+  if (p->mask.bind_this_thread() == 0) return;
+  // A PU the kernel will not run this thread on (outside the cpuset, a synthetic topology): the M runs unbound.
+  const int err = errno;
+  process_mask_.bind_this_thread();
+  if (!bind_warned_.exchange(true))
+    std::fprintf(stderr,
+                 "tern: cannot bind a scheduler thread to processing unit %d (%s); threads that cannot be bound run "
+                 "unbound (--numa none / TERN_NUMA=none pins nothing)\n",
+                 p->pu, std::strerror(err));
+}
+
+void Sched::unbind_m(M* m) {
+  if (!pin_ || m->bound_pu == M::kUnbound) return;
+  m->bound_pu = M::kUnbound;
+  process_mask_.bind_this_thread();
+}
+
+void Sched::place(P* p) {
+  if (const PlacementSlot* sl = slot(p->id)) {
+    p->pu = sl->pu;
+    p->node = sl->node;
+    p->mask = CpuMask::one(sl->pu);
+  }
 }
 
 // Blocks an M that holds no P until it gets one (returns with m->p set) or the runtime shuts down. The first idle M

@@ -51,6 +51,14 @@ struct M {
   bool next_spinning = false;
   bool spinning = false;
 
+  // Placement (SchedOptions::placement), the M's own: the PU its thread is bound to, kUnbound while it runs on the
+  // process's mask, kBindUnknown before it first looks (a thread inherits its creator's binding). `node`: the node of
+  // the P it held last, which startm() matches an idle M to.
+  static constexpr int kUnbound = -1;
+  static constexpr int kBindUnknown = -2;
+  int bound_pu = kBindUnknown;
+  int node = 0;
+
   uint64_t rand_state = 0;
   // The chaos schedule's stream (SchedOptions::chaos_seed), seeded from the seed and the id: a seed replays each M's
   // decisions.

@@ -10,6 +10,7 @@
 
 #include "alloc/stack.h"
 #include "base/checked_mutex.h"
+#include "scheduler/affinity.h"
 #include "scheduler/g.h"
 #include "scheduler/run_queue.h"
 #include "scheduler/timer.h"
@@ -31,12 +32,13 @@ enum class PStatus : uint32_t {
 struct PCounters {
   std::atomic<uint64_t> spawned{0}, finished{0}, switches{0}, yields{0}, parks{0}, steals{0}, global_taken{0},
       overflows{0}, timers_fired{0}, polls{0}, rescued{0};
-  std::atomic<uint64_t> io_first{0};    // fibers started from ioq, ahead of the local queue
-  std::atomic<uint64_t> blocking{0};    // tern::blocking calls made on this P
-  std::atomic<uint64_t> preempted{0};   // preempt_point() yields on a mark
-  std::atomic<uint64_t> poll_calls{0};  // non-blocking polls of the network by this P's M, found fibers or not
-  std::atomic<uint64_t> work{0};        // the application's work counter (tern::count_work) from fibers on this P
-  std::atomic<uint64_t> busy_ns{0};     // time held by an M, up to its last release (see P::busy_since)
+  std::atomic<uint64_t> steals_remote{0};  // of steals, from a P on another node (SchedOptions::placement)
+  std::atomic<uint64_t> io_first{0};       // fibers started from ioq, ahead of the local queue
+  std::atomic<uint64_t> blocking{0};       // tern::blocking calls made on this P
+  std::atomic<uint64_t> preempted{0};      // preempt_point() yields on a mark
+  std::atomic<uint64_t> poll_calls{0};     // non-blocking polls of the network by this P's M, found fibers or not
+  std::atomic<uint64_t> work{0};           // the application's work counter (tern::count_work) from fibers on this P
+  std::atomic<uint64_t> busy_ns{0};        // time held by an M, up to its last release (see P::busy_since)
   std::atomic<uint64_t> latency[kLatencyBuckets] = {};  // sampled runnable -> running waits (G::ready_ticks)
   std::atomic<uint64_t> latency_sum_ns{0};              // their sum (the metrics' histogram _sum)
 };
@@ -60,6 +62,8 @@ struct alignas(64) P {
   // revived by a later grow lands where it was. Read by the per-node stack pools, the jemalloc arenas and the
   // node-aware steal and wakeup order.
   int node = 0;
+  int pu = -1;   // the processing unit of its slot; -1 without a placement
+  CpuMask mask;  // just that PU, made once (binding is on the path of an M taking a P)
   std::atomic<PStatus> status{PStatus::kIdle};
   M* m = nullptr;     // holder, under sched_mu_ for transitions
   P* link = nullptr;  // idle list

@@ -24,6 +24,7 @@ void Sched::set_procs(int n) {
         P* p = new P(i, stacks_);
         p->rand_state = p_rand_seed(i, id_);
         if (tracer_ != nullptr) p->trace = tracer_->buffer_for_p(i);
+        place(p);
         p->status.store(PStatus::kDead, std::memory_order_relaxed);
         allp_[i].store(p, std::memory_order_release);
       }
@@ -103,6 +104,7 @@ bool Sched::retire_if_needed(M* m) {
     p->status.store(PStatus::kDead, std::memory_order_relaxed);
     update_scan_bound();
   }
+  unbind_m(m);  // the retired P's pinning goes with it
   stop_spinning(m);
   wakep();
   return true;

@@ -87,6 +87,9 @@ Sched::Sched(SchedOptions opts)
   chaos_ = opts_.chaos_seed != 0;
   tracer_ = opts_.tracer;
   hooks_ = chaos_ || static_cast<bool>(opts_.on_point);
+  pin_ = !opts_.placement.empty();
+  for (const PlacementSlot& sl : opts_.placement) multi_node_ |= sl.node != opts_.placement[0].node;
+  if (pin_) process_mask_ = CpuMask::of_process();
   if (chaos_) {
     // One line, so that a failing test's log says how to replay its schedule.
     std::fprintf(stderr, "tern: chaos schedule, seed %llu\n", static_cast<unsigned long long>(opts_.chaos_seed));
@@ -108,6 +111,7 @@ Sched::Sched(SchedOptions opts)
     P* p = new P(i, stacks_);
     p->rand_state = p_rand_seed(i, id_);
     if (tracer_ != nullptr) p->trace = tracer_->buffer_for_p(i);
+    place(p);
     allp_[i].store(p, std::memory_order_release);
   }
   nprocs_.store(n, std::memory_order_release);
@@ -329,6 +333,7 @@ SchedStats Sched::stats() const {
     st.yields += c.yields.load(std::memory_order_relaxed);
     st.parks += c.parks.load(std::memory_order_relaxed);
     st.steals += c.steals.load(std::memory_order_relaxed);
+    st.steals_remote += c.steals_remote.load(std::memory_order_relaxed);
     st.rescued += c.rescued.load(std::memory_order_relaxed);
     st.global_taken += c.global_taken.load(std::memory_order_relaxed);
     st.overflows += c.overflows.load(std::memory_order_relaxed);
@@ -365,6 +370,8 @@ SchedStats Sched::stats() const {
         const int64_t seen = p->monitor_since.load(std::memory_order_relaxed);
         if (seen != 0) pr.running_ns = std::max<int64_t>(0, now - seen);
       }
+      pr.pu = p->pu;
+      pr.node = p->node;
       st.per_p.push_back(pr);
     }
   }

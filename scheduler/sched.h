@@ -29,8 +29,9 @@
 //   4. the global queue (a batch, up to half the local queue's capacity);
 //   5. a non-blocking poll of the network;
 //   6. stealing: up to kStealPasses passes over the other Ps in a random order, taking half of a victim's queue (the
-//      runnext slot only on the last pass), and running their expired timers. At most half as many Ms spin as there are
-//      busy Ps, so idle cores do not burn CPU looking at each other.
+//      runnext slot only on the last pass), and running their expired timers; with a placement over several NUMA nodes,
+//      the passes over the same node's Ps first, the other nodes' only when those found nothing (steal_order.h). At
+//      most half as many Ms spin as there are busy Ps, so idle cores do not burn CPU looking at each other.
 // With nothing found the M gives its P back (idle P list), re-checks every queue (the spinning-M dance that keeps
 // wakeups from being lost: a producer that saw a spinning M did not wake anyone), and then blocks without a P: the
 // first idle M takes the "poller" role and blocks in Poller::poll() until the earliest timer; the others park on a
@@ -73,10 +74,12 @@
 
 #include "alloc/stack.h"
 #include "base/checked_mutex.h"
+#include "scheduler/affinity.h"
 #include "scheduler/fiber_info.h"
 #include "scheduler/futex.h"
 #include "scheduler/g.h"
 #include "scheduler/poller.h"
+#include "scheduler/steal_order.h"
 #include "scheduler/timer.h"
 #include "scheduler/trace.h"
 
@@ -90,8 +93,6 @@ class GlobalQueue;
 inline constexpr uint32_t kGlobalQueueInterval = 61;
 // How often (scheduling ticks) a P with queued work also polls the network, non-blocking (find_runnable).
 inline constexpr uint32_t kBusyPollInterval = 4;
-// Passes over the other Ps when stealing (Go's stealTries).
-inline constexpr int kStealPasses = 4;
 // Fibers readied into runnext inherit the running time slice; after this many in a row, the next one goes through the
 // local queue instead so a ping-pong pair cannot starve the rest of the queue. Tokio bounds its LIFO slot too, far
 // tighter (MAX_LIFO_POLLS_PER_TICK = 3); Go bounds it by time instead (runnext inherits the slice, which sysmon
@@ -158,6 +159,17 @@ struct StallReport {
   int nframes = 0;
 };
 
+// Where a P runs (SchedOptions::placement): the processing unit (the OS's CPU number, as taskset and
+// sched_setaffinity count them) the M holding it is bound to, and that PU's NUMA node.
+struct PlacementSlot {
+  int pu = 0;
+  int node = 0;
+};
+
+// The most idle Ms startm() looks through for one last bound on the P's node (a placement over several nodes only):
+// the scan runs under sched_mu_, and any M serves.
+inline constexpr int kIdleMScan = 8;
+
 struct SchedOptions {
   int procs = 1;
   size_t stack_size = 256 << 10;
@@ -193,6 +205,13 @@ struct SchedOptions {
   // makes programs expect).
   int64_t stall_ns = 0;
   std::function<void(const StallReport&)> on_stall;
+  // NUMA placement (runtime/topology.h computes it): P i takes slot i (slot i modulo the size when there are more Ps
+  // than slots), for the runtime's life, so a P revived by a grow lands where it was. The M holding a P is bound to
+  // its slot's PU (an M is bound only while it holds a P: a tern::blocking call, which hands the P over, unbinds it,
+  // and so does retiring the P), and the slot's node is the P's (P::node), which steal_work and wakep prefer. Empty:
+  // nothing is bound and every P is on node 0. A bind the kernel refuses (a PU outside the process's cpuset, a
+  // synthetic topology) prints one warning for the Sched and leaves that M unbound.
+  std::vector<PlacementSlot> placement;
 };
 
 // Totals over all Ps (sums of per-P counters) and scheduler-wide figures.
@@ -210,8 +229,9 @@ struct SchedStats {
   uint64_t switches = 0;  // fiber resumptions
   uint64_t yields = 0;
   uint64_t parks = 0;
-  uint64_t steals = 0;   // fibers taken from other Ps
-  uint64_t rescued = 0;  // of those, taken from a P that had not switched fibers for kStallNs (rescue_stalled)
+  uint64_t steals = 0;         // fibers taken from other Ps
+  uint64_t steals_remote = 0;  // of those, taken from a P on another NUMA node (placement)
+  uint64_t rescued = 0;        // of those, taken from a P that had not switched fibers for kStallNs (rescue_stalled)
   uint64_t global_taken = 0;
   uint64_t overflows = 0;  // local queue overflows to the global queue
   uint64_t timers_fired = 0;
@@ -249,6 +269,8 @@ struct SchedStats {
     // How long that fiber has run, at least, to the monitor's period (it notes when a P's switch count last moved);
     // -1 when the monitor has not looked since the fiber started.
     int64_t running_ns = -1;
+    int pu = -1;  // the processing unit its M is bound to (SchedOptions::placement); -1: none
+    int node = 0;
   };
   std::vector<Proc> per_p;
   alloc::StackStats stacks;
@@ -333,6 +355,12 @@ class Sched {
   void finish_park(P* p, G* g);
   void prepare_first_run(P* p, G* g);  // binds the stack and makes the context of a fiber that never ran
   [[noreturn]] void stack_exhausted();
+  // The placement's slot for P `id` (SchedOptions::placement), or nullptr without one.
+  const PlacementSlot* slot(int id) const {
+    return opts_.placement.empty() ? nullptr : &opts_.placement[static_cast<size_t>(id) % opts_.placement.size()];
+  }
+  // Bind warnings printed (SchedOptions::placement: one per Sched at most).
+  bool bind_failed() const { return bind_warned_.load(std::memory_order_relaxed); }
   // tern::blocking (scheduler/blocking.cc): the M gives up its P for the call's span (the P stays reserved for it until
   // the monitor hands it on) and takes it, or another, back after. The M must run a fiber of this Sched with a P.
   void enter_blocking(M* m);
@@ -401,6 +429,11 @@ class Sched {
   int drop_spinning();
   void acquirep(M* m, P* p);
   P* releasep(M* m);
+  // Placement (SchedOptions::placement), on m's own thread: bind m to p's PU unless it is already; unbind it.
+  void bind_m(M* m, P* p);
+  void unbind_m(M* m);
+  P* take_idle_p_on(int node);  // wakep() with several nodes: an idle P on the waker's node if there is one
+  void place(P* p);             // sets p's PU and node from its slot
   void idle_without_p(M* m);
   void park_idle_m(M* m);
   bool leave_idle_list(M* m);
@@ -422,7 +455,12 @@ class Sched {
   // opts_.on_point is set or the chaos schedule is on: the one flag the hot paths test (next to poller_ and allp_,
   // which they read anyway).
   bool hooks_ = false;
-  bool chaos_ = false;        // opts_.chaos_seed != 0
+  bool chaos_ = false;  // opts_.chaos_seed != 0
+  // The placement spans several nodes: steal_work and wakep look at nodes (one branch on the hot paths otherwise).
+  bool multi_node_ = false;
+  bool pin_ = false;      // the placement is not empty: acquirep binds
+  CpuMask process_mask_;  // what an unbound M runs on (the process's affinity when the Sched was made)
+  std::atomic<bool> bind_warned_{false};
   Tracer* tracer_ = nullptr;  // opts_.tracer
 
   // Ps: allp_[0, nprocs_) are live; retired ones stay allocated (a later grow reuses them).

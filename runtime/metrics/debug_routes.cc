@@ -49,6 +49,7 @@ nlohmann::json sched_json(Runtime& rt) {
   j["spawned"] = st.spawned;
   j["switches"] = st.switches;
   j["steals"] = st.steals;
+  j["steals_remote"] = st.steals_remote;
   j["long_running"] = st.long_running;
   j["policy"] = cs.policy;
   j["controller_target"] = cs.target;
@@ -61,6 +62,8 @@ nlohmann::json sched_json(Runtime& rt) {
     e["runq"] = p.runq;
     e["switches"] = p.switches;
     e["busy_s"] = static_cast<double>(p.busy_ns) * 1e-9;
+    e["pu"] = p.pu >= 0 ? nlohmann::json(p.pu) : nlohmann::json(nullptr);  // null: not bound (--numa none)
+    e["node"] = p.node;
     e["fiber"] = p.fiber != 0 ? nlohmann::json(p.fiber) : nlohmann::json(nullptr);
     // A lower bound, to the monitor's 10 ms period (sched.h, SchedStats::Proc::running_ns); null: not known yet.
     e["running_s"] =

@@ -270,7 +270,12 @@ void RuntimeMetrics::collect(Snapshot& out) {
   }
   one(out, "process_cpu_seconds_total", Type::kCounter, "user and system CPU time of the process", process_cpu_s());
   one(out, "process_resident_memory_bytes", Type::kGauge, "resident set size of the process", resident_bytes());
-  one(out, "tern_steals_total", Type::kCounter, "fibers taken from other Ps' queues", static_cast<double>(st.steals));
+  {
+    // scope: from a P on the thief's own NUMA node, or another node's (runtime/topology.h; all "node" without one).
+    Family& f = family(out, "tern_steals_total", Type::kCounter, "fibers taken from other Ps' queues");
+    labeled(f, {{"scope", "node"}}, static_cast<double>(st.steals - st.steals_remote));
+    labeled(f, {{"scope", "remote"}}, static_cast<double>(st.steals_remote));
+  }
   {
     // Log2 buckets of nanoseconds: bucket i counts [2^i, 2^(i+1)) ns, so its upper bound is 2^(i+1) ns.
     Family& f = family(out, "tern_sched_latency_seconds", Type::kHistogram,

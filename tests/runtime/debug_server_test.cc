@@ -231,7 +231,8 @@ TEST(DebugServer, ExpositionParsesAndCarriesEveryMetricUnderLoad) {
   EXPECT_LT(busy, 2 * 60.0);
   EXPECT_GT(value("process_cpu_seconds_total"), 0);
   EXPECT_GT(value("process_resident_memory_bytes"), 1 << 20);  // this test program, its runtime and its stacks
-  EXPECT_GE(value("tern_steals_total"), 0);
+  EXPECT_GE(value("tern_steals_total", "scope", "node"), 0);
+  EXPECT_EQ(value("tern_steals_total", "scope", "remote"), 0);  // one node here (no placement over several)
   const double lat_count = value("tern_sched_latency_seconds_count");
   EXPECT_GT(lat_count, 0);
   EXPECT_EQ(value("tern_sched_latency_seconds_bucket", "le", "+Inf"), lat_count);

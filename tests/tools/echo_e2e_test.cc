@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -796,6 +797,37 @@ TEST(EchoCli, DryRunSaysWhichBackendAutoResolvesTo) {
     EXPECT_EQ(j["uring_unavailable"], why);
   }
   EXPECT_EQ(j["uring_park"], true);
+}
+
+// Each P's processing unit and node under --numa: compact takes the affinity's PUs in order (one node here, or the
+// first node's cores first), none binds nothing.
+TEST(EchoCli, DryRunShowsThePlacement) {
+  int status = 0;
+  auto j = nlohmann::json::parse(
+      run_capture({TERN_ECHO_BIN, "--dry-run", "--procs", "3", "--numa", "compact"}, {}, status), nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["numa"], "compact");
+  ASSERT_TRUE(j["placement"].is_array()) << j.dump();
+  ASSERT_EQ(j["placement"].size(), 3u);
+  cpu_set_t set;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  for (int i = 0; i < 3; i++) {
+    const auto& e = j["placement"][static_cast<size_t>(i)];
+    EXPECT_EQ(e["p"], i);
+    ASSERT_TRUE(e["pu"].is_number()) << e.dump();
+    EXPECT_TRUE(CPU_ISSET(e["pu"].get<int>(), &set)) << e.dump();
+    EXPECT_GE(e["node"].get<int>(), 0);
+  }
+  j = nlohmann::json::parse(run_capture({TERN_ECHO_BIN, "--dry-run", "--procs", "2"}, {"TERN_NUMA=none"}, status),
+                            nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["numa"], "none");
+  ASSERT_EQ(j["placement"].size(), 2u);
+  EXPECT_TRUE(j["placement"][0]["pu"].is_null());
+  run_capture({TERN_ECHO_BIN, "--dry-run", "--numa", "diagonal"}, {}, status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  run_capture({TERN_ECHO_BIN, "--dry-run"}, {"TERN_NUMA=diagonal"}, status);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
 }
 
 TEST(EchoCli, FlagsOverrideTheEnvironmentWhichOverridesDefaults) {

@@ -19,6 +19,7 @@
 #include "runtime/config.h"
 #include "runtime/limiter.h"
 #include "runtime/runtime.h"
+#include "runtime/topology.h"
 #include "tools/echo/echo_server.h"
 
 namespace {
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   std::string mode = "http";
   std::string procs;
   std::string poller;
+  std::string numa;
   std::string max_body;
   std::string cpu_pool;
   bool dry_run = false;
@@ -61,6 +63,10 @@ int main(int argc, char** argv) {
   app.add_option("--procs", procs, "processors: auto or N (default: TERN_PROCS, else auto)");
   app.add_option("--poller", poller, "auto, uring or epoll (default: TERN_POLLER, else auto)")
       ->check(CLI::IsMember({"auto", "uring", "epoll"}));
+  app.add_option("--numa", numa,
+                 "NUMA placement of processors on CPUs: none, compact or scatter (default: TERN_NUMA, else " +
+                     std::string(tern::Config::kDefaultNuma) + ")")
+      ->check(CLI::IsMember({"none", "compact", "scatter"}));
   app.add_option("--max-body", max_body, "largest HTTP request body, bytes with optional k/m suffix (default 1M)");
   app.add_option("--max-threads", max_threads,
                  "most OS threads running fibers, those in a blocking call (/block) included (default: "
@@ -118,6 +124,7 @@ int main(int argc, char** argv) {
     cfg.procs = *p;
   }
   if (!poller.empty()) cfg.poller = poller;
+  if (!numa.empty()) cfg.numa = numa;
   if (!policy.empty()) cfg.policy = policy;
   if (!shadow_policy.empty()) cfg.shadow_policy = shadow_policy;
   if (!rounding.empty()) cfg.quota_rounding = rounding;
@@ -272,6 +279,23 @@ int main(int argc, char** argv) {
       j["poller_backend"] = nullptr;  // "uring" asked for where it cannot work: starting would fail with the reason
     }
     if (!poller.uring_unavailable.empty()) j["uring_unavailable"] = poller.uring_unavailable;
+    // Where each P would run: its processing unit (the OS's CPU number) and NUMA node; null PUs under --numa none.
+    // More Ps than PUs wrap around (sched::SchedOptions::placement).
+    if (auto placement = tern::machine_placement(cfg.numa); placement) {
+      nlohmann::json ps = nlohmann::json::array();
+      for (int i = 0; i < cfg.resolved_procs(); i++) {
+        if (placement->empty()) {
+          ps.push_back({{"p", i}, {"pu", nullptr}, {"node", 0}});
+        } else {
+          const auto& sl = (*placement)[static_cast<size_t>(i) % placement->size()];
+          ps.push_back({{"p", i}, {"pu", sl.pu}, {"node", sl.node}});
+        }
+      }
+      j["placement"] = std::move(ps);
+    } else {
+      j["placement"] = nullptr;
+      j["placement_error"] = placement.error().message();
+    }
     if (pool_cfg) {
       j["cpu_pool"] = {{"name", pool_cfg->name}, {"procs", pool_cfg->procs}, {"routes", {"/work"}}};
     } else {
