@@ -37,6 +37,8 @@ struct Drain::State {
 Drain::Drain() : st_(std::make_shared<State>()) {}
 Drain::~Drain() = default;
 
+Drain::Conn::Conn() = default;
+Drain::Conn::Conn(Conn&& o) noexcept = default;
 Drain::Conn::Conn(std::shared_ptr<State> st, std::unique_ptr<Entry> e) : st_(std::move(st)), e_(std::move(e)) {}
 
 Drain::Conn::~Conn() {

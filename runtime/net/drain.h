@@ -48,8 +48,8 @@ class Drain {
   // One joined connection. Movable; leaving (destruction) tells wait() it is gone.
   class Conn {
    public:
-    Conn() = default;
-    Conn(Conn&& o) noexcept = default;
+    Conn();
+    Conn(Conn&& o) noexcept;
     Conn& operator=(Conn&&) = delete;
     Conn(const Conn&) = delete;
     ~Conn();
