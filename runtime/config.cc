@@ -33,101 +33,7 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-std::string fmt_number(double x) {
-  std::string out = std::to_string(x);
-  while (out.size() > 1 && out.back() == '0') out.pop_back();
-  if (!out.empty() && out.back() == '.') out.pop_back();
-  return out;
-}
-
-// A switch from the environment: on/1 or off/0.
-Result<bool> parse_on_off(const char* name, const std::string& s) {
-  if (s == "on" || s == "1") return true;
-  if (s == "off" || s == "0") return false;
-  return make_error(std::string(name) + ": must be on or off, not '" + s + "'");
-}
 }  // namespace
-
-Result<int> parse_procs(const std::string& s) {
-  auto bad = [&s] {
-    return make_error("procs must be 'auto' or an integer from 1 to " + std::to_string(sched::kMaxProcs) + ", not '" +
-                      s + "'");
-  };
-  if (s == "auto" || s == "0") return 0;
-  if (s.empty() || s.size() > 6) return bad();
-  for (char c : s)
-    if (!std::isdigit(static_cast<unsigned char>(c))) return bad();
-  int n = std::stoi(s);
-  if (n < 1 || n > sched::kMaxProcs) return bad();
-  return n;
-}
-
-Result<size_t> parse_size(const std::string& s) {
-  size_t i = 0;
-  unsigned long long v = 0;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
-    if (v > std::numeric_limits<unsigned long long>::max() / 10) return make_error("size too large: '" + s + "'");
-    v = v * 10 + static_cast<unsigned>(s[i] - '0');
-    i++;
-  }
-  if (i == 0) return make_error("size must be a number with an optional k/m/g suffix, not '" + s + "'");
-  std::string suffix = s.substr(i);
-  unsigned long long mult = 1;
-  if (suffix == "k" || suffix == "K" || suffix == "KiB") {
-    mult = 1ull << 10;
-  } else if (suffix == "m" || suffix == "M" || suffix == "MiB") {
-    mult = 1ull << 20;
-  } else if (suffix == "g" || suffix == "G" || suffix == "GiB") {
-    mult = 1ull << 30;
-  } else if (!suffix.empty()) {
-    return make_error("size must be a number with an optional k/m/g suffix, not '" + s + "'");
-  }
-  return static_cast<size_t>(v * mult);
-}
-
-Result<int64_t> parse_duration_ns(const std::string& s) {
-  auto bad = [&s] {
-    return make_error("duration must be a positive number with a unit ns, us, ms or s (a bare number is ms), not '" +
-                      s + "'");
-  };
-  if (s.empty() || s.size() > 32) return bad();
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) i++;
-  if (i == 0) return bad();
-  char* end = nullptr;
-  const std::string num = s.substr(0, i);
-  const double v = std::strtod(num.c_str(), &end);
-  if (end != num.c_str() + num.size() || !std::isfinite(v) || v <= 0) return bad();
-  const std::string unit = s.substr(i);
-  double mult = 0;
-  if (unit == "ns") {
-    mult = 1;
-  } else if (unit == "us") {
-    mult = 1e3;
-  } else if (unit == "ms" || unit.empty()) {
-    mult = 1e6;
-  } else if (unit == "s") {
-    mult = 1e9;
-  } else {
-    return bad();
-  }
-  const double ns = v * mult;
-  // A day is far past any interval tern takes; beyond it is a typo (and near int64's end, an overflow).
-  if (ns < 1 || ns > 86'400e9) return bad();
-  return static_cast<int64_t>(ns);
-}
-
-Result<double> parse_number(const std::string& name, const std::string& s, double lo, double hi) {
-  char* end = nullptr;
-  const double v = s.empty() ? kNaN : std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < lo || v > hi) {
-    return make_error(name + ": must be a number from " + fmt_number(lo) + " to " + fmt_number(hi) + ", not '" + s +
-                      "'");
-  }
-  return v;
-}
 
 int Config::default_procs() {
   const CpuLimits lim = discover_cpu_limits();
@@ -309,11 +215,11 @@ std::string Config::to_json() const {
   out += ", \"shadow_policy\": \"" + json_escape(shadow_policy) + "\"";
   out += ", \"procs_min\": " + std::to_string(procs_min);
   out += ", \"procs_max_setting\": " + std::to_string(procs_max);
-  out += ", \"controller_interval_ms\": " + fmt_number(static_cast<double>(controller_interval_ns) / 1e6);
+  out += ", \"controller_interval_ms\": " + detail::format_number(static_cast<double>(controller_interval_ns) / 1e6);
   out += ", \"quota_rounding\": \"" + json_escape(quota_rounding) + "\"";
-  out += ", \"quota_reserve\": " + fmt_number(quota_reserve);
-  out += ", \"rollback_drop\": " + fmt_number(rollback_drop);
-  out += ", \"latency_target_ms\": " + fmt_number(latency_target_s * 1e3);
+  out += ", \"quota_reserve\": " + detail::format_number(quota_reserve);
+  out += ", \"rollback_drop\": " + detail::format_number(rollback_drop);
+  out += ", \"latency_target_ms\": " + detail::format_number(latency_target_s * 1e3);
   out += ", \"metrics\": \"" + json_escape(metrics) + "\"";  // the admin token is never printed
   out += ", \"max_threads\": " + std::to_string(max_threads);
   out += ", \"stall_ms\": " + std::to_string(stall_ms);
@@ -322,7 +228,8 @@ std::string Config::to_json() const {
   out += ", \"admin_token_set\": " + std::string(admin_token.empty() ? "false" : "true");
   // The limits the default came from, and where each was read.
   const CpuLimits lim = discover_cpu_limits(fs_root);
-  out += ", \"limits\": {\"quota_cores\": " + (lim.has_quota() ? fmt_number(lim.quota_cores) : std::string("null"));
+  out += ", \"limits\": {\"quota_cores\": " +
+         (lim.has_quota() ? detail::format_number(lim.quota_cores) : std::string("null"));
   out += ", \"quota_source\": \"" + json_escape(lim.quota_source) + "\"";
   out += ", \"cpuset_cpus\": " + std::to_string(lim.cpuset_cpus);
   out += ", \"cpuset_source\": \"" + json_escape(lim.cpuset_source) + "\"";

@@ -115,5 +115,13 @@ Result<size_t> parse_size(const std::string& s);
 Result<int64_t> parse_duration_ns(const std::string& s);
 // Parses a finite number in [lo, hi] ("0.2"); names the setting in the error.
 Result<double> parse_number(const std::string& name, const std::string& s, double lo, double hi);
+// Parses a switch: on/1 or off/0; names the setting in the error.
+Result<bool> parse_on_off(const std::string& name, const std::string& s);
+// (runtime/config_parse.cc holds these parsers, pure functions of their text: tests/fuzz/config_fuzz.cc fuzzes them.)
+
+namespace detail {
+// A number as the settings print it: "0.2", "100", no trailing zeros.
+std::string format_number(double x);
+}  // namespace detail
 
 }  // namespace tern
