@@ -165,6 +165,11 @@ Result<Config> Config::from_env() {
     if (!r) return r.error();
     c.uring_park = *r;
   }
+  if (const char* v = std::getenv("TERN_NODE_ARENAS"); v != nullptr && *v != '\0') {
+    auto r = parse_on_off("TERN_NODE_ARENAS", v);
+    if (!r) return r.error();
+    c.node_arenas = *r;
+  }
   auto env = [](const char* name) -> std::optional<std::string> {
     const char* v = std::getenv(name);
     if (v == nullptr || *v == '\0') return std::nullopt;
@@ -297,6 +302,7 @@ std::string Config::to_json() const {
   out += ", \"poller\": \"" + json_escape(poller) + "\"";
   out += ", \"numa\": " + std::string(numa ? "true" : "false");
   out += ", \"uring_park\": " + std::string(uring_park ? "true" : "false");
+  out += ", \"node_arenas\": " + std::string(node_arenas ? "true" : "false");
   out += ", \"policy\": \"" + json_escape(resolved_policy()) + "\"";
   out += ", \"shadow_policy\": \"" + json_escape(shadow_policy) + "\"";
   out += ", \"procs_min\": " + std::to_string(procs_min);

@@ -53,6 +53,7 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   opts.procs = cfg_.resolved_procs();
   opts.stack_size = cfg_.stack_size;
   opts.max_threads = cfg_.max_threads;
+  opts.node_arenas = cfg_.node_arenas;
   opts.stall_ns = cfg_.stall_ms * 1'000'000;
   opts.on_stall = [](const sched::StallReport& r) {
     const std::string text = debug::format_stall(r);
