@@ -16,6 +16,7 @@
 #include "alloc/arena.h"
 #include "runtime/blocking.h"
 #include "runtime/controller/controller.h"
+#include "runtime/pool.h"
 #include "scheduler/sched.h"
 
 namespace tern::metrics {
@@ -136,6 +137,10 @@ bool process_wide(const std::string& family) {
       "tern_cgroup_throttled_seconds_total",
       "tern_heap_bytes",
       "tern_allocator_info",
+      "tern_pool_hits_total",
+      "tern_pool_misses_total",
+      "tern_pool_drops_total",
+      "tern_pool_objects",
       "tern_fds_open",
       "tern_fds_limit",
       "tern_blocking_pool_threads",  // spawn_blocking's pool is the process's
@@ -389,6 +394,22 @@ void RuntimeMetrics::collect(Snapshot& out) {
                        "1, labelled with the allocator of tern's own allocations: jemalloc-private (tern's copy; the "
                        "program's malloc untouched), jemalloc-process (the program's malloc is jemalloc) or malloc");
     labeled(a, {{"allocator", alloc::heap_name()}}, 1);
+  }
+  if (const auto pools = tern::detail::all_pool_stats(); !pools.empty()) {
+    // tern::Pool (runtime/pool.h): process-wide, like the heap.
+    Family& hits = family(out, "tern_pool_hits_total", Type::kCounter, "tern::Pool gets answered from a P's cache");
+    Family& misses = family(out, "tern_pool_misses_total", Type::kCounter, "tern::Pool gets that made a new object");
+    Family& drops = family(out, "tern_pool_drops_total", Type::kCounter,
+                           "tern::Pool objects dropped: put into a full cache, or aged out by two cycles");
+    Family& objects = family(out, "tern_pool_objects", Type::kGauge,
+                             "objects tern::Pool holds: in the P caches (primary) and from the last cycle (victim)");
+    for (const auto& [name, st] : pools) {
+      labeled(hits, {{"pool", name}}, static_cast<double>(st.hits));
+      labeled(misses, {{"pool", name}}, static_cast<double>(st.misses));
+      labeled(drops, {{"pool", name}}, static_cast<double>(st.drops));
+      labeled(objects, {{"pool", name}, {"state", "primary"}}, static_cast<double>(st.primary));
+      labeled(objects, {{"pool", name}, {"state", "victim"}}, static_cast<double>(st.victim));
+    }
   }
   one(out, "tern_fds_open", Type::kGauge, "file descriptors open in the process", open_fds("/"));
   rlimit rl{};
