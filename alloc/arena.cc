@@ -54,7 +54,7 @@ struct Heap {
 };
 
 // The program's malloc is jemalloc's: mallocx is visible and lives in the same object as malloc.
-bool process_is_jemalloc(Heap& h) {
+[[maybe_unused]] bool process_is_jemalloc(Heap& h) {
   void* mx = dlsym(RTLD_DEFAULT, "mallocx");
   void* m = dlsym(RTLD_DEFAULT, "malloc");
   if (mx == nullptr || m == nullptr) return false;

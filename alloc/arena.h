@@ -76,7 +76,11 @@ template <class T, class... Args>
 T* node_new(int node, Args&&... args) {
   void* p = node_alloc(sizeof(T), alignof(T), node);
   if (p == nullptr) return nullptr;
-  return ::new (p) T(std::forward<Args>(args)...);
+  if constexpr (sizeof...(Args) == 0) {
+    return ::new (p) T;  // default-initialized, as `new T`: a buffer's bytes are not zeroed
+  } else {
+    return ::new (p) T(std::forward<Args>(args)...);
+  }
 }
 template <class T>
 void node_delete(T* t) {

@@ -13,6 +13,7 @@
 #include "runtime/blocking.h"
 #include "runtime/go.h"
 #include "runtime/net/net.h"
+#include "runtime/pool.h"
 #include "tools/echo/cpu_burn.h"
 #include "tools/echo/echo_routes.h"
 #include "tools/echo/http_response.h"
@@ -22,9 +23,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A connection's first read buffer: a wrk request is ~40 bytes and a browser's ~1 KiB, so 16 KiB takes a deep pipeline
-// of them in one read; larger bodies grow the buffer (up to the header plus body limits) for that connection.
+// A connection's read buffer: a wrk request is ~40 bytes and a browser's ~1 KiB, so 16 KiB takes a deep pipeline of
+// them in one read; larger bodies grow the buffer (up to the header plus body limits) for that request.
 constexpr size_t kReadBufBytes = 16 << 10;
+// Pooled read buffers kept per P: more than the connections one P serves at once in the benchmarks (100), so that a
+// steady load neither misses nor drops.
+constexpr size_t kPooledBuffersPerProc = 256;
 // TCP mode's buffer: one read's worth of bytes echoed per write.
 constexpr size_t kTcpBufBytes = 64 << 10;
 // After answering a request with "Connection: close" or an error, the server stops writing but keeps reading (and
@@ -60,6 +64,16 @@ void linger_close(net::Stream& s, char* buf, size_t cap) {
   s.close();
 }
 
+struct ReadBuffer {
+  char bytes[kReadBufBytes];
+};
+
+tern::Pool<ReadBuffer>& read_buffers() {
+  // Leaked: connection fibers still running during static destruction may give buffers back.
+  static auto* pool = new tern::Pool<ReadBuffer>("echo_read_buffers", {.per_proc = kPooledBuffersPerProc});
+  return *pool;
+}
+
 class HttpConn {
  public:
   HttpConn(net::Stream s, const ServerOptions& opts)
@@ -67,27 +81,31 @@ class HttpConn {
         limits_(opts.limits),
         metrics_(opts.metrics),
         cpu_pool_(opts.cpu_pool),
-        buf_(new char[kReadBufBytes]),
-        cap_(kReadBufBytes) {}
+        pooled_(opts.buffers == Buffers::kPool) {}
+  ~HttpConn() { release(); }
+  HttpConn(const HttpConn&) = delete;
+  HttpConn& operator=(const HttpConn&) = delete;
 
   void run() {
     for (;;) {
+      if (buf_ == nullptr) acquire();
       if (len_ == cap_ && !grow()) return;
-      net::IoResult r = s_.read(buf_.get() + len_, cap_ - len_);
+      net::IoResult r = s_.read(buf_ + len_, cap_ - len_);
       if (!r || r.n == 0) return;
       len_ += r.n;
       if (metrics_.latency != nullptr) read_ns_ = mono_ns();
       if (need_ > len_) continue;  // the body of a request is still arriving: no point parsing again yet
       if (!answer()) return;
       if (closing_) {
-        linger_close(s_, buf_.get(), cap_);
+        linger_close(s_, buf_, cap_);
         return;
       }
       // Everything answered has been sent, so nothing points into the buffer any more: move the rest to the front.
-      std::memmove(buf_.get(), buf_.get() + parsed_, len_ - parsed_);
+      std::memmove(buf_, buf_ + parsed_, len_ - parsed_);
       len_ -= parsed_;
       if (need_ != 0) need_ -= parsed_;
       parsed_ = 0;
+      if (len_ == 0) release();  // between requests: the buffer goes back (--buffers)
     }
   }
 
@@ -96,7 +114,7 @@ class HttpConn {
   bool answer() {
     while (parsed_ < len_ && !closing_) {
       http::Request req;
-      http::ParseResult p = http::parse_request({buf_.get() + parsed_, len_ - parsed_}, limits_, req);
+      http::ParseResult p = http::parse_request({buf_ + parsed_, len_ - parsed_}, limits_, req);
       if (p.state == http::ParseState::kNeedMore) {
         need_ = p.need == 0 ? 0 : parsed_ + p.need;
         break;
@@ -177,10 +195,36 @@ class HttpConn {
     if (cap_ >= max) return false;
     size_t cap = std::min(std::max(need_, cap_ * 2), max);
     std::unique_ptr<char[]> bigger(new char[cap]);
-    std::memcpy(bigger.get(), buf_.get(), len_);
-    buf_ = std::move(bigger);
+    std::memcpy(bigger.get(), buf_, len_);
+    release_small();
+    grown_ = std::move(bigger);
+    buf_ = grown_.get();
     cap_ = cap;
     return true;
+  }
+
+  // A 16 KiB buffer for the next request: from this P's pool, or new (--buffers).
+  void acquire() {
+    small_ = pooled_ ? read_buffers().get() : new ReadBuffer;
+    if (small_ == nullptr) throw std::bad_alloc();
+    buf_ = small_->bytes;
+    cap_ = kReadBufBytes;
+  }
+  void release_small() {
+    if (small_ == nullptr) return;
+    if (pooled_) {
+      read_buffers().put(small_);
+    } else {
+      delete small_;
+    }
+    small_ = nullptr;
+  }
+  // Gives the buffer back; a grown one (a large request's) is freed, not pooled.
+  void release() {
+    release_small();
+    grown_.reset();
+    buf_ = nullptr;
+    cap_ = 0;
   }
 
   net::Stream s_;
@@ -189,8 +233,11 @@ class HttpConn {
   Runtime* cpu_pool_;
   int64_t read_ns_ = 0;    // when the last read returned (only with metrics on)
   uint32_t answered_ = 0;  // requests answered and not yet counted
-  std::unique_ptr<char[]> buf_;
-  size_t cap_;
+  const bool pooled_;
+  ReadBuffer* small_ = nullptr;    // the 16 KiB buffer held, if any
+  std::unique_ptr<char[]> grown_;  // or a larger one, for a large request
+  char* buf_ = nullptr;            // whichever is held; nullptr between requests
+  size_t cap_ = 0;
   size_t len_ = 0;     // bytes read into buf_
   size_t parsed_ = 0;  // bytes of buf_ answered (their responses may point into them until flushed)
   size_t need_ = 0;    // buf_ must hold this many bytes before the next request can be complete; 0: unknown

@@ -28,6 +28,12 @@ namespace tern::echo {
 
 enum class Mode { kHttp, kTcp };
 
+// Where an HTTP connection's read buffer comes from for each request (tern-echo --buffers). A connection takes a buffer
+// before it reads and gives it back once everything read has been answered, so a keep-alive connection takes one per
+// request (its read waits with the buffer: io_uring reads into it). kPool: a tern::Pool of 16 KiB buffers, each P
+// reusing the ones its connections gave back, still hot in its core's cache. kAlloc: new and delete each time.
+enum class Buffers { kPool, kAlloc };
+
 // Application metrics (runtime/metrics/metrics.h), counted when set: tern-echo sets them with --metrics.
 struct AppMetrics {
   metrics::Counter* requests = nullptr;   // tern_echo_requests_total
@@ -46,6 +52,7 @@ struct ServerOptions {
   // the connection's fiber waits parked, so a burst of CPU work holds that runtime's processors and not the ones
   // that read sockets and answer /health. Null: in the connection's fiber, as always. Must outlive serve().
   Runtime* cpu_pool = nullptr;
+  Buffers buffers = Buffers::kPool;
 };
 
 // Parses a --listen value (runtime/net's numeric forms: "127.0.0.1:8080", "[::1]:8080", ":8080").

@@ -4,6 +4,7 @@
 //   tern-echo --listen 0.0.0.0:9000 --mode tcp   # echo bytes back
 //   tern-echo --procs 2 --poller epoll --dry-run # print the resolved configuration as JSON and exit
 //   tern-echo --cpu-pool 1                       # /work burns its CPU on a second runtime ("cpu") of 1 processor
+//   tern-echo --buffers alloc                    # each request's read buffer from new/delete, not tern::Pool
 //
 // Precedence: flags > environment (tern::Config::from_env(): TERN_PROCS, TERN_POLLER, ...) > defaults.
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <optional>
 #include <string>
 
+#include "alloc/arena.h"
 #include "runtime/config.h"
 #include "runtime/runtime.h"
 #include "tools/echo/echo_server.h"
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
   std::string max_body;
   std::string cpu_pool;
   bool dry_run = false;
+  std::string buffers = "pool";
   std::string metrics_listen, admin_token;
   std::string max_threads;
   // The controller's settings (runtime/config.h has each one's environment variable and default).
@@ -66,6 +69,10 @@ int main(int argc, char** argv) {
       app.add_option("--cpu-pool", cpu_pool,
                      "run /work on a second runtime named cpu of N processors, so CPU bursts cannot starve /health and "
                      "I/O (default: off, /work runs in its connection's fiber)");
+  app.add_option("--buffers", buffers,
+                 "where each request's read buffer comes from: pool (tern::Pool, per processor) or alloc (new/delete)")
+      ->check(CLI::IsMember({"pool", "alloc"}))
+      ->capture_default_str();
   app.add_flag("--dry-run", dry_run, "print the resolved configuration and CPU limits as JSON and exit");
   app.add_option("--policy", policy,
                  "processor-count policy: static, quota, threshold, hill or latency (default: TERN_POLICY, else quota; "
@@ -91,6 +98,7 @@ int main(int argc, char** argv) {
   tern::echo::ServerOptions opts;
   opts.listen = listen;
   opts.mode = mode == "tcp" ? tern::echo::Mode::kTcp : tern::echo::Mode::kHttp;
+  opts.buffers = buffers == "alloc" ? tern::echo::Buffers::kAlloc : tern::echo::Buffers::kPool;
   if (!procs.empty()) {
     auto p = tern::parse_procs(procs);
     if (!p) {
@@ -189,6 +197,8 @@ int main(int argc, char** argv) {
     j["mode"] = mode;
     j["max_body"] = opts.limits.max_body_bytes;
     j["max_header"] = opts.limits.max_header_bytes;
+    j["buffers"] = buffers;
+    j["allocator"] = tern::alloc::heap_name();  // of tern's own allocations (alloc/arena.h)
     // What the poller setting resolves to on this machine, as procs does: auto takes io_uring where its probe passes.
     const tern::Config::PollerResolution poller = cfg.resolved_poller();
     if (!poller.backend.empty()) {
