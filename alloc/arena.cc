@@ -13,6 +13,12 @@
 #include <mutex>
 
 #include "base/sanitizer.h"
+#if defined(TERN_ASAN) || defined(TERN_TSAN)
+// The sanitizer runtimes' allocator statistics (compiler-rt's sanitizer/allocator_interface.h, which GCC 12 does not
+// install).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
+extern "C" size_t __sanitizer_get_heap_size();
+#endif
 
 // The private copy's entry points (cmake/TernJemalloc.cmake renames jemalloc's mallocx, sdallocx and mallctl to these
 // and makes every other symbol of it local).
@@ -212,6 +218,11 @@ int arena_lookup(const void* p) {
 
 HeapStats heap_stats() {
   Heap& h = heap();
+#if defined(TERN_ASAN) || defined(TERN_TSAN)
+  // The sanitizer's allocator keeps no mallinfo; it counts for itself.
+  const auto used = static_cast<double>(__sanitizer_get_current_allocated_bytes());
+  return {used, used, static_cast<double>(__sanitizer_get_heap_size()), NAN};
+#endif
   if (h.kind == HeapKind::kMalloc) {
     const struct mallinfo2 mi = mallinfo2();
     const auto used = static_cast<double>(mi.uordblks + mi.hblkhd);

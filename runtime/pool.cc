@@ -97,7 +97,7 @@ PoolCore::~PoolCore() {
     if (s == nullptr) continue;
     for (uint32_t k = 0; k < s->n.load(std::memory_order_relaxed); k++) drop_(s->primary[k]);
     for (uint32_t k = 0; k < s->vn.load(std::memory_order_relaxed); k++) drop_(s->victim[k]);
-    alloc::node_free(s->primary, sizeof(void*) * 2 * per_proc_, alignof(void*));
+    alloc::node_free(s->arrays, sizeof(void*) * 2 * per_proc_, alignof(void*));
     alloc::node_delete(s);
   }
 }
@@ -124,6 +124,7 @@ PoolSlot* PoolCore::make_slot(sched::ProcRef p) {
   auto* s = alloc::node_new<PoolSlot>(p.node);
   void** arrays = static_cast<void**>(alloc::node_alloc(sizeof(void*) * 2 * per_proc_, alignof(void*), p.node));
   if (s == nullptr || arrays == nullptr) throw std::bad_alloc();
+  s->arrays = arrays;
   s->primary = arrays;
   s->victim = arrays + per_proc_;
   slots_[p.slot].store(s, std::memory_order_release);

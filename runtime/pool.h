@@ -71,7 +71,8 @@ struct alignas(64) PoolSlot {
   std::atomic<bool> cycling{false};
   std::atomic<uint32_t> n{0}, vn{0};  // objects in primary / victim
   void** primary = nullptr;           // [per_proc]
-  void** victim = nullptr;            // [per_proc]
+  void** victim = nullptr;            // [per_proc]; the cycle swaps the two
+  void** arrays = nullptr;            // the one allocation both live in (whichever half each is now)
   std::atomic<uint64_t> hits{0}, misses{0}, drops{0};
 };
 
