@@ -8,10 +8,11 @@
 //                                   (0), in the same process (Config::node_arenas)
 //   BM_ArenaSpawnManyFresh/arenas:N a fresh runtime spawning 10k fibers alive at once: every G record block is a new
 //                                   allocation (157 blocks of 64), on the arenas or from operator new
-//   BM_ArenaAllocFree/arenas:N      a 16 KiB node_alloc/node_free pair on a bound thread vs malloc/free
+//   BM_ArenaAllocFree/arenas:N/bytes:B  a node_alloc/node_free pair on a bound thread vs malloc/free
 #include <benchmark/benchmark.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdlib>
 #include <optional>
 
@@ -121,18 +122,19 @@ BENCHMARK(BM_ArenaSpawnManyFresh)
 
 void BM_ArenaAllocFree(benchmark::State& state) {
   const bool arenas = state.range(0) != 0;
+  const auto bytes = static_cast<size_t>(state.range(1));
   if (arenas) tern::alloc::bind_thread(0);
   for (auto _ : state) {
-    void* p = arenas ? tern::alloc::node_alloc(kBufferBytes, 64, 0) : std::aligned_alloc(64, kBufferBytes);
+    void* p = arenas ? tern::alloc::node_alloc(bytes, alignof(std::max_align_t), 0) : std::malloc(bytes);
     benchmark::DoNotOptimize(p);
     if (arenas) {
-      tern::alloc::node_free(p, kBufferBytes, 64);
+      tern::alloc::node_free(p, bytes, alignof(std::max_align_t));
     } else {
       std::free(p);
     }
   }
   state.SetLabel(arenas ? tern::alloc::heap_name() : "malloc");
 }
-BENCHMARK(BM_ArenaAllocFree)->ArgName("arenas")->Arg(1)->Arg(0);
+BENCHMARK(BM_ArenaAllocFree)->ArgNames({"arenas", "bytes"})->ArgsProduct({{1, 0}, {256, 4096, 16384}});
 
 }  // namespace
