@@ -20,14 +20,14 @@ pairs=5
 duration=5
 bin=build/bin
 body=512
-port=18480
+base_port=18480
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --pairs) pairs="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --body) body="$2"; shift 2 ;;
-    --port) port="$2"; shift 2 ;;
+    --port) base_port="$2"; shift 2 ;;
     *) echo "pool_echo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -47,8 +47,12 @@ cpu_ticks() {  # utime + stime of PID, in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+runs=0
 run_one() {  # mode index
   local mode=$1 i=$2 out="$work/$1.$2"
+  # A port per run: the last run's connections may hold the previous one in TIME_WAIT.
+  runs=$((runs + 1))
+  local port=$((base_port + runs))
   taskset -c 0 "$bin/tern-echo" --procs 1 --listen "127.0.0.1:$port" --buffers "$mode" > "$out.server" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do
@@ -56,6 +60,7 @@ run_one() {  # mode index
     sleep 0.05
   done
   taskset -c 1 wrk -t1 -c100 -d1s -s "$work/post.lua" "http://127.0.0.1:$port/echo" > /dev/null
+  kill -0 "$pid" 2> /dev/null || { echo "pool_echo.sh: tern-echo exited:" >&2; cat "$out.server" >&2; exit 1; }
   local t0; t0=$(cpu_ticks "$pid")
   perf stat -e cache-references,cache-misses -x, -o "$out.perf" -p "$pid" -- sleep "$((duration + 1))" &
   local perf_pid=$!
