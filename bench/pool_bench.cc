@@ -16,10 +16,9 @@
 #include <cstdlib>
 #include <optional>
 
-#include "alloc/arena.h"
 #include "runtime/config.h"
 #include "runtime/go.h"
-#include "runtime/pool.h"
+#include "runtime/pool.h"  // and, through it, alloc/arena.h (node_alloc, heap_name): the pool's default allocator
 #include "runtime/runtime.h"
 #include "runtime/sync/wait_group.h"
 

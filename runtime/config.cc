@@ -9,6 +9,7 @@
 #include <optional>
 #include <utility>
 
+#include "alloc/arena.h"
 #include "netpoll/netpoll.h"
 #include "runtime/cgroup.h"
 #include "runtime/controller/policy.h"
@@ -303,6 +304,7 @@ std::string Config::to_json() const {
   out += ", \"numa\": " + std::string(numa ? "true" : "false");
   out += ", \"uring_park\": " + std::string(uring_park ? "true" : "false");
   out += ", \"node_arenas\": " + std::string(node_arenas ? "true" : "false");
+  out += ", \"allocator\": \"" + std::string(tern::alloc::heap_name()) + "\"";  // what node_arenas allocate with
   out += ", \"policy\": \"" + json_escape(resolved_policy()) + "\"";
   out += ", \"shadow_policy\": \"" + json_escape(shadow_policy) + "\"";
   out += ", \"procs_min\": " + std::to_string(procs_min);

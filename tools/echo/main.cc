@@ -17,7 +17,6 @@
 #include <optional>
 #include <string>
 
-#include "alloc/arena.h"
 #include "runtime/config.h"
 #include "runtime/runtime.h"
 #include "tools/echo/echo_server.h"
@@ -198,7 +197,6 @@ int main(int argc, char** argv) {
     j["max_body"] = opts.limits.max_body_bytes;
     j["max_header"] = opts.limits.max_header_bytes;
     j["buffers"] = buffers;
-    j["allocator"] = tern::alloc::heap_name();  // of tern's own allocations (alloc/arena.h)
     // What the poller setting resolves to on this machine, as procs does: auto takes io_uring where its probe passes.
     const tern::Config::PollerResolution poller = cfg.resolved_poller();
     if (!poller.backend.empty()) {
