@@ -24,6 +24,13 @@ extern "C" size_t __sanitizer_get_heap_size();
 // and makes every other symbol of it local).
 #if TERN_PRIVATE_JEMALLOC
 extern "C" {
+// The private copy's options (its malloc_conf, renamed; jemalloc's own definition is weak). No thread caches: jemalloc
+// 5.3 sets up a thread's cache on the thread's first call, and when the kernel refuses the mapping that needs (every
+// mapping taken: vm.max_map_count) it dereferences a null arena in tcache_arena_associate instead of failing. A new M
+// started then would crash the process where TryGo.StackExhaustionIsAnErrorNotAnAbort expects an error. tern's arena
+// allocations are rare (blocks of 64 G records, pool misses), so each goes to its arena's bins directly.
+extern const char* tern_je_malloc_conf;
+const char* tern_je_malloc_conf = "tcache:false";
 void* tern_je_mallocx(size_t size, int flags);
 void tern_je_sdallocx(void* ptr, size_t size, int flags);
 int tern_je_mallctl(const char* name, void* oldp, size_t* oldlenp, void* newp, size_t newlen);

@@ -20,13 +20,17 @@
 //
 // Arenas: one per NUMA node (node ids 0 .. kMaxArenaNodes-1; higher ids share node id % kMaxArenaNodes), created with
 // "arenas.create" when the node is first used. A thread that called bind_thread(node) (an M, when it takes a P:
-// P::node) allocates on that node's arena through its thread cache; any other thread, or a bound thread allocating for
-// another node, goes to the arena directly (MALLOCX_TCACHE_NONE). The arenas' memory is not bound to its node with
-// mbind: pages land wherever the first-touching thread runs, which is the node's own threads in the common case.
-// Binding them (extent hooks that mbind each extent) is left for a machine with more than one node to measure on.
+// P::node) has that arena as its own ("thread.arena"; with the process's jemalloc, its malloc goes there too).
+// node_alloc uses the node's arena either way (implicitly on a thread bound to it). The private copy runs without
+// thread caches (arena.cc says why: jemalloc crashes setting one up when no mapping can be made), so each call takes
+// its arena's bin lock; with the process's jemalloc a bound thread allocating for its own node uses its thread cache.
+// The arenas' memory is not bound to its node with mbind: pages land wherever the first-touching thread runs, which is
+// the node's own threads in the common case. Binding them (extent hooks that mbind each extent) is left for a machine
+// with more than one node to measure on.
 //
-// Costs: a thread-cached node_alloc/node_free pair is jemalloc's fast path (~10-20 ns); an uncached one takes the
-// arena's bin lock.
+// Costs: an uncached node_alloc/node_free pair takes the arena's bin lock, uncontended ~20-40 ns (bench/pool_bench.cc);
+// a thread-cached one (the process's jemalloc) is jemalloc's fast path. Over-aligned requests (above
+// alignof(max_align_t)) take a slower path in jemalloc: ask for the type's natural alignment.
 #pragma once
 
 #include <cstddef>

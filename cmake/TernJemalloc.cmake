@@ -2,7 +2,7 @@
 #
 # tern_jemalloc_private: a private copy of jemalloc for tern's own arenas, that leaves the program's malloc alone.
 #   Debian's libjemalloc_pic.a is linked partially (ld -r) into one object, whose global symbols are then all made
-#   local except mallocx, sdallocx and mallctl, renamed tern_je_*. Its malloc, free and operator new stay inside it,
+#   local except mallocx, sdallocx, mallctl and malloc_conf, renamed tern_je_*. Its malloc, free and operator new stay inside it,
 #   so linking tern never replaces the program's allocator. (dlopen'ing libjemalloc.so.2 with RTLD_LOCAL would do the
 #   same, but glibc refuses it: jemalloc's TLS is initial-exec, "cannot allocate memory in static TLS block".)
 #   Not built in sanitizer builds (tern then allocates with malloc, which the sanitizer sees) or where the archive is
@@ -30,11 +30,13 @@ if(TERN_PRIVATE_JEMALLOC)
   set(dir ${CMAKE_BINARY_DIR}/jemalloc_private)
   set(obj ${dir}/tern_jemalloc.o)
   file(MAKE_DIRECTORY ${dir})
-  file(WRITE ${dir}/keep.txt "tern_je_mallocx\ntern_je_sdallocx\ntern_je_mallctl\n")
+  # malloc_conf (a weak definition) stays global, renamed, so that alloc/arena.cc can define the copy's options.
+  file(WRITE ${dir}/keep.txt "tern_je_mallocx\ntern_je_sdallocx\ntern_je_mallctl\ntern_je_malloc_conf\n")
   add_custom_command(OUTPUT ${obj}
     COMMAND ${CMAKE_LINKER} -r --whole-archive ${TERN_JEMALLOC_PIC_ARCHIVE} -o ${dir}/all.o
     COMMAND ${TERN_OBJCOPY} --redefine-sym mallocx=tern_je_mallocx --redefine-sym sdallocx=tern_je_sdallocx
-            --redefine-sym mallctl=tern_je_mallctl --keep-global-symbols=${dir}/keep.txt ${dir}/all.o ${obj}
+            --redefine-sym mallctl=tern_je_mallctl --redefine-sym malloc_conf=tern_je_malloc_conf
+            --keep-global-symbols=${dir}/keep.txt ${dir}/all.o ${obj}
     DEPENDS ${TERN_JEMALLOC_PIC_ARCHIVE}
     COMMENT "Making tern's private jemalloc (jemalloc_pic.a with every symbol local but tern_je_*)"
     VERBATIM)

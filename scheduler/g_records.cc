@@ -24,7 +24,7 @@ std::atomic<uint64_t> g_next_fiber_id{1};
 G* alloc_g_block(bool arenas, int node) {
   if (!arenas) return new G[kGBlock];
   void* mem = alloc::node_alloc(sizeof(G) * kGBlock, alignof(G), node);
-  if (mem == nullptr) throw std::bad_alloc();
+  if (mem == nullptr) return nullptr;
   G* block = static_cast<G*>(mem);
   for (size_t i = 0; i < kGBlock; i++) ::new (static_cast<void*>(&block[i])) G();  // G() does not throw
   return block;
@@ -90,6 +90,9 @@ G* Sched::new_g() {
   }
   if (g == nullptr) {
     G* block = alloc_g_block(opts_.node_arenas, p != nullptr ? p->node : 0);
+    // The arena could not map memory (every mapping taken, as when stacks run out): the caller reports exhaustion, as
+    // for a stack (try_go's error, go()'s message).
+    if (block == nullptr) return nullptr;
     for (size_t i = 0; i < kGBlock; i++) {
       block[i].sched = this;
       block[i].tsan_fiber = ctx::tsan_create();

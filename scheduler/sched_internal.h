@@ -30,8 +30,8 @@ void m_main(M* m);
 // G records are allocated this many at a time and live until the runtime is destroyed.
 inline constexpr size_t kGBlock = 64;
 struct G;
-// A block of kGBlock constructed G records: on node's jemalloc arena (alloc/arena.h) when `arenas`, else from operator
-// new; std::bad_alloc when out of memory, as operator new. free_g_block destroys and frees one (the same `arenas`).
+// A block of kGBlock constructed G records: on node's jemalloc arena (alloc/arena.h) when `arenas` (nullptr when it
+// cannot map memory), else from operator new. free_g_block destroys and frees one (the same `arenas`).
 G* alloc_g_block(bool arenas, int node);
 void free_g_block(G* block, bool arenas);
 
