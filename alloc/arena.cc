@@ -24,13 +24,14 @@ extern "C" size_t __sanitizer_get_heap_size();
 // and makes every other symbol of it local).
 #if TERN_PRIVATE_JEMALLOC
 extern "C" {
-// The private copy's options (its malloc_conf, renamed; jemalloc's own definition is weak). No thread caches: jemalloc
-// 5.3 sets up a thread's cache on the thread's first call, and when the kernel refuses the mapping that needs (every
-// mapping taken: vm.max_map_count) it dereferences a null arena in tcache_arena_associate instead of failing. A new M
-// started then would crash the process where TryGo.StackExhaustionIsAnErrorNotAnAbort expects an error. tern's arena
-// allocations are rare (blocks of 64 G records, pool misses), so each goes to its arena's bins directly.
+// The private copy's options (its malloc_conf, renamed; jemalloc's own definition is weak). One automatic arena: on a
+// thread's first call jemalloc 5.3 picks it an automatic arena, creating one lazily (4 per CPU by default), and when
+// the kernel refuses the mapping that needs (every mapping taken: vm.max_map_count) it dereferences the null arena in
+// tcache_arena_associate instead of failing. A new M started then crashed the process where
+// TryGo.StackExhaustionIsAnErrorNotAnAbort expects an error. With arena 0 the only automatic one (made at jemalloc's
+// start) no thread needs one made; tern's own arenas are the per-node ones, made by arenas.create.
 extern const char* tern_je_malloc_conf;
-const char* tern_je_malloc_conf = "tcache:false";
+const char* tern_je_malloc_conf = "narenas:1";
 void* tern_je_mallocx(size_t size, int flags);
 void tern_je_sdallocx(void* ptr, size_t size, int flags);
 int tern_je_mallctl(const char* name, void* oldp, size_t* oldlenp, void* newp, size_t newlen);
