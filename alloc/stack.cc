@@ -1,7 +1,6 @@
 // alloc/stack.cc: fiber stacks: mapping with a guard, the pool and its trim, per-P caches, taking between them.
 #include "alloc/stack.h"
 
-#include <linux/membarrier.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -12,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "alloc/fence.h"
 #include "base/sanitizer.h"
 
 // Guard regions (Linux 6.13): a page range that faults on access without being a separate mapping. Debian 12's headers
@@ -30,23 +30,6 @@ size_t round_up(size_t n, size_t to) {
   return (n + to - 1) / to * to;
 }
 
-// Registers the process for membarrier's private expedited command, once; false where the kernel (before 4.14, or a
-// sandbox such as valgrind or gVisor that lacks the syscall) cannot do it.
-bool membarrier_registered() {
-  static const bool ok = [] {
-    const long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-  }();
-  return ok;
-}
-
-// The heavy side of an asymmetric fence: a full barrier on every running thread of the process. The caller's own
-// accesses around it are seq_cst, so they stay on their side of it.
-bool heavy_fence() {
-  return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
-}
-
 // Waiting for the other side of a cache's exclusion, which holds it for a few instructions unless its thread is
 // preempted: spin a little, then let it run.
 void backoff(int& spins) {
@@ -60,7 +43,8 @@ void backoff(int& spins) {
 }
 }  // namespace
 
-StackPool::StackPool(StackPoolOptions opts) : opts_(opts), asym_(opts.asymmetric_fences && membarrier_registered()) {
+StackPool::StackPool(StackPoolOptions opts)
+    : opts_(opts), asym_(opts.asymmetric_fences && asymmetric_fences_available()) {
   // A stack smaller than 4 pages cannot hold the context switch frame plus any useful call depth.
   opts_.stack_size = round_up(std::max(opts_.stack_size, 4 * page_size()), page_size());
   opts_.guard_size = round_up(std::max(opts_.guard_size, page_size()), page_size());

@@ -9,6 +9,7 @@
 #include <optional>
 #include <utility>
 
+#include "alloc/arena.h"
 #include "netpoll/netpoll.h"
 #include "runtime/cgroup.h"
 #include "runtime/controller/policy.h"
@@ -77,6 +78,11 @@ Result<Config> Config::from_env() {
     auto r = parse_on_off("TERN_RAISE_FD_LIMIT", v);
     if (!r) return r.error();
     c.raise_fd_limit = *r;
+  }
+  if (const char* v = std::getenv("TERN_NODE_ARENAS"); v != nullptr && *v != '\0') {
+    auto r = parse_on_off("TERN_NODE_ARENAS", v);
+    if (!r) return r.error();
+    c.node_arenas = *r;
   }
   auto env = [](const char* name) -> std::optional<std::string> {
     const char* v = std::getenv(name);
@@ -211,6 +217,8 @@ std::string Config::to_json() const {
   out += ", \"poller\": \"" + json_escape(poller) + "\"";
   out += ", \"numa\": \"" + json_escape(numa) + "\"";
   out += ", \"uring_park\": " + std::string(uring_park ? "true" : "false");
+  out += ", \"node_arenas\": " + std::string(node_arenas ? "true" : "false");
+  out += ", \"allocator\": \"" + std::string(tern::alloc::heap_name()) + "\"";  // what node_arenas allocate with
   out += ", \"policy\": \"" + json_escape(resolved_policy()) + "\"";
   out += ", \"shadow_policy\": \"" + json_escape(shadow_policy) + "\"";
   out += ", \"procs_min\": " + std::to_string(procs_min);

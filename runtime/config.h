@@ -14,6 +14,8 @@
 //   TERN_POLLER      auto | uring | epoll
 //   TERN_NUMA        none | compact | scatter: the NUMA placement of Ps on processing units (runtime/topology.h)
 //   TERN_URING_PARK  on | off: an idle M sleeps in its own io_uring (netpoll/uring_poller.h, park())
+//   TERN_NODE_ARENAS on | off: G records on per-node jemalloc arenas, each M bound to its node's (alloc/arena.h)
+//   TERN_ALLOCATOR   jemalloc | malloc: what alloc/arena.h allocates with, process-wide (read once, by alloc/)
 //   TERN_POLICY      the controller's policy: static | quota | threshold | hill | latency (default quota; static when
 //                    TERN_PROCS or Config::procs is explicit, as an explicit GOMAXPROCS is)
 //   TERN_SHADOW_POLICY            a second policy run on the same samples, applying nothing
@@ -59,6 +61,9 @@ struct Config {
   // io_uring backend, kernels with IORING_OP_FUTEX_WAIT (6.7): an idle M sleeps in its own ring, so that completions
   // of I/O it submitted wake it with their fibers. Off: it sleeps on a futex, and receives move off it after 2 ms.
   bool uring_park = true;
+  // G records on the jemalloc arena of the spawning P's node, each M bound to its node's arena (alloc/arena.h;
+  // sched::SchedOptions::node_arenas). Off: operator new.
+  bool node_arenas = true;
 
   // The controller (runtime/controller/controller.h).
   std::string policy;  // empty: "static" when procs > 0, else "quota"

@@ -66,6 +66,7 @@ Result<void> Runtime::start(std::unique_ptr<sched::Poller> poller) {
   opts.procs = cfg_.resolved_procs();
   opts.stack_size = cfg_.stack_size;
   opts.max_threads = cfg_.max_threads;
+  opts.node_arenas = cfg_.node_arenas;
   opts.stall_ns = cfg_.stall_ms * 1'000'000;
   // validate() checked the setting; a machine hwloc cannot read runs unplaced, with one line saying so.
   if (auto placement = machine_placement(cfg_.numa); placement) {

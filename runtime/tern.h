@@ -21,5 +21,6 @@
 #include "runtime/join_handle.h"      // JoinHandle<T>: spawn's result
 #include "runtime/metrics/metrics.h"  // tern::metrics: counters, gauges, histograms, snapshot()
 #include "runtime/net/net.h"          // tern::net: listen, dial, Stream, BufReader, ...
+#include "runtime/pool.h"             // Pool<T>: per-processor object pool (Go's sync.Pool)
 #include "runtime/runtime.h"          // Runtime
 #include "runtime/sync/sync.h"        // Mutex, CondVar, Channel, select, WaitGroup, Semaphore, Once, SpinLock, Waiter

@@ -20,7 +20,7 @@ std::vector<FiberInfo> Sched::fibers() const {
   {
     std::lock_guard lk(gfree_mu_);
     blocks.reserve(gblocks_.size());
-    for (const auto& b : gblocks_) blocks.push_back(b.get());
+    for (const G* b : gblocks_) blocks.push_back(b);
   }
   std::vector<FiberInfo> out;
   const int64_t now = now_ns();

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <new>
 
+#include "alloc/arena.h"
 #include "scheduler/global_queue.h"
 #include "scheduler/m.h"
 #include "scheduler/p.h"
@@ -18,6 +20,24 @@ namespace {
 std::atomic<uint64_t> g_next_fiber_id{1};
 
 }  // namespace
+
+G* alloc_g_block(bool arenas, int node) {
+  if (!arenas) return new G[kGBlock];
+  void* mem = alloc::node_alloc(sizeof(G) * kGBlock, alignof(G), node);
+  if (mem == nullptr) return nullptr;
+  G* block = static_cast<G*>(mem);
+  for (size_t i = 0; i < kGBlock; i++) ::new (static_cast<void*>(&block[i])) G();  // G() does not throw
+  return block;
+}
+
+void free_g_block(G* block, bool arenas) {
+  if (!arenas) {
+    delete[] block;
+    return;
+  }
+  for (size_t i = 0; i < kGBlock; i++) block[i].~G();
+  alloc::node_free(block, sizeof(G) * kGBlock, alignof(G));
+}
 
 void GList::push(G* g) {
   g->next = nullptr;
@@ -69,7 +89,10 @@ G* Sched::new_g() {
     }
   }
   if (g == nullptr) {
-    std::unique_ptr<G[]> block(new G[kGBlock]);
+    G* block = alloc_g_block(opts_.node_arenas, p != nullptr ? p->node : 0);
+    // The arena could not map memory (every mapping taken, as when stacks run out): the caller reports exhaustion, as
+    // for a stack (try_go's error, go()'s message).
+    if (block == nullptr) return nullptr;
     for (size_t i = 0; i < kGBlock; i++) {
       block[i].sched = this;
       block[i].tsan_fiber = ctx::tsan_create();
@@ -80,7 +103,7 @@ G* Sched::new_g() {
       block[i].next = gfree_;
       gfree_ = &block[i];
     }
-    gblocks_.push_back(std::move(block));
+    gblocks_.push_back(block);
   }
   g->next = nullptr;
   // An atomic store: the fiber dump (fibers.cc) reads ids of records in use from other threads.

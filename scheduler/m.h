@@ -60,6 +60,7 @@ struct M {
   int node = 0;
 
   uint64_t rand_state = 0;
+  int arena_node = -1;  // the node arena this thread is bound to (alloc::bind_thread), -1: none yet
   // The chaos schedule's stream (SchedOptions::chaos_seed), seeded from the seed and the id: a seed replays each M's
   // decisions.
   uint64_t chaos_state = 0;

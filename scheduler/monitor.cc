@@ -7,6 +7,7 @@
 #include "scheduler/p.h"
 #include "scheduler/park.h"
 #include "scheduler/poller.h"
+#include "scheduler/proc_local.h"
 
 namespace tern::sched {
 
@@ -81,6 +82,7 @@ void Sched::monitor_main() {
       last_trim_ = now;
       stacks_.trim();
     }
+    maybe_run_proc_cycle(now_ns());  // tern::Pool's victim caches age (scheduler/proc_local.h)
   }
 }
 

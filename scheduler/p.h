@@ -12,6 +12,7 @@
 #include "base/checked_mutex.h"
 #include "scheduler/affinity.h"
 #include "scheduler/g.h"
+#include "scheduler/proc_local.h"
 #include "scheduler/run_queue.h"
 #include "scheduler/timer.h"
 #include "scheduler/trace.h"
@@ -54,9 +55,14 @@ using IoQueue = BasicRunQueue<kIoQueueCapacity>;
 inline constexpr uint32_t kGFreeMax = 64;
 
 struct alignas(64) P {
-  P(int id_, alloc::StackPool& pool) : id(id_), stacks(pool) {}
+  P(int id_, alloc::StackPool& pool) : id(id_), slot(acquire_proc_slot()), stacks(pool) {}
+  ~P() { release_proc_slot(slot); }
+  P(const P&) = delete;
+  P& operator=(const P&) = delete;
 
   const int id;
+  // This P's process-wide slot (scheduler/proc_local.h): where per-P data of the layers above (tern::Pool) is kept.
+  const int slot;
   // The NUMA node of the processing unit this P is placed on (issue 19's placement, one slot per P id; 0 without
   // one). Set before the P first runs and fixed for the runtime's life: P i always takes placement slot i, so a P
   // revived by a later grow lands where it was. Read by the per-node stack pools, the jemalloc arenas and the

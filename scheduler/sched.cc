@@ -13,6 +13,7 @@
 #include <system_error>
 #include <thread>
 
+#include "alloc/arena.h"
 #include "scheduler/context.h"
 #include "scheduler/global_queue.h"
 #include "scheduler/idle_poller.h"
@@ -150,6 +151,12 @@ void m_main(M* m) {
       s->hand_to_locked(m, g);
       continue;
     }
+    // The M allocates on the arena of its P's node (alloc/arena.h): checked here, where the M has the P it runs g on,
+    // and not on each switch (a handoff keeps the M and the P).
+    if (s->opts_.node_arenas && m->p->node != m->arena_node) [[unlikely]] {
+      alloc::bind_thread(m->p->node);
+      m->arena_node = m->p->node;
+    }
     s->execute(m, g);
   }
   s->stop_spinning(m);
@@ -231,7 +238,7 @@ void Sched::shutdown() {
   for (M* m : allm_) delete m;
   allm_.clear();
   // Every fiber, whatever its state, goes: closures never run are destroyed, stacks return to the pool.
-  for (auto& block : gblocks_) {
+  for (G* block : gblocks_) {
     for (size_t i = 0; i < kGBlock; i++) {
       G& g = block[i];
       if (opts_.leak_check) leaks.count(g);
@@ -242,6 +249,7 @@ void Sched::shutdown() {
       g.tsan_fiber = nullptr;
     }
   }
+  for (G* block : gblocks_) free_g_block(block, opts_.node_arenas);
   gblocks_.clear();
   for (int i = 0; i < kMaxProcs; i++) {
     P* p = allp_[i].exchange(nullptr);

@@ -212,6 +212,9 @@ struct SchedOptions {
   // nothing is bound and every P is on node 0. A bind the kernel refuses (a PU outside the process's cpuset, a
   // synthetic topology) prints one warning for the Sched and leaves that M unbound.
   std::vector<PlacementSlot> placement;
+  // G records come from the jemalloc arena of the node of the P that spawns (alloc/arena.h), and each M is bound to its
+  // P's node's arena. false: operator new, and Ms stay unbound (benchmarks compare the two in one process).
+  bool node_arenas = true;
 };
 
 // Totals over all Ps (sums of per-P counters) and scheduler-wide figures.
@@ -494,7 +497,8 @@ class Sched {
   // G records: allocated in blocks and never freed before shutdown; the free list is per P with a global overflow.
   mutable std::mutex gfree_mu_;
   G* gfree_ = nullptr;
-  std::vector<std::unique_ptr<G[]>> gblocks_;
+  // Each block is kGBlock records, on the node arena of the P that needed it (alloc/arena.h) unless node_arenas is off.
+  std::vector<G*> gblocks_;
   std::atomic<uint64_t> outside_spawned_{0};  // fibers started from threads without a P
   std::atomic<uint64_t> unstarted_{0};        // fibers new_g() counted as spawned that try_go() then gave up
   std::atomic<uint64_t> outside_work_{0};     // count_work() from threads without a P of this runtime

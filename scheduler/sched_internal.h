@@ -29,6 +29,11 @@ void m_main(M* m);
 
 // G records are allocated this many at a time and live until the runtime is destroyed.
 inline constexpr size_t kGBlock = 64;
+struct G;
+// A block of kGBlock constructed G records: on node's jemalloc arena (alloc/arena.h) when `arenas` (nullptr when it
+// cannot map memory), else from operator new. free_g_block destroys and frees one (the same `arenas`).
+G* alloc_g_block(bool arenas, int node);
+void free_g_block(G* block, bool arenas);
 
 inline uint32_t xorshift(uint64_t& s) {
   s ^= s << 13;

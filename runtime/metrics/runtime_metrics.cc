@@ -3,7 +3,6 @@
 #include "runtime/metrics/runtime_metrics.h"
 
 #include <dirent.h>
-#include <jemalloc/jemalloc.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,8 +13,10 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "alloc/arena.h"
 #include "runtime/blocking.h"
 #include "runtime/controller/controller.h"
+#include "runtime/pool.h"
 #include "scheduler/sched.h"
 
 namespace tern::metrics {
@@ -65,13 +66,6 @@ double resident_bytes() {
   std::fclose(f);
   if (!ok) return NAN;
   return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
-}
-
-// jemalloc's statistics are refreshed by writing its "epoch"; NaN where a name is unknown (another allocator).
-double jemalloc_stat(const char* name) {
-  size_t v = 0, len = sizeof v;
-  if (mallctl(name, &v, &len, nullptr, 0) != 0) return NAN;
-  return static_cast<double>(v);
 }
 
 double open_fds(const std::string& fs_root) {
@@ -142,6 +136,11 @@ bool process_wide(const std::string& family) {
       "tern_cgroup_throttled_periods_total",
       "tern_cgroup_throttled_seconds_total",
       "tern_heap_bytes",
+      "tern_allocator_info",
+      "tern_pool_hits_total",
+      "tern_pool_misses_total",
+      "tern_pool_drops_total",
+      "tern_pool_objects",
       "tern_fds_open",
       "tern_fds_limit",
       "tern_blocking_pool_threads",  // spawn_blocking's pool is the process's
@@ -388,14 +387,34 @@ void RuntimeMetrics::collect(Snapshot& out) {
     labeled(f, {{"state", "cached"}}, std::max(0.0, mapped - in_use) * size);
   }
   {
-    uint64_t epoch = 1;
-    size_t len = sizeof epoch;
-    mallctl("epoch", &epoch, &len, &epoch, len);
-    Family& f =
-        family(out, "tern_heap_bytes", Type::kGauge, "jemalloc's stats.allocated, stats.active, stats.resident");
-    labeled(f, {{"kind", "allocated"}}, jemalloc_stat("stats.allocated"));
-    labeled(f, {{"kind", "active"}}, jemalloc_stat("stats.active"));
-    labeled(f, {{"kind", "resident"}}, jemalloc_stat("stats.resident"));
+    const alloc::HeapStats hs = alloc::heap_stats();
+    Family& f = family(out, "tern_heap_bytes", Type::kGauge,
+                       "the heap of tern's own allocations (alloc/arena.h; tern_allocator_info says which): jemalloc's "
+                       "stats.allocated, active, resident, metadata; glibc's mallinfo2 with malloc");
+    labeled(f, {{"kind", "allocated"}}, hs.allocated);
+    labeled(f, {{"kind", "active"}}, hs.active);
+    labeled(f, {{"kind", "resident"}}, hs.resident);
+    labeled(f, {{"kind", "metadata"}}, hs.metadata);
+    Family& a = family(out, "tern_allocator_info", Type::kGauge,
+                       "1, labelled with the allocator of tern's own allocations: jemalloc-private (tern's copy; the "
+                       "program's malloc untouched), jemalloc-process (the program's malloc is jemalloc) or malloc");
+    labeled(a, {{"allocator", alloc::heap_name()}}, 1);
+  }
+  if (const auto pools = tern::detail::all_pool_stats(); !pools.empty()) {
+    // tern::Pool (runtime/pool.h): process-wide, like the heap.
+    Family& hits = family(out, "tern_pool_hits_total", Type::kCounter, "tern::Pool gets answered from a P's cache");
+    Family& misses = family(out, "tern_pool_misses_total", Type::kCounter, "tern::Pool gets that made a new object");
+    Family& drops = family(out, "tern_pool_drops_total", Type::kCounter,
+                           "tern::Pool objects dropped: put into a full cache, or aged out by two cycles");
+    Family& objects = family(out, "tern_pool_objects", Type::kGauge,
+                             "objects tern::Pool holds: in the P caches (primary) and from the last cycle (victim)");
+    for (const auto& [name, st] : pools) {
+      labeled(hits, {{"pool", name}}, static_cast<double>(st.hits));
+      labeled(misses, {{"pool", name}}, static_cast<double>(st.misses));
+      labeled(drops, {{"pool", name}}, static_cast<double>(st.drops));
+      labeled(objects, {{"pool", name}, {"state", "primary"}}, static_cast<double>(st.primary));
+      labeled(objects, {{"pool", name}, {"state", "victim"}}, static_cast<double>(st.victim));
+    }
   }
   one(out, "tern_fds_open", Type::kGauge, "file descriptors open in the process", open_fds("/"));
   rlimit rl{};

@@ -21,6 +21,8 @@
 #include <string>
 #include <thread>
 
+#include "alloc/arena.h"
+#include "runtime/pool.h"
 #include "runtime/tern.h"
 
 namespace {
@@ -157,9 +159,12 @@ TEST(DebugServer, ExpositionParsesAndCarriesEveryMetricUnderLoad) {
   const uint16_t port = rt->debug_server()->port();
   std::atomic<bool> stop{false};
   std::atomic<int> connected{0};
-  // Load: a TCP echo pair, a contended mutex, channel ping-pong and CPU.
+  // Load: a TCP echo pair, a contended mutex, channel ping-pong and CPU; and a pool used once a round.
+  tern::Pool<int> pool("debug_server_test");
   tern::WaitGroup done;
   rt->run([&] {
+    pool.put(pool.get());
+    pool.put(pool.get());
     auto l = tern::net::listen("127.0.0.1:0");
     ASSERT_TRUE(l);
     const tern::net::Address addr = l->local_addr();
@@ -254,6 +259,13 @@ TEST(DebugServer, ExpositionParsesAndCarriesEveryMetricUnderLoad) {
   EXPECT_GT(value("tern_stack_bytes", "state", "in_use"), 0);
   EXPECT_GE(value("tern_stack_bytes", "state", "cached"), 0);
   for (const char* k : {"allocated", "active", "resident"}) EXPECT_GT(value("tern_heap_bytes", "kind", k), 0);
+  const double metadata = value("tern_heap_bytes", "kind", "metadata");  // NaN with malloc (sanitizer builds)
+  if (tern::alloc::heap_kind() != tern::alloc::HeapKind::kMalloc) {
+    EXPECT_GT(metadata, 0);
+  }
+  EXPECT_EQ(value("tern_allocator_info", "allocator", tern::alloc::heap_name()), 1);
+  EXPECT_EQ(value("tern_pool_hits_total", "pool", "debug_server_test"), 1);
+  EXPECT_EQ(value("tern_pool_misses_total", "pool", "debug_server_test"), 1);
   EXPECT_GT(value("tern_fds_open"), 3);
   EXPECT_GE(value("tern_fds_limit"), value("tern_fds_open"));
   EXPECT_GE(value("tern_connections_open"), 2);  // the echo pair was open during the scrape

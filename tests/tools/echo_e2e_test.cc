@@ -341,6 +341,23 @@ TEST_P(EchoE2E, EchoReturnsTheBody) {
   }
 }
 
+// --buffers alloc: each request's read buffer from new/delete instead of tern::Pool; the same answers, the large body's
+// grown buffer included.
+TEST_P(EchoE2E, EchoWithAllocatedBuffers) {
+  Server s(flags({"--buffers", "alloc"}));
+  ASSERT_TRUE(s.running());
+  Client c(s.port());
+  ASSERT_TRUE(c.ok());
+  for (size_t size : {size_t{5}, size_t{100} << 10, size_t{5}}) {
+    const std::string body = pattern(size);
+    ASSERT_TRUE(c.send(post("/echo", body)));
+    auto r = c.response();
+    ASSERT_TRUE(r) << size;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_TRUE(r->body == body) << size;
+  }
+}
+
 TEST_P(EchoE2E, MixBytesSendsLargeBodies) {
   Server s(flags());
   ASSERT_TRUE(s.running());

@@ -79,6 +79,46 @@ TEST(EchoMetrics, RequestsAndLatencyAreApplicationMetrics) {
   EXPECT_GE(sample(m, "tern_context_switches_total"), kRequests);
 }
 
+// The labelled sample `name{labels}` (labels as exposed, e.g. pool="x"), -1 when there is none.
+double labelled(const std::string& text, const std::string& name, const std::string& labels) {
+  return sample(text, name + "{" + labels + "}");
+}
+
+// Each connection takes its read buffer from tern::Pool and gives it back when done: connections after the first on
+// each P reuse one (hits), and every request is a hit or a miss. With --buffers alloc the pool is never made.
+TEST(EchoMetrics, ReadBuffersComeFromThePool) {
+  for (const char* buffers : {"pool", "alloc"}) {
+    const int port = tern::test::free_port(), mport = tern::test::free_port();
+    const std::string listen = "127.0.0.1:" + std::to_string(port), metrics = "127.0.0.1:" + std::to_string(mport);
+    tern::test::Child s(
+        {TERN_ECHO_BIN, "--procs", "2", "--listen", listen, "--metrics", metrics, "--buffers", buffers});
+    ASSERT_TRUE(s.started());
+    ASSERT_TRUE(tern::test::wait_for_port(port)) << s.output();
+    ASSERT_TRUE(tern::test::wait_for_port(mport)) << s.output();
+    constexpr int kRequests = 25;
+    for (int i = 0; i < kRequests; i++) {
+      const std::string r =
+          exchange(port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+      ASSERT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r;
+      ASSERT_NE(r.find("\r\n\r\nhello"), std::string::npos) << r;
+    }
+    const std::string m = exchange(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_EQ(m.rfind("HTTP/1.1 200", 0), 0u) << m.substr(0, 200);
+    const std::string pool = "pool=\"echo_read_buffers\"";
+    const double hits = labelled(m, "tern_pool_hits_total", pool);
+    const double misses = labelled(m, "tern_pool_misses_total", pool);
+    if (std::string(buffers) == "alloc") {
+      EXPECT_EQ(hits, -1) << "the pool was made with --buffers alloc";
+      continue;
+    }
+    // Every connection takes one: the requests', and wait_for_port's probe.
+    EXPECT_GE(hits + misses, kRequests);
+    EXPECT_LE(hits + misses, kRequests + 2);
+    // A miss where the previous connection's fiber still held its buffer (it lingers until the client has closed).
+    EXPECT_GE(hits, kRequests / 2);
+  }
+}
+
 // With --cpu-pool the process runs two runtimes: /metrics labels each runtime's figures with its name, and /work's
 // fibers are started on the pool's.
 TEST(EchoMetrics, CpuPoolFiguresAreLabelledByRuntime) {

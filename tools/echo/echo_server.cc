@@ -20,6 +20,7 @@
 #include "runtime/limiter.h"
 #include "runtime/net/drain.h"
 #include "runtime/net/net.h"
+#include "runtime/pool.h"
 #include "runtime/signals.h"
 #include "runtime/sync/wait_group.h"
 #include "tools/echo/cpu_burn.h"
@@ -31,9 +32,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A connection's first read buffer: a wrk request is ~40 bytes and a browser's ~1 KiB, so 16 KiB takes a deep pipeline
-// of them in one read; larger bodies grow the buffer (up to the header plus body limits) for that connection.
+// A connection's read buffer: a wrk request is ~40 bytes and a browser's ~1 KiB, so 16 KiB takes a deep pipeline of
+// them in one read; larger bodies grow the buffer (up to the header plus body limits) for that request.
 constexpr size_t kReadBufBytes = 16 << 10;
+// Pooled read buffers kept per P: more than the connections one P serves at once in the benchmarks (100), so that a
+// steady load neither misses nor drops.
+constexpr size_t kPooledBuffersPerProc = 256;
 // TCP mode's buffer: one read's worth of bytes echoed per write.
 constexpr size_t kTcpBufBytes = 64 << 10;
 // After answering a request with "Connection: close" or an error, the server stops writing but keeps reading (and
@@ -76,6 +80,16 @@ void count(metrics::Counter* c) {
   if (c != nullptr) c->inc(1);
 }
 
+struct ReadBuffer {
+  char bytes[kReadBufBytes];
+};
+
+tern::Pool<ReadBuffer>& read_buffers() {
+  // Leaked: connection fibers still running during static destruction may give buffers back.
+  static auto* pool = new tern::Pool<ReadBuffer>("echo_read_buffers", {.per_proc = kPooledBuffersPerProc});
+  return *pool;
+}
+
 class HttpConn {
  public:
   // `drain` joins the connection to the server's drain (null: none).
@@ -86,23 +100,26 @@ class HttpConn {
         limits_(opts.limits),
         metrics_(opts.metrics),
         cpu_pool_(opts.cpu_pool),
-        buf_(new char[kReadBufBytes]),
-        cap_(kReadBufBytes) {
+        pooled_(opts.buffers == Buffers::kPool) {
     drained_ = drain != nullptr && !conn_.joined();  // a drain had begun: close at once
     request_start_ns_ = mono_ns();                   // the first request's header timeout runs from the accept
   }
+  ~HttpConn() { release(); }
+  HttpConn(const HttpConn&) = delete;
+  HttpConn& operator=(const HttpConn&) = delete;
 
   void run() {
     if (drained_) return;
     for (;;) {
+      if (buf_ == nullptr) acquire();
       if (len_ == cap_ && !grow()) return;
       // With nothing buffered the connection is between requests: idle, which a drain may end by closing it, and
       // under the idle timeout. Otherwise a request is arriving, under the header or read timeout.
       const bool between = len_ == 0;
       if (between && !idle()) return;
       const int64_t timeout_ns = between ? opts_.idle_timeout.count() : request_time_left();
-      net::IoResult r = timeout_ns > 0 ? s_.read(buf_.get() + len_, cap_ - len_, std::chrono::nanoseconds(timeout_ns))
-                                       : s_.read(buf_.get() + len_, cap_ - len_);
+      net::IoResult r = timeout_ns > 0 ? s_.read(buf_ + len_, cap_ - len_, std::chrono::nanoseconds(timeout_ns))
+                                       : s_.read(buf_ + len_, cap_ - len_);
       if (r.ec == std::errc::timed_out) return timed_out(between);
       if (!r || r.n == 0) return;
       if (between) {
@@ -116,15 +133,16 @@ class HttpConn {
       if (need_ > len_) continue;  // the body of a request is still arriving: no point parsing again yet
       if (!answer()) return;
       if (closing_) {
-        linger_close(s_, buf_.get(), cap_, conn_.draining() ? kDrainLingerTimeout : kLingerTimeout);
+        linger_close(s_, buf_, cap_, conn_.draining() ? kDrainLingerTimeout : kLingerTimeout);
         return;
       }
       // Everything answered has been sent, so nothing points into the buffer any more: move the rest to the front.
-      std::memmove(buf_.get(), buf_.get() + parsed_, len_ - parsed_);
+      std::memmove(buf_, buf_ + parsed_, len_ - parsed_);
       len_ -= parsed_;
       if (need_ != 0) need_ -= parsed_;
       if (parsed_ != 0) request_start_ns_ = mono_ns();  // what is left begins the next request
       parsed_ = 0;
+      if (len_ == 0) release();  // between requests: the buffer goes back (--buffers)
     }
   }
 
@@ -133,7 +151,7 @@ class HttpConn {
   bool answer() {
     while (parsed_ < len_ && !closing_) {
       http::Request req;
-      http::ParseResult p = http::parse_request({buf_.get() + parsed_, len_ - parsed_}, limits_, req);
+      http::ParseResult p = http::parse_request({buf_ + parsed_, len_ - parsed_}, limits_, req);
       if (p.state == http::ParseState::kNeedMore) {
         need_ = p.need == 0 ? 0 : parsed_ + p.need;
         break;
@@ -227,7 +245,7 @@ class HttpConn {
     count(metrics_.timeouts);
     if (between) return;
     out_.add_error(408);
-    if (flush()) linger_close(s_, buf_.get(), cap_);
+    if (flush()) linger_close(s_, buf_, cap_);
   }
 
   // The requests answered since the last count: each took from the read that completed it to this write (pipelined
@@ -255,10 +273,36 @@ class HttpConn {
     if (cap_ >= max) return false;
     size_t cap = std::min(std::max(need_, cap_ * 2), max);
     std::unique_ptr<char[]> bigger(new char[cap]);
-    std::memcpy(bigger.get(), buf_.get(), len_);
-    buf_ = std::move(bigger);
+    std::memcpy(bigger.get(), buf_, len_);
+    release_small();
+    grown_ = std::move(bigger);
+    buf_ = grown_.get();
     cap_ = cap;
     return true;
+  }
+
+  // A 16 KiB buffer for the next request: from this P's pool, or new (--buffers).
+  void acquire() {
+    small_ = pooled_ ? read_buffers().get() : new ReadBuffer;
+    if (small_ == nullptr) throw std::bad_alloc();
+    buf_ = small_->bytes;
+    cap_ = kReadBufBytes;
+  }
+  void release_small() {
+    if (small_ == nullptr) return;
+    if (pooled_) {
+      read_buffers().put(small_);
+    } else {
+      delete small_;
+    }
+    small_ = nullptr;
+  }
+  // Gives the buffer back; a grown one (a large request's) is freed, not pooled.
+  void release() {
+    release_small();
+    grown_.reset();
+    buf_ = nullptr;
+    cap_ = 0;
   }
 
   net::Stream s_;
@@ -269,8 +313,11 @@ class HttpConn {
   Runtime* cpu_pool_;
   int64_t read_ns_ = 0;    // when the last read returned (only with metrics on)
   uint32_t answered_ = 0;  // requests answered and not yet counted
-  std::unique_ptr<char[]> buf_;
-  size_t cap_;
+  const bool pooled_;
+  ReadBuffer* small_ = nullptr;    // the 16 KiB buffer held, if any
+  std::unique_ptr<char[]> grown_;  // or a larger one, for a large request
+  char* buf_ = nullptr;            // whichever is held; nullptr between requests
+  size_t cap_ = 0;
   size_t len_ = 0;     // bytes read into buf_
   size_t parsed_ = 0;  // bytes of buf_ answered (their responses may point into them until flushed)
   size_t need_ = 0;    // buf_ must hold this many bytes before the next request can be complete; 0: unknown

@@ -31,6 +31,12 @@ namespace tern::echo {
 
 enum class Mode { kHttp, kTcp };
 
+// Where an HTTP connection's read buffer comes from for each request (tern-echo --buffers). A connection takes a buffer
+// before it reads and gives it back once everything read has been answered, so a keep-alive connection takes one per
+// request (its read waits with the buffer: io_uring reads into it). kPool: a tern::Pool of 16 KiB buffers, each P
+// reusing the ones its connections gave back, still hot in its core's cache. kAlloc: new and delete each time.
+enum class Buffers { kPool, kAlloc };
+
 // Application metrics (runtime/metrics/metrics.h), counted when set: tern-echo sets them with --metrics.
 struct AppMetrics {
   metrics::Counter* requests = nullptr;   // tern_echo_requests_total
@@ -69,6 +75,7 @@ struct ServerOptions {
   // close idle connections, and return within drain_timeout. Off: the signals keep their default action.
   bool drain_on_signals = true;
   std::chrono::nanoseconds drain_timeout = std::chrono::seconds(10);
+  Buffers buffers = Buffers::kPool;
 };
 
 // Parses a --listen value (runtime/net's numeric forms: "127.0.0.1:8080", "[::1]:8080", ":8080").

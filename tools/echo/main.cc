@@ -4,6 +4,7 @@
 //   tern-echo --listen 0.0.0.0:9000 --mode tcp   # echo bytes back
 //   tern-echo --procs 2 --poller epoll --dry-run # print the resolved configuration as JSON and exit
 //   tern-echo --cpu-pool 1                       # /work burns its CPU on a second runtime ("cpu") of 1 processor
+//   tern-echo --buffers alloc                    # each request's read buffer from new/delete, not tern::Pool
 //
 // Precedence: flags > environment (tern::Config::from_env(): TERN_PROCS, TERN_POLLER, ...) > defaults.
 #include <signal.h>
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   std::string max_body;
   std::string cpu_pool;
   bool dry_run = false;
+  std::string buffers = "pool";
   std::string metrics_listen, admin_token;
   std::string max_threads;
   // Connection limits and the drain (tools/echo/echo_server.h, ServerOptions).
@@ -75,6 +77,10 @@ int main(int argc, char** argv) {
       app.add_option("--cpu-pool", cpu_pool,
                      "run /work on a second runtime named cpu of N processors, so CPU bursts cannot starve /health and "
                      "I/O (default: off, /work runs in its connection's fiber)");
+  app.add_option("--buffers", buffers,
+                 "where each request's read buffer comes from: pool (tern::Pool, per processor) or alloc (new/delete)")
+      ->check(CLI::IsMember({"pool", "alloc"}))
+      ->capture_default_str();
   app.add_flag("--dry-run", dry_run, "print the resolved configuration and CPU limits as JSON and exit");
   app.add_option("--policy", policy,
                  "processor-count policy: static, quota, threshold, hill or latency (default: TERN_POLICY, else quota; "
@@ -115,6 +121,7 @@ int main(int argc, char** argv) {
   tern::echo::ServerOptions opts;
   opts.listen = listen;
   opts.mode = mode == "tcp" ? tern::echo::Mode::kTcp : tern::echo::Mode::kHttp;
+  opts.buffers = buffers == "alloc" ? tern::echo::Buffers::kAlloc : tern::echo::Buffers::kPool;
   if (!procs.empty()) {
     auto p = tern::parse_procs(procs);
     if (!p) {
@@ -271,6 +278,7 @@ int main(int argc, char** argv) {
     } else {
       j["max_inflight"] = nullptr;
     }
+    j["buffers"] = buffers;
     // What the poller setting resolves to on this machine, as procs does: auto takes io_uring where its probe passes.
     const tern::Config::PollerResolution poller = cfg.resolved_poller();
     if (!poller.backend.empty()) {
