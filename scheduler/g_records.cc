@@ -108,7 +108,7 @@ void Sched::free_g(G* g) {
 void Sched::gfput(P* p, G* g) {
   set_gstatus(g, GStatus::kIdle);
   // The stack goes to the top of the P's LIFO cache, where the next fiber to start here picks it up still hot.
-  p->stacks.put(g->stack);
+  put_stack(p, g->stack);
   g->stack = {};
   g->next = p->gfree;
   p->gfree = g;

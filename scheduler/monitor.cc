@@ -79,7 +79,7 @@ void Sched::monitor_main() {
     }
     if (int64_t now = now_ns(); now - last_trim_ >= kStackTrimPeriodNs) {
       last_trim_ = now;
-      stacks_.trim();
+      for (auto& pool : stacks_) pool->trim();
     }
   }
 }

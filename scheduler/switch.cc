@@ -147,7 +147,7 @@ void Sched::prepare_first_run(P* p, G* g) {
   // Bind a stack now, not at spawn. Fibers queued but not started hold none, and a fiber that starts right after
   // another finished reuses its stack while it is still hot in cache (the P's cache is LIFO).
   if (!g->stack.valid()) {
-    g->stack = p->stacks.get();
+    g->stack = get_stack(p);
     if (!g->stack.valid()) stack_exhausted();
   }
   g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
@@ -156,7 +156,7 @@ void Sched::prepare_first_run(P* p, G* g) {
 bool Sched::bind_stack(G* g) {
   M* m = this_m();
   P* p = (m != nullptr && m->sched == this) ? m->p : nullptr;
-  g->stack = p != nullptr ? p->stacks.get() : stacks_.get();
+  g->stack = get_stack(p);
   if (!g->stack.valid()) return false;
   g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
   return true;
