@@ -51,18 +51,23 @@ tmp=$(mktemp -d)
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   rm -rf "$tmp"
-  if [ "$(cat /proc/sys/vm/max_map_count)" != "$old_map_count" ]; then echo "$old_map_count" >/proc/sys/vm/max_map_count; fi
+  if [ "$(cat /proc/sys/vm/max_map_count)" != "$old_map_count" ]; then
+    echo "$old_map_count" >/proc/sys/vm/max_map_count
+  fi
 }
 trap cleanup EXIT
 kernel=$(uname -r)
 kmajor=${kernel%%.*}
 kminor=${kernel#*.}
 kminor=${kminor%%[!0-9]*}
-if ! { [ "$kmajor" -gt 6 ] || { [ "$kmajor" -eq 6 ] && [ "$kminor" -ge 13 ]; }; } && [ "$old_map_count" -lt "$need_maps" ]; then
+has_guard_regions=0
+if [ "$kmajor" -gt 6 ] || { [ "$kmajor" -eq 6 ] && [ "$kminor" -ge 13 ]; }; then has_guard_regions=1; fi
+if [ "$has_guard_regions" -eq 0 ] && [ "$old_map_count" -lt "$need_maps" ]; then
   if [ "$(id -u)" -eq 0 ] && (echo "$need_maps" >/proc/sys/vm/max_map_count) 2>/dev/null; then
     echo "parked.sh: vm.max_map_count raised from $old_map_count to $need_maps for this run" >&2
   else
-    echo "parked.sh: vm.max_map_count is $old_map_count, $max_n fibers need $need_maps: sysctl -w vm.max_map_count=$need_maps" >&2
+    echo "parked.sh: vm.max_map_count is $old_map_count, $max_n fibers need $need_maps:" \
+      "sysctl -w vm.max_map_count=$need_maps" >&2
     exit 1
   fi
 fi
@@ -103,7 +108,8 @@ for n in $sizes; do
   range() { col "$1" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s-%s", lo, hi}'; }
   mem_ratio=$(awk '$2 > 0 {printf "%.4f\n", $1 / $2}' "$tmp/rows.$n" | median)
   time_ratio=$(awk '$4 > 0 {printf "%.4f\n", $3 / $4}' "$tmp/rows.$n" | median)
-  time_ratios=$(awk '$4 > 0 {printf "%.2f\n", $3 / $4}' "$tmp/rows.$n" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s-%s", lo, hi}')
+  time_ratios=$(awk '$4 > 0 {printf "%.2f\n", $3 / $4}' "$tmp/rows.$n" | sort -g |
+    awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s-%s", lo, hi}')
   printf 'n=%d (%d rounds): bytes/fiber tern %s (%s) go %s (%s), tern/go %.2f (target <= %s: %s)\n' \
     "$n" "$(wc -l <"$tmp/rows.$n")" "$(col 1 | median)" "$(range 1)" "$(col 2 | median)" "$(range 2)" "$mem_ratio" \
     "$target_mem_ratio" "$(awk -v r="$mem_ratio" -v t="$target_mem_ratio" 'BEGIN {print (r <= t ? "met" : "missed")}')"
