@@ -3,8 +3,9 @@
 # same processor count, interleaved: at each N, each of R rounds runs tern then Go (Go then tern in even rounds), so a
 # slow spell of a shared machine hits both sides of a pair. Each program spawns N fibers (goroutines) that write a
 # 1 KiB local array and park on one WaitGroup, and prints the time to spawn and park them all and the resident memory
-# they added per fiber (VmRSS with all parked minus VmRSS before the first spawn, over N). Prints every run, then per
-# N each program's medians (with min-max) and the medians of the per-round tern/go ratios. Targets (issue 19): bytes
+# they added per fiber (VmRSS with all parked minus VmRSS before the first spawn, over N), and its CPU time (user +
+# system) over the spawning and parking, which a loaded machine stretches less than the wall time. Prints every run,
+# then per N each program's medians (with min-max) and the medians of the per-round tern/go ratios. Targets (issue 19): bytes
 # per fiber at most 1.7x Go's, time at most Go's.
 #
 #   bench/parked.sh [--procs N] [--rounds R] [--sizes "200000 1000000"]   # defaults: 2 procs, 5 rounds
@@ -101,7 +102,9 @@ for n in $sizes; do
     gb=$(field "$tmp/go.$n.$r.log" bytes_per_fiber)
     tm=$(field "$tmp/tern.$n.$r.log" spawn_park_ms)
     gm=$(field "$tmp/go.$n.$r.log" spawn_park_ms)
-    echo "$tb $gb $tm $gm" >>"$tmp/rows.$n"
+    tc=$(field "$tmp/tern.$n.$r.log" cpu_ms)
+    gc=$(field "$tmp/go.$n.$r.log" cpu_ms)
+    echo "$tb $gb $tm $gm $tc $gc" >>"$tmp/rows.$n"
   done
   [ -s "$tmp/rows.$n" ] || continue
   col() { awk -v c="$1" '{print $c}' "$tmp/rows.$n"; }
@@ -117,5 +120,8 @@ for n in $sizes; do
     "$n" "$(wc -l <"$tmp/rows.$n")" "$(col 3 | median)" "$(range 3)" "$(col 4 | median)" "$(range 4)" "$time_ratio" \
     "$time_ratios" "$target_time_ratio" \
     "$(awk -v r="$time_ratio" -v t="$target_time_ratio" 'BEGIN {print (r <= t ? "met" : "missed")}')"
+  cpu_ratio=$(awk '$6 > 0 {printf "%.4f\n", $5 / $6}' "$tmp/rows.$n" | median)
+  printf 'n=%d (%d rounds): CPU ms over spawn+park tern %s (%s) go %s (%s), tern/go %.2f\n' \
+    "$n" "$(wc -l <"$tmp/rows.$n")" "$(col 5 | median)" "$(range 5)" "$(col 6 | median)" "$(range 6)" "$cpu_ratio"
 done
 exit $status

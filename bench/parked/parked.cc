@@ -1,14 +1,16 @@
 // bench/parked/parked.cc: tern-parked, many live fibers: N fibers each write a 1 KiB local array, report started on
 // one WaitGroup and park on another. Prints the time to spawn and park them all and the resident memory they added
-// (VmRSS with all parked minus VmRSS before the first spawn), per fiber, in the line the Go peer (parked.go) prints:
+// (VmRSS with all parked minus VmRSS before the first spawn), per fiber, and the process's CPU time over the spawning
+// and parking, in the line the Go peer (parked.go) prints:
 //
 //   $ build/bin/tern-parked --procs 2 --n 200000
-//   parked n=200000 spawn_park_ms=4000 rss_before_kb=... rss_parked_kb=... bytes_per_fiber=4331
+//   parked n=200000 spawn_park_ms=4000 cpu_ms=... rss_before_kb=... rss_parked_kb=... bytes_per_fiber=4331
 //
 // then the runtime's stack statistics. bench/parked.sh runs it beside the Go program.
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include <sys/resource.h>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -27,6 +29,16 @@ namespace {
 constexpr size_t kTouchBytes = 1024;
 // Time for the last fiber between its started.done() and parking on release: RSS is read after it.
 constexpr auto kSettle = std::chrono::milliseconds(100);
+
+// The process's CPU time (user + system, all threads), in ms: beside the wall time, what a loaded machine cannot
+// stretch by making the program wait for a processor.
+int64_t cpu_ms() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return (static_cast<int64_t>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1'000'000 + ru.ru_utime.tv_usec +
+          ru.ru_stime.tv_usec) /
+         1000;
+}
 
 // VmRSS from /proc/self/status, in KiB; -1 if unreadable.
 long rss_kb() {
@@ -83,6 +95,7 @@ int main(int argc, char** argv) {
   rt.run([&] {
     tern::WaitGroup started, release(1), finished;
     const long before = rss_kb();
+    const int64_t cpu0 = cpu_ms();
     const auto t0 = std::chrono::steady_clock::now();
     started.add(n);
     finished.add(n);
@@ -99,12 +112,13 @@ int main(int argc, char** argv) {
     started.wait();
     const auto ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t cpu = cpu_ms() - cpu0;
     std::this_thread::sleep_for(kSettle);
     const long parked = rss_kb();
     release.done();
     finished.wait();
-    fmt::print("parked n={} spawn_park_ms={} rss_before_kb={} rss_parked_kb={} bytes_per_fiber={}\n", n, ms, before,
-               parked, (parked - before) * 1024 / n);
+    fmt::print("parked n={} spawn_park_ms={} cpu_ms={} rss_before_kb={} rss_parked_kb={} bytes_per_fiber={}\n", n, ms,
+               cpu, before, parked, (parked - before) * 1024 / n);
   });
   const auto s = rt.stats();
   fmt::print(stderr, "stacks: mapped={} in_use={} free_global={} released={} unmapped={} map_failures={}\n",

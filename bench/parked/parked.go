@@ -2,7 +2,9 @@
 // each write a 1 KiB local array, report started on one WaitGroup and park on another; the program prints the time
 // to spawn and park them all and the resident memory they added, per goroutine, in the line parked.cc prints:
 //
-//	parked n=200000 spawn_park_ms=2700 rss_before_kb=... rss_parked_kb=... bytes_per_fiber=2724
+//	parked n=200000 spawn_park_ms=2700 cpu_ms=... rss_before_kb=... rss_parked_kb=... bytes_per_fiber=2724
+//
+// cpu_ms is the process's CPU time (user + system) over the spawning and parking.
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -43,6 +46,15 @@ func rssKB() int64 {
 	panic("no VmRSS")
 }
 
+// The process's CPU time, user + system, in ms.
+func cpuMs() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return (ru.Utime.Nano() + ru.Stime.Nano()) / 1e6
+}
+
 //go:noinline
 func touch(sink *int64) {
 	var buf [touchBytes]byte
@@ -60,6 +72,7 @@ func main() {
 	sinks := make([]int64, *n)
 	runtime.GC()
 	before := rssKB()
+	cpu0 := cpuMs()
 	t0 := time.Now()
 	started.Add(*n)
 	finished.Add(*n)
@@ -74,10 +87,11 @@ func main() {
 	}
 	started.Wait()
 	ms := time.Since(t0).Milliseconds()
+	cpu := cpuMs() - cpu0
 	time.Sleep(settle)
 	parked := rssKB()
 	release.Done()
 	finished.Wait()
-	fmt.Printf("parked n=%d spawn_park_ms=%d rss_before_kb=%d rss_parked_kb=%d bytes_per_fiber=%d\n", *n, ms, before,
-		parked, (parked-before)*1024/int64(*n))
+	fmt.Printf("parked n=%d spawn_park_ms=%d cpu_ms=%d rss_before_kb=%d rss_parked_kb=%d bytes_per_fiber=%d\n", *n, ms,
+		cpu, before, parked, (parked-before)*1024/int64(*n))
 }
