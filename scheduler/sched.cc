@@ -184,10 +184,9 @@ P* Sched::make_p(int i) {
   return p;
 }
 
-alloc::Stack Sched::get_stack(P* p) {
-  alloc::Stack s = p != nullptr ? p->stacks.get() : stacks_[0]->get();
-  if (s.valid()) [[likely]]
-    return s;
+alloc::Stack Sched::get_stack_slow(P* p) {
+  alloc::Stack s = p != nullptr ? alloc::Stack{} : stacks_[0]->get();
+  if (s.valid()) return s;
   // Exhausted on this node (the map table, or memory): another node's free stacks are better than failing.
   const int home = p != nullptr ? p->stacks.node() : 0;
   for (auto& pool : stacks_) {
@@ -195,14 +194,6 @@ alloc::Stack Sched::get_stack(P* p) {
     if (s = pool->get(); s.valid()) break;
   }
   return s;
-}
-
-void Sched::put_stack(P* p, alloc::Stack s) {
-  if (p != nullptr && s.node == p->stacks.node()) [[likely]] {
-    p->stacks.put(s);
-  } else {
-    stacks_[static_cast<size_t>(s.node)]->put(s);
-  }
 }
 
 alloc::StackStats Sched::stack_stats() const {
@@ -288,7 +279,7 @@ void Sched::shutdown() {
       G& g = block[i];
       if (opts_.leak_check) leaks.count(g);
       g.task.reset();
-      if (g.stack.valid()) put_stack(nullptr, g.stack);
+      if (g.stack.valid()) put_stack_home(g.stack);
       g.stack = {};
       ctx::tsan_destroy(g.tsan_fiber);
       g.tsan_fiber = nullptr;

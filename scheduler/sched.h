@@ -347,11 +347,13 @@ class Sched {
   void prepare_first_run(P* p, G* g);  // binds the stack and makes the context of a fiber that never ran
   [[noreturn]] void stack_exhausted();
   P* make_p(int i);  // P slot i, on its node (SchedOptions::p_node), its stack cache on that node's pool
-  // A stack for a fiber starting on p (nullptr: a thread without a P, node 0); from another node's pool when p's own
-  // cannot map and its caches have none. !valid(): exhausted everywhere.
-  alloc::Stack get_stack(P* p);
-  // Gives a finished fiber's stack back to the pool of the node it came from: p's cache when that is the node.
-  void put_stack(P* p, alloc::Stack s);
+  // A stack for a fiber starting on p (nullptr: a thread without a P, node 0). The fast path, p's cache, is inline at
+  // the two call sites; this is the rest: node 0's pool without a P, then the other nodes' pools when the home node
+  // can map nothing and its caches have none. !valid(): exhausted everywhere.
+  alloc::Stack get_stack_slow(P* p);
+  // Gives a stack back to the pool of the node it came from (Stack::node): a fiber that ran on another node's P
+  // (gfput gives its P's cache only stacks of the P's node), and shutdown.
+  void put_stack_home(alloc::Stack s) { stacks_[static_cast<size_t>(s.node)]->put(s); }
   // tern::blocking (scheduler/blocking.cc): the M gives up its P for the call's span (the P stays reserved for it until
   // the monitor hands it on) and takes it, or another, back after. The M must run a fiber of this Sched with a P.
   void enter_blocking(M* m);
