@@ -75,6 +75,7 @@ StackPool::StackPool(StackPoolOptions opts) : opts_(opts), asym_(opts.asymmetric
   // A batch larger than max_free would be unmapped in part as soon as it was mapped.
   opts_.map_batch = std::clamp<size_t>(opts_.map_batch, 1, std::clamp<size_t>(opts_.max_free, 1, kMaxMapBatch));
   opts_.node = std::max(opts_.node, 0);
+  guard_regions_.store(opts_.guard_regions, std::memory_order_relaxed);
 }
 
 StackPool::~StackPool() {

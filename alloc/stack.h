@@ -98,6 +98,8 @@ struct StackPoolOptions {
   int node = 0;                         // the NUMA node this pool serves; recorded in every Stack it hands out
   // mbind(2) each new mapping to `node` (MPOL_PREFERRED). The scheduler sets it when it has more than one node.
   bool bind_node = false;
+  // false: mprotect'ed guards even where the kernel has guard regions (the older kernels' path, for its tests).
+  bool guard_regions = true;
 };
 
 struct StackStats {

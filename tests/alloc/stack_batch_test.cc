@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -135,6 +136,31 @@ TEST(StackBatch, TrimReleasesIdleStacksOfABatch) {
   for (Stack& s : v) resident += resident_pages(s);
   EXPECT_EQ(resident, 0u) << "trim gave every idle page back";
   EXPECT_EQ(pool.stats().mapped, kBatch) << "released, still mapped for reuse";
+}
+
+size_t mapping_count() {
+  std::ifstream maps("/proc/self/maps");
+  return static_cast<size_t>(std::count(std::istreambuf_iterator<char>(maps), {}, '\n'));
+}
+
+TEST(StackBatch, MprotectedGuardsOfABatchAlsoStopOverflowsBetweenNeighbours) {
+  // The path of kernels without guard regions: each guard an mprotect'ed range, two mappings per stack.
+  StackPool pool({.stack_size = kSmallStack, .map_batch = kBatch, .guard_regions = false});
+  const size_t before = mapping_count();
+  std::vector<Stack> v = get_n(pool, kBatch);
+  EXPECT_FALSE(pool.guard_regions());
+  EXPECT_EQ(pool.stats().batches, 1u);
+  EXPECT_GE(mapping_count(), before + 2 * kBatch - 1) << "every guard split the batch";
+  std::sort(v.begin(), v.end(), [](const Stack& a, const Stack& b) { return a.lo < b.lo; });
+  for (size_t i = 0; i < v.size(); i++) {
+    std::memset(v[i].lo, 1, v[i].size);
+    if (i > 0) {
+      EXPECT_EQ(v[i].guard, v[i - 1].top());
+    }
+    EXPECT_DEATH(*(static_cast<volatile char*>(v[i].lo) - 1) = 1, "") << "stack " << i;
+    EXPECT_DEATH(*static_cast<volatile char*>(v[i].guard) = 1, "") << "stack " << i;
+  }
+  pool.put_batch(v.data(), v.size());
 }
 
 // The nodes this machine has online ("0", "0-1", "0,2-3"): whether node n is among them.
