@@ -39,8 +39,8 @@
 // Running out: when the kernel refuses a new batch, the pool maps what it needs one stack at a time; when it refuses
 // those too (vm.max_map_count, or memory), StackCache::get() and StackPool::get() take from the other caches of the
 // pool (up to half of each) before reporting an invalid stack, so that a P whose cache is empty does not fail while
-// other Ps hold up to kCacheMax free stacks each. What then remains is real exhaustion; Sched::try_go and tern::try_go
-// return it as an error (exhausted_message() says which limit).
+// other Ps hold up to kCacheMax free stacks each; the scheduler then tries the other nodes' pools. What then remains
+// is real exhaustion; Sched::try_go and tern::try_go return it as an error (exhausted_message() says which limit).
 #pragma once
 
 #include <atomic>
@@ -75,9 +75,9 @@ struct Stack {
 // its size, never resident memory.
 inline constexpr size_t kDefaultGuardBytes = 64 << 10;
 
-// Stacks per mapping. 64 default stacks are 20 MiB of address space and no resident memory until touched; one mmap,
-// one guard install and (on several nodes) one mbind per 64 fibers made those calls vanish from a 200k-fiber
-// program's profile, where one of each per stack was a quarter of its CPU (docs/performance.md, 2026-12-07).
+// Stacks per mapping. 64 default stacks are 20 MiB of address space and no resident memory until touched. One mmap,
+// one guard install and (on several nodes) one mbind per 64 fibers: a 200k-fiber program makes 3k of each instead of
+// 200k (docs/performance.md, 2026-12-07); what stays per stack is the kernel's page-table walk for its guard.
 inline constexpr size_t kDefaultMapBatch = 64;
 // The most stacks one mapping holds (map_batch is clamped to it): the guard install's iovec lives on the caller's
 // stack, which may be a fiber's.
