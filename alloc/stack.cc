@@ -69,7 +69,7 @@ void backoff(int& spins) {
 
 StackPool::StackPool(StackPoolOptions opts) : opts_(opts), asym_(opts.asymmetric_fences && membarrier_registered()) {
   // A stack smaller than 4 pages cannot hold the context switch frame plus any useful call depth.
-  opts_.stack_size = round_up(std::max(opts_.stack_size, 4 * page_size()), page_size());
+  opts_.stack_size = round_up(std::clamp(opts_.stack_size, 4 * page_size(), kMaxStackBytes), page_size());
   opts_.guard_size = round_up(std::max(opts_.guard_size, page_size()), page_size());
   opts_.high_watermark = std::min(opts_.high_watermark, opts_.max_free);
   // A batch larger than max_free would be unmapped in part as soon as it was mapped.
@@ -85,7 +85,7 @@ StackPool::~StackPool() {
 
 Stack StackPool::at(char* first, size_t i) const {
   char* guard = first + i * stride();
-  return Stack{guard + opts_.guard_size, opts_.stack_size, guard, opts_.node};
+  return Stack{guard + opts_.guard_size, static_cast<uint32_t>(opts_.stack_size), opts_.node, guard};
 }
 
 size_t StackPool::map_run(size_t count, char** first) {

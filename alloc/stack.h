@@ -53,10 +53,12 @@
 namespace tern::alloc {
 
 struct Stack {
-  void* lo = nullptr;     // lowest usable byte (just above the guard region)
-  size_t size = 0;        // usable bytes; the stack grows down from lo + size
+  void* lo = nullptr;  // lowest usable byte (just above the guard region)
+  // Usable bytes (at most kMaxStackBytes); the stack grows down from lo + size. 32 bits, so that the node fits beside
+  // it and a Stack stays three words (it lives in every G record).
+  uint32_t size = 0;
+  int32_t node = 0;       // the NUMA node of the pool it came from (StackPoolOptions::node), where it goes back
   void* guard = nullptr;  // start of the guard region, up to lo
-  int node = 0;           // the NUMA node of the pool it came from (StackPoolOptions::node), where it goes back
 
   bool valid() const { return lo != nullptr; }
   void* top() const { return static_cast<char*>(lo) + size; }
@@ -66,6 +68,10 @@ struct Stack {
     return guard != nullptr && a >= g && a < reinterpret_cast<uintptr_t>(lo);
   }
 };
+static_assert(sizeof(Stack) == 3 * sizeof(void*), "a Stack is three words: it lives in every G record");
+
+// The largest stack a pool hands out (StackPoolOptions::stack_size is clamped to it; TERN_STACK_SIZE stops at 1g).
+inline constexpr size_t kMaxStackBytes = size_t{1} << 30;
 
 // The guard below each stack. Stacks are mapped next to each other, so a frame that skips the guard lands in the stack
 // below; the guard must outsize any frame that does not touch each of its pages as it grows (code built without
