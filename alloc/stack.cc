@@ -1,9 +1,11 @@
 // alloc/stack.cc: fiber stacks: mapping with a guard, the pool and its trim, per-P caches, taking between them.
 #include "alloc/stack.h"
 
+#include <linux/mempolicy.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +24,11 @@
 
 namespace tern::alloc {
 namespace {
+// process_madvise(2)'s name for the calling process (Linux 6.15, linux/pidfd.h; Debian 12's headers predate it).
+constexpr int kPidfdSelfProcess = -10001;
+// Node masks for mbind(2) up to 1024 nodes (the kernel's MAX_NUMNODES on the largest configurations).
+constexpr size_t kMaxNodeWords = 1024 / (8 * sizeof(unsigned long));
+
 size_t page_size() {
   static const size_t ps = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return ps;
@@ -46,56 +53,137 @@ void backoff(int& spins) {
 StackPool::StackPool(StackPoolOptions opts)
     : opts_(opts), asym_(opts.asymmetric_fences && asymmetric_fences_available()) {
   // A stack smaller than 4 pages cannot hold the context switch frame plus any useful call depth.
-  opts_.stack_size = round_up(std::max(opts_.stack_size, 4 * page_size()), page_size());
+  opts_.stack_size = round_up(std::clamp(opts_.stack_size, 4 * page_size(), kMaxStackBytes), page_size());
   opts_.guard_size = round_up(std::max(opts_.guard_size, page_size()), page_size());
   opts_.high_watermark = std::min(opts_.high_watermark, opts_.max_free);
+  // A batch larger than max_free would be unmapped in part as soon as it was mapped.
+  opts_.map_batch = std::clamp<size_t>(opts_.map_batch, 1, std::clamp<size_t>(opts_.max_free, 1, kMaxMapBatch));
+  opts_.node = std::max(opts_.node, 0);
+  guard_regions_.store(opts_.guard_regions, std::memory_order_relaxed);
 }
 
 StackPool::~StackPool() {
   std::lock_guard lk(mu_);
-  for (Stack s : free_) unmap_one(s);
-  free_.clear();
+  unmap_coldest(free_.size());
 }
 
-Stack StackPool::map_one() {
+Stack StackPool::at(char* first, size_t i) const {
+  char* guard = first + i * stride();
+  return Stack{guard + opts_.guard_size, static_cast<uint32_t>(opts_.stack_size), opts_.node, guard};
+}
+
+size_t StackPool::map_run(size_t count, char** first) {
   const size_t guard = opts_.guard_size;
-  const size_t len = opts_.stack_size + guard;
-  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  void* p = mmap(nullptr, count * stride(), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (p == MAP_FAILED) {
     map_errno_.store(errno, std::memory_order_relaxed);
     map_failures_.fetch_add(1, std::memory_order_relaxed);
-    return {};
+    return 0;
   }
-  // Prefer a guard region: the stack stays one read-write mapping that the kernel merges with its neighbours, so
-  // live fibers are not capped by vm.max_map_count (an mprotect'ed guard splits every stack into two mappings:
-  // about 32k stacks under the default limit of 65530). Older kernels refuse the advice; fall back once and stay.
-  bool guarded = false;
-  if (guard_regions_.load(std::memory_order_relaxed)) {
-    if (madvise(p, guard, MADV_GUARD_INSTALL) == 0) {
-      guarded = true;
-    } else {
-      guard_regions_.store(false, std::memory_order_relaxed);
+  char* base = static_cast<char*>(p);
+  // Before any page is touched: the policy applies to pages faulted in later.
+  if (opts_.bind_node) bind_run(base, count * stride());
+  // Prefer guard regions: the batch stays one read-write mapping that the kernel merges with its neighbours, so live
+  // fibers are not capped by vm.max_map_count (an mprotect'ed guard splits every stack into two mappings: about 32k
+  // stacks under the default limit of 65530). Older kernels refuse the advice; fall back once and stay.
+  if (guard_regions_.load(std::memory_order_relaxed)) install_guards(base, count);
+  size_t ok = count;
+  if (!guard_regions_.load(std::memory_order_relaxed)) {
+    for (size_t i = 0; i < count; i++) {
+      if (mprotect(base + i * stride(), guard, PROT_NONE) != 0) {
+        // ENOMEM: the split would pass vm.max_map_count. The stacks guarded so far are good; the rest goes back.
+        map_errno_.store(errno, std::memory_order_relaxed);
+        map_failures_.fetch_add(1, std::memory_order_relaxed);
+        munmap(base + i * stride(), (count - i) * stride());
+        ok = i;
+        break;
+      }
     }
   }
-  if (!guarded && mprotect(p, guard, PROT_NONE) != 0) {
-    map_errno_.store(errno, std::memory_order_relaxed);  // ENOMEM: the split would pass vm.max_map_count
-    munmap(p, len);
-    map_failures_.fetch_add(1, std::memory_order_relaxed);
-    return {};
-  }
-  mapped_.fetch_add(1, std::memory_order_relaxed);
-  return Stack{static_cast<char*>(p) + guard, opts_.stack_size, p};
+  if (ok == 0) return 0;
+  batches_.fetch_add(1, std::memory_order_relaxed);
+  mapped_.fetch_add(ok, std::memory_order_relaxed);
+  *first = base;
+  return ok;
 }
 
-void StackPool::unmap_one(Stack s) {
+void StackPool::install_guards(char* first, size_t count) {
+  const size_t guard = opts_.guard_size;
+  // One process_madvise for the whole batch where the kernel lets a process advise itself through PIDFD_SELF (6.15;
+  // a pidfd from pidfd_open would name the parent in a forked child). -1: untried, 0: refused, 1: works.
+  static std::atomic<int> batched{-1};
+  if (count > 1 && batched.load(std::memory_order_relaxed) != 0) {
+    iovec iov[kMaxMapBatch];
+    for (size_t i = 0; i < count; i++) iov[i] = {first + i * stride(), guard};
+    const long done = syscall(SYS_process_madvise, kPidfdSelfProcess, iov, count, MADV_GUARD_INSTALL, 0);
+    if (done == static_cast<long>(count * guard)) {
+      batched.store(1, std::memory_order_relaxed);
+      return;
+    }
+    // Refused (an older kernel: EINVAL or EBADF), or stopped part way; installing a guard twice is harmless.
+    if (done < 0) batched.store(0, std::memory_order_relaxed);
+  }
+  for (size_t i = 0; i < count; i++) {
+    if (madvise(first + i * stride(), guard, MADV_GUARD_INSTALL) != 0) {
+      guard_regions_.store(false, std::memory_order_relaxed);
+      return;  // map_run mprotects every guard instead
+    }
+  }
+}
+
+void StackPool::bind_run(void* addr, size_t len) {
+  // The node mask: one bit per node, as many words as `node` needs; the kernel reads maxnode - 1 bits.
+  constexpr size_t kBitsPerWord = 8 * sizeof(unsigned long);
+  unsigned long mask[kMaxNodeWords] = {};
+  const auto node = static_cast<size_t>(opts_.node);
+  binds_.fetch_add(1, std::memory_order_relaxed);
+  long rc = -1;
+  int err = EINVAL;
+  if (node < kMaxNodeWords * kBitsPerWord) {
+    mask[node / kBitsPerWord] = 1UL << (node % kBitsPerWord);
+    const size_t maxnode = (node / kBitsPerWord + 1) * kBitsPerWord + 1;
+    rc = syscall(SYS_mbind, addr, len, MPOL_PREFERRED, mask, maxnode, 0);
+    err = errno;
+  }
+  if (rc == 0) return;
+  if (bind_failures_.fetch_add(1, std::memory_order_relaxed) == 0) {
+    std::fprintf(stderr,
+                 "tern: cannot bind fiber stacks to NUMA node %d (mbind: %s); they stay where the kernel puts them\n",
+                 opts_.node, std::strerror(err));
+  }
+}
+
+void StackPool::unmap_coldest(size_t n) {
+  n = std::min(n, free_.size());
+  if (n == 0) return;
+  // Address order, so that neighbours (stacks of one batch, batches mapped side by side) leave in one call.
+  std::sort(free_.begin(), free_.begin() + static_cast<ptrdiff_t>(n),
+            [](const Stack& a, const Stack& b) { return a.guard < b.guard; });
+  char* run = nullptr;
+  char* run_end = nullptr;
+  for (size_t i = 0; i <= n; i++) {
+    char* g = i < n ? static_cast<char*>(free_[i].guard) : nullptr;
+    if (i < n && g == run_end && run != nullptr) {
+      run_end = static_cast<char*>(free_[i].top());
+    } else {
+      if (run != nullptr) munmap(run, static_cast<size_t>(run_end - run));
+      if (i < n) {
+        run = g;
+        run_end = static_cast<char*>(free_[i].top());
+      }
+    }
 #ifdef TERN_ASAN
-  // A stack unmapped with frames ASan still marks would make the next mapping at this address look like stack
-  // memory (GCC 12's ASan does not clear its shadow on munmap/mmap).
-  __asan_unpoison_memory_region(s.lo, s.size);
+    // A stack unmapped with frames ASan still marks would make the next mapping at this address look like stack
+    // memory (GCC 12's ASan does not clear its shadow on munmap/mmap).
+    if (i < n) __asan_unpoison_memory_region(free_[i].lo, free_[i].size);
 #endif
-  munmap(s.guard, static_cast<size_t>(static_cast<char*>(s.lo) - static_cast<char*>(s.guard)) + s.size);
-  mapped_.fetch_sub(1, std::memory_order_relaxed);
-  unmapped_.fetch_add(1, std::memory_order_relaxed);
+  }
+  free_.erase(free_.begin(), free_.begin() + static_cast<ptrdiff_t>(n));
+  cold_ = cold_ > n ? cold_ - n : 0;
+  low_ = low_ > n ? low_ - n : 0;
+  mapped_.fetch_sub(n, std::memory_order_relaxed);
+  unmapped_.fetch_add(n, std::memory_order_relaxed);
 }
 
 Stack StackPool::get() {
@@ -170,10 +258,26 @@ size_t StackPool::get_batch(Stack* out, size_t n) {
     cold_ = std::min(cold_, free_.size());
     low_ = std::min(low_, free_.size());
   }
-  while (got < n) {
-    Stack s = map_one();
-    if (!s.valid()) break;
-    out[got++] = s;
+  if (got < n) {
+    // One batch; what the caller does not take goes to the free list. The system calls run outside mu_.
+    char* first = nullptr;
+    const size_t want = n - got;
+    size_t mapped = map_run(std::max(want, opts_.map_batch), &first);
+    size_t i = 0;
+    for (; i < mapped && got < n; i++) out[got++] = at(first, i);
+    if (i < mapped) {
+      std::lock_guard lk(mu_);
+      // Highest address at the bottom: the next gets walk up through the batch in address order.
+      for (size_t j = mapped; j-- > i;) free_.push_back(at(first, j));
+      if (free_.size() > opts_.max_free + std::min(kUnmapBatch, opts_.max_free)) {
+        unmap_coldest(free_.size() - opts_.max_free);
+      }
+    }
+    // The kernel refused the batch: map what is needed a stack at a time, the last resort before other caches.
+    while (mapped == 0 && got < n) {
+      if (map_run(1, &first) == 0) break;
+      out[got++] = at(first, 0);
+    }
   }
   in_use_.fetch_add(got, std::memory_order_relaxed);
   if (got < n) out[got] = Stack{};
@@ -188,12 +292,13 @@ void StackPool::put_batch(const Stack* in, size_t n) {
   in_use_.fetch_sub(n, std::memory_order_relaxed);
   std::lock_guard lk(mu_);
   for (size_t i = 0; i < n; i++) {
-    if (free_.size() >= opts_.max_free) {
-      unmap_one(in[i]);
-    } else {
-      free_.push_back(in[i]);
-    }
+    if (in[i].node != opts_.node) [[unlikely]]
+      foreign_.fetch_add(1, std::memory_order_relaxed);
   }
+  free_.insert(free_.end(), in, in + n);
+  // Above max_free, wait for a batch's worth more, then unmap the coldest down to max_free in one sorted pass.
+  if (free_.size() > opts_.max_free + std::min(kUnmapBatch, opts_.max_free))
+    unmap_coldest(free_.size() - opts_.max_free);
 }
 
 size_t StackPool::trim() {
@@ -224,13 +329,17 @@ StackStats StackPool::stats() const {
   st.unmapped = unmapped_.load(std::memory_order_relaxed);
   st.map_failures = map_failures_.load(std::memory_order_relaxed);
   st.taken_from_caches = taken_.load(std::memory_order_relaxed);
+  st.batches = batches_.load(std::memory_order_relaxed);
+  st.binds = binds_.load(std::memory_order_relaxed);
+  st.bind_failures = bind_failures_.load(std::memory_order_relaxed);
+  st.foreign = foreign_.load(std::memory_order_relaxed);
   st.map_errno = map_errno_.load(std::memory_order_relaxed);
   st.stack_size = opts_.stack_size;
   st.guard_regions = guard_regions();
   return st;
 }
 
-StackCache::StackCache(StackPool& pool) : pool_(pool), asym_(pool.asym_) {
+StackCache::StackCache(StackPool& pool) : pool_(pool), asym_(pool.asym_), node_(pool.node()) {
   std::lock_guard lk(pool_.caches_mu_);
   pool_.caches_.push_back(this);
   pool_.victims_.reserve(pool_.caches_.size());  // take_from_caches runs when memory or mappings ran out

@@ -1,23 +1,33 @@
 // alloc/stack.h: fiber stacks.
 //
-// A stack is one anonymous mapping: a guard region (kDefaultGuardBytes unless configured) at the bottom and `size`
-// usable bytes above it. The mapping is
-// MAP_NORESERVE, so pages become resident only when a fiber touches them (a 256 KiB stack that never goes deeper
-// than 8 KiB costs two or three pages of RSS). The guard is a guard region (madvise MADV_GUARD_INSTALL, Linux 6.13+)
-// where the kernel has them, so neighbouring stacks merge into few mappings; elsewhere a PROT_NONE page, which makes
-// each stack two mappings and caps live fibers at about vm.max_map_count / 2.
+// A stack is `size` usable bytes with a guard region (kDefaultGuardBytes unless configured) below it. Stacks are
+// mapped in batches: one anonymous MAP_NORESERVE mapping holds map_batch stacks side by side, guard, stack, guard,
+// stack, ..., so that the system calls of mapping are paid once per batch and not once per fiber. Pages become
+// resident only when a fiber touches them (a 256 KiB stack that never goes deeper than 8 KiB costs two or three pages
+// of RSS). The guards are guard regions (MADV_GUARD_INSTALL, Linux 6.13+: a page-table marker that faults on access
+// without splitting the mapping), installed for a whole batch by one process_madvise(2) call where the kernel takes
+// PIDFD_SELF (6.15+), else one madvise per stack; the batch stays one mapping and neighbouring batches merge with it.
+// On kernels without guard regions each guard is an mprotect'ed PROT_NONE range, which splits the batch into two
+// mappings per stack and caps live fibers at about vm.max_map_count / 2.
 //
-// Stacks are pooled in two levels, like Go's stackcache over stackpool:
-//   StackCache: per processor (P); holds up to kCacheMax stacks and moves kCacheBatch at a time to and from the
-//               global pool. Only its P's owner adds to it. Another cache may take from it when stacks run out; the
+// Stacks are pooled in two levels, like Go's stackcache over stackpool, and the pools are per NUMA node:
+//   StackCache: per processor (P); holds up to kCacheMax stacks and moves kCacheBatch at a time to and from its
+//               node's pool. Only its P's owner adds to it. Another cache may take from it when stacks run out; the
 //               owner's side of that exclusion costs two plain stores and a load per get/put (an asymmetric fence,
 //               membarrier(2), puts the whole price on the rare taker), or one lock where membarrier is unavailable.
-//   StackPool:  one per runtime, mutex-protected, LIFO (the most recently freed stack, still hot in cache and
-//               resident, is reused first). trim(), which the runtime's monitor calls about once a second, gives back
-//               the memory of free stacks above `high_watermark` that stayed unused for the whole period
-//               (madvise(MADV_DONTNEED): the address range stays reserved, the pages go back to the kernel). Releasing
-//               lazily keeps bursts cheap: a server whose live fibers swing between 1k and 10k does not fault 9k
-//               stacks back in on every swing. Free stacks above `max_free` are unmapped at once.
+//   StackPool:  one per NUMA node of the runtime (StackPoolOptions::node; the scheduler keeps one per node and puts
+//               each P's cache in front of its node's pool), mutex-protected, LIFO (the most recently freed stack,
+//               still hot in cache and resident, is reused first). With bind_node, each batch is mbind(2)'ed
+//               (MPOL_PREFERRED) to the node before any page is touched, so a fiber's stack is local to the P it first
+//               ran on; a failed mbind is one warning on stderr and the stacks stay where the kernel puts them. Every
+//               Stack records its pool's node, and the scheduler returns it there. trim(), which the runtime's
+//               monitor calls about once a second, gives back the memory of free stacks above `high_watermark` that
+//               stayed unused for the whole period (madvise(MADV_DONTNEED): the address range stays reserved, the
+//               pages go back to the kernel). Releasing lazily keeps bursts cheap: a server whose live fibers swing
+//               between 1k and 10k does not fault 9k stacks back in on every swing. Free stacks above `max_free` are
+//               unmapped, the coldest first, kUnmapBatch at a time and address-sorted so that neighbours go in one
+//               munmap (one munmap per stack splits the merged mapping each time: it was a third of a 200k-fiber
+//               program's CPU).
 //
 // Usage:
 //   alloc::StackPool pool({.stack_size = 256 << 10});
@@ -26,10 +36,11 @@
 //   ...
 //   cache.put(s);
 //
-// Running out: when the kernel refuses a new mapping (vm.max_map_count, or memory), StackCache::get() and
-// StackPool::get() take from the other caches (up to half of each) before reporting an invalid stack, so that a P
-// whose cache is empty does not fail while other Ps hold up to kCacheMax free stacks each. What then remains is real
-// exhaustion; Sched::try_go and tern::try_go return it as an error (exhausted_message() says which limit).
+// Running out: when the kernel refuses a new batch, the pool maps what it needs one stack at a time; when it refuses
+// those too (vm.max_map_count, or memory), StackCache::get() and StackPool::get() take from the other caches of the
+// pool (up to half of each) before reporting an invalid stack, so that a P whose cache is empty does not fail while
+// other Ps hold up to kCacheMax free stacks each; the scheduler then tries the other nodes' pools. What then remains
+// is real exhaustion; Sched::try_go and tern::try_go return it as an error (exhausted_message() says which limit).
 #pragma once
 
 #include <atomic>
@@ -42,9 +53,12 @@
 namespace tern::alloc {
 
 struct Stack {
-  void* lo = nullptr;     // lowest usable byte (just above the guard region)
-  size_t size = 0;        // usable bytes; the stack grows down from lo + size
-  void* guard = nullptr;  // start of the mapping: the guard region, up to lo
+  void* lo = nullptr;  // lowest usable byte (just above the guard region)
+  // Usable bytes (at most kMaxStackBytes); the stack grows down from lo + size. 32 bits, so that the node fits beside
+  // it and a Stack stays three words (it lives in every G record).
+  uint32_t size = 0;
+  int32_t node = 0;       // the NUMA node of the pool it came from (StackPoolOptions::node), where it goes back
+  void* guard = nullptr;  // start of the guard region, up to lo
 
   bool valid() const { return lo != nullptr; }
   void* top() const { return static_cast<char*>(lo) + size; }
@@ -54,6 +68,10 @@ struct Stack {
     return guard != nullptr && a >= g && a < reinterpret_cast<uintptr_t>(lo);
   }
 };
+static_assert(sizeof(Stack) == 3 * sizeof(void*), "a Stack is three words: it lives in every G record");
+
+// The largest stack a pool hands out (StackPoolOptions::stack_size is clamped to it; TERN_STACK_SIZE stops at 1g).
+inline constexpr size_t kMaxStackBytes = size_t{1} << 30;
 
 // The guard below each stack. Stacks are mapped next to each other, so a frame that skips the guard lands in the stack
 // below; the guard must outsize any frame that does not touch each of its pages as it grows (code built without
@@ -63,6 +81,17 @@ struct Stack {
 // its size, never resident memory.
 inline constexpr size_t kDefaultGuardBytes = 64 << 10;
 
+// Stacks per mapping. 64 default stacks are 20 MiB of address space and no resident memory until touched. One mmap,
+// one guard install and (on several nodes) one mbind per 64 fibers: a 200k-fiber program makes 3k of each instead of
+// 200k (docs/performance.md, 2026-12-07); what stays per stack is the kernel's page-table walk for its guard.
+inline constexpr size_t kDefaultMapBatch = 64;
+// The most stacks one mapping holds (map_batch is clamped to it): the guard install's iovec lives on the caller's
+// stack, which may be a fiber's.
+inline constexpr size_t kMaxMapBatch = 64;
+// Free stacks above max_free wait until this many more (or max_free more, if fewer) have gathered, then go in one
+// address-sorted pass, so that neighbours in memory share one munmap.
+inline constexpr size_t kUnmapBatch = 256;
+
 struct StackPoolOptions {
   size_t stack_size = 256 << 10;           // usable bytes, rounded up to whole pages
   size_t guard_size = kDefaultGuardBytes;  // rounded up to whole pages, at least one
@@ -71,6 +100,12 @@ struct StackPoolOptions {
   // The caches' owner/taker exclusion (StackCache): asymmetric fences when the kernel has membarrier(2)'s private
   // expedited command, else (or when false) a lock taken by every get/put.
   bool asymmetric_fences = true;
+  size_t map_batch = kDefaultMapBatch;  // stacks per new mapping, 1..kMaxMapBatch
+  int node = 0;                         // the NUMA node this pool serves; recorded in every Stack it hands out
+  // mbind(2) each new mapping to `node` (MPOL_PREFERRED). The scheduler sets it when it has more than one node.
+  bool bind_node = false;
+  // false: mprotect'ed guards even where the kernel has guard regions (the older kernels' path, for its tests).
+  bool guard_regions = true;
 };
 
 struct StackStats {
@@ -81,7 +116,13 @@ struct StackStats {
   uint64_t unmapped = 0;     // total munmaps
   uint64_t map_failures = 0;
   uint64_t taken_from_caches = 0;  // stacks moved between caches because no new one could be mapped
-  int map_errno = 0;               // errno of the last failed mapping
+  uint64_t batches = 0;            // mmap calls that mapped stacks (each holds up to map_batch)
+  uint64_t binds = 0;              // mbind calls (bind_node)
+  uint64_t bind_failures = 0;      // of which failed (warned about once; the stacks are used anyway)
+  // Stacks given back here that another node's pool handed out: a caller's routing bug (the scheduler returns each
+  // stack to Stack::node's pool). Kept and used all the same.
+  uint64_t foreign = 0;
+  int map_errno = 0;  // errno of the last failed mapping
   size_t stack_size = 0;
   bool guard_regions = true;  // see StackPool::guard_regions()
 };
@@ -111,6 +152,8 @@ class StackPool {
   // Whether guards are guard regions (true) or mprotect'ed pages (false, kernels before 6.13).
   bool guard_regions() const { return guard_regions_.load(std::memory_order_relaxed); }
 
+  int node() const { return opts_.node; }
+
   // Releases the pages of free stacks above the high watermark that were not used since the previous trim().
   // Returns how many stacks it released.
   size_t trim();
@@ -128,8 +171,15 @@ class StackPool {
 
  private:
   friend class StackCache;
-  Stack map_one();
-  void unmap_one(Stack s);
+  // Maps a run of up to `count` stacks in one mapping (fewer when a guard cannot be placed); returns how many, the
+  // first at *first, the others every stride() bytes above it.
+  size_t map_run(size_t count, char** first);
+  size_t stride() const { return opts_.guard_size + opts_.stack_size; }
+  Stack at(char* first, size_t i) const;
+  void bind_run(void* addr, size_t len);
+  void install_guards(char* first, size_t count);
+  // Unmaps free_[0, n) (the coldest), coalescing address-adjacent stacks into one munmap; under mu_.
+  void unmap_coldest(size_t n);
 
   StackPoolOptions opts_;
   mutable std::mutex mu_;
@@ -137,6 +187,7 @@ class StackPool {
   size_t cold_ = 0;
   size_t low_ = 0;  // the fewest free stacks seen since the last trim: free_[0, low_) went unused all period
   std::atomic<uint64_t> mapped_{0}, in_use_{0}, released_{0}, unmapped_{0}, map_failures_{0}, taken_{0};
+  std::atomic<uint64_t> batches_{0}, binds_{0}, bind_failures_{0}, foreign_{0};
   std::atomic<int> map_errno_{0};
   std::atomic<bool> guard_regions_{true};
   bool asym_ = false;
@@ -170,6 +221,8 @@ class StackCache {
   void put(Stack s);
   void flush();  // returns every cached stack to the pool
   size_t size() const;
+  // The node of the pool behind this cache (StackPoolOptions::node).
+  int node() const { return node_; }
 
  private:
   friend class StackPool;
@@ -214,6 +267,7 @@ class StackCache {
 
   StackPool& pool_;
   const bool asym_;
+  const int node_;
   mutable std::atomic<bool> locked_{false};  // without asymmetric fences; held for an array copy, never a syscall
   std::atomic<bool> owner_busy_{false};      // the owner is in get/put/flush
   std::atomic<bool> taker_{false};           // a taker wants or holds this cache

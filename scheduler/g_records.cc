@@ -131,7 +131,12 @@ void Sched::free_g(G* g) {
 void Sched::gfput(P* p, G* g) {
   set_gstatus(g, GStatus::kIdle);
   // The stack goes to the top of the P's LIFO cache, where the next fiber to start here picks it up still hot.
-  p->stacks.put(g->stack);
+  // A fiber that migrated gives its stack back to the node it came from: the P's cache holds only its own node's.
+  if (g->stack.node == p->stacks.node()) [[likely]] {
+    p->stacks.put(g->stack);
+  } else {
+    put_stack_home(g->stack);
+  }
   g->stack = {};
   g->next = p->gfree;
   p->gfree = g;

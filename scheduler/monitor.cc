@@ -80,7 +80,7 @@ void Sched::monitor_main() {
     }
     if (int64_t now = now_ns(); now - last_trim_ >= kStackTrimPeriodNs) {
       last_trim_ = now;
-      stacks_.trim();
+      for (auto& pool : stacks_) pool->trim();
     }
     maybe_run_proc_cycle(now_ns());  // tern::Pool's victim caches age (scheduler/proc_local.h)
   }

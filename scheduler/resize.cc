@@ -21,10 +21,7 @@ void Sched::set_procs(int n) {
   if (n > old) {
     for (int i = old; i < n; i++) {
       if (allp_[i].load(std::memory_order_acquire) == nullptr) {
-        P* p = new P(i, stacks_);
-        p->rand_state = p_rand_seed(i, id_);
-        if (tracer_ != nullptr) p->trace = tracer_->buffer_for_p(i);
-        place(p);
+        P* p = make_p(i);
         p->status.store(PStatus::kDead, std::memory_order_relaxed);
         allp_[i].store(p, std::memory_order_release);
       }

@@ -79,10 +79,20 @@ M* this_m_for_signal() {
 Sched::Sched(SchedOptions opts)
     : opts_(std::move(opts)),
       id_(g_next_sched_id.fetch_add(1, std::memory_order_relaxed)),
-      stacks_(alloc::StackPoolOptions{.stack_size = opts_.stack_size, .high_watermark = opts_.stack_high_watermark}),
       allp_(new std::atomic<P*>[kMaxProcs]),
       global_(std::make_unique<GlobalQueue>()) {
   if (!opts_.on_uncaught) opts_.on_uncaught = terminate_uncaught;
+  // One stack pool per node: as many as the placement names (its slots' nodes), or SchedOptions::numa_nodes.
+  int wanted_nodes = opts_.numa_nodes;
+  for (const PlacementSlot& sl : opts_.placement) wanted_nodes = std::max(wanted_nodes, sl.node + 1);
+  const int nodes = std::clamp(wanted_nodes, 1, kMaxNumaNodes);
+  for (int node = 0; node < nodes; node++) {
+    stacks_.push_back(
+        std::make_unique<alloc::StackPool>(alloc::StackPoolOptions{.stack_size = opts_.stack_size,
+                                                                   .high_watermark = opts_.stack_high_watermark,
+                                                                   .node = node,
+                                                                   .bind_node = nodes > 1}));
+  }
   if (opts_.chaos_seed == 0) opts_.chaos_seed = env_number("TERN_CHAOS", 0);
   if (!opts_.leak_check) opts_.leak_check = env_number("TERN_LEAK_CHECK", 0) != 0;
   chaos_ = opts_.chaos_seed != 0;
@@ -109,11 +119,7 @@ Sched::Sched(SchedOptions opts)
   int n = std::clamp(opts_.procs, 1, kMaxProcs);
   std::lock_guard lk(sched_mu_);
   for (int i = 0; i < n; i++) {
-    P* p = new P(i, stacks_);
-    p->rand_state = p_rand_seed(i, id_);
-    if (tracer_ != nullptr) p->trace = tracer_->buffer_for_p(i);
-    place(p);
-    allp_[i].store(p, std::memory_order_release);
+    allp_[i].store(make_p(i), std::memory_order_release);
   }
   nprocs_.store(n, std::memory_order_release);
   nscan_.store(n, std::memory_order_release);
@@ -181,10 +187,56 @@ M* Sched::newm() {
   return m;
 }
 
+P* Sched::make_p(int i) {
+  const int last = static_cast<int>(stacks_.size()) - 1;
+  // The placement's slot decides the node (and the PU: place() below); without one, SchedOptions::p_node.
+  const PlacementSlot* sl = slot(i);
+  const int node = std::clamp(sl != nullptr ? sl->node : opts_.p_node ? opts_.p_node(i) : 0, 0, last);
+  P* p = new P(i, *stacks_[static_cast<size_t>(node)]);
+  place(p);
+  p->node = node;
+  p->rand_state = p_rand_seed(i, id_);
+  if (tracer_ != nullptr) p->trace = tracer_->buffer_for_p(i);
+  return p;
+}
+
+alloc::Stack Sched::get_stack_slow(P* p) {
+  alloc::Stack s = p != nullptr ? alloc::Stack{} : stacks_[0]->get();
+  if (s.valid()) return s;
+  // Exhausted on this node (the map table, or memory): another node's free stacks are better than failing.
+  const int home = p != nullptr ? p->stacks.node() : 0;
+  for (auto& pool : stacks_) {
+    if (pool->node() == home) continue;
+    if (s = pool->get(); s.valid()) break;
+  }
+  return s;
+}
+
+alloc::StackStats Sched::stack_stats() const {
+  alloc::StackStats st = stacks_[0]->stats();
+  for (size_t i = 1; i < stacks_.size(); i++) {
+    const alloc::StackStats n = stacks_[i]->stats();
+    st.mapped += n.mapped;
+    st.in_use += n.in_use;
+    st.free_global += n.free_global;
+    st.released += n.released;
+    st.unmapped += n.unmapped;
+    st.map_failures += n.map_failures;
+    st.taken_from_caches += n.taken_from_caches;
+    st.batches += n.batches;
+    st.binds += n.binds;
+    st.bind_failures += n.bind_failures;
+    st.foreign += n.foreign;
+    if (n.map_errno != 0) st.map_errno = n.map_errno;
+    st.guard_regions = st.guard_regions && n.guard_regions;
+  }
+  return st;
+}
+
 void Sched::stack_exhausted() {
   // Reached only once the pool could not map and no other P's cache had a stack to spare (StackCache::get).
   std::fprintf(stderr, "tern: fatal: %s. Start fibers with tern::try_go or Runtime::try_go to get this as an error.\n",
-               stacks_.exhausted_message().c_str());
+               alloc::exhausted_message(stack_stats()).c_str());
   std::fflush(stderr);
   std::abort();
 }
@@ -243,7 +295,7 @@ void Sched::shutdown() {
       G& g = block[i];
       if (opts_.leak_check) leaks.count(g);
       g.task.reset();
-      if (g.stack.valid()) stacks_.put(g.stack);
+      if (g.stack.valid()) put_stack_home(g.stack);
       g.stack = {};
       ctx::tsan_destroy(g.tsan_fiber);
       g.tsan_fiber = nullptr;
@@ -258,7 +310,7 @@ void Sched::shutdown() {
   }
   if (opts_.leak_check) {
     // Every G record gave its stack back and every P's cache was flushed (deleting the P): none may be in use now.
-    leaks.stacks_in_use = stacks_.stats().in_use;
+    leaks.stacks_in_use = stack_stats().in_use;
     leaks.report(id_);
   }
 }
@@ -393,7 +445,7 @@ SchedStats Sched::stats() const {
   st.thread_limit_hits = thread_limit_hits_.load(std::memory_order_relaxed);
   st.retakes = retakes_.load(std::memory_order_relaxed);
   st.stalls = stalls_.load(std::memory_order_relaxed);
-  st.stacks = stacks_.stats();
+  st.stacks = stack_stats();
   return st;
 }
 

@@ -105,6 +105,8 @@ inline constexpr int64_t kStallNs = 500'000;
 inline constexpr uint32_t kStallCheckInterval = 4;
 // Ps are stored in a fixed array so that stealers can read it without a lock while set_procs() grows it.
 inline constexpr int kMaxProcs = 1024;
+// The most NUMA nodes SchedOptions::numa_nodes names (the largest kernel configuration's MAX_NUMNODES).
+inline constexpr int kMaxNumaNodes = 1024;
 // The monitor's period while any P is busy (Go's sysmon settles at 10 ms); it sleeps until woken while all are idle.
 inline constexpr int64_t kMonitorPeriodNs = 10'000'000;
 // How often the monitor gives back the memory of fiber stacks that stayed unused above the pool's watermark.
@@ -174,6 +176,15 @@ struct SchedOptions {
   int procs = 1;
   size_t stack_size = 256 << 10;
   size_t stack_high_watermark = 1024;
+  // NUMA nodes the Ps are placed on (at least: a placement's slots name nodes too, and the larger count wins): one
+  // stack pool per node, each P's stack
+  // cache in front of its node's pool, each new batch of stacks mbind'ed to its node when there is more than one (a
+  // failed mbind is one warning; the stacks are used anyway). 1 (or less): one pool, no mbind.
+  int numa_nodes = 1;
+  // Without a placement, the node of P slot i, in [0, numa_nodes) (with one, the slot's node); fixed for the
+  // runtime's life (P i is always placement slot i). Unset:
+  // every P on node 0. Out-of-range answers are clamped.
+  std::function<int(int)> p_node;
   // The network poller (not owned; must outlive the Sched). nullptr: a built-in one that only waits for timers.
   Poller* poller = nullptr;
   // Called when a fiber lets an exception escape. Default: print the fiber id and message, then std::abort().
@@ -331,7 +342,11 @@ class Sched {
   // Adds n to the application's work counter (requests served, say), which the controller's throughput-driven
   // policies read: per P from a fiber, one shared atomic from other threads.
   void count_work(uint64_t n);
-  size_t stack_size() const { return stacks_.stack_size(); }
+  size_t stack_size() const { return stacks_[0]->stack_size(); }
+  // The stack pools' statistics, summed over nodes (SchedStats::stacks), and one node's alone.
+  alloc::StackStats stack_stats() const;
+  alloc::StackStats stack_stats(int node) const { return stacks_.at(static_cast<size_t>(node))->stats(); }
+  int numa_nodes() const { return static_cast<int>(stacks_.size()); }
   uint64_t id() const { return id_; }
   // Records an event of the layers above (a controller decision) in the trace, if there is one: into the caller's P's
   // buffer on a fiber of this runtime, else the no-P buffer.
@@ -364,6 +379,14 @@ class Sched {
   }
   // Bind warnings printed (SchedOptions::placement: one per Sched at most).
   bool bind_failed() const { return bind_warned_.load(std::memory_order_relaxed); }
+  P* make_p(int i);  // P slot i, on its node (SchedOptions::p_node), its stack cache on that node's pool
+  // A stack for a fiber starting on p (nullptr: a thread without a P, node 0). The fast path, p's cache, is inline at
+  // the two call sites; this is the rest: node 0's pool without a P, then the other nodes' pools when the home node
+  // can map nothing and its caches have none. !valid(): exhausted everywhere.
+  alloc::Stack get_stack_slow(P* p);
+  // Gives a stack back to the pool of the node it came from (Stack::node): a fiber that ran on another node's P
+  // (gfput gives its P's cache only stacks of the P's node), and shutdown.
+  void put_stack_home(alloc::Stack s) { stacks_[static_cast<size_t>(s.node)]->put(s); }
   // tern::blocking (scheduler/blocking.cc): the M gives up its P for the call's span (the P stays reserved for it until
   // the monitor hands it on) and takes it, or another, back after. The M must run a fiber of this Sched with a P.
   void enter_blocking(M* m);
@@ -452,7 +475,8 @@ class Sched {
 
   SchedOptions opts_;
   uint64_t id_;
-  alloc::StackPool stacks_;
+  // One stack pool per NUMA node (SchedOptions::numa_nodes), never empty; fixed at construction.
+  std::vector<std::unique_ptr<alloc::StackPool>> stacks_;
   Poller* poller_ = nullptr;
   std::unique_ptr<Poller> idle_poller_;  // a poller that only waits, for runtimes without netpoll
   // opts_.on_point is set or the chaos schedule is on: the one flag the hot paths test (next to poller_ and allp_,

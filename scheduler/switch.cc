@@ -151,7 +151,10 @@ void Sched::prepare_first_run(P* p, G* g) {
   // another finished reuses its stack while it is still hot in cache (the P's cache is LIFO).
   if (!g->stack.valid()) {
     g->stack = p->stacks.get();
-    if (!g->stack.valid()) stack_exhausted();
+    if (!g->stack.valid()) [[unlikely]] {
+      g->stack = get_stack_slow(p);
+      if (!g->stack.valid()) stack_exhausted();
+    }
   }
   g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
 }
@@ -159,7 +162,8 @@ void Sched::prepare_first_run(P* p, G* g) {
 bool Sched::bind_stack(G* g) {
   M* m = this_m();
   P* p = (m != nullptr && m->sched == this) ? m->p : nullptr;
-  g->stack = p != nullptr ? p->stacks.get() : stacks_.get();
+  if (p != nullptr) g->stack = p->stacks.get();
+  if (!g->stack.valid()) g->stack = get_stack_slow(p);
   if (!g->stack.valid()) return false;
   g->ctx = ctx::bctx::make_fcontext(g->stack.top(), g->stack.size, fiber_entry);
   return true;

@@ -41,6 +41,10 @@ void unmap_all(const std::vector<void*>& pages) {
   for (void* p : pages) munmap(p, ps);
 }
 
+// Each refill maps exactly the cache's batch (map_batch 1: a mapping holds what was asked for), so that no free stack
+// waits in the pool and the caches hold every stack there is.
+constexpr StackPoolOptions kOneRefillPerMapping{.stack_size = 64 << 10, .map_batch = 1};
+
 // Checks inside the child; a failure exits with a distinct status and says which.
 #define CHILD_CHECK(cond)                                      \
   do {                                                         \
@@ -51,7 +55,7 @@ void unmap_all(const std::vector<void*>& pages) {
   } while (0)
 
 [[noreturn]] void child_EmptyCacheTakesFromAnotherCacheWhenMappingFails() {
-  StackPool pool({.stack_size = 64 << 10});
+  StackPool pool(kOneRefillPerMapping);
   StackCache full(pool), empty(pool);
   // One refill maps a batch; handing the stack back leaves `full` holding the whole batch.
   Stack s = full.get();
@@ -75,7 +79,7 @@ TEST(StackExhaustion, EmptyCacheTakesFromAnotherCacheWhenMappingFails) {
 }
 
 [[noreturn]] void child_PoolGetWithoutCacheTakesFromCaches() {
-  StackPool pool({.stack_size = 64 << 10});
+  StackPool pool(kOneRefillPerMapping);
   StackCache cache(pool);
   cache.put(cache.get());
   std::vector<void*> filler = fill_map_table();
@@ -93,7 +97,7 @@ TEST(StackExhaustion, PoolGetWithoutCacheTakesFromCaches) {
 }
 
 [[noreturn]] void child_EveryCacheEmptyIsAnInvalidStackNotACrash() {
-  StackPool pool({.stack_size = 64 << 10});
+  StackPool pool(kOneRefillPerMapping);
   StackCache a(pool), b(pool);
   a.put(a.get());
   std::vector<void*> filler = fill_map_table();

@@ -273,9 +273,15 @@ TEST(Placement, ABindTheKernelRefusesWarnsOnceAndTheRuntimeContinues) {
     EXPECT_TRUE(s.bind_failed());
   }
   const std::string err = testing::internal::GetCapturedStderr();
-  size_t count = 0;
-  for (size_t at = err.find("cannot bind"); at != std::string::npos; at = err.find("cannot bind", at + 1)) count++;
-  EXPECT_EQ(count, 1u) << err;
+  // One warning for the threads, however many binds failed; the stack pool of node 1, which this machine lacks, says
+  // so once too (mbind), and the stacks are used anyway.
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = err.find(what); at != std::string::npos; at = err.find(what, at + 1)) n++;
+    return n;
+  };
+  EXPECT_EQ(count("cannot bind a scheduler thread"), 1u) << err;
+  EXPECT_LE(count("cannot bind fiber stacks"), 1u) << err;
   EXPECT_EQ(ran.load(), 1009);
 }
 
