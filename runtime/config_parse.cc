@@ -9,7 +9,7 @@
 #include <string>
 
 #include "runtime/config.h"
-#include "scheduler/sched.h"  // kMaxProcs
+#include "scheduler/limits.h"
 
 namespace tern {
 

@@ -78,6 +78,7 @@
 #include "scheduler/fiber_info.h"
 #include "scheduler/futex.h"
 #include "scheduler/g.h"
+#include "scheduler/limits.h"  // kMaxProcs
 #include "scheduler/poller.h"
 #include "scheduler/steal_order.h"
 #include "scheduler/timer.h"
@@ -103,8 +104,6 @@ inline constexpr uint32_t kRunnextChainMax = 32;
 inline constexpr int64_t kStallNs = 500'000;
 // How often (in fibers started) a busy M looks at another P for a stall: the look reads the clock.
 inline constexpr uint32_t kStallCheckInterval = 4;
-// Ps are stored in a fixed array so that stealers can read it without a lock while set_procs() grows it.
-inline constexpr int kMaxProcs = 1024;
 // The most NUMA nodes SchedOptions::numa_nodes names (the largest kernel configuration's MAX_NUMNODES).
 inline constexpr int kMaxNumaNodes = 1024;
 // The monitor's period while any P is busy (Go's sysmon settles at 10 ms); it sleeps until woken while all are idle.
