@@ -36,12 +36,17 @@ inline void Sched::queue_ready_inline(G* g, bool next) {
     return;
   }
   M* m = this_m();
-  if (m != nullptr && m->sched == this && m->p != nullptr) {
+  if (m != nullptr && m->sched == this && m->p != nullptr) [[likely]] {
     runq_put(m->p, g, next);
-  } else {
-    global_->push(g);
+    wakep();
+    return;
   }
+  // From a thread without a P here (a program thread, the signal relay): once pushed, g may run, end the program's
+  // work and have the runtime destroyed before wakep() below returns, so shutdown() waits for these to finish.
+  foreign_readies_.fetch_add(1);
+  global_->push(g);
   wakep();
+  foreign_readies_.fetch_sub(1, std::memory_order_release);
 }
 
 void Sched::ready(G* g, bool next) {
@@ -137,6 +142,7 @@ void Sched::startm(P* p, bool spinning) {
       m = *link;
       *link = m->link;
       m->link = nullptr;
+      m->in_idle_list = false;
     } else if (static_cast<int>(allm_.size()) >= opts_.max_threads) {
       // At the bound (Ms blocked in tern::blocking count): the P waits in the idle list for an M to come back.
       pidleput(p);
@@ -419,6 +425,14 @@ void Sched::idle_without_p(M* m) {
   }
 }
 
+// A broken scheduler invariant, not a condition to survive: continuing would strand threads and their processors.
+void Sched::idle_list_corrupt(const M* m) {
+  std::fprintf(
+      stderr, "tern: fatal: scheduler thread %d parked while already on the idle list (a wakeup taken twice)\n", m->id);
+  std::fflush(stderr);
+  std::abort();
+}
+
 // Sleeps on the M's note in the idle list until startm() hands it a P (then m->p is set) or it is woken without one
 // (for shutdown). Where the poller can (Poller::park), the M sleeps in it instead, so that the completions of I/O it
 // submitted wake it with their fibers: it then takes an idle P and runs them itself, rather than run their completion
@@ -428,6 +442,10 @@ void Sched::park_idle_m(M* m) {
   {
     std::lock_guard lk(sched_mu_);
     if (shutting_down_.load(std::memory_order_relaxed)) return;
+    // An M is on the list only while it parks here: pushed a second time, it would link to itself or cut the list
+    // after it, and the Ms beyond would never be woken, not even by a shutdown that waits for them.
+    if (m->in_idle_list) idle_list_corrupt(m);
+    m->in_idle_list = true;
     m->link = midle_;
     midle_ = m;
   }
@@ -475,6 +493,7 @@ bool Sched::leave_idle_list(M* m) {
   if (*link == nullptr) return false;
   *link = m->link;
   m->link = nullptr;
+  m->in_idle_list = false;
   acquirep(m, pidleget());
   m->spinning = false;
   lk.unlock();

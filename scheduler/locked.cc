@@ -47,16 +47,22 @@ bool Sched::run_locked(M* m) {
     if (m->yielded == lg) m->yielded = nullptr;  // never kept M-local (execute), but be sure
     handoffp(releasep(m));
   }
+  // Sequentially consistent, as is the flag's load below: shutdown sets its flag and then reads this one, so either
+  // this M sees the shutdown and does not sleep, or shutdown sees it waiting and wakes it.
   m->locked_wait.store(true);
   P* p = nullptr;
   for (;;) {
+    // Sleep first, even when a P is already there: hand_to_locked sets nextp and then wakes the note, so each P comes
+    // with exactly one wakeup, and it is taken here. Taking a P set before this M got here without sleeping left its
+    // wakeup in the note; the M's next idle park then returned at once while the M stayed on the idle list, and its
+    // park after that pushed it again (idle_list_corrupt).
+    if (!shutting_down_.load()) m->note.sleep();
     {
       std::lock_guard lk(sched_mu_);
       p = m->nextp;
       m->nextp = nullptr;
     }
     if (p != nullptr || shutting_down_.load(std::memory_order_acquire)) break;
-    m->note.sleep();
   }
   m->locked_wait.store(false);
   if (p == nullptr) return false;

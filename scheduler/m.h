@@ -47,6 +47,7 @@ struct M {
   // Idle parking (sched_mu_ guards link/nextp/next_spinning; note wakes).
   Note note;
   M* link = nullptr;
+  bool in_idle_list = false;  // on midle_ (park_idle_m pushes, whoever takes it off clears)
   P* nextp = nullptr;
   bool next_spinning = false;
   bool spinning = false;

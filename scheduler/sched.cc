@@ -248,12 +248,15 @@ void Sched::wake_idle_ms() {
     M* m = midle_;
     midle_ = m->link;
     m->link = nullptr;
+    m->in_idle_list = false;
     m->note.wakeup();
   }
 }
 
 void Sched::shutdown() {
   if (shutting_down_.exchange(true)) return;
+  // A thread outside the runtime that readied the fiber whose end led here may still be inside ready() (idle.cc).
+  while (foreign_readies_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   // Wake everything that sleeps; an M running a fiber stops at its next scheduling point.
   std::vector<M*> ms;
   {

@@ -461,6 +461,7 @@ class Sched {
   void place(P* p);             // sets p's PU and node from its slot
   void idle_without_p(M* m);
   void park_idle_m(M* m);
+  [[noreturn]] static void idle_list_corrupt(const M* m);
   bool leave_idle_list(M* m);
   void handoff_poller_role();
   void inject(GList& list, P* pp);
@@ -524,6 +525,7 @@ class Sched {
   std::vector<G*> gblocks_;
   std::atomic<uint64_t> outside_spawned_{0};  // fibers started from threads without a P
   std::atomic<uint64_t> unstarted_{0};        // fibers new_g() counted as spawned that try_go() then gave up
+  std::atomic<int> foreign_readies_{0};       // ready() calls in flight from threads without a P here (shutdown)
   std::atomic<uint64_t> outside_work_{0};     // count_work() from threads without a P of this runtime
 
   // Monitor thread.

@@ -428,6 +428,25 @@ TEST(Channel, PlainThreadsWakeParkedFibersAcrossRuntimes) {
   watchdog.join();
 }
 
+// A program thread's send wakes the runtime's last fiber, which ends run(); the runtime is destroyed at once, while
+// the thread may still be inside the wakeup (Sched::ready's wakep). Shutdown waits for it: before it did, the
+// sanitizers caught the thread reading the freed scheduler (first seen with the signal relay thread, signals.cc).
+TEST(Channel, ARuntimeDestroyedRightAfterAThreadWokeItsLastFiberWaitsForTheWakeup) {
+  const int rounds = scaled(300);
+  for (int r = 0; r < rounds; r++) {
+    auto ch = std::make_shared<tern::Channel<int>>(1);
+    std::thread sender;
+    {
+      tern::Runtime rt(procs(2));
+      rt.run([&] {
+        sender = std::thread([ch, r] { ch->send(r); });
+        EXPECT_EQ(ch->recv(), r);
+      });
+    }
+    sender.join();
+  }
+}
+
 TEST(Channel, ThreadsOnlyWithoutRuntime) {
   tern::Channel<int> ch;
   const int n = scaled(2000);

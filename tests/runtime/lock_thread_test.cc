@@ -128,6 +128,35 @@ TEST(LockThread, LocksNestAndAnEndingFiberFreesItsThread) {
   });
 }
 
+// A locked fiber woken again before its thread has gone to sleep for it (the waker hands its processor over at once):
+// the handoff's wakeup must not outlive it. Left in the thread's note, it made the thread's next idle park return at
+// once while the thread stayed on the idle list; its next park pushed it a second time, which cut the list, and a
+// shutdown could then wait forever for a thread nobody would wake (seen under ThreadSanitizer as a hung ~Runtime).
+// The scheduler now stops the process on a second push; before the fix this test did (idle_list_corrupt).
+TEST(LockThread, AHandoffThatWinsTheRaceToTheLockedThreadLeavesNoWakeupBehind) {
+  for (int round = 0; round < 20; round++) {
+    Runtime rt(test::procs(2));
+    rt.run([&] {
+      Channel<int> to_locked(1), from_locked(1);
+      auto locked = spawn([&] {
+        lock_to_thread();
+        for (int i = 0; i < 200; i++) {
+          auto v = to_locked.recv();
+          ASSERT_TRUE(v.has_value());
+          from_locked.send(*v + 1);
+        }
+      });
+      for (int i = 0; i < 200; i++) {
+        to_locked.send(i);
+        ASSERT_EQ(from_locked.recv(), i + 1);
+        // Between round trips, sometimes let every thread go idle, so that a stray wakeup meets an idle park.
+        if (i % 16 == 0) sleep_for(200us);
+      }
+      locked.join();
+    });
+  }
+}
+
 // The locked thread runs no other fiber: a fiber that records its thread many times never sees the locked one's.
 TEST(LockThread, TheLockedThreadRunsNoOtherFiber) {
   Runtime rt(test::procs(2));
