@@ -13,9 +13,10 @@
 // its threads and frees every fiber stack; fibers still parked at that point are discarded without unwinding.
 #pragma once
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
-#include <semaphore>
 #include <source_location>
 #include <string>
 #include <type_traits>
@@ -74,17 +75,30 @@ class Runtime {
   // The fiber dump names the caller's line as where each fiber was spawned (`site`, here and below).
   template <class F>
   void run(F&& main, std::source_location site = std::source_location::current()) {
-    std::binary_semaphore done(0);
+    // A mutex and condition variable rather than a semaphore: pthread_cond_wait is a call the sanitizers know blocks,
+    // so ThreadSanitizer runs a signal handler that interrupts this wait at once. Over a semaphore (a bare futex
+    // system call) it defers the handler until the thread next enters an intercepted function, and a signal sent to
+    // the process, which Linux gives the main thread first, would never reach tern::signals (signals.h).
+    struct Done {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+    } done;
     go(
         [&main, &done] {
           struct Signal {
-            std::binary_semaphore& done;
-            ~Signal() { done.release(); }
+            Done& d;
+            ~Signal() {
+              std::lock_guard lk(d.mu);
+              d.done = true;
+              d.cv.notify_one();
+            }
           } signal{done};
           main();
         },
         site);
-    done.acquire();
+    std::unique_lock lk(done.mu);
+    done.cv.wait(lk, [&] { return done.done; });
   }
 
   // Starts a detached fiber; callable from any thread, inside or outside this runtime's fibers.
