@@ -112,7 +112,11 @@ class HttpConn {
     if (drained_) return;
     for (;;) {
       if (buf_ == nullptr) acquire();
-      if (len_ == cap_ && !grow()) return;
+      if (len_ == cap_) {
+        const Growth g = grow();
+        if (g == Growth::kAtLimit) return;
+        if (g == Growth::kOverBudget) return refuse_for_memory();
+      }
       // With nothing buffered the connection is between requests: idle, which a drain may end by closing it, and
       // under the idle timeout. Otherwise a request is arriving, under the header or read timeout.
       const bool between = len_ == 0;
@@ -266,19 +270,33 @@ class HttpConn {
     return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
   }
 
+  enum class Growth { kGrown, kAtLimit, kOverBudget };
   // Makes room when the buffer is full: a request bigger than the buffer is arriving. Requests are bounded by the
   // header and body limits, and parsing reports those as errors first, so a full buffer at that bound cannot happen.
-  bool grow() {
+  // The bytes come from the server's budget (--max-buffer-memory), taken before they are allocated.
+  Growth grow() {
     const size_t max = limits_.max_header_bytes + limits_.max_body_bytes;
-    if (cap_ >= max) return false;
+    if (cap_ >= max) return Growth::kAtLimit;
     size_t cap = std::min(std::max(need_, cap_ * 2), max);
+    if (opts_.buffer_budget != nullptr) {
+      if (!opts_.buffer_budget->take(cap - budgeted_)) return Growth::kOverBudget;
+      budgeted_ = cap;
+    }
     std::unique_ptr<char[]> bigger(new char[cap]);
     std::memcpy(bigger.get(), buf_, len_);
     release_small();
     grown_ = std::move(bigger);
     buf_ = grown_.get();
     cap_ = cap;
-    return true;
+    return Growth::kGrown;
+  }
+
+  // The request arriving would take the server past --max-buffer-memory: 503 with Retry-After, before its body is
+  // read (so the connection closes; what was already sent stays unread). Answers already batched go first.
+  void refuse_for_memory() {
+    count(metrics_.buffer_refusals);
+    out_.add_error(503, 1);
+    if (flush()) linger_close(s_, buf_, cap_);
   }
 
   // A 16 KiB buffer for the next request: from this P's pool, or new (--buffers).
@@ -301,6 +319,8 @@ class HttpConn {
   void release() {
     release_small();
     grown_.reset();
+    if (budgeted_ != 0) opts_.buffer_budget->give(budgeted_);
+    budgeted_ = 0;
     buf_ = nullptr;
     cap_ = 0;
   }
@@ -316,6 +336,7 @@ class HttpConn {
   const bool pooled_;
   ReadBuffer* small_ = nullptr;    // the 16 KiB buffer held, if any
   std::unique_ptr<char[]> grown_;  // or a larger one, for a large request
+  size_t budgeted_ = 0;            // grown_'s bytes taken from opts_.buffer_budget
   char* buf_ = nullptr;            // whichever is held; nullptr between requests
   size_t cap_ = 0;
   size_t len_ = 0;     // bytes read into buf_
@@ -382,7 +403,11 @@ Result<AppMetrics> register_app_metrics() {
   m.latency = *h;
   m.shed = *shed;
   m.refused = *refused;
+  auto refusals = metrics::counter("tern_echo_buffer_refusals_total",
+                                   "HTTP requests answered 503 because reading them would pass --max-buffer-memory");
+  if (!refusals) return refusals.error();
   m.timeouts = *timeouts;
+  m.buffer_refusals = *refusals;
   return m;
 }
 

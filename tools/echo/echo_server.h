@@ -13,6 +13,8 @@
 //   });
 #pragma once
 
+#include <atomic>
+
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -44,6 +46,33 @@ struct AppMetrics {
   metrics::Counter* shed = nullptr;       // tern_echo_shed_total: requests answered 503 by --max-inflight
   metrics::Counter* refused = nullptr;    // tern_echo_refused_connections_total: connections beyond --max-conns
   metrics::Counter* timeouts = nullptr;   // tern_echo_timeouts_total: connections closed by a timeout
+  // tern_echo_buffer_refusals_total: requests answered 503 because reading them would pass --max-buffer-memory
+  metrics::Counter* buffer_refusals = nullptr;
+};
+
+// The bytes of large read buffers held at once over every connection (tern-echo --max-buffer-memory). A request
+// larger than the pooled 16 KiB buffer grows its connection's buffer to its full size before it can be answered, so
+// without a bound N connections each sending the largest body allowed hold N times --max-body: a few hundred of them
+// take a container past its memory limit and the kernel kills the server. With one, a request whose buffer would
+// pass the bound is answered 503 with Retry-After before its body is read, and the server keeps serving.
+class BufferBudget {
+ public:
+  explicit BufferBudget(size_t limit) : limit_(limit) {}
+  // Takes n bytes if they fit under the limit.
+  bool take(size_t n) {
+    size_t used = used_.load(std::memory_order_relaxed);
+    do {
+      if (used > limit_ || n > limit_ - used) return false;
+    } while (!used_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
+    return true;
+  }
+  void give(size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  size_t used() const { return used_.load(std::memory_order_relaxed); }
+  size_t limit() const { return limit_; }
+
+ private:
+  const size_t limit_;
+  std::atomic<size_t> used_{0};
 };
 
 // Registers tern-echo's application metrics.
@@ -76,6 +105,8 @@ struct ServerOptions {
   bool drain_on_signals = true;
   std::chrono::nanoseconds drain_timeout = std::chrono::seconds(10);
   Buffers buffers = Buffers::kPool;
+  // Bounds the large read buffers held at once (--max-buffer-memory). Null: no bound. Must outlive serve().
+  BufferBudget* buffer_budget = nullptr;
 };
 
 // Parses a --listen value (runtime/net's numeric forms: "127.0.0.1:8080", "[::1]:8080", ":8080").

@@ -105,9 +105,10 @@ void ResponseBatch::add(const Response& r, const Request& req) {
   count_++;
 }
 
-void ResponseBatch::add_error(int status) {
+void ResponseBatch::add_error(int status, int retry_after_s) {
   Response r;
   r.status = status;
+  r.retry_after_s = retry_after_s;
   std::string_view phrase = reason_phrase(status);
   size_t before = buf_.size();
   // The body is the reason phrase and a newline, written in place so an error costs no allocation either.

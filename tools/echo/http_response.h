@@ -47,8 +47,9 @@ class ResponseBatch {
   // "Connection: keep-alive" for an HTTP/1.0 request that does, no body for HEAD. A body longer than kInlineBodyMax
   // must stay valid until the batch is cleared.
   void add(const Response& r, const Request& req);
-  // Appends a response to a request that could not be parsed (or timed out); the connection closes after it.
-  void add_error(int status);
+  // Appends a response to a request that could not be parsed (or timed out, or was refused before it was read whole:
+  // retry_after_s for a Retry-After field); the connection closes after it.
+  void add_error(int status, int retry_after_s = 0);
 
   bool empty() const { return count_ == 0; }
   size_t count() const { return count_; }

@@ -8,15 +8,19 @@
 //
 // Precedence: flags > environment (tern::Config::from_env(): TERN_PROCS, TERN_POLLER, ...) > defaults.
 #include <signal.h>
+#include <unistd.h>
 
 #include <fmt/core.h>
+
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
+#include "runtime/cgroup.h"
 #include "runtime/config.h"
 #include "runtime/limiter.h"
 #include "runtime/runtime.h"
@@ -49,6 +53,7 @@ int main(int argc, char** argv) {
   std::string poller;
   std::string numa;
   std::string max_body;
+  std::string max_buffer_memory = "auto";
   std::string cpu_pool;
   bool dry_run = false;
   std::string buffers = "pool";
@@ -70,6 +75,10 @@ int main(int argc, char** argv) {
                      std::string(tern::Config::kDefaultNuma) + ")")
       ->check(CLI::IsMember({"none", "compact", "scatter"}));
   app.add_option("--max-body", max_body, "largest HTTP request body, bytes with optional k/m suffix (default 1M)");
+  app.add_option("--max-buffer-memory", max_buffer_memory,
+                 "bytes of large-request read buffers held at once over all connections; a request that would pass it "
+                 "is answered 503 with Retry-After before its body is read: a size (k/m/g suffix), auto (a quarter of "
+                 "the cgroup memory limit, else of the machine's memory; default) or off");
   app.add_option("--max-threads", max_threads,
                  "most OS threads running fibers, those in a blocking call (/block) included (default: "
                  "TERN_MAX_THREADS, else 10000)");
@@ -235,6 +244,42 @@ int main(int argc, char** argv) {
     }
     opts.limits.max_body_bytes = *b;
   }
+  // --max-buffer-memory. Never below one request of the largest size allowed, which could otherwise never be read.
+  std::optional<tern::echo::BufferBudget> budget;
+  std::string budget_source;
+  if (max_buffer_memory != "off") {
+    const size_t floor = opts.limits.max_header_bytes + opts.limits.max_body_bytes;
+    size_t bytes = 0;
+    if (max_buffer_memory == "auto") {
+      tern::CgroupDiscovery cgroups;
+      const tern::MemoryLimit ml = cgroups.memory_limit();
+      for (const tern::CgroupProblem& p : ml.errors)
+        fmt::print(stderr, "tern-echo: --max-buffer-memory auto: {} ({}); using the machine's memory\n", p.message,
+                   p.reason);
+      double memory = 0;
+      if (ml.ok && ml.has_limit()) {
+        memory = ml.bytes;
+        budget_source = ml.source;
+      } else {
+        memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+        budget_source = "physical memory";
+      }
+      bytes = std::max(static_cast<size_t>(memory / 4), floor);
+    } else {
+      auto b = tern::parse_size(max_buffer_memory);
+      if (!b || *b < floor) {
+        return bad_flag("--max-buffer-memory",
+                        b ? tern::make_error(fmt::format("must be at least the largest request allowed ({} bytes: "
+                                                         "--max-body and the header limit), auto or off",
+                                                         floor))
+                          : b.error());
+      }
+      bytes = *b;
+      budget_source = "--max-buffer-memory";
+    }
+    budget.emplace(bytes);
+    opts.buffer_budget = &*budget;
+  }
   // The CPU pool: its own runtime, named for its metrics' runtime="cpu" label, with a static processor count (an
   // explicit count is static, as an explicit --procs is).
   std::optional<tern::Config> pool_cfg;
@@ -273,6 +318,8 @@ int main(int argc, char** argv) {
     j["write_timeout_ms"] = ms(opts.write_timeout);
     j["drain_timeout_ms"] = ms(opts.drain_timeout);
     j["max_conns"] = opts.max_conns;
+    j["max_buffer_memory"] = budget ? nlohmann::json(budget->limit()) : nlohmann::json(nullptr);
+    if (budget) j["max_buffer_memory_source"] = budget_source;
     if (limiter) {
       j["max_inflight"] = limiter->is_adaptive() ? nlohmann::json("auto") : nlohmann::json(limiter->limit());
     } else {
