@@ -881,8 +881,9 @@ class MemoryCgroup {
   std::vector<std::string> wrapper() const {
     return {"/bin/sh", "-c", "echo $$ > " + procs() + " && exec \"$@\"", "sh"};
   }
-  uint64_t failcnt() const {
-    std::string v = read_file(dir_ + "/memory.failcnt");
+  // The most memory the cgroup has held.
+  uint64_t peak_bytes() const {
+    std::string v = read_file(dir_ + "/memory.max_usage_in_bytes");
     return v.empty() ? 0 : std::stoull(v);
   }
 
@@ -903,6 +904,10 @@ class MemoryCgroup {
 // the requests past the budget are answered 503, /health answers meanwhile, the admitted ones complete byte for
 // byte, and the server lives throughout.
 TEST(EchoMemory, LargeRequestsUnderACgroupMemoryLimitAreRefusedNotKilledFor) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "ThreadSanitizer's shadow memory is several times the server's own (80 MB resident at rest): a "
+                  "limit sized for the server would measure the sanitizer";
+#endif
   MemoryCgroup cg(size_t{128} << 20);
   if (!cg.ok()) GTEST_SKIP() << cg.why();
   Server s({"--procs", "2", "--max-body", "1m"}, cg.wrapper());
@@ -939,6 +944,8 @@ TEST(EchoMemory, LargeRequestsUnderACgroupMemoryLimitAreRefusedNotKilledFor) {
   EXPECT_GT(ok, 0);
   EXPECT_GT(refused, 0);
   EXPECT_EQ(other, 0) << ok << " answered, " << refused << " refused";
+  std::printf("%d of %d answered, %d refused; the cgroup's peak %.1f MiB of 128\n", ok, kConns, refused,
+              static_cast<double>(cg.peak_bytes()) / (1 << 20));
 }
 
 TEST(EchoCli, DryRunPrintsTheResolvedConfiguration) {
