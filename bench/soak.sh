@@ -66,12 +66,13 @@ client=$!
 start=$SECONDS
 next_resize=20
 step=0
-echo "seconds,rss_kb,procs,connections_open" >"$out/samples.csv"
+echo "seconds,rss_kb,procs,connections_open,threads" >"$out/samples.csv"
 while kill -0 "$client" 2>/dev/null; do
   sleep 10
   t=$((SECONDS - start))
   kill -0 "$server" 2>/dev/null || { echo "soak.sh: the server died" >&2; break; }
-  echo "$t,$(rss_kb),$(metric tern_procs),$(metric tern_connections_open)" >>"$out/samples.csv"
+  echo "$t,$(rss_kb),$(metric tern_procs),$(metric tern_connections_open),$(ls "/proc/$server/task" | wc -l)" \
+    >>"$out/samples.csv"
   if (( t >= next_resize )); then
     case $((step % 3)) in
       0) curl -s -X POST "http://127.0.0.1:$mport/debug/procs?n=1" >/dev/null ;;
@@ -99,7 +100,8 @@ import csv, json, statistics, sys
 out, warm, client_rc, alive, server_rc, decisions, timeouts, resizes = sys.argv[1:]
 rows = [r for r in csv.DictReader(open(f"{out}/samples.csv")) if r["rss_kb"]]
 c = json.load(open(f"{out}/client.json"))
-after = [int(r["rss_kb"]) for r in rows if int(r["seconds"]) >= int(warm)]
+# Under load only: the sample after the client ended (its connections closed) is not the server's steady state.
+after = [int(r["rss_kb"]) for r in rows if int(r["seconds"]) >= int(warm) and r["connections_open"] not in ("0", "")]
 growth = None
 if len(after) >= 6:
     first, last = statistics.median(after[:3]), statistics.median(after[-3:])
@@ -113,8 +115,10 @@ print(f"hostile: malformed answered {c['hostile_ok']}, wrongly {c['hostile_bad']
 print(f"processors seen: {', '.join(procs_seen)}; admin resizes {resizes}; controller decisions {decisions}; "
       f"server timeouts {timeouts}")
 if growth is not None:
-    print(f"resident memory after {warm} s: {after[0] / 1024:.1f} MB -> {after[-1] / 1024:.1f} MB "
-          f"(medians of 3 samples: growth {growth * 100:+.1f}%)")
+    print(f"resident memory under load after {warm} s (medians of the first and last 3 samples): {first / 1024:.1f} MiB "
+          f"-> {last / 1024:.1f} MiB, growth {growth * 100:+.1f}%; threads {rows[0]['threads']} -> {rows[-1]['threads']}")
+else:
+    print(f"resident memory: {len(after)} samples after the {warm} s warm-up, too few to judge growth (6 needed)")
 print(f"server alive at the end: {alive}; exit status on SIGTERM: {server_rc}")
 for e in c["examples"]:
     print("  e.g.", e)
