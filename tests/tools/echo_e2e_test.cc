@@ -10,7 +10,6 @@
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,6 +30,7 @@
 
 #include "netpoll/netpoll.h"
 #include "tests/scale.h"
+#include "tests/support/cgroup.h"
 #include "tests/support/process.h"
 
 extern char** environ;
@@ -829,75 +829,6 @@ TEST_P(EchoE2E, TcpModeEchoesBytes) {
 INSTANTIATE_TEST_SUITE_P(Pollers, EchoE2E, ::testing::Values("epoll", "uring"),
                          [](const auto& info) { return info.param; });
 
-// A child of this process's cgroup v1 memory controller with a hard limit, removed on destruction. ok() is false (and
-// why() says why) where there is none to create: not root, no v1 memory controller (cgroup v2 only: its "no internal
-// processes" rule needs the parent's subtree_control, which a test should not change).
-class MemoryCgroup {
- public:
-  explicit MemoryCgroup(size_t limit) {
-    std::string line, path;
-    std::FILE* f = std::fopen("/proc/self/cgroup", "r");
-    if (f == nullptr) {
-      why_ = "no /proc/self/cgroup";
-      return;
-    }
-    char buf[4096];
-    while (std::fgets(buf, sizeof buf, f) != nullptr) {
-      line = buf;
-      const size_t a = line.find(':'), b = line.find(':', a + 1);
-      if (a == std::string::npos || b == std::string::npos) continue;
-      const std::string controllers = line.substr(a + 1, b - a - 1);
-      if ("," + controllers + "," == ",memory," || controllers.find("memory") != std::string::npos) {
-        path = line.substr(b + 1);
-        while (!path.empty() && path.back() == '\n') path.pop_back();
-      }
-    }
-    std::fclose(f);
-    if (path.empty()) {
-      why_ = "no cgroup v1 memory controller in /proc/self/cgroup";
-      return;
-    }
-    dir_ = "/sys/fs/cgroup/memory" + (path == "/" ? std::string() : path) + "/tern-e2e-" + std::to_string(getpid());
-    if (mkdir(dir_.c_str(), 0755) != 0) {
-      why_ = "cannot create " + dir_ + ": " + std::strerror(errno);
-      dir_.clear();
-      return;
-    }
-    if (!write_file(dir_ + "/memory.limit_in_bytes", std::to_string(limit))) {
-      why_ = "cannot set " + dir_ + "/memory.limit_in_bytes";
-      return;
-    }
-    ok_ = true;
-  }
-  ~MemoryCgroup() {
-    if (!dir_.empty()) rmdir(dir_.c_str());
-  }
-  MemoryCgroup(const MemoryCgroup&) = delete;
-  MemoryCgroup& operator=(const MemoryCgroup&) = delete;
-  bool ok() const { return ok_; }
-  const std::string& why() const { return why_; }
-  std::string procs() const { return dir_ + "/cgroup.procs"; }
-  // A wrapper for Server: a shell that moves itself into the cgroup, then execs the server.
-  std::vector<std::string> wrapper() const {
-    return {"/bin/sh", "-c", "echo $$ > " + procs() + " && exec \"$@\"", "sh"};
-  }
-  // The most memory the cgroup has held.
-  uint64_t peak_bytes() const {
-    std::string v = read_file(dir_ + "/memory.max_usage_in_bytes");
-    return v.empty() ? 0 : std::stoull(v);
-  }
-
- private:
-  static bool write_file(const std::string& p, const std::string& v) {
-    std::FILE* f = std::fopen(p.c_str(), "w");
-    if (f == nullptr) return false;
-    const bool ok = std::fputs(v.c_str(), f) >= 0;
-    return std::fclose(f) == 0 && ok;
-  }
-  std::string dir_, why_;
-  bool ok_ = false;
-};
-
 // Memory pressure: tern-echo in a cgroup with a 128 MiB hard limit, and 200 connections each sending all but the
 // last byte of a 1 MiB body (200 MiB held if every one were read in). With --max-buffer-memory off the kernel's OOM
 // killer ends the server (measured; the note on issue 20). With the default (auto: a quarter of the cgroup's limit)
@@ -908,8 +839,8 @@ TEST(EchoMemory, LargeRequestsUnderACgroupMemoryLimitAreRefusedNotKilledFor) {
   GTEST_SKIP() << "ThreadSanitizer's shadow memory is several times the server's own (80 MB resident at rest): a "
                   "limit sized for the server would measure the sanitizer";
 #endif
-  MemoryCgroup cg(size_t{128} << 20);
-  if (!cg.ok()) GTEST_SKIP() << cg.why();
+  tern::test::MemoryCgroup cg("tern-e2e", size_t{128} << 20);
+  if (!cg.skip_reason().empty()) GTEST_SKIP() << cg.skip_reason();
   Server s({"--procs", "2", "--max-body", "1m"}, cg.wrapper());
   ASSERT_TRUE(s.running());
   const std::string body = pattern(size_t{1} << 20);

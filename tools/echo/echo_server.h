@@ -14,7 +14,6 @@
 #pragma once
 
 #include <atomic>
-
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -67,7 +66,6 @@ class BufferBudget {
     return true;
   }
   void give(size_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
-  size_t used() const { return used_.load(std::memory_order_relaxed); }
   size_t limit() const { return limit_; }
 
  private:

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <fmt/core.h>
-
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
