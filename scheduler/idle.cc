@@ -31,22 +31,24 @@ namespace tern::sched {
 
 inline void Sched::queue_ready_inline(G* g, bool next) {
   set_gstatus(g, GStatus::kRunnable);
-  if (hooks_) [[unlikely]] {
-    ready_hooked(g, next);
-    return;
-  }
   M* m = this_m();
-  if (m != nullptr && m->sched == this && m->p != nullptr) [[likely]] {
+  const bool own = m != nullptr && m->sched == this && m->p != nullptr;
+  if (own && !hooks_) [[likely]] {
     runq_put(m->p, g, next);
     wakep();
     return;
   }
-  // From a thread without a P here (a program thread, the signal relay): once pushed, g may run, end the program's
-  // work and have the runtime destroyed before wakep() below returns, so shutdown() waits for these to finish.
-  foreign_readies_.fetch_add(1);
-  global_->push(g);
-  wakep();
-  foreign_readies_.fetch_sub(1, std::memory_order_release);
+  // From a thread without a P here (a program thread, the signal relay): once queued, g may run, end the program's
+  // work and have the runtime destroyed before this returns, so shutdown() waits for these to finish. The hooked
+  // path (the chaos schedule) is covered too: the chaos suite found it unguarded.
+  if (!own) foreign_readies_.fetch_add(1);
+  if (hooks_) [[unlikely]] {
+    ready_hooked(g, next);
+  } else {
+    global_->push(g);
+    wakep();
+  }
+  if (!own) foreign_readies_.fetch_sub(1, std::memory_order_release);
 }
 
 void Sched::ready(G* g, bool next) {
