@@ -75,6 +75,16 @@ static uint32_t batch_room(P* pp) {
 
 void Sched::inject(GList& list, P* pp) {
   if (list.empty()) return;
+  // Fibers already wait in the global queue: these are newer, and go behind them. Put locally they would run first
+  // (a P reads the global queue only every kGlobalQueueInterval starts or when its own runs dry), and past the knee,
+  // where every poll overflows, the global queue's fibers would wait for seconds behind each newer batch: service in
+  // nearly last-in-first-out order, which an admission control timing each request's queueing cannot correct
+  // (bench/overload.sh, docs/performance.md).
+  if (!global_->empty()) {
+    global_put_list(list);
+    wakep();
+    return;
+  }
   // Up to half the local queue's capacity goes there, the rest (the newest) to the global queue in one batch. runq_put
   // alone would, on overflow, move the local queue's oldest half to the global queue, where it waits behind all the
   // newer local work a P runs before looking there: a poller's batch on top of a busy queue (at -c1000 the io_uring
@@ -161,8 +171,12 @@ top:
     pp->last_busy_poll = pp->schedtick;
     GList list;
     if (poll_network(pp, list)) {
+      // Ahead of the queue only while the queue is short. Past the knee (the global queue holds overflow, or the
+      // local queue more than ioq could jump) new arrivals would be served before everything that waits, the
+      // oldest last: the readied fibers take their turn at the tail instead (inject), first in, first out.
       // Owner-only pushes, and thieves only shrink it: a push below the capacity cannot fail.
-      while (pp->ioq.size() < kIoQueueCapacity && !list.empty()) {
+      const bool backlog = !global_->empty() || pp->runq.size() >= kIoQueueCapacity;
+      while (!backlog && pp->ioq.size() < kIoQueueCapacity && !list.empty()) {
         G* g = list.pop();
         set_gstatus(g, GStatus::kRunnable);
         pp->ioq.push(g);

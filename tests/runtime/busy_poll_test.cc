@@ -109,6 +109,48 @@ TEST_P(BusyPollTest, AFiberTheNetworkReadiedRunsAheadOfQueuedWork) {
   EXPECT_LT(burned_when_read.load(), 8) << "the reader waited behind the queued burners";
 }
 
+// Past the knee the order flips: with more queued than ioq could jump (here the local queue overflowed into the global
+// queue), what the network readies takes its turn behind everything already waiting. Ahead of it, under overload each
+// poll's new arrivals were served first and the oldest last, for seconds (bench/overload.sh at twice the peak:
+// admitted p99 5 s with --max-inflight auto, whose queueing rule then saw only the newest requests' short waits).
+// Here 400 fibers are queued (the local queue holds 256: the rest overflow to the global queue) before the reader's
+// byte arrives: the reader must run behind all but the last few, where the queue has shrunk below ioq's reach.
+TEST_P(BusyPollTest, PastTheKneeTheNetworksFibersTakeTheirTurnBehindTheQueue) {
+  Runtime rt(config(1));
+  constexpr int kQueued = 400;
+  std::atomic<int> ran{0};
+  std::atomic<int> ran_when_read{-1};
+  rt.run([&] {
+    auto l = listen("127.0.0.1:0");
+    ASSERT_TRUE(l) << l.error().message();
+    auto client = dial(l->local_addr(), 5s);
+    ASSERT_TRUE(client) << client.error().message();
+    auto server = l->accept(5s);
+    ASSERT_TRUE(server) << server.error().message();
+    auto reader = spawn([&] {
+      char c;
+      auto r = server->read(&c, 1);
+      EXPECT_TRUE(r && r.n == 1);
+      ran_when_read.store(ran.load());
+    });
+    sched::yield();  // the reader parks on its empty socket
+    std::vector<JoinHandle<void>> queued;
+    for (int i = 0; i < kQueued; i++) {
+      queued.push_back(spawn([&] {
+        const auto until = std::chrono::steady_clock::now() + 5us;
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        ran.fetch_add(1);
+      }));
+    }
+    ASSERT_EQ(::send(client->fd(), "x", 1, MSG_NOSIGNAL), 1);
+    for (auto& q : queued) q.join();
+    reader.join();
+  });
+  ASSERT_GE(ran_when_read.load(), 0);
+  EXPECT_GE(ran_when_read.load(), kQueued - 64) << "the reader went ahead of the queue past the knee";
+}
+
 // The other side of running the network's fibers first: the queued work still runs while the network keeps readying
 // fibers. 64 connections bounce a byte back and forth as fast as one processor can, so every busy poll finds fibers;
 // a fiber that only yields must still get its turns (the next busy poll waits for ioq to run dry and for
