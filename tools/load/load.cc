@@ -22,12 +22,13 @@ int64_t ns_since(Clock::time_point a, Clock::time_point b) {
 
 struct Conn {
   Result_ r;
+  Result_ warm;  // the warm-up's requests
   Clock::time_point last;
 };
 
 // One connection's share of the schedule.
-void drive(const Options& o, const std::string& request, Clock::time_point start, Clock::time_point end, int k,
-           Conn* c) {
+void drive(const Options& o, const std::string& request, Clock::time_point start, Clock::time_point measured,
+           Clock::time_point end, int k, Conn* c) {
   const bool open = o.rate > 0;
   const auto gap =
       open ? std::chrono::nanoseconds(static_cast<int64_t>(1e9 * o.connections / o.rate)) : std::chrono::nanoseconds(0);
@@ -37,8 +38,9 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
   buf.reserve(16 << 10);
   char chunk[16 << 10];
   ResponseReader reader(o.max_body);
+  Result_* r = &c->warm;  // where this request counts
   auto fail = [&](const char* kind) {
-    c->r.errors[kind]++;
+    r->errors[kind]++;
     s.close();
     buf.clear();
   };
@@ -50,19 +52,20 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
       if (intended >= end) break;
     }
     const auto sent_at = Clock::now();
-    if (open && sent_at - intended > std::chrono::milliseconds(1)) c->r.late++;
+    r = intended >= measured ? &c->r : &c->warm;
+    if (open && sent_at - intended > std::chrono::milliseconds(1)) r->late++;
     const auto deadline = sent_at + o.timeout;
     if (!s.is_open()) {
       auto d = net::dial(o.addr, std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now()));
       if (!d) {
-        c->r.sent++;
+        r->sent++;
         fail(d.error() == std::errc::timed_out ? "timeout" : "connect");
         intended += gap;
         continue;
       }
       s = std::move(*d);
     }
-    c->r.sent++;
+    r->sent++;
     s.set_deadline(deadline);
     if (auto w = s.write_all(request.data(), request.size()); !w) {
       fail(w.ec == std::errc::timed_out ? "timeout" : "write");
@@ -75,16 +78,16 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
       f = reader.frame(buf.data(), buf.size());
       if (f.state == Frame::kDone || f.state == Frame::kBad) break;
       // Into a fixed chunk, then appended: growing the string by the chunk's size would zero 16 KiB per read.
-      auto r = s.read(chunk, sizeof chunk);
-      buf.append(chunk, r.n);
-      if (r.n > 0) continue;
-      if (f.state == Frame::kUntilClose && !r.ec) {  // the body ran to the close
+      auto got = s.read(chunk, sizeof chunk);
+      buf.append(chunk, got.n);
+      if (got.n > 0) continue;
+      if (f.state == Frame::kUntilClose && !got.ec) {  // the body ran to the close
         f.state = Frame::kDone;
         f.length = buf.size();
         f.close = true;
         break;
       }
-      fail(r.ec == std::errc::timed_out ? "timeout" : r.ec ? "read" : "eof");
+      fail(got.ec == std::errc::timed_out ? "timeout" : got.ec ? "read" : "eof");
       failed = true;
       break;
     }
@@ -97,12 +100,12 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
     if (!failed) {
       buf.erase(0, f.length);
       if (f.status >= 200 && f.status < 400) {
-        c->r.ok++;
-        c->r.bytes += f.length;
-        c->r.corrected.record(ns_since(intended, done));
-        c->r.uncorrected.record(ns_since(sent_at, done));
+        r->ok++;
+        r->bytes += f.length;
+        r->corrected.record(ns_since(intended, done));
+        r->uncorrected.record(ns_since(sent_at, done));
       } else {
-        c->r.errors[f.status >= 500 ? "status 5xx" : f.status >= 400 ? "status 4xx" : "status 1xx"]++;
+        r->errors[f.status >= 500 ? "status 5xx" : f.status >= 400 ? "status 4xx" : "status 1xx"]++;
       }
       if (f.close) {
         s.close();
@@ -133,6 +136,7 @@ Result<Result_> run(const Options& o) {
   if (!std::isfinite(o.rate) || o.rate < 0) return make_error("rate must be a finite number >= 0 (0: closed loop)");
   if (o.duration.count() <= 0) return make_error("duration must be positive");
   if (o.timeout.count() <= 0) return make_error("timeout must be positive");
+  if (o.warmup.count() < 0) return make_error("warm-up must not be negative");
   if (o.addr.empty()) return make_error("no address");
   if (o.path.empty() || o.path[0] != '/' || o.path.find_first_of(" \r\n") != std::string::npos)
     return make_error("path must start with '/' and hold no spaces or line breaks");
@@ -140,19 +144,20 @@ Result<Result_> run(const Options& o) {
   const std::string request = "GET " + o.path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: tern-load\r\n\r\n";
   std::vector<Conn> conns(static_cast<size_t>(o.connections));
   const auto start = Clock::now();
-  const auto end = start + o.duration;
+  const auto measured = start + o.warmup;
+  const auto end = measured + o.duration;
   WaitGroup wg;
   for (int k = 0; k < o.connections; k++) {
     wg.add(1);
     go([&, k] {
-      conns[static_cast<size_t>(k)].last = start;
-      drive(o, request, start, end, k, &conns[static_cast<size_t>(k)]);
+      conns[static_cast<size_t>(k)].last = measured;
+      drive(o, request, start, measured, end, k, &conns[static_cast<size_t>(k)]);
       wg.done();
     });
   }
   wg.wait();
   Result_ out;
-  auto last = start;
+  auto last = measured;
   for (const Conn& c : conns) {
     out.sent += c.r.sent;
     out.ok += c.r.ok;
@@ -161,9 +166,11 @@ Result<Result_> run(const Options& o) {
     for (const auto& [k, v] : c.r.errors) out.errors[k] += v;
     out.corrected.merge(c.r.corrected);
     out.uncorrected.merge(c.r.uncorrected);
+    out.warmup_ok += c.warm.ok;
+    out.warmup_corrected.merge(c.warm.corrected);
     last = std::max(last, c.last);
   }
-  out.elapsed_s = std::chrono::duration<double>(std::max(last, end) - start).count();
+  out.elapsed_s = std::chrono::duration<double>(std::max(last, end) - measured).count();
   return out;
 }
 

@@ -34,6 +34,9 @@ struct Options {
   double rate = 0;  // requests per second over all connections; 0: closed loop
   int connections = 10;
   std::chrono::nanoseconds duration = std::chrono::seconds(10);
+  // Load before the measured duration, not reported: requests whose intended send time falls in it are sent and
+  // answered as any other, and counted nowhere (an overload's onset, connections' first requests).
+  std::chrono::nanoseconds warmup{0};
   std::chrono::nanoseconds timeout = std::chrono::seconds(5);  // per request, from its send
   size_t max_body = 64 << 20;
 };
@@ -45,7 +48,9 @@ struct Result_ {
   uint64_t late = 0;                        // requests sent more than 1 ms after their intended time
   uint64_t bytes = 0;                       // bytes of the ok replies, headers included
   LatencyHistogram corrected, uncorrected;  // ok replies only, ns
-  double elapsed_s = 0;                     // from start until the last reply (or error)
+  double elapsed_s = 0;                     // from the warm-up's end (the start) until the last reply or error
+  uint64_t warmup_ok = 0;                   // the warm-up's ok replies, and their latency (corrected), apart
+  LatencyHistogram warmup_corrected;
   double achieved_rate() const { return elapsed_s > 0 ? static_cast<double>(ok) / elapsed_s : 0; }
 };
 

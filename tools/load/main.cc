@@ -44,7 +44,7 @@ nlohmann::json histogram_json(const tern::load::LatencyHistogram& h) {
 
 int main(int argc, char** argv) {
   CLI::App app{"tern-load: an open-loop HTTP/1.1 load generator (latency from each request's intended send time)"};
-  std::string url, duration = "10s", timeout = "5s";
+  std::string url, duration = "10s", timeout = "5s", warmup;
   double rate = 0;
   int connections = 10;
   int procs = 0;
@@ -53,6 +53,8 @@ int main(int argc, char** argv) {
   app.add_option("-r,--rate", rate, "requests per second over all connections (default 0: closed loop)");
   app.add_option("-c,--connections", connections, "connections (default 10)");
   app.add_option("-d,--duration", duration, "how long to send (default 10s)");
+  app.add_option("--warmup", warmup,
+                 "load sent before the measured duration and not reported, e.g. an overload's onset (default none)");
   app.add_option("--timeout", timeout, "per-request time limit (default 5s)");
   app.add_option("--procs", procs, "tern processors for the generator (default: the machine's)");
   app.add_flag("--json", json, "print one JSON object instead of the text summary");
@@ -73,6 +75,11 @@ int main(int argc, char** argv) {
   auto d = tern::parse_duration_ns(duration);
   if (!d || *d <= 0) return fail("--duration " + duration + ": " + (d ? "must be positive" : d.error().message()));
   o.duration = std::chrono::nanoseconds(*d);
+  if (!warmup.empty()) {
+    auto w = tern::parse_duration_ns(warmup);
+    if (!w) return fail("--warmup " + warmup + ": " + w.error().message());
+    o.warmup = std::chrono::nanoseconds(*w);
+  }
   auto t = tern::parse_duration_ns(timeout);
   if (!t || *t <= 0) return fail("--timeout " + timeout + ": " + (t ? "must be positive" : t.error().message()));
   o.timeout = std::chrono::nanoseconds(*t);
@@ -95,6 +102,7 @@ int main(int argc, char** argv) {
     j["rate"] = rate;
     j["connections"] = connections;
     j["duration_s"] = static_cast<double>(*d) * 1e-9;
+    j["warmup_s"] = std::chrono::duration<double>(o.warmup).count();
     j["sent"] = r.sent;
     j["ok"] = r.ok;
     j["late"] = r.late;
@@ -103,6 +111,10 @@ int main(int argc, char** argv) {
     j["throughput"] = r.achieved_rate();
     j["latency"] = histogram_json(r.corrected);
     j["latency_uncorrected"] = histogram_json(r.uncorrected);
+    if (o.warmup.count() > 0) {
+      j["warmup_ok"] = r.warmup_ok;
+      j["warmup_latency"] = histogram_json(r.warmup_corrected);
+    }
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("tern-load {}: {} connections, {}, {:.1f} s\n", url, connections,
