@@ -21,8 +21,9 @@
 //
 // Finding work (Sched::find_runnable, run by an M holding a P), in order:
 //   1. expired timers of this P; every kStallCheckInterval ticks, a look for a stalled P to rescue (rescue_stalled);
-//      every kBusyPollInterval ticks, a non-blocking poll of the network even with work queued (its fibers join the
-//      local queue's tail); a fiber that yielded goes back in line behind timers and the global queue;
+//      every kBusyPollInterval ticks, a non-blocking poll of the network even with work queued (its fibers run next,
+//      in P::ioq, while the queue is short; past the knee they join the tail: find_work.cc); a fiber that yielded
+//      goes back in line behind timers and the global queue;
 //   2. every kGlobalQueueInterval scheduling ticks, one fiber from the global queue (fairness: without it two fibers
 //      that ready each other through runnext could starve the global queue forever);
 //   3. runnext, then the local queue;
