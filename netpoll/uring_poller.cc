@@ -105,6 +105,7 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
       std::lock_guard lk(rs.mu);
       if (cqe->flags & IORING_CQE_F_BUFFER) {
         unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        r->taken();
         if (res > 0) {
           rs.chunks.push_back({r, bid, static_cast<uint32_t>(res), 0});
         } else {
@@ -116,6 +117,7 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
       } else if (res == -ENOBUFS) {
         rs.nobufs = true;
         buffer_misses_.fetch_add(1, std::memory_order_relaxed);
+        r->out_of_buffers();
       } else if (res == -EINVAL) {
         // The kernel takes RECV but not multishot: every read goes the one-shot way from now on.
         multishot_recv_.store(false, std::memory_order_relaxed);
@@ -144,8 +146,11 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
     auto* op = reinterpret_cast<Op*>(ud & ~kTagMask);
     if (cqe->flags & IORING_CQE_F_BUFFER) {
       unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+      r->taken();
       if (res > 0) std::memcpy(op->copy_to, r->buffer(bid), static_cast<size_t>(res));
       r->recycle(bid);
+    } else if (res == -ENOBUFS) {
+      r->out_of_buffers();  // a one-shot receive found none (its caller retries into its own buffer)
     }
     op->res = res;
     const bool heap = op->heap;
@@ -217,6 +222,7 @@ size_t UringPoller::poll(int64_t timeout_ns, sched::GList& out) {
   if (timeout_ns == 0) return reap_all(out, false);
   std::unique_lock lk(wait_mu_, std::try_to_lock);
   if (!lk.owns_lock()) return reap_all(out, false);  // another thread is the blocking poller
+  trim_own_ring();
 
   if (!efd_armed_) {
     // The eventfd counts completions on every ring and wake() calls since it was last read; if any happened the
@@ -273,6 +279,17 @@ void UringPoller::thread_parked(bool parked) {
   if (tr->poller_id != id_) return;  // this thread has no ring of this poller
   Ring* r = tr->ring.get();
   if (!r->shared()) r->owner_parked_since.store(parked ? sched::now_ns() : 0, std::memory_order_relaxed);
+  if (parked) trim_own_ring();
+}
+
+// This thread is going idle: its ring's buffers unused since the last look give their pages back (at most once a
+// period; see Ring).
+void UringPoller::trim_own_ring() {
+  ThreadRing* tr = this_thread_ring();
+  if (tr->poller_id != id_) return;
+  Ring* r = tr->ring.get();
+  std::unique_lock lk(r->cq_mu, std::try_to_lock);
+  if (lk.owns_lock()) r->trim_idle_buffers(sched::now_ns());
 }
 
 // The M sleeps in io_uring_enter on its own ring, on a futex wait for its note and on the completions of what it
@@ -303,6 +320,7 @@ bool UringPoller::park(std::atomic<uint32_t>* word, sched::GList& out) {
     // until it wakes, only this thread reaps the ring (reap() skips it): whatever is posted meanwhile stays in the
     // ring, and io_uring_enter returns at once for it or is woken by it.
     r->owner_in_park = true;
+    r->trim_idle_buffers(sched::now_ns());  // going idle: see Ring (at most once a period)
   }
   ring_parks_.fetch_add(1, std::memory_order_relaxed);
   if (auto hook = park_enter_hook.load(std::memory_order_relaxed)) hook();

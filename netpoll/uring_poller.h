@@ -142,6 +142,7 @@ class UringPoller final : public sched::Poller, public IoBackend {
  private:
   struct Op;
   struct ListenState;
+  void trim_own_ring();
   // Data a multishot receive delivered and no read has taken yet: part of provided buffer `bid` of `ring`.
   struct Chunk {
     Ring* ring;

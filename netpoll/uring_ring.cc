@@ -3,6 +3,8 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+
 #include "base/sanitizer.h"
 
 namespace tern::netpoll {
@@ -73,11 +75,70 @@ void Ring::setup_buffers() {
   bufs_ = static_cast<char*>(mem) + ring_bytes;
   br_bytes_ = total;
   io_uring_buf_ring_init(br_);
-  int mask = io_uring_buf_ring_mask(kBufCount);
-  for (unsigned i = 0; i < kBufCount; i++)
-    io_uring_buf_ring_add(br_, bufs_ + static_cast<size_t>(i) * kBufSize, kBufSize, static_cast<uint16_t>(i), mask,
-                          static_cast<int>(i));
-  io_uring_buf_ring_advance(br_, kBufCount);
+  spare_.reset(new uint16_t[kBufCount]);
+  // Buffer 0 on top: the first offered are the lowest, and the never-used rest have no pages to give back.
+  for (unsigned i = 0; i < kBufCount; i++) spare_[i] = static_cast<uint16_t>(kBufCount - 1 - i);
+  nspare_ = kBufCount;
+  top_up();
+  returned_ = spare_low_ = nspare_;
+}
+
+void Ring::top_up() {
+  const int mask = io_uring_buf_ring_mask(kBufCount);
+  int n = 0;
+  while (offered_ < supply_ && nspare_ > 0) {
+    const uint16_t bid = spare_[--nspare_];
+    io_uring_buf_ring_add(br_, bufs_ + static_cast<size_t>(bid) * kBufSize, kBufSize, bid, mask, n++);
+    offered_++;
+  }
+  if (n == 0) return;
+  io_uring_buf_ring_advance(br_, n);
+  returned_ = std::min(returned_, nspare_);
+  spare_low_ = std::min(spare_low_, nspare_);
+}
+
+void Ring::taken() {
+  if (offered_ > 0) offered_--;
+  top_up();
+}
+
+void Ring::recycle(unsigned bid) {
+  spare_[nspare_++] = static_cast<uint16_t>(bid);
+  top_up();
+}
+
+void Ring::out_of_buffers() {
+  // Every offered buffer was taken before its completions were reaped: a burst larger than the supply.
+  supply_ = std::min(kBufCount, supply_ * 2);
+  short_in_period_ = true;
+  top_up();
+}
+
+size_t Ring::trim_idle_buffers(int64_t now_ns) {
+  if (br_ == nullptr || now_ns - last_trim_ns_ < kTrimPeriodNs) return 0;
+  last_trim_ns_ = now_ns;
+  // A whole period with no receive short of buffers: the supply halves (the buffers offered beyond it are not
+  // replaced as the kernel takes them, and once back in the stack can be trimmed in turn).
+  if (!short_in_period_) supply_ = std::max(kInitialSupply, supply_ / 2);
+  short_in_period_ = false;
+  const unsigned from = returned_, to = spare_low_;
+  spare_low_ = nspare_;
+  if (to <= from) return 0;
+  // Unused for a whole period: their order in the stack no longer matters, so they are sorted and handed back in runs
+  // of adjacent buffers, one madvise a run.
+  std::sort(spare_.get() + from, spare_.get() + to);
+  for (unsigned i = from; i < to;) {
+    unsigned j = i + 1;
+    while (j < to && spare_[j] == spare_[j - 1] + 1) j++;
+    madvise(bufs_ + static_cast<size_t>(spare_[i]) * kBufSize, static_cast<size_t>(j - i) * kBufSize, MADV_DONTNEED);
+    i = j;
+  }
+  returned_ = to;
+  return to - from;
+}
+
+Ring::BufferStats Ring::buffer_stats() const {
+  return {offered_, supply_, nspare_, returned_};
 }
 
 Ring::~Ring() {
@@ -95,12 +156,6 @@ bool Ring::cq_pending() const {
   unsigned tail = __atomic_load_n(ring_.cq.ktail, __ATOMIC_ACQUIRE);
   unsigned head = __atomic_load_n(ring_.cq.khead, __ATOMIC_RELAXED);
   return tail != head || io_uring_cq_has_overflow(&ring_);
-}
-
-void Ring::recycle(unsigned bid) {
-  io_uring_buf_ring_add(br_, bufs_ + static_cast<size_t>(bid) * kBufSize, kBufSize, static_cast<uint16_t>(bid),
-                        io_uring_buf_ring_mask(kBufCount), 0);
-  io_uring_buf_ring_advance(br_, 1);
 }
 
 }  // namespace tern::netpoll

@@ -43,9 +43,22 @@ class Ring {
   // data waiting to be read at once, and under a full load every connection may: with 1,000 connections on two rings,
   // 256 buffers per ring ran out on a fifth of all receives (each then costs a one-shot submission, and p99 latency
   // went from 12-15 ms to 27-30 ms: docs/performance.md). Small buffers keep that many cheap: a request fits in one,
-  // and a larger one spans several. 2048 x 4 KiB = 8 MiB of address space per ring, resident as the kernel fills it.
+  // and a larger one spans several. 2048 x 4 KiB = 8 MiB of address space per ring.
+  //
+  // Not all of it offered to the kernel at once: the kernel takes a ring's buffers in order, so with all 2048 in the
+  // ring every one was written in turn and the whole 8 MiB became resident under any steady traffic (io_uring held
+  // 36 MB after a -c1000 run where epoll held 19). The kernel is offered `supply` buffers beyond those the readers
+  // hold (kInitialSupply, doubled each time a receive finds none, up to all; halved after a trim period with no
+  // receive short), the rest wait in a stack whose top goes back first, so the same few buffers stay warm; and
+  // buffers that stayed at the stack's bottom through a whole kTrimPeriodNs are handed back to the system (madvise
+  // DONTNEED) when the ring's thread goes idle. Buffers offered to the kernel are never trimmed: it may write into
+  // them at any moment (completion work runs on the ring's thread on any return to user space, interrupts included),
+  // so a ring whose load needed all 2048 at once (-c1000 on two rings) keeps them resident until lighter traffic
+  // takes them back out of the kernel's ring.
   static constexpr unsigned kBufSize = 4 << 10;
   static constexpr unsigned kBufCount = 2048;
+  static constexpr unsigned kInitialSupply = 256;
+  static constexpr int64_t kTrimPeriodNs = 1'000'000'000;
   static constexpr uint16_t kBufGroup = 0;
 
   // A ring whose completions signal `efd`. `shared`: submissions from several threads, serialised by sq_mu.
@@ -60,9 +73,22 @@ class Ring {
   // Completions waiting to be reaped (a relaxed look at the shared tail; for deciding whether to take cq_mu).
   bool cq_pending() const;
 
-  // The data of provided buffer `bid`; with cq_mu held, recycle() hands it back to the kernel.
+  // The data of provided buffer `bid`. With cq_mu held: taken() for each completion that delivered a buffer, recycle()
+  // when its data has been copied out (or it held none), out_of_buffers() for a receive that found none.
   const char* buffer(unsigned bid) const { return bufs_ + static_cast<size_t>(bid) * kBufSize; }
+  void taken();
   void recycle(unsigned bid);
+  void out_of_buffers();
+  // With cq_mu held, by the ring's thread as it goes idle: at most once per kTrimPeriodNs, returns the pages of the
+  // buffers that stayed unused (at the bottom of the spare stack) since the last call. The number of buffers returned.
+  size_t trim_idle_buffers(int64_t now_ns);
+  struct BufferStats {
+    unsigned offered;   // in the kernel's ring
+    unsigned supply;    // what the ring is topped up to
+    unsigned spare;     // in the stack, not offered
+    unsigned returned;  // of those, with their pages handed back
+  };
+  BufferStats buffer_stats() const;  // with cq_mu held
 
   std::mutex cq_mu;                // reapers; the buffer ring's producer side
   std::mutex sq_mu;                // submitters of a shared ring
@@ -79,6 +105,7 @@ class Ring {
  private:
   Ring() = default;
   void setup_buffers();
+  void top_up();
 
   io_uring ring_{};
   bool live_ = false;  // set up: ring_ holds a ring fd
@@ -86,6 +113,17 @@ class Ring {
   io_uring_buf_ring* br_ = nullptr;
   char* bufs_ = nullptr;
   size_t br_bytes_ = 0;
+  // The buffers' accounting, under cq_mu. spare_ is a stack (the top is reused first) holding every buffer neither
+  // offered nor held by a reader; its entries below returned_ have had their pages handed back, and none below
+  // spare_low_ has been used since the last trim.
+  std::unique_ptr<uint16_t[]> spare_;
+  unsigned nspare_ = 0;
+  unsigned returned_ = 0;
+  unsigned spare_low_ = 0;
+  unsigned offered_ = 0;
+  unsigned supply_ = kInitialSupply;
+  bool short_in_period_ = false;  // out_of_buffers() since the last trim
+  int64_t last_trim_ns_ = 0;
 };
 
 }  // namespace tern::netpoll
