@@ -565,6 +565,12 @@ TEST_P(EchoE2E, CpuPoolKeepsHealthAnsweredDuringWork) {
   ASSERT_TRUE(s.running());
   Client worker(s.port()), other(s.port());
   ASSERT_TRUE(worker.ok() && other.ok());
+  // The pool's first fiber makes its first block of fiber records, which under ThreadSanitizer (a fiber context
+  // each) took 320 ms on this machine, on the main runtime's only processor: not what is measured here.
+  ASSERT_TRUE(worker.send(get("/work?us=1")));
+  auto warm = worker.response();
+  ASSERT_TRUE(warm);
+  ASSERT_EQ(warm->status, 200);
   constexpr auto kBurn = 600ms;
   const auto start = Clock::now();
   ASSERT_TRUE(worker.send(get("/work?us=" + std::to_string(std::chrono::microseconds(kBurn).count()))));

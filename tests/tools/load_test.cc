@@ -125,16 +125,18 @@ TEST(TernLoad, LatencyFromTheIntendedSendShowsAStallThatClosedLoopHides) {
 }
 
 // The same stall inside a warm-up is not reported, nor are the warm-up's requests: the measured second and a half at
-// 500 requests/s holds about 750 answers, none of them near the stall's 150 ms.
+// 500 requests/s holds about 750 answers, none of them near the stall's 150 ms. The stall comes 2 s into a 4 s
+// warm-up: under the sanitizers tern-load takes a good part of a second to start sending (a stall 300 ms after its
+// start missed the load under ThreadSanitizer).
 TEST(TernLoad, AStallInTheWarmUpIsNotReported) {
   const int port = test::free_port();
   test::Child server({TERN_ECHO_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--procs", "1"});
   ASSERT_TRUE(server.started());
   ASSERT_TRUE(test::wait_for_port(port)) << server.output();
   test::Child load({TERN_LOAD_BIN, "http://127.0.0.1:" + std::to_string(port) + "/health", "--rate", "500", "-c", "2",
-                    "--warmup", "1s", "-d", "1500ms", "--procs", "1", "--json"});
+                    "--warmup", "4s", "-d", "1500ms", "--procs", "1", "--json"});
   ASSERT_TRUE(load.started());
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(150));
   ASSERT_EQ(kill(server.pid(), SIGCONT), 0);
@@ -145,10 +147,10 @@ TEST(TernLoad, AStallInTheWarmUpIsNotReported) {
   EXPECT_GE(j["ok"].get<uint64_t>(), 700u) << out;
   EXPECT_LE(j["sent"].get<uint64_t>(), 760u) << out;
   EXPECT_NEAR(j["elapsed_s"].get<double>(), 1.5, 0.2) << out;
-  EXPECT_DOUBLE_EQ(j["warmup_s"].get<double>(), 1.0) << out;
+  EXPECT_DOUBLE_EQ(j["warmup_s"].get<double>(), 4.0) << out;
   EXPECT_LT(j["latency"]["max_s"].get<double>(), 0.1) << out;
   // ... and reported apart: the stall is there.
-  EXPECT_GE(j["warmup_ok"].get<uint64_t>(), 450u) << out;
+  EXPECT_GE(j["warmup_ok"].get<uint64_t>(), 1500u) << out;
   EXPECT_GE(j["warmup_latency"]["max_s"].get<double>(), 0.12) << out;
 }
 
