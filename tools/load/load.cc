@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,7 @@ int64_t ns_since(Clock::time_point a, Clock::time_point b) {
 
 struct Conn {
   Result_ r;
-  Result_ warm;  // the warm-up's requests
+  std::unique_ptr<Result_> warm;  // the warm-up's requests (with a warm-up only)
   Clock::time_point last;
 };
 
@@ -38,7 +39,7 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
   buf.reserve(16 << 10);
   char chunk[16 << 10];
   ResponseReader reader(o.max_body);
-  Result_* r = &c->warm;  // where this request counts
+  Result_* r = &c->r;  // where this request counts
   auto fail = [&](const char* kind) {
     r->errors[kind]++;
     s.close();
@@ -52,7 +53,7 @@ void drive(const Options& o, const std::string& request, Clock::time_point start
       if (intended >= end) break;
     }
     const auto sent_at = Clock::now();
-    r = intended >= measured ? &c->r : &c->warm;
+    r = intended >= measured ? &c->r : c->warm.get();
     if (open && sent_at - intended > std::chrono::milliseconds(1)) r->late++;
     const auto deadline = sent_at + o.timeout;
     if (!s.is_open()) {
@@ -148,6 +149,7 @@ Result<Result_> run(const Options& o) {
   const auto end = measured + o.duration;
   WaitGroup wg;
   for (int k = 0; k < o.connections; k++) {
+    if (o.warmup.count() > 0) conns[static_cast<size_t>(k)].warm = std::make_unique<Result_>();
     wg.add(1);
     go([&, k] {
       conns[static_cast<size_t>(k)].last = measured;
@@ -157,6 +159,7 @@ Result<Result_> run(const Options& o) {
   }
   wg.wait();
   Result_ out;
+  if (o.warmup.count() > 0) out.warmup_corrected = std::make_unique<LatencyHistogram>();
   auto last = measured;
   for (const Conn& c : conns) {
     out.sent += c.r.sent;
@@ -166,8 +169,10 @@ Result<Result_> run(const Options& o) {
     for (const auto& [k, v] : c.r.errors) out.errors[k] += v;
     out.corrected.merge(c.r.corrected);
     out.uncorrected.merge(c.r.uncorrected);
-    out.warmup_ok += c.warm.ok;
-    out.warmup_corrected.merge(c.warm.corrected);
+    if (c.warm != nullptr) {
+      out.warmup_ok += c.warm->ok;
+      out.warmup_corrected->merge(c.warm->corrected);
+    }
     last = std::max(last, c.last);
   }
   out.elapsed_s = std::chrono::duration<double>(std::max(last, end) - measured).count();

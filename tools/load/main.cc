@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
     j["latency_uncorrected"] = histogram_json(r.uncorrected);
     if (o.warmup.count() > 0) {
       j["warmup_ok"] = r.warmup_ok;
-      j["warmup_latency"] = histogram_json(r.warmup_corrected);
+      j["warmup_latency"] = histogram_json(*r.warmup_corrected);
     }
     fmt::print("{}\n", j.dump(2));
   } else {
