@@ -106,6 +106,12 @@ struct StackPoolOptions {
   bool bind_node = false;
   // false: mprotect'ed guards even where the kernel has guard regions (the older kernels' path, for its tests).
   bool guard_regions = true;
+  // Pages at the top of each new stack made resident when its batch is mapped, by one process_madvise(2)
+  // MADV_POPULATE_WRITE for the whole batch (a kernel that takes it for the calling process: 6.15+); 0, or an older
+  // kernel: every page faults in when first touched. A fiber's first run writes its context and first frames there,
+  // and a page fault costs far more than its share of one batched call (12 us against 0.8 us per page on a
+  // virtualized machine: docs/performance.md, 2026-12-07).
+  size_t prefault_pages = 1;
 };
 
 struct StackStats {
@@ -119,6 +125,7 @@ struct StackStats {
   uint64_t batches = 0;            // mmap calls that mapped stacks (each holds up to map_batch)
   uint64_t binds = 0;              // mbind calls (bind_node)
   uint64_t bind_failures = 0;      // of which failed (warned about once; the stacks are used anyway)
+  uint64_t prefaulted = 0;         // stacks whose top pages were made resident when mapped (prefault_pages)
   // Stacks given back here that another node's pool handed out: a caller's routing bug (the scheduler returns each
   // stack to Stack::node's pool). Kept and used all the same.
   uint64_t foreign = 0;
@@ -178,6 +185,8 @@ class StackPool {
   Stack at(char* first, size_t i) const;
   void bind_run(void* addr, size_t len);
   void install_guards(char* first, size_t count);
+  // Makes the top prefault_pages of each stack of a new run resident, in one call; nothing where the kernel refuses.
+  void prefault_tops(char* first, size_t count);
   // Unmaps free_[0, n) (the coldest), coalescing address-adjacent stacks into one munmap; under mu_.
   void unmap_coldest(size_t n);
 
@@ -187,7 +196,7 @@ class StackPool {
   size_t cold_ = 0;
   size_t low_ = 0;  // the fewest free stacks seen since the last trim: free_[0, low_) went unused all period
   std::atomic<uint64_t> mapped_{0}, in_use_{0}, released_{0}, unmapped_{0}, map_failures_{0}, taken_{0};
-  std::atomic<uint64_t> batches_{0}, binds_{0}, bind_failures_{0}, foreign_{0};
+  std::atomic<uint64_t> batches_{0}, binds_{0}, bind_failures_{0}, foreign_{0}, prefaulted_{0};
   std::atomic<int> map_errno_{0};
   std::atomic<bool> guard_regions_{true};
   bool asym_ = false;

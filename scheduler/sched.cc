@@ -226,6 +226,7 @@ alloc::StackStats Sched::stack_stats() const {
     st.batches += n.batches;
     st.binds += n.binds;
     st.bind_failures += n.bind_failures;
+    st.prefaulted += n.prefaulted;
     st.foreign += n.foreign;
     if (n.map_errno != 0) st.map_errno = n.map_errno;
     st.guard_regions = st.guard_regions && n.guard_regions;

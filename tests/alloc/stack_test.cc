@@ -73,13 +73,46 @@ TEST(Stack, LiveStacksAreNotCappedByTheMappingLimit) {
 }
 
 TEST(Stack, CommitsLazily) {
-  StackPool pool({.stack_size = 1 << 20});
+  StackPool pool({.stack_size = 1 << 20, .prefault_pages = 0});
   Stack s = pool.get();
   ASSERT_TRUE(s.valid());
   EXPECT_EQ(resident_pages(s), 0u) << "a fresh stack must not be resident";
   std::memset(static_cast<char*>(s.top()) - 8192, 1, 8192);  // a shallow fiber touches the top only
   EXPECT_LE(resident_pages(s), 3u);
   pool.put(s);
+}
+
+bool page_resident(const void* addr) {
+  unsigned char v = 0;
+  EXPECT_EQ(mincore(const_cast<void*>(addr), 1, &v), 0);
+  return (v & 1) != 0;
+}
+
+// A new batch comes with the top page of every stack resident (one process_madvise for the batch), and nothing else:
+// the page a fiber's first run writes its context and first frames to.
+TEST(Stack, NewBatchesComeWithTheirTopPagesResident) {
+  const size_t ps = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  StackPool pool({.stack_size = 256 << 10, .map_batch = 8});
+  std::vector<Stack> v;
+  for (int i = 0; i < 8; i++) v.push_back(pool.get());
+  if (pool.stats().prefaulted == 0) {
+    for (auto& s : v) pool.put(s);
+    GTEST_SKIP() << "this kernel refuses process_madvise(MADV_POPULATE_WRITE) on the calling process (before 6.15)";
+  }
+  EXPECT_EQ(pool.stats().prefaulted, 8u);
+  EXPECT_EQ(pool.stats().batches, 1u);
+  for (auto& s : v) {
+    EXPECT_TRUE(page_resident(static_cast<char*>(s.top()) - ps)) << "the top page";
+    EXPECT_EQ(resident_pages(s), 1u) << "only the top page";
+    EXPECT_TRUE(s.in_guard(static_cast<char*>(s.lo) - 1)) << "the guard is still a guard";
+  }
+  for (auto& s : v) pool.put(s);
+
+  StackPool lazy({.stack_size = 256 << 10, .map_batch = 8, .prefault_pages = 0});
+  Stack s = lazy.get();
+  EXPECT_FALSE(page_resident(static_cast<char*>(s.top()) - ps));
+  EXPECT_EQ(lazy.stats().prefaulted, 0u);
+  lazy.put(s);
 }
 
 TEST(Stack, PoolReusesLifoAndTrimsIdleAboveWatermark) {
