@@ -173,6 +173,33 @@ void BM_SyncMutexContended(benchmark::State& state) {
 }
 BENCHMARK(BM_SyncMutexContended)->UseRealTime();
 
+// Two fibers, one per P, counting one WaitGroup down and up again as fast as they can while nobody waits: the cost of
+// add()/done() when every P calls them (a fan-in of many fibers to one WaitGroup).
+constexpr int kSyncWgOpsPerFiber = 100000;
+void BM_SyncWaitGroupAddDone(benchmark::State& state) {
+  tern::Runtime rt(sync_bench_config(2));
+  rt.run([&] {
+    tern::WaitGroup counted(1);
+    for (auto _ : state) {
+      tern::WaitGroup wg(2);
+      for (int f = 0; f < 2; f++) {
+        tern::go([&] {
+          for (int i = 0; i < kSyncWgOpsPerFiber; i++) {
+            counted.add(1);
+            counted.done();
+          }
+          wg.done();
+        });
+      }
+      wg.wait();
+    }
+  });
+  constexpr double kOps = 2.0 * kSyncWgOpsPerFiber;
+  state.counters["per_pair"] =
+      benchmark::Counter(kOps, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_SyncWaitGroupAddDone)->UseRealTime();
+
 // Uncontended lock/unlock from one fiber: the fast path (one CAS each way).
 void BM_SyncMutexUncontended(benchmark::State& state) {
   tern::Runtime rt(sync_bench_config(1));

@@ -159,4 +159,51 @@ TEST(WaitGroupDeathTest, NegativeCountAborts) {
       "negative count");
 }
 
+TEST(WaitGroupDeathTest, ACountPastItsWordAborts) {
+  EXPECT_DEATH(
+      {
+        tern::WaitGroup wg(int64_t{1} << 30);
+        wg.add(int64_t{1} << 30);
+      },
+      "past 2\\^31 - 1");
+  EXPECT_DEATH({ tern::WaitGroup wg(int64_t{1} << 32); }, "past 2\\^31 - 1");
+}
+
+// Many fibers on every P count down one WaitGroup while fibers and a thread wait on it, round after round: each round's
+// waiters all return, and only once the last done() of their round has happened.
+TEST(WaitGroup, ConcurrentDonesReleaseEveryWaiterOnce) {
+  tern::Runtime rt(procs(2));
+  const int rounds = scaled(200);
+  constexpr int kWorkers = 64;
+  constexpr int kWaiters = 4;
+  rt.run([&] {
+    for (int r = 0; r < rounds; r++) {
+      tern::WaitGroup wg(kWorkers);
+      std::atomic<int> finished{0}, released{0}, early{0};
+      tern::WaitGroup waiters_done(kWaiters);
+      for (int i = 0; i < kWaiters; i++) {
+        tern::go([&] {
+          wg.wait();
+          if (finished.load() != kWorkers) early.fetch_add(1);
+          released.fetch_add(1);
+          waiters_done.done();
+        });
+      }
+      for (int i = 0; i < kWorkers; i++) {
+        tern::go([&] {
+          tern::yield();
+          finished.fetch_add(1);
+          wg.done();
+        });
+      }
+      wg.wait();
+      EXPECT_EQ(finished.load(), kWorkers);
+      waiters_done.wait();
+      EXPECT_EQ(released.load(), kWaiters);
+      EXPECT_EQ(early.load(), 0);
+      EXPECT_EQ(wg.count(), 0);
+    }
+  });
+}
+
 }  // namespace
