@@ -3,12 +3,14 @@
 # same processor count, interleaved: at each N, each of R rounds runs tern then Go (Go then tern in even rounds), so a
 # slow spell of a shared machine hits both sides of a pair. Each program spawns N fibers (goroutines) that write a
 # 1 KiB local array and park on one WaitGroup, and prints the time to spawn and park them all and the resident memory
-# they added per fiber (VmRSS with all parked minus VmRSS before the first spawn, over N), and its CPU time (user +
-# system) over the spawning and parking, which a loaded machine stretches less than the wall time. Prints every run,
+# they added per fiber (VmRSS with all parked minus VmRSS before the first spawn, over N), the page tables they added
+# per fiber (VmPTE, which VmRSS leaves out), and its CPU time (user + system) over the spawning and parking, which a
+# loaded machine stretches less than the wall time. Prints every run,
 # then per N each program's medians (with min-max) and the medians of the per-round tern/go ratios. Targets (issue 19): bytes
-# per fiber at most 1.7x Go's, time at most Go's.
+# per fiber (resident pages and page tables) at most 1.7x Go's, time at most Go's.
 #
-#   bench/parked.sh [--procs N] [--rounds R] [--sizes "200000 1000000"]   # defaults: 2 procs, 5 rounds
+#   bench/parked.sh [--procs N] [--rounds R] [--sizes "200000 1000000"] [--stack-size SIZE]
+#   # defaults: 2 procs, 5 rounds, tern's default stack size (TERN_STACK_SIZE for tern-parked otherwise)
 #
 # Builds tern-parked in $TERN_BUILD_DIR (default build; configure it first) and the Go program into
 # $TERN_BUILD_DIR/bin/go-parked (Debian's golang-go, GOPATH mode, offline). A million fibers need about 4.5 GB for
@@ -22,6 +24,7 @@ case $build_dir in /*) ;; *) build_dir=$root/$build_dir ;; esac
 procs=2
 rounds=5
 sizes="200000 1000000"
+stack_size=
 # The ratios the issue sets against Go.
 target_mem_ratio=1.7
 target_time_ratio=1.0
@@ -31,7 +34,8 @@ while [ $# -gt 0 ]; do
     --procs) procs=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
-    *) echo "usage: bench/parked.sh [--procs N] [--rounds R] [--sizes \"N1 N2\"]" >&2; exit 2 ;;
+    --stack-size) stack_size=$2; shift 2 ;;
+    *) echo "usage: bench/parked.sh [--procs N] [--rounds R] [--sizes \"N1 N2\"] [--stack-size SIZE]" >&2; exit 2 ;;
   esac
 done
 
@@ -78,7 +82,8 @@ median() { sort -g | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}'; }
 # field LOG NAME: the value of NAME=... on the program's "parked" line.
 field() { grep '^parked ' "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k {print $2}'; }
 
-echo "parked.sh: procs $procs, $rounds rounds, sizes $sizes; $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "parked.sh: procs $procs, $rounds rounds, sizes $sizes, tern stack size ${stack_size:-default};" \
+  "$(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
 for n in $sizes; do
   : >"$tmp/rows.$n"
@@ -89,7 +94,8 @@ for n in $sizes; do
     for name in "${order[@]}"; do
       log=$tmp/$name.$n.$r.log
       if [ "$name" = tern ]; then
-        "$build_dir/bin/tern-parked" --procs "$procs" -n "$n" >"$log" 2>"$log.err" || ok=0
+        TERN_STACK_SIZE=${stack_size:-${TERN_STACK_SIZE:-}} "$build_dir/bin/tern-parked" --procs "$procs" -n "$n" \
+          >"$log" 2>"$log.err" || ok=0
       else
         GOMAXPROCS=$procs "$build_dir/bin/go-parked" -n "$n" >"$log" 2>"$log.err" || ok=0
       fi
@@ -98,13 +104,16 @@ for n in $sizes; do
       echo "n=$n round $r $name: $(grep '^parked ' "$log")"
     done
     [ "$ok" -eq 1 ] || continue
-    tb=$(field "$tmp/tern.$n.$r.log" bytes_per_fiber)
-    gb=$(field "$tmp/go.$n.$r.log" bytes_per_fiber)
+    # Resident pages plus page tables.
+    tb=$(($(field "$tmp/tern.$n.$r.log" bytes_per_fiber) + $(field "$tmp/tern.$n.$r.log" pte_bytes_per_fiber)))
+    gb=$(($(field "$tmp/go.$n.$r.log" bytes_per_fiber) + $(field "$tmp/go.$n.$r.log" pte_bytes_per_fiber)))
+    tp=$(field "$tmp/tern.$n.$r.log" pte_bytes_per_fiber)
+    gp=$(field "$tmp/go.$n.$r.log" pte_bytes_per_fiber)
     tm=$(field "$tmp/tern.$n.$r.log" spawn_park_ms)
     gm=$(field "$tmp/go.$n.$r.log" spawn_park_ms)
     tc=$(field "$tmp/tern.$n.$r.log" cpu_ms)
     gc=$(field "$tmp/go.$n.$r.log" cpu_ms)
-    echo "$tb $gb $tm $gm $tc $gc" >>"$tmp/rows.$n"
+    echo "$tb $gb $tm $gm $tc $gc $tp $gp" >>"$tmp/rows.$n"
   done
   [ -s "$tmp/rows.$n" ] || continue
   col() { awk -v c="$1" '{print $c}' "$tmp/rows.$n"; }
@@ -113,8 +122,10 @@ for n in $sizes; do
   time_ratio=$(awk '$4 > 0 {printf "%.4f\n", $3 / $4}' "$tmp/rows.$n" | median)
   time_ratios=$(awk '$4 > 0 {printf "%.2f\n", $3 / $4}' "$tmp/rows.$n" | sort -g |
     awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s-%s", lo, hi}')
-  printf 'n=%d (%d rounds): bytes/fiber tern %s (%s) go %s (%s), tern/go %.2f (target <= %s: %s)\n' \
-    "$n" "$(wc -l <"$tmp/rows.$n")" "$(col 1 | median)" "$(range 1)" "$(col 2 | median)" "$(range 2)" "$mem_ratio" \
+  printf 'n=%d (%d rounds): bytes/fiber (resident + page tables) tern %s (%s; page tables %s) go %s (%s; page tables %s),' \
+    "$n" "$(wc -l <"$tmp/rows.$n")" "$(col 1 | median)" "$(range 1)" "$(col 7 | median)" "$(col 2 | median)" "$(range 2)" \
+    "$(col 8 | median)"
+  printf ' tern/go %.2f (target <= %s: %s)\n' "$mem_ratio" \
     "$target_mem_ratio" "$(awk -v r="$mem_ratio" -v t="$target_mem_ratio" 'BEGIN {print (r <= t ? "met" : "missed")}')"
   printf 'n=%d (%d rounds): spawn+park ms tern %s (%s) go %s (%s), tern/go %.2f (range %s; target <= %s: %s)\n' \
     "$n" "$(wc -l <"$tmp/rows.$n")" "$(col 3 | median)" "$(range 3)" "$(col 4 | median)" "$(range 4)" "$time_ratio" \

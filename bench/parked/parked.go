@@ -2,7 +2,7 @@
 // each write a 1 KiB local array, report started on one WaitGroup and park on another; the program prints the time
 // to spawn and park them all and the resident memory they added, per goroutine, in the line parked.cc prints:
 //
-//	parked n=200000 spawn_park_ms=2700 cpu_ms=... rss_before_kb=... rss_parked_kb=... bytes_per_fiber=2724
+//	parked n=200000 spawn_park_ms=2700 cpu_ms=... rss_before_kb=... rss_parked_kb=... bytes_per_fiber=2724 pte_bytes_per_fiber=5
 //
 // cpu_ms is the process's CPU time (user + system) over the spawning and parking.
 package main
@@ -26,8 +26,8 @@ const touchBytes = 1024
 // Time for the last goroutine between its started.Done() and parking on release: RSS is read after it.
 const settle = 100 * time.Millisecond
 
-// VmRSS from /proc/self/status, in KiB.
-func rssKB() int64 {
+// A field of /proc/self/status (VmRSS, VmPTE), in KiB.
+func statusKB(name string) int64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		panic(err)
@@ -35,7 +35,7 @@ func rssKB() int64 {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if strings.HasPrefix(s.Text(), "VmRSS:") {
+		if strings.HasPrefix(s.Text(), name+":") {
 			v, err := strconv.ParseInt(strings.Fields(s.Text())[1], 10, 64)
 			if err != nil {
 				panic(err)
@@ -43,7 +43,7 @@ func rssKB() int64 {
 			return v
 		}
 	}
-	panic("no VmRSS")
+	panic("no " + name + " in /proc/self/status")
 }
 
 // The process's CPU time, user + system, in ms.
@@ -71,7 +71,7 @@ func main() {
 	var started, release, finished sync.WaitGroup
 	sinks := make([]int64, *n)
 	runtime.GC()
-	before := rssKB()
+	before, pteBefore := statusKB("VmRSS"), statusKB("VmPTE")
 	cpu0 := cpuMs()
 	t0 := time.Now()
 	started.Add(*n)
@@ -89,9 +89,10 @@ func main() {
 	ms := time.Since(t0).Milliseconds()
 	cpu := cpuMs() - cpu0
 	time.Sleep(settle)
-	parked := rssKB()
+	parked, pteParked := statusKB("VmRSS"), statusKB("VmPTE")
 	release.Done()
 	finished.Wait()
-	fmt.Printf("parked n=%d spawn_park_ms=%d cpu_ms=%d rss_before_kb=%d rss_parked_kb=%d bytes_per_fiber=%d\n", *n, ms,
-		cpu, before, parked, (parked-before)*1024/int64(*n))
+	fmt.Printf("parked n=%d spawn_park_ms=%d cpu_ms=%d rss_before_kb=%d rss_parked_kb=%d bytes_per_fiber=%d "+
+		"pte_bytes_per_fiber=%d\n", *n, ms, cpu, before, parked, (parked-before)*1024/int64(*n),
+		(pteParked-pteBefore)*1024/int64(*n))
 }
