@@ -104,13 +104,8 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
     {
       std::lock_guard lk(rs.mu);
       if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        r->taken();
-        if (res > 0) {
-          rs.chunks.push_back({r, bid, static_cast<uint32_t>(res), 0});
-        } else {
-          r->recycle(bid);
-        }
+        const Ring::Piece p = r->delivered(cqe->flags, res);
+        if (p.data) rs.chunks.push_back({r, p.bid, p.start, static_cast<uint32_t>(res), 0});
       }
       if (res == 0) {
         rs.eof = true;
@@ -135,7 +130,8 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
       // The reader copies out of the first unread buffer as soon as it runs; it is in the cache of the CPU that ran
       // the receive's completion work, or nowhere.
       if (g != nullptr && rs.head < rs.chunks.size()) {
-        g->prefetch_read.store(rs.chunks[rs.head].ring->buffer(rs.chunks[rs.head].bid), std::memory_order_relaxed);
+        const Chunk& c = rs.chunks[rs.head];
+        g->prefetch_read.store(c.ring->buffer(c.bid) + c.start + c.off, std::memory_order_relaxed);
       }
     }
     if (throttle) {
@@ -145,10 +141,11 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
   } else if ((ud & kTagMask) == kTagOp) {
     auto* op = reinterpret_cast<Op*>(ud & ~kTagMask);
     if (cqe->flags & IORING_CQE_F_BUFFER) {
-      unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-      r->taken();
-      if (res > 0) std::memcpy(op->copy_to, r->buffer(bid), static_cast<size_t>(res));
-      r->recycle(bid);
+      const Ring::Piece p = r->delivered(cqe->flags, res);
+      if (p.data) {
+        std::memcpy(op->copy_to, r->buffer(p.bid) + p.start, static_cast<size_t>(res));
+        r->recycle(p.bid);
+      }
     } else if (res == -ENOBUFS) {
       r->out_of_buffers();  // a one-shot receive found none (its caller retries into its own buffer)
     }

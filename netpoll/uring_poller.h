@@ -147,8 +147,9 @@ class UringPoller final : public sched::Poller, public IoBackend {
   struct Chunk {
     Ring* ring;
     uint32_t bid;
+    uint32_t start;  // where the piece starts in its buffer (not 0 where buffers are consumed incrementally)
     uint32_t len;
-    uint32_t off;
+    uint32_t off;  // read so far, from start
   };
   // A connection's multishot receive (see read()). The reaper appends, the one reader takes; `mu` guards it all.
   struct RecvState {

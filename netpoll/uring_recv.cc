@@ -183,7 +183,7 @@ size_t UringPoller::take_chunks(RecvState& rs, void* buf, size_t len, std::uniqu
   while (n < len && rs.head < rs.chunks.size() && ndone < kMaxUnreadChunks) {
     Chunk& c = rs.chunks[rs.head];
     size_t k = std::min<size_t>(len - n, c.len - c.off);
-    std::memcpy(static_cast<char*>(buf) + n, c.ring->buffer(c.bid) + c.off, k);
+    std::memcpy(static_cast<char*>(buf) + n, c.ring->buffer(c.bid) + c.start + c.off, k);
     n += k;
     c.off += static_cast<uint32_t>(k);
     if (c.off < c.len) break;

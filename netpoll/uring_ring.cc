@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include "base/sanitizer.h"
 
@@ -15,6 +16,11 @@ namespace {
 // an M running fibers makes system calls constantly, and cooperative task running lets the work wait for the next
 // one instead. A sleeping submitter is still woken.
 constexpr unsigned kCoopFlags = IORING_SETUP_COOP_TASKRUN;
+
+// Linux 6.12's incremental buffer consumption; Debian 12's headers predate it (io_uring_buf_reg's `pad` is the flags
+// field it gave a name). The values are the kernel's ABI.
+constexpr uint16_t kPbufRingInc = 2;       // IOU_PBUF_RING_INC
+constexpr uint32_t kCqeBufMore = 1U << 4;  // IORING_CQE_F_BUF_MORE
 
 }  // namespace
 
@@ -33,7 +39,7 @@ void unpoison_fresh_mapping(io_uring* ring) {
   unpoison_fresh_mapping(ring->sq.sqes, sizeof(io_uring_sqe) * ring->sq.ring_entries);
 }
 
-Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared) {
+Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared, bool incremental) {
   std::unique_ptr<Ring> r(new Ring());
   r->shared_ = shared;
   io_uring_params p{};
@@ -52,11 +58,11 @@ Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared) {
   unpoison_fresh_mapping(&r->ring_);
   rc = io_uring_register_eventfd(&r->ring_, efd);
   if (rc < 0) return errno_error(-rc, "io_uring_register_eventfd");
-  r->setup_buffers();
+  r->setup_buffers(incremental && !shared);
   return r;
 }
 
-void Ring::setup_buffers() {
+void Ring::setup_buffers(bool incremental) {
   // Optional: a kernel without buffer rings (before 5.19) reads straight into the caller's buffer instead.
   size_t ring_bytes = sizeof(io_uring_buf) * kBufCount;
   size_t total = ring_bytes + static_cast<size_t>(kBufSize) * kBufCount;
@@ -67,9 +73,22 @@ void Ring::setup_buffers() {
   reg.ring_addr = reinterpret_cast<uintptr_t>(mem);  // page-aligned, as the kernel requires
   reg.ring_entries = kBufCount;
   reg.bgid = kBufGroup;
-  if (io_uring_register_buf_ring(&ring_, &reg, 0) < 0) {
+  reg.pad = incremental ? kPbufRingInc : 0;
+  int rc = io_uring_register_buf_ring(&ring_, &reg, 0);
+  if (rc == -EINVAL && incremental) {
+    reg.pad = 0;  // before 6.12: whole buffers
+    rc = io_uring_register_buf_ring(&ring_, &reg, 0);
+  }
+  if (rc < 0) {
     munmap(mem, total);
     return;
+  }
+  inc_ = reg.pad != 0;
+  if (inc_) {
+    fill_.reset(new uint32_t[kBufCount]());
+    pieces_.reset(new uint16_t[kBufCount]());
+    retired_.reset(new bool[kBufCount]());
+    initial_supply_ = supply_ = kInitialSupplyInc;
   }
   br_ = static_cast<io_uring_buf_ring*>(mem);
   bufs_ = static_cast<char*>(mem) + ring_bytes;
@@ -102,7 +121,36 @@ void Ring::taken() {
   top_up();
 }
 
+Ring::Piece Ring::delivered(uint32_t cqe_flags, int res) {
+  const unsigned bid = cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+  if (!inc_) {
+    taken();
+    if (res > 0) return {true, bid, 0};
+    recycle(bid);
+    return {false, bid, 0};
+  }
+  // Incremental: nothing consumed stays in the kernel's ring (a commit of zero bytes does not move its head).
+  if (res <= 0) return {false, bid, 0};
+  const uint32_t start = fill_[bid];
+  if (start == 0) filling_++;
+  fill_[bid] = start + static_cast<uint32_t>(res);
+  pieces_[bid]++;
+  if ((cqe_flags & kCqeBufMore) == 0) {
+    // The kernel has moved past it: it is out of the kernel's ring, and comes back to the stack with its last piece.
+    retired_[bid] = true;
+    filling_--;
+    taken();
+  }
+  return {true, bid, start};
+}
+
 void Ring::recycle(unsigned bid) {
+  if (inc_) {
+    if (pieces_[bid] > 0) pieces_[bid]--;
+    if (pieces_[bid] > 0 || !retired_[bid]) return;
+    retired_[bid] = false;
+    fill_[bid] = 0;
+  }
   spare_[nspare_++] = static_cast<uint16_t>(bid);
   top_up();
 }
@@ -119,7 +167,7 @@ size_t Ring::trim_idle_buffers(int64_t now_ns) {
   last_trim_ns_ = now_ns;
   // A whole period with no receive short of buffers: the supply halves (the buffers offered beyond it are not
   // replaced as the kernel takes them, and once back in the stack can be trimmed in turn).
-  if (!short_in_period_) supply_ = std::max(kInitialSupply, supply_ / 2);
+  if (!short_in_period_) supply_ = std::max(initial_supply_, supply_ / 2);
   short_in_period_ = false;
   const unsigned from = returned_, to = spare_low_;
   spare_low_ = nspare_;
@@ -138,7 +186,7 @@ size_t Ring::trim_idle_buffers(int64_t now_ns) {
 }
 
 Ring::BufferStats Ring::buffer_stats() const {
-  return {offered_, supply_, nspare_, returned_};
+  return {offered_, supply_, nspare_, returned_, filling_};
 }
 
 Ring::~Ring() {

@@ -55,14 +55,25 @@ class Ring {
   // them at any moment (completion work runs on the ring's thread on any return to user space, interrupts included),
   // so a ring whose load needed all 2048 at once (-c1000 on two rings) keeps them resident until lighter traffic
   // takes them back out of the kernel's ring.
+  //
+  // Incremental consumption (IOU_PBUF_RING_INC, Linux 6.12): where the kernel has it, a receive takes only the bytes
+  // it needs from the buffer at the head of the ring, and the next receive, of any connection, continues in the same
+  // buffer; a completion with IORING_CQE_F_BUF_MORE says the kernel keeps filling that buffer. A 40-byte request then
+  // takes 40 bytes and not a 4 KiB page, so 1,000 connections' requests fill a handful of buffers (the -c1000 case
+  // above), and the kernel walks through the offered buffers a hundred times slower. A buffer goes back to the stack
+  // when the kernel has moved past it (a completion without BUF_MORE) and every piece of it has been read. The
+  // supply starts at kInitialSupplyInc. Owned rings only: a shared ring's completions may be posted by several
+  // threads, and the pieces' offsets are read from the completions' order.
   static constexpr unsigned kBufSize = 4 << 10;
   static constexpr unsigned kBufCount = 2048;
   static constexpr unsigned kInitialSupply = 256;
+  static constexpr unsigned kInitialSupplyInc = 32;
   static constexpr int64_t kTrimPeriodNs = 1'000'000'000;
   static constexpr uint16_t kBufGroup = 0;
 
   // A ring whose completions signal `efd`. `shared`: submissions from several threads, serialised by sq_mu.
-  static Result<std::unique_ptr<Ring>> create(int efd, bool shared);
+  // `incremental`: buffers consumed incrementally where the kernel can (never for a shared ring).
+  static Result<std::unique_ptr<Ring>> create(int efd, bool shared, bool incremental = true);
   ~Ring();
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
@@ -70,15 +81,25 @@ class Ring {
   io_uring* uring() { return &ring_; }
   bool shared() const { return shared_; }
   bool has_buffers() const { return br_ != nullptr; }
+  // The provided buffers are consumed incrementally (IOU_PBUF_RING_INC).
+  bool incremental() const { return inc_; }
   // Completions waiting to be reaped (a relaxed look at the shared tail; for deciding whether to take cq_mu).
   bool cq_pending() const;
 
-  // The data of provided buffer `bid`. With cq_mu held: taken() for each completion that delivered a buffer, recycle()
-  // when its data has been copied out (or it held none), out_of_buffers() for a receive that found none.
+  // The data of provided buffer `bid`. With cq_mu held: delivered() for each completion that carries
+  // IORING_CQE_F_BUFFER, recycle() once for each piece it returned when its data has been copied out,
+  // out_of_buffers() for a receive that found none.
   const char* buffer(unsigned bid) const { return bufs_ + static_cast<size_t>(bid) * kBufSize; }
-  void taken();
+  struct Piece {
+    bool data;       // false: the completion delivered nothing (res <= 0); there is nothing to recycle
+    unsigned bid;    // its buffer
+    uint32_t start;  // where its res bytes start in the buffer
+  };
+  Piece delivered(uint32_t cqe_flags, int res);
   void recycle(unsigned bid);
   void out_of_buffers();
+  // The classic mode's accounting for a buffer the kernel took (delivered() calls it); for tests.
+  void taken();
   // With cq_mu held, by the ring's thread as it goes idle: at most once per kTrimPeriodNs, returns the pages of the
   // buffers that stayed unused (at the bottom of the spare stack) since the last call. The number of buffers returned.
   size_t trim_idle_buffers(int64_t now_ns);
@@ -87,6 +108,7 @@ class Ring {
     unsigned supply;    // what the ring is topped up to
     unsigned spare;     // in the stack, not offered
     unsigned returned;  // of those, with their pages handed back
+    unsigned filling;   // incremental: buffers the kernel has written into and not moved past
   };
   BufferStats buffer_stats() const;  // with cq_mu held
 
@@ -104,13 +126,14 @@ class Ring {
 
  private:
   Ring() = default;
-  void setup_buffers();
+  void setup_buffers(bool incremental);
   void top_up();
 
   io_uring ring_{};
   bool live_ = false;  // set up: ring_ holds a ring fd
   bool shared_ = false;
   io_uring_buf_ring* br_ = nullptr;
+  bool inc_ = false;
   char* bufs_ = nullptr;
   size_t br_bytes_ = 0;
   // The buffers' accounting, under cq_mu. spare_ is a stack (the top is reused first) holding every buffer neither
@@ -121,7 +144,14 @@ class Ring {
   unsigned returned_ = 0;
   unsigned spare_low_ = 0;
   unsigned offered_ = 0;
+  unsigned initial_supply_ = kInitialSupply;
   unsigned supply_ = kInitialSupply;
+  // Incremental mode, per buffer: the bytes the kernel has written (where the next piece starts), the pieces
+  // delivered and not recycled, and whether the kernel has moved past it.
+  std::unique_ptr<uint32_t[]> fill_;
+  std::unique_ptr<uint16_t[]> pieces_;
+  std::unique_ptr<bool[]> retired_;
+  unsigned filling_ = 0;
   bool short_in_period_ = false;  // out_of_buffers() since the last trim
   int64_t last_trim_ns_ = 0;
 };

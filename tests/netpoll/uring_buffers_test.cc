@@ -22,11 +22,12 @@ namespace {
 
 class UringBuffers : public ::testing::Test {
  protected:
+  virtual bool incremental() const { return false; }
   void SetUp() override {
     TERN_SKIP_UNLESS_URING();
     efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     ASSERT_GE(efd_, 0);
-    auto r = Ring::create(efd_, false);
+    auto r = Ring::create(efd_, false, incremental());
     ASSERT_TRUE(r) << r.error().message();
     ring_ = std::move(*r);
     if (!ring_->has_buffers()) TERN_SKIP_OR_FAIL(test::io_uring_required(), "no provided-buffer rings (before 5.19)");
@@ -153,6 +154,122 @@ TEST_F(UringBuffers, BuffersABurstHeldAreToppedUpAndLaterGiveTheirPagesBack) {
   io_uring_submit(u);
   close(sv[0]);
   close(sv[1]);
+}
+
+// Incremental consumption (Linux 6.12+): small messages from many connections share one buffer, each piece at the
+// offset where the previous one ended, and a buffer goes back to the stack only once the kernel has moved past it and
+// every piece of it has been recycled.
+class UringBuffersInc : public UringBuffers {
+ protected:
+  bool incremental() const override { return true; }
+};
+
+TEST_F(UringBuffersInc, SmallMessagesOfManyConnectionsShareABuffer) {
+  if (!ring_->incremental()) GTEST_SKIP() << "this kernel consumes provided buffers whole (before 6.12)";
+  EXPECT_EQ(stats().offered, Ring::kInitialSupplyInc);
+  constexpr int kConns = 20;
+  constexpr size_t kMsg = 40;
+  int sv[kConns][2];
+  io_uring* u = ring_->uring();
+  for (int i = 0; i < kConns; i++) {
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+    io_uring_sqe* sqe = io_uring_get_sqe(u);
+    ASSERT_NE(sqe, nullptr);
+    io_uring_prep_recv_multishot(sqe, sv[i][0], nullptr, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = Ring::kBufGroup;
+    io_uring_sqe_set_data64(sqe, static_cast<uint64_t>(i) + 1);
+  }
+  ASSERT_EQ(io_uring_submit(u), kConns);
+  struct Got {
+    int conn;
+    Ring::Piece piece;
+    int len;
+  };
+  // Sends `rounds` messages on every connection, message m of connection c all bytes 'A' + (c + m) % 26; reaps their
+  // pieces.
+  auto exchange = [&](int rounds, int first_round, std::vector<Got>& got) {
+    size_t want = 0;
+    for (int m = first_round; m < first_round + rounds; m++) {
+      for (int c = 0; c < kConns; c++) {
+        const std::string msg(kMsg, static_cast<char>('A' + (c + m) % 26));
+        ASSERT_EQ(write(sv[c][1], msg.data(), msg.size()), static_cast<ssize_t>(msg.size()));
+        want += kMsg;
+      }
+    }
+    size_t have = 0;
+    while (have < want) {
+      io_uring_cqe* cqe = nullptr;
+      ASSERT_EQ(io_uring_wait_cqe(u, &cqe), 0);
+      ASSERT_GT(cqe->res, 0) << strerror(-cqe->res);
+      ASSERT_TRUE(cqe->flags & IORING_CQE_F_BUFFER);
+      ASSERT_TRUE(cqe->flags & IORING_CQE_F_MORE);
+      std::lock_guard lk(ring_->cq_mu);
+      const Ring::Piece p = ring_->delivered(cqe->flags, cqe->res);
+      ASSERT_TRUE(p.data);
+      got.push_back({static_cast<int>(cqe->user_data) - 1, p, cqe->res});
+      have += static_cast<size_t>(cqe->res);
+      io_uring_cqe_seen(u, cqe);
+    }
+  };
+  std::vector<Got> got;
+  exchange(1, 0, got);
+  ASSERT_EQ(got.size(), static_cast<size_t>(kConns));
+  // One buffer, pieces back to back in completion order, each holding its own connection's bytes.
+  uint32_t next = 0;
+  for (const Got& g : got) {
+    EXPECT_EQ(g.piece.bid, got[0].piece.bid);
+    EXPECT_EQ(g.piece.start, next);
+    next += static_cast<uint32_t>(g.len);
+    const std::string data(ring_->buffer(g.piece.bid) + g.piece.start, static_cast<size_t>(g.len));
+    EXPECT_EQ(data, std::string(kMsg, static_cast<char>('A' + g.conn % 26)));
+  }
+  {
+    std::lock_guard lk(ring_->cq_mu);
+    EXPECT_EQ(ring_->buffer_stats().filling, 1u);
+    const unsigned spare = ring_->buffer_stats().spare;
+    for (const Got& g : got) ring_->recycle(g.piece.bid);
+    EXPECT_EQ(ring_->buffer_stats().spare, spare) << "the kernel is still filling it: it stays offered";
+    EXPECT_EQ(ring_->buffer_stats().offered, Ring::kInitialSupplyInc);
+  }
+  // Past the first buffer's end: the kernel moves on (the message that straddles the boundary comes in two pieces),
+  // and the first buffer goes back once its last piece is recycled, not before.
+  const unsigned first = got[0].piece.bid;
+  got.clear();
+  const int rounds = static_cast<int>(Ring::kBufSize / (kConns * kMsg)) + 2;
+  exchange(rounds, 1, got);
+  std::vector<std::string> stream(kConns);
+  for (const Got& g : got) stream[g.conn] += std::string(ring_->buffer(g.piece.bid) + g.piece.start, g.len);
+  for (int c = 0; c < kConns; c++) {
+    std::string expect;
+    for (int m = 1; m <= rounds; m++) expect += std::string(kMsg, static_cast<char>('A' + (c + m) % 26));
+    EXPECT_EQ(stream[c], expect) << "connection " << c;
+  }
+  {
+    std::lock_guard lk(ring_->cq_mu);
+    const unsigned spare = ring_->buffer_stats().spare;
+    size_t last_of_first = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+      if (got[i].piece.bid == first) last_of_first = i;
+    }
+    ASSERT_LT(last_of_first + 1, got.size()) << "the messages did not reach a second buffer";
+    for (size_t i = 0; i < got.size(); i++) {
+      if (i != last_of_first) ring_->recycle(got[i].piece.bid);
+    }
+    EXPECT_EQ(ring_->buffer_stats().spare, spare) << "a piece of the first buffer is still unread";
+    ring_->recycle(got[last_of_first].piece.bid);
+    EXPECT_EQ(ring_->buffer_stats().spare, spare + 1) << "moved past and all read: back in the stack";
+    EXPECT_EQ(ring_->buffer_stats().offered, Ring::kInitialSupplyInc);
+  }
+  for (int i = 0; i < kConns; i++) {
+    io_uring_sqe* c = io_uring_get_sqe(u);
+    io_uring_prep_cancel64(c, static_cast<uint64_t>(i) + 1, 0);
+  }
+  io_uring_submit(u);
+  for (auto& p : sv) {
+    close(p[0]);
+    close(p[1]);
+  }
 }
 
 }  // namespace
