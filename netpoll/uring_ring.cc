@@ -88,7 +88,6 @@ void Ring::setup_buffers(bool incremental) {
     fill_.reset(new uint32_t[kBufCount]());
     pieces_.reset(new uint16_t[kBufCount]());
     retired_.reset(new bool[kBufCount]());
-    initial_supply_ = supply_ = kInitialSupplyInc;
   }
   br_ = static_cast<io_uring_buf_ring*>(mem);
   bufs_ = static_cast<char*>(mem) + ring_bytes;
@@ -167,7 +166,7 @@ size_t Ring::trim_idle_buffers(int64_t now_ns) {
   last_trim_ns_ = now_ns;
   // A whole period with no receive short of buffers: the supply halves (the buffers offered beyond it are not
   // replaced as the kernel takes them, and once back in the stack can be trimmed in turn).
-  if (!short_in_period_) supply_ = std::max(initial_supply_, supply_ / 2);
+  if (!short_in_period_) supply_ = std::max(kInitialSupply, supply_ / 2);
   short_in_period_ = false;
   const unsigned from = returned_, to = spare_low_;
   spare_low_ = nspare_;

@@ -56,24 +56,25 @@ class Ring {
   // so a ring whose load needed all 2048 at once (-c1000 on two rings) keeps them resident until lighter traffic
   // takes them back out of the kernel's ring.
   //
-  // Incremental consumption (IOU_PBUF_RING_INC, Linux 6.12), when create() asks for it and the kernel has it: a
-  // receive takes only the bytes it needs from the buffer at the head of the ring, and the next receive, of any
+  // Incremental consumption (IOU_PBUF_RING_INC, Linux 6.12), which the poller asks for and the kernel may not have:
+  // a receive takes only the bytes it needs from the buffer at the head of the ring, and the next receive, of any
   // connection, continues in the same buffer; a completion with IORING_CQE_F_BUF_MORE says the kernel keeps filling
-  // that buffer. A 40-byte request then takes 40 bytes and not a 4 KiB page. A buffer goes back to the stack when the
-  // kernel has moved past it (a completion without BUF_MORE) and every piece of it has been recycled. The supply
-  // starts at kInitialSupplyInc. Never for a shared ring: its completions may be posted by several threads, and the
-  // pieces' offsets are read from the completions' order. The poller does not ask for it yet (uring_setup.cc says
-  // why).
+  // that buffer. A 40-byte request then takes 40 bytes and not a 4 KiB page, so 1,000 connections' requests fill a
+  // handful of buffers (the -c1000 case above: 22 MB against 28). A buffer goes back to the stack when the kernel has
+  // moved past it (a completion without BUF_MORE) and every piece of it has been recycled. The supply works as
+  // above, from the same start: bodies of many KiB take whole buffers either way, and a smaller start (32 was tried)
+  // ran short under bench/soak.sh's 64 KiB bodies and doubled its way to more memory than whole buffers. Never for a
+  // shared ring: its completions may be posted by several threads, and the pieces' offsets are read from the
+  // completions' order.
   static constexpr unsigned kBufSize = 4 << 10;
   static constexpr unsigned kBufCount = 2048;
   static constexpr unsigned kInitialSupply = 256;
-  static constexpr unsigned kInitialSupplyInc = 32;
   static constexpr int64_t kTrimPeriodNs = 1'000'000'000;
   static constexpr uint16_t kBufGroup = 0;
 
   // A ring whose completions signal `efd`. `shared`: submissions from several threads, serialised by sq_mu.
   // `incremental`: buffers consumed incrementally where the kernel can (never for a shared ring).
-  static Result<std::unique_ptr<Ring>> create(int efd, bool shared, bool incremental = false);
+  static Result<std::unique_ptr<Ring>> create(int efd, bool shared, bool incremental = true);
   ~Ring();
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
@@ -144,7 +145,6 @@ class Ring {
   unsigned returned_ = 0;
   unsigned spare_low_ = 0;
   unsigned offered_ = 0;
-  unsigned initial_supply_ = kInitialSupply;
   unsigned supply_ = kInitialSupply;
   // Incremental mode, per buffer: the bytes the kernel has written (where the next piece starts), the pieces
   // delivered and not recycled, and whether the kernel has moved past it.

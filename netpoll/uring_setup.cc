@@ -193,9 +193,6 @@ Result<std::unique_ptr<UringPoller>> UringPoller::create(bool park_in_ring) {
   return p;
 }
 
-// Whether a thread's ring consumes its provided buffers incrementally where the kernel can (see adopt_ring).
-constexpr bool kIncrementalBuffers = false;
-
 UringPoller::UringPoller(int efd) : id_(next_poller_id.fetch_add(1, std::memory_order_relaxed)), efd_(efd) {}
 
 UringPoller::~UringPoller() {
@@ -245,11 +242,7 @@ Ring* UringPoller::adopt_ring() {
     }
     int n = nrings_.load(std::memory_order_relaxed);
     if (!pick && n < kMaxRings) {
-      // Whole buffers: incremental consumption (Ring::kInitialSupplyInc) holds 20 MB after a -c1000 run against
-      // 28 MB, but under bench/soak.sh's mix its rings grew to 2-17 MB of buffers against 1-4 MB and the soak's
-      // memory target failed in 2 of 3 runs (docs/performance.md, 2026-12-07). Not on by default until that is
-      // understood.
-      auto created = Ring::create(efd_, /*shared=*/false, kIncrementalBuffers);
+      auto created = Ring::create(efd_, /*shared=*/false, /*incremental=*/true);
       if (created) {
         pick = std::shared_ptr<Ring>(std::move(*created));
         pick->owned.store(true, std::memory_order_relaxed);

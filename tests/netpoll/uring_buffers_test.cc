@@ -166,7 +166,7 @@ class UringBuffersInc : public UringBuffers {
 
 TEST_F(UringBuffersInc, SmallMessagesOfManyConnectionsShareABuffer) {
   if (!ring_->incremental()) GTEST_SKIP() << "this kernel consumes provided buffers whole (before 6.12)";
-  EXPECT_EQ(stats().offered, Ring::kInitialSupplyInc);
+  EXPECT_EQ(stats().offered, Ring::kInitialSupply);
   constexpr int kConns = 20;
   constexpr size_t kMsg = 40;
   int sv[kConns][2];
@@ -230,7 +230,7 @@ TEST_F(UringBuffersInc, SmallMessagesOfManyConnectionsShareABuffer) {
     const unsigned spare = ring_->buffer_stats().spare;
     for (const Got& g : got) ring_->recycle(g.piece.bid);
     EXPECT_EQ(ring_->buffer_stats().spare, spare) << "the kernel is still filling it: it stays offered";
-    EXPECT_EQ(ring_->buffer_stats().offered, Ring::kInitialSupplyInc);
+    EXPECT_EQ(ring_->buffer_stats().offered, Ring::kInitialSupply);
   }
   // Past the first buffer's end: the kernel moves on (the message that straddles the boundary comes in two pieces),
   // and the first buffer goes back once its last piece is recycled, not before.
@@ -259,7 +259,7 @@ TEST_F(UringBuffersInc, SmallMessagesOfManyConnectionsShareABuffer) {
     EXPECT_EQ(ring_->buffer_stats().spare, spare) << "a piece of the first buffer is still unread";
     ring_->recycle(got[last_of_first].piece.bid);
     EXPECT_EQ(ring_->buffer_stats().spare, spare + 1) << "moved past and all read: back in the stack";
-    EXPECT_EQ(ring_->buffer_stats().offered, Ring::kInitialSupplyInc);
+    EXPECT_EQ(ring_->buffer_stats().offered, Ring::kInitialSupply);
   }
   for (int i = 0; i < kConns; i++) {
     io_uring_sqe* c = io_uring_get_sqe(u);
