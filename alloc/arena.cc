@@ -12,6 +12,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "alloc/numa_bind.h"
 #include "base/sanitizer.h"
 #if defined(TERN_ASAN) || defined(TERN_TSAN)
 // The sanitizer runtimes' allocator statistics (compiler-rt's sanitizer/allocator_interface.h, which GCC 12 does not
@@ -52,6 +53,20 @@ int mallocx_align(size_t align) {
   return align <= alignof(std::max_align_t) ? 0 : __builtin_ctzl(align);
 }
 
+// jemalloc's extent_hooks_t (jemalloc_typedefs.h, stable since 5.0): the functions an arena maps, unmaps, commits,
+// purges, splits and merges its extents with. tern replaces only `alloc`, to bind what it maps; the others stay
+// jemalloc's own, copied from the default hooks.
+struct ExtentHooks {
+  void* (*alloc)(ExtentHooks* hooks, void* new_addr, size_t size, size_t alignment, bool* zero, bool* commit,
+                 unsigned arena_ind);
+  void (*others[8])();  // dalloc, destroy, commit, decommit, purge_lazy, purge_forced, split, merge
+};
+// A node arena's hooks: jemalloc passes them back to every call, which is how the hook knows its node.
+struct NodeHooks {
+  ExtentHooks hooks;
+  int node;
+};
+
 using MallocxFn = void* (*)(size_t, int);
 using SdallocxFn = void (*)(void*, size_t, int);
 using MallctlFn = int (*)(const char*, void*, size_t*, void*, size_t);
@@ -65,6 +80,11 @@ struct Heap {
   std::mutex create_mu;                              // arena creation
   std::atomic<unsigned> arena[kMaxArenaNodes] = {};  // node -> arena index + 1 (0: not created yet)
   std::atomic<bool> arena_failed{false};             // arenas.create failed once: every node uses arena 0's
+  // Binding (bind_arenas_to_nodes): set under create_mu. Every node arena made after it gets hooks[node].
+  bool bind = false;
+  ExtentHooks* defaults = nullptr;  // jemalloc's default hooks, which the node hooks call to map
+  NodeHooks hooks[kMaxArenaNodes] = {};
+  std::atomic<uint64_t> bound_extents{0}, bind_failures{0};
 };
 
 // The program's malloc is jemalloc's: mallocx is visible and lives in the same object as malloc.
@@ -119,6 +139,32 @@ Heap& heap() {
   return *h;
 }
 
+// The node hooks' alloc: jemalloc's default mapping, then the mapping bound to the node before any page of it is
+// touched. Runs inside jemalloc (with its reentrancy guard raised): no allocation here.
+void* bound_extent_alloc(ExtentHooks* hooks, void* new_addr, size_t size, size_t alignment, bool* zero, bool* commit,
+                         unsigned arena_ind) {
+  Heap& h = heap();
+  void* p = h.defaults->alloc(h.defaults, new_addr, size, alignment, zero, commit, arena_ind);
+  if (p == nullptr) return nullptr;
+  const int node = reinterpret_cast<NodeHooks*>(hooks)->node;
+  if (const int err = prefer_node(p, size, node); err == 0) {
+    h.bound_extents.fetch_add(1, std::memory_order_relaxed);
+  } else if (h.bind_failures.fetch_add(1, std::memory_order_relaxed) == 0) {
+    std::fprintf(stderr,
+                 "tern: cannot bind the heap's pages to NUMA node %d (mbind: %s); they stay where first touched\n",
+                 node, std::strerror(err));
+  }
+  return p;
+}
+
+// Installs node hooks on arena `idx` of `slot` (create_mu held). False when jemalloc refused them.
+bool install_hooks(Heap& h, int slot, unsigned idx) {
+  ExtentHooks* hooks = &h.hooks[slot].hooks;
+  char name[64];
+  std::snprintf(name, sizeof name, "arena.%u.extent_hooks", idx);
+  return h.mallctl(name, nullptr, nullptr, &hooks, sizeof hooks) == 0;
+}
+
 // The arena index of `node` (created on first use), or -1 when arenas cannot be created (then the default arenas).
 int arena_of(Heap& h, int node) {
   const int slot = (node < 0 ? 0 : node) % kMaxArenaNodes;
@@ -128,7 +174,9 @@ int arena_of(Heap& h, int node) {
   if (unsigned a = h.arena[slot].load(std::memory_order_relaxed); a != 0) return static_cast<int>(a - 1);
   unsigned idx = 0;
   size_t len = sizeof idx;
-  if (h.mallctl("arenas.create", &idx, &len, nullptr, 0) != 0) {
+  // With binding on, the arena is made with its node's hooks, so that its first extent is bound too.
+  ExtentHooks* hooks = h.bind ? &h.hooks[slot].hooks : nullptr;
+  if (h.mallctl("arenas.create", &idx, &len, h.bind ? &hooks : nullptr, h.bind ? sizeof hooks : 0) != 0) {
     h.arena_failed.store(true, std::memory_order_relaxed);
     std::fprintf(stderr, "tern: jemalloc could not create an arena for node %d; using its default arenas\n", node);
     return -1;
@@ -207,6 +255,40 @@ void bind_thread(int node) {
   if (a < 0) return;  // no arenas: unbound, every allocation goes to the default arenas
   unsigned idx = static_cast<unsigned>(a);
   if (h.mallctl("thread.arena", nullptr, nullptr, &idx, sizeof idx) == 0) t_node = node;
+}
+
+bool bind_arenas_to_nodes() {
+  Heap& h = heap();
+  if (h.kind == HeapKind::kMalloc) return false;
+  std::lock_guard lk(h.create_mu);
+  if (h.bind) return true;
+  ExtentHooks* defaults = nullptr;
+  size_t len = sizeof defaults;
+  if (h.mallctl("arena.0.extent_hooks", &defaults, &len, nullptr, 0) != 0 || defaults == nullptr ||
+      defaults->alloc == nullptr) {
+    std::fprintf(stderr, "tern: jemalloc did not give its extent hooks; the heap's pages are not bound to nodes\n");
+    return false;
+  }
+  h.defaults = defaults;
+  for (int slot = 0; slot < kMaxArenaNodes; slot++) {
+    NodeHooks& nh = h.hooks[slot];
+    nh.hooks = *defaults;
+    nh.hooks.alloc = bound_extent_alloc;
+    nh.node = slot;
+  }
+  // Arenas made before: their later extents are bound (what they mapped already stays where it was touched).
+  for (int slot = 0; slot < kMaxArenaNodes; slot++) {
+    if (const unsigned a = h.arena[slot].load(std::memory_order_relaxed); a != 0 && !install_hooks(h, slot, a - 1)) {
+      std::fprintf(stderr, "tern: jemalloc refused extent hooks for node %d's arena; its pages are not bound\n", slot);
+    }
+  }
+  h.bind = true;
+  return true;
+}
+
+ArenaBindStats arena_bind_stats() {
+  Heap& h = heap();
+  return {h.bound_extents.load(std::memory_order_relaxed), h.bind_failures.load(std::memory_order_relaxed)};
 }
 
 int node_arena(int node) {

@@ -22,9 +22,10 @@
 // "arenas.create" when the node is first used. A thread that called bind_thread(node) (an M, when it takes a P:
 // P::node) has that arena as its own ("thread.arena"; with the process's jemalloc, its malloc goes there too).
 // node_alloc uses the node's arena either way (implicitly, through the thread's cache, on a thread bound to it).
-// The arenas' memory is not bound to its node with mbind: pages land wherever the first-touching thread runs, which is
-// the node's own threads in the common case. Binding them (extent hooks that mbind each extent) is left for a machine
-// with more than one node to measure on.
+// Binding (bind_arenas_to_nodes, which the scheduler calls when its placement spans more than one node): each extent
+// a node arena maps from then on is mbind'ed to the node (MPOL_PREFERRED, as fiber stacks are) by jemalloc extent
+// hooks, before any of its pages is touched, so a G block made for a P on node 1 is on node 1 whichever thread first
+// writes it. Without it pages land where the first-touching thread runs. A failed mbind is one warning on stderr.
 //
 // Costs: a node_alloc/node_free pair on a bound thread is jemalloc's thread-cached path, 13-25 ns for 256 B-16 KiB
 // (bench/pool_bench.cc); an unbound one takes the arena's bin lock. Over-aligned requests (above
@@ -32,6 +33,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <new>
 #include <utility>
 
@@ -67,6 +69,16 @@ struct HeapStats {
   double allocated, active, resident, metadata;
 };
 HeapStats heap_stats();
+
+// From now on every extent a node arena maps is bound to its node (see above): arenas made later get the hooks when
+// they are made, those made already for their later extents. False with malloc, or when jemalloc did not take the
+// hooks (a warning says so). Idempotent.
+bool bind_arenas_to_nodes();
+// Extents bound, and mbind calls that failed, since bind_arenas_to_nodes.
+struct ArenaBindStats {
+  uint64_t bound_extents, failures;
+};
+ArenaBindStats arena_bind_stats();
 
 // The jemalloc arena of `node` (created if need be), and the arena a pointer from node_alloc lives in
 // ("arenas.lookup"); -1 with malloc. For tests and the debug endpoint.

@@ -1,10 +1,8 @@
 // alloc/stack.cc: fiber stacks: mapping with a guard, the pool and its trim, per-P caches, taking between them.
 #include "alloc/stack.h"
 
-#include <linux/mempolicy.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -14,6 +12,7 @@
 #include <cstring>
 
 #include "alloc/fence.h"
+#include "alloc/numa_bind.h"
 #include "base/sanitizer.h"
 
 // Guard regions (Linux 6.13): a page range that faults on access without being a separate mapping. Debian 12's headers
@@ -28,11 +27,6 @@
 
 namespace tern::alloc {
 namespace {
-// process_madvise(2)'s name for the calling process (Linux 6.15, linux/pidfd.h; Debian 12's headers predate it).
-constexpr int kPidfdSelfProcess = -10001;
-// Node masks for mbind(2) up to 1024 nodes (the kernel's MAX_NUMNODES on the largest configurations).
-constexpr size_t kMaxNodeWords = 1024 / (8 * sizeof(unsigned long));
-
 size_t page_size() {
   static const size_t ps = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return ps;
@@ -115,19 +109,13 @@ size_t StackPool::map_run(size_t count, char** first) {
 
 void StackPool::install_guards(char* first, size_t count) {
   const size_t guard = opts_.guard_size;
-  // One process_madvise for the whole batch where the kernel lets a process advise itself through PIDFD_SELF (6.15;
-  // a pidfd from pidfd_open would name the parent in a forked child). -1: untried, 0: refused, 1: works.
-  static std::atomic<int> batched{-1};
-  if (count > 1 && batched.load(std::memory_order_relaxed) != 0) {
+  // One process_madvise for the whole batch where the kernel takes it (numa_bind.h).
+  static BatchAdvice batched{MADV_GUARD_INSTALL};
+  if (count > 1 && batched.usable()) {
     iovec iov[kMaxMapBatch];
     for (size_t i = 0; i < count; i++) iov[i] = {first + i * stride(), guard};
-    const long done = syscall(SYS_process_madvise, kPidfdSelfProcess, iov, count, MADV_GUARD_INSTALL, 0);
-    if (done == static_cast<long>(count * guard)) {
-      batched.store(1, std::memory_order_relaxed);
-      return;
-    }
-    // Refused (an older kernel: EINVAL or EBADF), or stopped part way; installing a guard twice is harmless.
-    if (done < 0) batched.store(0, std::memory_order_relaxed);
+    // Short (stopped part way) or refused: per stack below; installing a guard twice is harmless.
+    if (batched.advise(iov, count) == static_cast<long>(count * guard)) return;
   }
   for (size_t i = 0; i < count; i++) {
     if (madvise(first + i * stride(), guard, MADV_GUARD_INSTALL) != 0) {
@@ -138,42 +126,23 @@ void StackPool::install_guards(char* first, size_t count) {
 }
 
 void StackPool::prefault_tops(char* first, size_t count) {
-  // Only through one process_madvise for the batch: per stack, a madvise costs about what the fault it saves does on
-  // bare metal. -1: untried, 0: refused (before 6.15 a process cannot name itself, and a pidfd from pidfd_open would
-  // name the parent in a forked child), 1: works.
-  static std::atomic<int> batched{-1};
-  if (batched.load(std::memory_order_relaxed) == 0) return;
+  // Only through one process_madvise for the batch (numa_bind.h): per stack, a madvise costs about what the fault it
+  // saves does on bare metal.
+  static BatchAdvice batched{MADV_POPULATE_WRITE};
+  if (!batched.usable()) return;
   const size_t bytes = std::min(opts_.prefault_pages * page_size(), opts_.stack_size);
   iovec iov[kMaxMapBatch];
   for (size_t i = 0; i < count; i++) iov[i] = {static_cast<char*>(at(first, i).top()) - bytes, bytes};
-  const long done = syscall(SYS_process_madvise, kPidfdSelfProcess, iov, count, MADV_POPULATE_WRITE, 0);
-  if (done < 0 && (errno == EINVAL || errno == EBADF || errno == ENOSYS || errno == EPERM)) {
-    batched.store(0, std::memory_order_relaxed);
-    return;
-  }
-  // Short of memory (ENOMEM, a memory cgroup at its limit), or stopped part way: the rest faults in when touched, as
-  // without prefaulting.
-  if (done > 0) {
-    batched.store(1, std::memory_order_relaxed);
-    prefaulted_.fetch_add(static_cast<uint64_t>(done) / bytes, std::memory_order_relaxed);
-  }
+  // Short of memory (ENOMEM, a memory cgroup at its limit), stopped part way, or refused: the rest faults in when
+  // touched, as without prefaulting.
+  const long done = batched.advise(iov, count);
+  if (done > 0) prefaulted_.fetch_add(static_cast<uint64_t>(done) / bytes, std::memory_order_relaxed);
 }
 
 void StackPool::bind_run(void* addr, size_t len) {
-  // The node mask: one bit per node, as many words as `node` needs; the kernel reads maxnode - 1 bits.
-  constexpr size_t kBitsPerWord = 8 * sizeof(unsigned long);
-  unsigned long mask[kMaxNodeWords] = {};
-  const auto node = static_cast<size_t>(opts_.node);
   binds_.fetch_add(1, std::memory_order_relaxed);
-  long rc = -1;
-  int err = EINVAL;
-  if (node < kMaxNodeWords * kBitsPerWord) {
-    mask[node / kBitsPerWord] = 1UL << (node % kBitsPerWord);
-    const size_t maxnode = (node / kBitsPerWord + 1) * kBitsPerWord + 1;
-    rc = syscall(SYS_mbind, addr, len, MPOL_PREFERRED, mask, maxnode, 0);
-    err = errno;
-  }
-  if (rc == 0) return;
+  const int err = prefer_node(addr, len, opts_.node);
+  if (err == 0) return;
   if (bind_failures_.fetch_add(1, std::memory_order_relaxed) == 0) {
     std::fprintf(stderr,
                  "tern: cannot bind fiber stacks to NUMA node %d (mbind: %s); they stay where the kernel puts them\n",

@@ -93,6 +93,8 @@ Sched::Sched(SchedOptions opts)
                                                                    .node = node,
                                                                    .bind_node = nodes > 1}));
   }
+  // And the node arenas' pages bound to their nodes, as the stacks are (alloc/arena.h).
+  if (nodes > 1 && opts_.node_arenas) alloc::bind_arenas_to_nodes();
   if (opts_.chaos_seed == 0) opts_.chaos_seed = env_number("TERN_CHAOS", 0);
   if (!opts_.leak_check) opts_.leak_check = env_number("TERN_LEAK_CHECK", 0) != 0;
   chaos_ = opts_.chaos_seed != 0;

@@ -4,10 +4,14 @@
 
 #include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <linux/mempolicy.h>
 #include <malloc.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -142,6 +146,77 @@ TEST(Arena, StatsCountWhatIsAllocated) {
   }
   node_free(p, kBytes, 64);
   EXPECT_LT(heap_stats().allocated, during.allocated - static_cast<double>(kBytes) * 0.99);
+}
+
+// The memory policy the kernel holds for the page at p: its mode and the first word of its node mask.
+struct Policy {
+  int mode = -1;
+  unsigned long nodes = 0;
+};
+Policy policy_at(const void* p) {
+  Policy pol;
+  unsigned long mask[16] = {};
+  if (syscall(SYS_get_mempolicy, &pol.mode, mask, 16 * 8 * sizeof(unsigned long), p, MPOL_F_ADDR) != 0) return {};
+  pol.nodes = mask[0];
+  return pol;
+}
+
+// Runs in a process of its own (the arenas' hooks and statistics are process-wide): exits 0 when a node arena's memory
+// is unbound before bind_arenas_to_nodes and bound to its node after it, else says what it saw.
+[[noreturn]] void extents_bound_after_binding() {
+  auto fail = [](int code, const char* what, Policy pol) {
+    std::fprintf(stderr, "%s: mode %d nodes %#lx\n", what, pol.mode, pol.nodes);
+    _exit(code);
+  };
+  void* before = node_alloc(1 << 20, 4096, 0);
+  if (before == nullptr) _exit(10);
+  if (Policy pol = policy_at(before); pol.mode != MPOL_DEFAULT) fail(11, "before binding", pol);
+  if (!bind_arenas_to_nodes()) _exit(12);
+  // Larger than anything the arena has mapped: a new extent, mapped through the hooks.
+  constexpr size_t kBig = 64 << 20;
+  auto* after = static_cast<char*>(node_alloc(kBig, 4096, 0));
+  if (after == nullptr) _exit(13);
+  for (const char* at : {after, after + kBig / 2, after + kBig - 4096}) {
+    if (Policy pol = policy_at(at); pol.mode != MPOL_PREFERRED || pol.nodes != 1) fail(14, "after binding", pol);
+  }
+  // What the arena mapped before stays as it was; the pages are usable either way.
+  std::memset(after, 1, kBig);
+  const ArenaBindStats st = arena_bind_stats();
+  if (st.bound_extents == 0 || st.failures != 0) {
+    std::fprintf(stderr, "bound %llu failures %llu\n", static_cast<unsigned long long>(st.bound_extents),
+                 static_cast<unsigned long long>(st.failures));
+    _exit(15);
+  }
+  node_free(after, kBig, 4096);
+  node_free(before, 1 << 20, 4096);
+  _exit(0);
+}
+
+TEST(ArenaBindDeathTest, NodeArenaExtentsAreBoundToTheirNode) {
+  if (heap_kind() == HeapKind::kMalloc) GTEST_SKIP() << "malloc: " << heap_fallback_reason();
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: no arena made or bound yet
+  EXPECT_EXIT(extents_bound_after_binding(), testing::ExitedWithCode(0), "");
+}
+
+// A node the machine does not have (the hooks bind to whatever node id the placement names): one warning, the
+// allocation still works, the failure is counted.
+[[noreturn]] void binding_to_a_missing_node() {
+  constexpr int kMissing = kMaxArenaNodes - 1;
+  if (!bind_arenas_to_nodes()) _exit(10);
+  for (int i = 0; i < 3; i++) {
+    auto* p = static_cast<char*>(node_alloc(16 << 20, 4096, kMissing));  // a new extent each time
+    if (p == nullptr) _exit(11);
+    std::memset(p, 1, 16 << 20);
+  }
+  _exit(arena_bind_stats().failures >= 1 ? 0 : 12);
+}
+
+TEST(ArenaBindDeathTest, ANodeTheMachineLacksIsOneWarning) {
+  if (heap_kind() == HeapKind::kMalloc) GTEST_SKIP() << "malloc: " << heap_fallback_reason();
+  if (access("/sys/devices/system/node/node63", F_OK) == 0) GTEST_SKIP() << "this machine has a node 63";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(binding_to_a_missing_node(), testing::ExitedWithCode(0),
+              "cannot bind the heap's pages to NUMA node 63 .mbind: .*they stay where first touched");
 }
 
 }  // namespace
