@@ -58,6 +58,8 @@ Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared, bool incrementa
   unpoison_fresh_mapping(&r->ring_);
   rc = io_uring_register_eventfd(&r->ring_, efd);
   if (rc < 0) return errno_error(-rc, "io_uring_register_eventfd");
+  unsigned iowq[2] = {kIowqMaxWorkers, kIowqMaxWorkers};      // bounded, unbounded
+  (void)io_uring_register_iowq_max_workers(&r->ring_, iowq);  // before 5.15: EINVAL, and the kernel's own limits
   r->setup_buffers(incremental && !shared);
   return r;
 }

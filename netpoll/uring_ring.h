@@ -38,6 +38,12 @@ class Ring {
   // Completion entries: every parked operation of this thread can complete at once (1,000 connections on one M is
   // ordinary), and overflow, though not lossy (IORING_FEAT_NODROP), costs a syscall to flush.
   static constexpr unsigned kCqEntries = 8192;
+  // The most io-wq workers (bounded and unbounded each) the kernel may start for this ring's thread: io_uring runs an
+  // operation that cannot complete or poll without blocking on kernel threads of the process, by default up to
+  // RLIMIT_NPROC of them (unbounded work), whose CPU a container's quota pays. tern's network operations all poll, so
+  // io-wq sees only what cannot (none of tern-echo's requests); 4 keeps a stray flood from becoming hundreds of
+  // threads. Linux 5.15; older kernels keep their own limits.
+  static constexpr unsigned kIowqMaxWorkers = 4;
   // Provided buffers, shared by the ring's connections: a connection's multishot receive takes one each time data
   // arrives, and holds it until its reader has copied the data out. So the count bounds how many connections can have
   // data waiting to be read at once, and under a full load every connection may: with 1,000 connections on two rings,

@@ -45,6 +45,15 @@ class UringBuffers : public ::testing::Test {
   std::unique_ptr<Ring> ring_;
 };
 
+// The ring's thread may have at most kIowqMaxWorkers io-wq workers of each kind (reading the limits back: zeros ask
+// without changing them).
+TEST_F(UringBuffers, IoWorkersAreCapped) {
+  unsigned vals[2] = {0, 0};
+  ASSERT_EQ(io_uring_register_iowq_max_workers(ring_->uring(), vals), 0);
+  EXPECT_EQ(vals[0], Ring::kIowqMaxWorkers);
+  EXPECT_EQ(vals[1], Ring::kIowqMaxWorkers);
+}
+
 TEST_F(UringBuffers, TheKernelIsOfferedTheSupplyAndTheRestWait) {
   const Ring::BufferStats s = stats();
   EXPECT_EQ(s.offered, Ring::kInitialSupply);
