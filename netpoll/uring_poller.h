@@ -37,7 +37,10 @@
 //     the buffers. A parked reader pins no memory of its own in the kernel. A reader that falls kMaxUnreadChunks
 //     behind has its receive cancelled until it catches up, so one flooded connection cannot take the ring's shared
 //     buffers from the others; if they run out anyway, a read receives into its own buffer once and re-arms. Larger
-//     reads (bulk transfers) receive straight into the caller's buffer, one submission each.
+//     reads (bulk transfers) receive straight into the caller's buffer, one submission each. So does a connection
+//     whose reads take 8 KiB or more from the multishot's buffers between two waits (large messages, streams): its
+//     data would be copied twice, into the provided buffers and out of them (RecvState::bulk, IoStats::recv_bulk;
+//     back to the multishot after four reads in a row under 1 KiB).
 //   - A receive's completion work runs on the thread that armed it, and with COOP_TASKRUN a sleeping thread is woken
 //     for it. So a receive armed on an M that has since gone to sleep with no work (sched::Poller::thread_parked)
 //     would wake that M on every arrival just to run it (most of io_uring's context switches at -c1000:
@@ -156,10 +159,13 @@ class UringPoller final : public sched::Poller, public IoBackend {
     std::mutex mu;
     std::vector<Chunk> chunks;  // [head, size) not yet read; cleared whenever emptied, so it stops growing
     size_t head = 0;
-    Ring* ring = nullptr;    // the ring the multishot is armed on
-    bool armed = false;      // a multishot receive is in flight
-    bool throttled = false;  // cancelled because its unread chunks reached kMaxUnreadChunks
-    bool nobufs = false;     // it ended because the ring's buffers were all taken: the next read uses its own buffer
+    Ring* ring = nullptr;     // the ring the multishot is armed on
+    bool armed = false;       // a multishot receive is in flight
+    bool throttled = false;   // cancelled because its unread chunks reached kMaxUnreadChunks
+    bool nobufs = false;      // it ended because the ring's buffers were all taken: the next read uses its own buffer
+    bool bulk = false;        // reads take whole buffers' worth (uring_recv.cc, kBulkRead): receive into the caller's
+    uint8_t small_reads = 0;  // consecutive reads of under kSmallRead while bulk
+    uint32_t run_bytes = 0;   // taken from the multishot's buffers since the reader last waited for data
     bool eof = false;
     int error = 0;  // ended by this errno; reported once
     WaitSlot slot;  // the reader, or close() waiting for the final completion

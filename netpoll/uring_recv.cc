@@ -37,6 +37,15 @@ constexpr int64_t kMoveAfterNs = 2'000'000;
 // traffic). Larger reads are bulk transfers: receiving straight into the caller's buffer beats many small copies.
 constexpr size_t kMultishotMaxRead = 16 << 10;
 
+// A connection whose reads take at least this much from its multishot receive's buffers between two waits for data
+// (a large message, or a stream) moves to one-shot receives
+// into the caller's buffer (RecvState::bulk): the data would otherwise be copied twice, by the kernel into provided
+// buffers and by take_chunks into the caller's. It moves back to the multishot receive after kSmallReads reads in a
+// row of under kSmallRead bytes (one alone is the tail of a large message).
+constexpr size_t kBulkRead = 8 << 10;
+constexpr ssize_t kSmallRead = 1 << 10;
+constexpr uint8_t kSmallReads = 4;
+
 bool owner_asleep(const Ring* r) {
   int64_t since = r->owner_parked_since.load(std::memory_order_relaxed);
   return since != 0 && sched::now_ns() - since > kMoveAfterNs;
@@ -88,13 +97,33 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
   len = std::min(len, kMaxTransfer);
   auto* ud = static_cast<UringDesc*>(d);
   RecvState& rs = ud->recv;
+  // After a read of n bytes (or an error) not taken from the multishot's buffers, on a bulk connection.
+  auto note_direct_read = [&rs](ssize_t n) {
+    if (n >= kSmallRead) {
+      rs.small_reads = 0;
+    } else if (++rs.small_reads >= kSmallReads) {
+      rs.bulk = false;
+      rs.small_reads = 0;
+    }
+  };
   for (;;) {
     bool arm = false;
     bool once = false;
     bool select = true;
     {
       std::unique_lock lk(rs.mu);
-      if (rs.head < rs.chunks.size()) return static_cast<ssize_t>(take_chunks(rs, buf, len, lk));
+      if (rs.head < rs.chunks.size()) {
+        const size_t n = take_chunks(rs, buf, len, lk);
+        // Whether a message is large shows in what arrives between two waits, not in one read: the reader may wake
+        // at the first of its pieces.
+        rs.run_bytes = static_cast<uint32_t>(std::min<size_t>(rs.run_bytes + n, kBulkRead));
+        if (rs.run_bytes >= kBulkRead && rs.armed && !rs.bulk) {
+          rs.bulk = true;  // read and written by this connection's reader only
+          rs.small_reads = 0;
+          recv_bulk_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return static_cast<ssize_t>(n);
+      }
       if (rs.error != 0) {
         int e = rs.error;
         rs.error = 0;
@@ -108,21 +137,29 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
         recv_cancel_wait(ud, lk);
         continue;
       }
+      if (rs.armed && rs.bulk) {
+        // Bulk reads: end the multishot receive (what it delivered before the cancellation is read first).
+        recv_cancel_wait(ud, lk);
+        continue;
+      }
       if (!rs.armed) {
         // Nothing in flight and nothing unread, so a receive of any kind keeps the byte order.
         if (!ud->read_waits) {
           // The previous read did not wait (or this is the first): the data may be there already. Request-response
           // traffic alternates, so after a read that had to wait the next would only fail here; it goes to the ring.
           lk.unlock();
-          if (ssize_t n = try_now(::recv(ud->fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
+          if (ssize_t n = try_now(::recv(ud->fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) {
+            if (rs.bulk) note_direct_read(n);
+            return n;
+          }
           ud->read_waits = true;
           continue;
         }
         Ring* r = thread_ring();
-        if (rs.nobufs || len > kMultishotMaxRead || !multishot_recv_.load(std::memory_order_relaxed) ||
+        if (rs.nobufs || rs.bulk || len > kMultishotMaxRead || !multishot_recv_.load(std::memory_order_relaxed) ||
             !r->has_buffers()) {
           once = true;
-          select = !rs.nobufs;  // out of buffers: this read receives into its own
+          select = !rs.nobufs && !rs.bulk;  // out of buffers, or bulk: this read receives into its own
           rs.nobufs = false;
         } else {
           rs.armed = arm = true;
@@ -131,7 +168,11 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
         }
       }
     }
-    if (once) return read_once(ud, buf, len, deadline_ns, select);
+    if (once) {
+      const ssize_t n = read_once(ud, buf, len, deadline_ns, select);
+      if (rs.bulk) note_direct_read(n);
+      return n;
+    }
     if (arm) {
       // One multishot receive serves every later read of this connection: the kernel receives into the ring's
       // buffers whenever data arrives, with no submission per read, until EOF, an error, or throttling ends it.
@@ -145,6 +186,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
           reinterpret_cast<uint64_t>(ud) | kTagRecv);
       continue;  // the submit reaped what completed inline
     }
+    rs.run_bytes = 0;
     WaitSlot::Result woke;
     {
       sched::ResumeHint hint(buf);  // where the data goes; complete() records where it comes from
