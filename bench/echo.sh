@@ -7,6 +7,8 @@
 #   bench/echo.sh --bin build-echo/bin --conns "100 1000" --runs 5 --duration 20
 #   bench/echo.sh --restart --runs 9   # every server started afresh (and warmed 1 s) before each of its runs
 #   bench/echo.sh --report /tmp/a /tmp/b   # no runs: the table and ratios over the raw output of earlier --out DIRs
+#   bench/echo.sh --pinned [percore.py flags]   # the per-core mode: bench/percore.py (server on CPU 0, wrk on CPU 1,
+#                                               # one processor each, CPU per response, a Tokio peer; issue 21)
 #
 # With --restart each run measures new server processes: the kernel places a process's threads on the CPUs early in
 # its life and the placement tends to hold, and the -c100 tail differs by a factor of about 1.5 between placements
@@ -62,6 +64,10 @@ usage() {
 
 while [[ $# -gt 0 ]]; do
   case $1 in
+    --pinned)
+      shift
+      exec /usr/bin/python3 "$here/percore.py" --bin "$bin" "$@"
+      ;;
     --quick) quick=1 ;;
     --bin) bin=$2; shift ;;
     --conns) conns=$2; shift ;;
