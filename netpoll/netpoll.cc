@@ -1,7 +1,5 @@
-// netpoll/netpoll.cc: choosing a poller backend: "auto" probes io_uring and falls back to epoll.
+// netpoll/netpoll.cc: choosing a poller backend ("auto" is epoll: netpoll.h says why).
 #include "netpoll/netpoll.h"
-
-#include <cstdio>
 
 #include "netpoll/epoll_poller.h"
 #include "netpoll/uring_poller.h"
@@ -9,17 +7,15 @@
 namespace tern::netpoll {
 
 Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind, bool uring_park) {
-  if (kind == "epoll") {
+  if (kind == "epoll" || kind == "auto") {
     auto p = EpollPoller::create();
     if (!p) return p.error().wrap("epoll poller");
     return std::unique_ptr<sched::Poller>(std::move(*p));
   }
-  if (kind == "uring" || kind == "auto") {
+  if (kind == "uring") {
     auto p = UringPoller::create(uring_park);
     if (p) return std::unique_ptr<sched::Poller>(std::move(*p));
-    if (kind == "uring") return p.error().wrap("poller 'uring' requested but io_uring is unusable here");
-    std::fprintf(stderr, "tern: io_uring unavailable (%s); using epoll\n", p.error().message().c_str());
-    return make_poller("epoll");
+    return p.error().wrap("poller 'uring' requested but io_uring is unusable here");
   }
   return make_error("unknown poller '" + kind + "' (expected auto, uring or epoll)");
 }

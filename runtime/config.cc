@@ -200,7 +200,7 @@ Result<void> Config::validate() const {
 Config::PollerResolution Config::resolved_poller() const {
   PollerResolution r;
   if (poller != "epoll") r.uring_unavailable = netpoll::uring_unavailable_reason();
-  if (poller == "epoll" || (poller == "auto" && !r.uring_unavailable.empty())) {
+  if (poller == "epoll" || poller == "auto") {
     r.backend = "epoll";
   } else if (r.uring_unavailable.empty()) {
     r.backend = "uring";

@@ -100,8 +100,9 @@ struct Config {
   static int default_procs();
   // procs with 0 resolved.
   int resolved_procs() const { return procs > 0 ? procs : default_procs(); }
-  // What `poller` resolves to on this machine now, as resolved_procs() for procs: "auto" takes io_uring where its
-  // probe passes. Probes the kernel (a throwaway ring) unless poller is "epoll".
+  // What `poller` resolves to on this machine now, as resolved_procs() for procs: "auto" is epoll
+  // (netpoll/netpoll.h says why). Probes the kernel (a throwaway ring) unless poller is "epoll", so that --dry-run
+  // can say whether "uring" would work.
   struct PollerResolution {
     std::string backend;            // "uring" or "epoll"; empty: "uring" was asked for where it cannot work
     std::string uring_unavailable;  // why io_uring cannot be used here; empty if it can, or was not probed

@@ -26,7 +26,7 @@ namespace tern {
 
 Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
   if (auto v = cfg.validate(); !v) return v.error();
-  // "auto" never fails here (it falls back to epoll); an explicit choice that cannot work is an error to report.
+  // "auto" (epoll) never fails here; an explicit choice that cannot work is an error to report.
   auto poller = netpoll::make_poller(cfg.poller, cfg.uring_park);
   if (!poller) return poller.error();
   std::unique_ptr<Runtime> rt(new Runtime(std::move(cfg), nullptr));

@@ -135,11 +135,11 @@ TEST(MakePoller, RejectsUnknownKinds) {
   EXPECT_NE(p.error().message().find("auto, uring or epoll"), std::string::npos) << p.error().message();
 }
 
-TEST(MakePoller, AutoPicksUringWhenTheProbePasses) {
+TEST(MakePoller, AutoIsEpoll) {
+  // io_uring measured slower than epoll here at every point (netpoll.h, issue 21): auto does not pick it.
   auto p = make_poller("auto");
   ASSERT_TRUE(p) << p.error().message();
-  std::string expected = uring_unavailable_reason().empty() ? "uring" : "epoll";
-  EXPECT_EQ((*p)->name(), expected);
+  EXPECT_STREQ((*p)->name(), "epoll");
 }
 
 TEST(MakePoller, UringErrorSaysWhy) {
@@ -169,7 +169,7 @@ void forbid_io_uring() {
   }
 }
 
-TEST(MakePollerDeathTest, AutoFallsBackToEpollWithOneLine) {
+TEST(MakePollerDeathTest, AutoNeedsNoIoUringAndSaysNothing) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
@@ -177,8 +177,7 @@ TEST(MakePollerDeathTest, AutoFallsBackToEpollWithOneLine) {
         auto p = make_poller("auto");
         std::exit(p && std::string((*p)->name()) == "epoll" ? 0 : 1);
       },
-      ::testing::ExitedWithCode(0),
-      "^tern: io_uring unavailable \\(io_uring_setup: Function not implemented\\); using epoll\n$");
+      ::testing::ExitedWithCode(0), "^$");
 }
 
 TEST(MakePollerDeathTest, ExplicitUringIsAClearError) {
@@ -227,7 +226,7 @@ TEST(MakePollerDeathTest, RuntimeOnAutoRunsOnEpollWithoutUring) {
         rt.run([&] { ran = true; });
         std::exit(ran && std::string(rt.poller_name()) == "epoll" ? 0 : 1);
       },
-      ::testing::ExitedWithCode(0), "using epoll");
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

@@ -325,7 +325,7 @@ int main(int argc, char** argv) {
       j["max_inflight"] = nullptr;
     }
     j["buffers"] = buffers;
-    // What the poller setting resolves to on this machine, as procs does: auto takes io_uring where its probe passes.
+    // What the poller setting resolves to on this machine, as procs does (auto is epoll: netpoll/netpoll.h).
     const tern::Config::PollerResolution poller = cfg.resolved_poller();
     if (!poller.backend.empty()) {
       j["poller_backend"] = poller.backend;
