@@ -38,10 +38,10 @@ constexpr int64_t kMoveAfterNs = 2'000'000;
 constexpr size_t kMultishotMaxRead = 16 << 10;
 
 // A connection whose reads take at least this much from its multishot receive's buffers between two waits for data
-// (a large message, or a stream) moves to one-shot receives
-// into the caller's buffer (RecvState::bulk): the data would otherwise be copied twice, by the kernel into provided
-// buffers and by take_chunks into the caller's. It moves back to the multishot receive after kSmallReads reads in a
-// row of under kSmallRead bytes (one alone is the tail of a large message).
+// (a large message, or a stream) moves to one-shot receives into the caller's buffer (RecvState::bulk): the data
+// would otherwise be copied twice, by the kernel into provided buffers and by take_chunks into the caller's. It moves
+// back to the multishot receive after kSmallReads reads in a row of under kSmallRead bytes (one alone is the tail of
+// a large message). bulk, small_reads and run_bytes are the reader's own: read and written by it alone, unlocked.
 constexpr size_t kBulkRead = 8 << 10;
 constexpr ssize_t kSmallRead = 1 << 10;
 constexpr uint8_t kSmallReads = 4;
@@ -113,12 +113,13 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     {
       std::unique_lock lk(rs.mu);
       if (rs.head < rs.chunks.size()) {
+        const bool armed = rs.armed;  // read under rs.mu: the reaper clears it
         const size_t n = take_chunks(rs, buf, len, lk);
         // Whether a message is large shows in what arrives between two waits, not in one read: the reader may wake
         // at the first of its pieces.
         rs.run_bytes = static_cast<uint32_t>(std::min<size_t>(rs.run_bytes + n, kBulkRead));
-        if (rs.run_bytes >= kBulkRead && rs.armed && !rs.bulk) {
-          rs.bulk = true;  // read and written by this connection's reader only
+        if (rs.run_bytes >= kBulkRead && armed && !rs.bulk) {
+          rs.bulk = true;
           rs.small_reads = 0;
           recv_bulk_.fetch_add(1, std::memory_order_relaxed);
         }
