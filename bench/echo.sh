@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/echo.sh: wrk against tern-echo (io_uring and epoll backends), the minimal epoll responder (the no-runtime
-# limit, bench/peers/epoll_responder) and Go's net/http (bench/peers/go_http), side by side in one run.
+# limit, bench/peers/epoll_responder), Go's net/http (bench/peers/go_http) and Tokio (bench/peers/tokio_http), side
+# by side in one run.
 #
 #   bench/echo.sh                 # -c100 and -c1000, 3 runs of 10 s each per server, medians
 #   bench/echo.sh --quick         # one 1 s run per server and connection count (`tools/tern bench echo --quick`)
@@ -17,8 +18,8 @@
 # All servers run at once, each on its own port, idle except while wrk measures it; runs interleave the servers
 # (run 1 of every server, then run 2, ..., in reverse order on every other run) so that drift in the machine's load
 # hits all of them alike. Nothing is pinned: wrk (-t2) and every server (2 processors: tern-echo --procs auto, 2
-# epoll-responder threads, Go's default GOMAXPROCS) float over the same CPUs, so both sides of every comparison share
-# the machine the same way.
+# epoll-responder threads, Go's default GOMAXPROCS, Tokio's default workers) float over the same CPUs, so both sides
+# of every comparison share the machine the same way. `--pinned` is the per-core mode instead (bench/percore.py).
 #
 # Prints, per connection count and server: the valid runs, requests/s, p50 and p99 latency, the runs invalidated by socket
 # errors, socket errors (connect+read+write+timeout, summed over all runs) and non-2xx responses; then the ratios the
@@ -127,6 +128,15 @@ measure() {
     echo "echo.sh: go not found (apt-get install golang-go); continuing without the Go peer" >&2
   fi
 
+  # The Tokio peer (bench/peers/tokio_http), built offline from Debian's librust-tokio-dev; without it the table has
+  # one server fewer.
+  tokio_bin=""
+  if bash "$here/peers/tokio_http/build.sh" "$bin" >"$(dirname "$bin")/tokio-http-build.log" 2>&1; then
+    tokio_bin=$bin/tokio-http
+  else
+    echo "echo.sh: building the Tokio peer failed (apt-get install cargo librust-tokio-dev; $(dirname "$bin")/tokio-http-build.log); continuing without it" >&2
+  fi
+
   [[ -n $out ]] || out=$(mktemp -d /tmp/tern-echo-bench.XXXXXX)
   mkdir -p "$out"
 
@@ -187,6 +197,8 @@ measure() {
   start tern-echo/epoll "$bin/tern-echo" --listen 127.0.0.1:PORT --poller epoll
   start epoll-responder "$bin/epoll-responder" --listen 127.0.0.1:PORT
   if [[ -n $go_bin ]]; then start go-net/http "$go_bin" -listen 127.0.0.1:PORT; fi
+  # Tokio with its default worker count (the CPUs it may run on), as Go's GOMAXPROCS and tern-echo's --procs auto.
+  if [[ -n $tokio_bin ]]; then start tokio "$tokio_bin" --listen 127.0.0.1:PORT; fi
 
   echo "bench/echo.sh: wrk -t$wrk_threads -d${duration}s --timeout $wrk_timeout --latency GET $path;" \
     "$runs run(s) per point, medians; unpinned on $(nproc) CPUs;" \
@@ -227,7 +239,7 @@ measure() {
 
 
 # The servers, in table order; a report shows those it finds output of.
-all_names=(tern-echo/uring tern-echo/epoll epoll-responder go-net/http)
+all_names=(tern-echo/uring tern-echo/epoll epoll-responder go-net/http tokio)
 
 if [[ ${#report_dirs[@]} -eq 0 ]]; then
   measure
@@ -370,6 +382,11 @@ for c in "${shown_conns[@]}"; do
     check "throughput tern-echo / go net/http" $t go-net/http 1 "$c" ge 1.4
   fi
   check "p99 latency tern-echo / epoll-responder" $t epoll-responder 3 "$c" le 1.2
+  if has_server tokio; then
+    # Issue 21: unpinned on the shared CPUs, throughput at least Tokio's, with either backend.
+    check "throughput tern-echo / tokio" $t tokio 1 "$c" ge 1.0
+    check "throughput epoll backend / tokio" tern-echo/epoll tokio 1 "$c" ge 1.0
+  fi
   check "throughput uring / epoll backend" $t tern-echo/epoll 1 "$c" ge 1.0
   # tern-echo falls back to the epoll backend where io_uring is missing: it is held to the same targets.
   check "throughput epoll backend / epoll-responder" tern-echo/epoll epoll-responder 1 "$c" ge 0.95
