@@ -154,21 +154,24 @@ class UringPoller final : public sched::Poller, public IoBackend {
     uint32_t len;
     uint32_t off;  // read so far, from start
   };
-  // A connection's multishot receive (see read()). The reaper appends, the one reader takes; `mu` guards it all.
+  // A connection's multishot receive (see read()). The reaper appends, the one reader takes; `mu` guards all but the
+  // last three fields, which are the reader's own.
   struct RecvState {
     std::mutex mu;
     std::vector<Chunk> chunks;  // [head, size) not yet read; cleared whenever emptied, so it stops growing
     size_t head = 0;
-    Ring* ring = nullptr;     // the ring the multishot is armed on
-    bool armed = false;       // a multishot receive is in flight
-    bool throttled = false;   // cancelled because its unread chunks reached kMaxUnreadChunks
-    bool nobufs = false;      // it ended because the ring's buffers were all taken: the next read uses its own buffer
-    bool bulk = false;        // reads take whole buffers' worth (uring_recv.cc, kBulkRead): receive into the caller's
-    uint8_t small_reads = 0;  // consecutive reads of under kSmallRead while bulk
-    uint32_t run_bytes = 0;   // taken from the multishot's buffers since the reader last waited for data
+    Ring* ring = nullptr;    // the ring the multishot is armed on
+    bool armed = false;      // a multishot receive is in flight
+    bool throttled = false;  // cancelled because its unread chunks reached kMaxUnreadChunks
+    bool nobufs = false;     // it ended because the ring's buffers were all taken: the next read uses its own buffer
     bool eof = false;
     int error = 0;  // ended by this errno; reported once
     WaitSlot slot;  // the reader, or close() waiting for the final completion
+    // The reader's own (read and written by it alone, without mu): whether the connection reads in bulk, one-shot
+    // into the caller's buffer (uring_recv.cc, kBulkRead), and what decides it.
+    bool bulk = false;
+    uint8_t small_reads = 0;  // consecutive reads of under kSmallRead while bulk
+    uint32_t run_bytes = 0;   // taken from the multishot's buffers since the reader last waited for data
   };
   struct UringDesc : Desc {
     ListenState* listen = nullptr;
