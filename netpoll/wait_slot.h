@@ -19,14 +19,21 @@
 // whatever a notifier stored before notify() (a hang-up flag, say) happens-before the return of the wait() that
 // consumes that notification, even when it coalesced with an earlier one; or else a later wait() finds it latched.
 //
+// Deadlines: the slot owns one timer, which stays in a P's timer heap between waits. A wait whose deadline is no
+// earlier than the timer's place touches no heap: when the timer comes due it finds the deadline moved on and moves
+// itself there (scheduler/timer.h's lazy modification), or, with nobody waiting, leaves the heap. A connection whose
+// every read renews its deadline thus costs the heap about one operation per timeout period instead of an insertion
+// and a removal per wait. Only a deadline earlier than the timer's place takes the heap's lock.
+//
 // Lifetime: notify() touches the slot only up to its exchange, so a slot on a fiber's stack may be
-// destroyed as soon as wait() has returned kNotified.
+// destroyed as soon as wait() has returned kNotified. The destructor takes the timer out of its heap.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 
 #include "scheduler/g.h"
+#include "scheduler/timer.h"
 #include "scheduler/wait_reason.h"
 
 namespace tern::netpoll {
@@ -36,6 +43,7 @@ class WaitSlot {
   enum Result { kNotified, kTimedOut };
 
   WaitSlot() = default;
+  ~WaitSlot();
   WaitSlot(const WaitSlot&) = delete;
   WaitSlot& operator=(const WaitSlot&) = delete;
 
@@ -53,8 +61,27 @@ class WaitSlot {
 
  private:
   static constexpr uintptr_t kEmpty = 0, kReady = 1, kExpired = 2;  // G pointers are aligned, so never 1 or 2
+  // armed_ besides a waiter's deadline: nobody waits with a deadline, but the timer is in a heap; or the timer is in
+  // none (or is leaving one: a firing that set kOff still holds the heap's lock).
+  static constexpr int64_t kNoWaiter = -1, kOff = -2;
+
+  void arm(int64_t deadline_ns);
+  static sched::G* fire(sched::Timer* t);
 
   std::atomic<uintptr_t> state_{kEmpty};
+  // The waiter's deadline, kNoWaiter or kOff. The waiter moves it from kNoWaiter or kOff to its deadline and back to
+  // kNoWaiter; the timer's firing moves kNoWaiter or a due deadline to kOff as it leaves the heap. Both read-modify-
+  // write it, so each sees the other's last move.
+  std::atomic<int64_t> armed_{kOff};
+  // The timer's `when` while it is in a heap, for the waiter to read without the heap's lock.
+  std::atomic<int64_t> key_{0};
+  sched::Timer timer_;
 };
+
+namespace testing {
+// Tests only: called by a firing that has found its wait's deadline due, between taking the timer out (armed_) and
+// expiring the wait (state_), under the timer heap's lock. One relaxed load on the firing path when unset.
+inline std::atomic<void (*)(WaitSlot*)> fire_hook{nullptr};
+}  // namespace testing
 
 }  // namespace tern::netpoll

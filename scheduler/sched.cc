@@ -311,7 +311,17 @@ void Sched::shutdown() {
   gblocks_.clear();
   for (int i = 0; i < kMaxProcs; i++) {
     P* p = allp_[i].exchange(nullptr);
-    if (p != nullptr) clear_preempt(p);  // the process-wide count of marks must not keep this runtime's
+    if (p != nullptr) {
+      clear_preempt(p);  // the process-wide count of marks must not keep this runtime's
+      // Timers still in the heap belong to objects that may outlive the runtime (a poller's wait slots keep theirs in
+      // the heap between waits): they are let go, so a later cancel_timer() finds them in no heap.
+      std::lock_guard lk(p->timers_mu);
+      for (Timer* t : p->timers) {
+        t->index = -1;
+        t->p.store(nullptr, std::memory_order_release);
+      }
+      p->timers.clear();
+    }
     delete p;
   }
   if (opts_.leak_check) {

@@ -110,12 +110,20 @@ void Sched::run_timers(P* p, int64_t now, P* into) {
   size_t n = 0;
   {
     std::lock_guard lk(p->timers_mu);
-    while (!p->timers.empty() && p->timers[0]->when <= now && n < kBatch) {
-      Timer* t = heap_remove(p, 0);
+    // Timers that only move later (lazy modification) count too, so one call's time under the lock stays bounded.
+    for (size_t seen = 0; !p->timers.empty() && p->timers[0]->when <= now && n < kBatch && seen < 4 * kBatch; seen++) {
+      Timer* t = p->timers[0];
+      const int64_t was = t->when;
       G* g = t->fire(t);
-      // Only now, still under the lock, is the timer let go: a cancel_timer() waiting on the lock then sees it gone
-      // and returns knowing fire has finished, so its owner may free it.
-      t->p.store(nullptr, std::memory_order_release);
+      if (t->when != was) {  // moved later: it stays, at its new place
+        sift_down(p->timers, 0);
+        update_timer0(p);
+      } else {
+        heap_remove(p, 0);
+        // Only now, still under the lock, is the timer let go: a cancel_timer() waiting on the lock then sees it gone
+        // and returns knowing fire has finished, so its owner may free it.
+        t->p.store(nullptr, std::memory_order_release);
+      }
       if (g != nullptr) fired[n++] = g;
     }
   }
@@ -159,6 +167,23 @@ bool cancel_timer(Timer* t) {
     if (t->p.load(std::memory_order_relaxed) != p) continue;
     heap_remove(p, t->index);
     t->p.store(nullptr, std::memory_order_release);
+    return true;
+  }
+}
+
+bool move_timer_earlier(Timer* t, int64_t when) {
+  for (;;) {
+    P* p = t->p.load(std::memory_order_acquire);
+    if (p == nullptr) return false;
+    {
+      std::lock_guard lk(p->timers_mu);
+      if (t->p.load(std::memory_order_relaxed) != p) continue;  // fired, or moved off a retired P
+      if (t->when <= when) return true;
+      t->when = when;
+      sift_up(p->timers, t->index);
+      update_timer0(p);
+    }
+    this_m()->sched->wake_poller_for(when);
     return true;
   }
 }

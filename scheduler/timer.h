@@ -8,6 +8,11 @@
 // cancel_timer() removes a timer that has not fired; once it returns, `fire` is neither running nor going to run, so
 // the caller may destroy the Timer.
 //
+// A timer whose deadline keeps moving later (an I/O deadline renewed by every read) need not leave the heap each time:
+// Go's lazy modification. Its owner records the current deadline where `fire` can see it and leaves the timer in the
+// heap; when the old `when` comes, `fire` moves `when` later (it may only move it later) and returns nullptr, and the
+// heap keeps the timer at its new place. move_timer_earlier() is the other direction, which cannot wait.
+//
 //   struct Sleep { sched::Timer t; sched::G* g; };
 //   Sleep s; s.g = sched::current(); s.t.when = sched::now_ns() + 1'000'000;
 //   s.t.fire = [](sched::Timer* t) { return reinterpret_cast<Sleep*>(t)->g; };
@@ -41,5 +46,8 @@ void add_timer(Timer* t);
 // Removes `t` if it has not fired; returns true if it was removed (fire never ran), false if it already fired or was
 // never added. Callable from any thread.
 bool cancel_timer(Timer* t);
+// If `t` is in a heap and due later than `when`, moves it to `when`. Returns false if it is in no heap (it fired or was
+// never added). Must be called on an M that holds a P, like add_timer.
+bool move_timer_earlier(Timer* t, int64_t when);
 
 }  // namespace tern::sched

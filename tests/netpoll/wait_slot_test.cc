@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <thread>
 
 #include "runtime/go.h"
@@ -81,6 +82,141 @@ TEST(WaitSlot, NotifyFromAPlainThreadWakesTheWaiter) {
     EXPECT_EQ(slot.wait(sched::now_ns() + 10'000 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
     t.join();
   });
+}
+
+// Ends a wait on `slot` by notifying it from another fiber once the waiter has parked.
+void notify_when_parked(WaitSlot& slot, std::atomic<int64_t>& waiters) {
+  spawn([&slot, &waiters] {
+    while (waiters.load() == 0) yield();
+    if (sched::G* g = slot.notify()) sched::ready(g);
+  }).detach();
+}
+
+// The slot's timer stays in the heap between waits (wait_slot.h): when the first wait's deadline comes, the second
+// wait, with a later one, must not be expired by it; the timer follows to the later deadline.
+TEST(WaitSlot, ALaterDeadlineIsNotCutShortByAnEarlierWaitsTimer) {
+  Runtime rt(test::procs(2));
+  rt.run([] {
+    WaitSlot slot;
+    std::atomic<int64_t> waiters{0};
+    notify_when_parked(slot, waiters);
+    ASSERT_EQ(slot.wait(sched::now_ns() + 20 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
+    const int64_t t0 = sched::now_ns();
+    EXPECT_EQ(slot.wait(t0 + 150 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kTimedOut);
+    const int64_t took = sched::now_ns() - t0;
+    EXPECT_GE(took, 150 * kMs) << "the first wait's timer, left in the heap, expired the second wait early";
+    EXPECT_LT(took, 2000 * kMs);
+    // And again, now that the timer has followed once.
+    const int64_t t1 = sched::now_ns();
+    EXPECT_EQ(slot.wait(t1 + 30 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kTimedOut);
+    EXPECT_GE(sched::now_ns() - t1, 30 * kMs);
+    EXPECT_EQ(waiters.load(), 0);
+  });
+}
+
+// A deadline earlier than the timer's place in the heap moves the timer: the wait ends at its own deadline, not at
+// the previous wait's.
+TEST(WaitSlot, AnEarlierDeadlineMovesTheTimer) {
+  Runtime rt(test::procs(2));
+  rt.run([] {
+    WaitSlot slot;
+    std::atomic<int64_t> waiters{0};
+    notify_when_parked(slot, waiters);
+    ASSERT_EQ(slot.wait(sched::now_ns() + 5'000 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
+    const int64_t t0 = sched::now_ns();
+    EXPECT_EQ(slot.wait(t0 + 30 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kTimedOut);
+    const int64_t took = sched::now_ns() - t0;
+    EXPECT_GE(took, 30 * kMs);
+    EXPECT_LT(took, 2000 * kMs) << "the wait ended at the earlier wait's deadline, not its own";
+  });
+}
+
+// A timed wait followed by waits without a deadline: the timer, still in the heap, comes due with nobody waiting and
+// must leave without expiring anything (a wait with no deadline never times out).
+TEST(WaitSlot, ATimerComingDueBetweenWaitsExpiresNothing) {
+  Runtime rt(test::procs(2));
+  rt.run([] {
+    WaitSlot slot;
+    std::atomic<int64_t> waiters{0};
+    notify_when_parked(slot, waiters);
+    ASSERT_EQ(slot.wait(sched::now_ns() + 10 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
+    sleep_for(std::chrono::milliseconds(30));  // the timer comes due now
+    notify_when_parked(slot, waiters);
+    EXPECT_EQ(slot.wait(-1, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
+    // A new deadline after the timer left the heap arms it again.
+    const int64_t t0 = sched::now_ns();
+    EXPECT_EQ(slot.wait(t0 + 20 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kTimedOut);
+    EXPECT_GE(sched::now_ns() - t0, 20 * kMs);
+  });
+}
+
+// The window between a firing's decision and its move of the state word: a notification lands there, the woken
+// waiter's wait returns kNotified, and it waits again with no deadline. The firing, when it goes on, must not expire
+// that next wait (it belongs to a wait that has ended). The hook holds the firing in the window until the first
+// wait has returned, or 300 ms: a waiter that lets the firing finish first never returns within it.
+TEST(WaitSlot, AFiringThatLosesToANotificationDoesNotExpireTheNextWait) {
+  static WaitSlot* slot_seen;
+  static std::atomic<bool> first_returned;
+  slot_seen = nullptr;
+  first_returned = false;
+  testing::fire_hook.store(+[](WaitSlot* s) {
+    slot_seen = s;
+    // Notify now, inside the window; the woken fiber is readied from another thread (not under the timer lock).
+    if (sched::G* g = s->notify()) std::thread([g] { sched::ready(g); }).join();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    while (!first_returned.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  });
+  Runtime rt(test::procs(2));
+  rt.run([] {
+    WaitSlot slot;
+    std::atomic<int64_t> waiters{0};
+    EXPECT_EQ(slot.wait(sched::now_ns() + 10 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
+    first_returned = true;
+    EXPECT_EQ(slot_seen, &slot) << "the hook did not run: the test proved nothing";
+    std::atomic<bool> second_returned{false};
+    std::thread notifier([&] {
+      while (waiters.load() == 0 && !second_returned.load()) std::this_thread::yield();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (sched::G* g = slot.notify()) sched::ready(g);
+    });
+    EXPECT_EQ(slot.wait(-1, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified)
+        << "a wait with no deadline timed out: the previous wait's firing expired it";
+    second_returned = true;
+    notifier.join();
+  });
+  testing::fire_hook.store(nullptr);
+}
+
+// A slot destroyed while its timer is still in the heap takes it out (a connection's descriptor record, a heap-
+// allocated io_uring operation): the timer must not fire into freed memory (ASan's run sees it if it does).
+TEST(WaitSlot, DestroyingASlotTakesItsTimerOutOfTheHeap) {
+  Runtime rt(test::procs(2));
+  rt.run([] {
+    std::atomic<int64_t> waiters{0};
+    for (int i = 0; i < 50; i++) {
+      auto slot = std::make_unique<WaitSlot>();
+      notify_when_parked(*slot, waiters);
+      ASSERT_EQ(slot->wait(sched::now_ns() + 5 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
+    }
+    sleep_for(std::chrono::milliseconds(30));  // past every deadline: a timer left behind would fire now
+  });
+}
+
+// A slot that outlives the runtime its timer was armed on (a poller is destroyed after the scheduler): the runtime
+// lets go of the timers left in its heaps, and the slot's destructor finds its timer in none (ASan: no use of a
+// freed P).
+TEST(WaitSlot, ASlotMayOutliveTheRuntimeItsTimerWasArmedOn) {
+  auto slot = std::make_unique<WaitSlot>();
+  {
+    Runtime rt(test::procs(2));
+    rt.run([&] {
+      std::atomic<int64_t> waiters{0};
+      notify_when_parked(*slot, waiters);
+      ASSERT_EQ(slot->wait(sched::now_ns() + 60'000 * kMs, waiters, sched::WaitReason::kNetRead), WaitSlot::kNotified);
+      sleep_for(std::chrono::milliseconds(5));  // the notifier has finished with `waiters`
+    });
+  }
+  slot.reset();
 }
 
 // Notifications race parks and timers on two Ps. Every round the notifier calls notify() exactly once, so exactly one
