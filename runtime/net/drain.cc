@@ -16,11 +16,6 @@ namespace tern::net {
 // by a drain that has begun, and a connection never waits for a request while a drain it did not see has begun.
 enum : uint8_t { kBusy, kIdle, kClosed };
 
-struct Drain::Entry {
-  Stream* s = nullptr;
-  std::atomic<uint8_t> state{kBusy};
-};
-
 struct Drain::State {
   mutable tern::Mutex mu;  // guards listeners, conns and the entries' streams
   tern::CondVar left;      // a connection left
@@ -38,32 +33,55 @@ Drain::Drain() : st_(std::make_shared<State>()) {}
 Drain::~Drain() = default;
 
 Drain::Conn::Conn() = default;
-Drain::Conn::Conn(Conn&& o) noexcept = default;
-Drain::Conn::Conn(std::shared_ptr<State> st, std::unique_ptr<Entry> e) : st_(std::move(st)), e_(std::move(e)) {}
+
+// Registers under the lock, after checking the drain has not begun (join() leaves st_ null then).
+Drain::Conn::Conn(std::shared_ptr<State> st, Stream& s) {
+  e_.s = &s;
+  e_.state.store(kBusy, std::memory_order_relaxed);
+  std::lock_guard lk(st->mu);
+  if (st->draining.load()) return;
+  e_.index = st->conns.size();
+  st->conns.push_back(&e_);
+  st_ = std::move(st);
+}
+
+Drain::Conn::Conn(Conn&& o) noexcept {
+  if (o.st_ == nullptr) return;
+  std::lock_guard lk(o.st_->mu);  // the drain reads the entry's stream and state under it
+  e_.s = o.e_.s;
+  e_.state.store(o.e_.state.load());
+  e_.index = o.e_.index;
+  o.st_->conns[e_.index] = &e_;
+  st_ = std::move(o.st_);
+}
 
 Drain::Conn::~Conn() {
-  if (e_ == nullptr) return;
+  if (st_ == nullptr) return;
   std::lock_guard lk(st_->mu);
   auto& v = st_->conns;
-  v.erase(std::find(v.begin(), v.end(), e_.get()));
+  // Out of the list in O(1): the last entry takes this one's place.
+  Entry* last = v.back();
+  v[e_.index] = last;
+  last->index = e_.index;
+  v.pop_back();
   st_->left.notify_all();
 }
 
 bool Drain::Conn::idle() {
-  if (e_ == nullptr) return false;
+  if (st_ == nullptr) return false;
   uint8_t s = kBusy;
-  if (!e_->state.compare_exchange_strong(s, kIdle)) return false;  // kClosed: the drain's deadline closed it
+  if (!e_.state.compare_exchange_strong(s, kIdle)) return false;  // kClosed: the drain's deadline closed it
   if (!st_->draining.load()) return true;
   // A drain has begun: take the connection back to busy and leave, unless the drain already claimed (and closed) it.
   s = kIdle;
-  e_->state.compare_exchange_strong(s, kBusy);
+  e_.state.compare_exchange_strong(s, kBusy);
   return false;
 }
 
 bool Drain::Conn::busy() {
-  if (e_ == nullptr) return false;
+  if (st_ == nullptr) return false;
   uint8_t s = kIdle;
-  return e_->state.compare_exchange_strong(s, kBusy) || s == kBusy;
+  return e_.state.compare_exchange_strong(s, kBusy) || s == kBusy;
 }
 
 bool Drain::Conn::draining() const {
@@ -86,12 +104,7 @@ void Drain::unwatch(Listener& l) {
 }
 
 Drain::Conn Drain::join(Stream& s) {
-  auto e = std::make_unique<Entry>();
-  e->s = &s;
-  std::lock_guard lk(st_->mu);
-  if (st_->draining.load()) return Conn();
-  st_->conns.push_back(e.get());
-  return Conn(st_, std::move(e));
+  return Conn(st_, s);
 }
 
 bool Drain::start() {

@@ -42,10 +42,18 @@ namespace tern::net {
 
 class Drain {
   struct State;
-  struct Entry;
+
+  // A joined connection's record, inside its Conn (so on the connection's own, already warm, memory: a request's two
+  // state changes touch no other cache line). The drain's list points at it; `index` is its place there.
+  struct Entry {
+    Stream* s = nullptr;
+    std::atomic<uint8_t> state{0};
+    size_t index = 0;
+  };
 
  public:
-  // One joined connection. Movable; leaving (destruction) tells wait() it is gone.
+  // One joined connection. Movable (a move re-points the drain's list under its lock); leaving (destruction) tells
+  // wait() it is gone.
   class Conn {
    public:
     Conn();
@@ -60,13 +68,13 @@ class Drain {
     bool busy();
     // Whether a drain has begun: a response written now should end the connection.
     bool draining() const;
-    bool joined() const { return e_ != nullptr; }
+    bool joined() const { return st_ != nullptr; }
 
    private:
     friend class Drain;
-    Conn(std::shared_ptr<State> st, std::unique_ptr<Entry> e);
-    std::shared_ptr<State> st_;
-    std::unique_ptr<Entry> e_;
+    Conn(std::shared_ptr<State> st, Stream& s);
+    std::shared_ptr<State> st_;  // null: not joined
+    Entry e_;
   };
 
   Drain();

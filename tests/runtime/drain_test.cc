@@ -10,8 +10,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "runtime/blocking.h"
 #include "runtime/go.h"
@@ -163,6 +165,46 @@ TEST(Drain, ItsDeadlineClosesWhatIsStillThereAndReturns) {
     tern::blocking([&] { client.join(); });
     EXPECT_EQ(got, "");
     EXPECT_EQ(srv.answered.load(), 0);
+  });
+}
+
+// The drain's list holds each handle's entry, which lives inside the handle: a handle moved elsewhere stays joined
+// (the list follows the move), handles leave in any order and each takes exactly its own entry out (the last entry
+// takes its place), and start() then closes exactly the idle ones still there.
+TEST(Drain, HandlesLeaveInAnyOrderAndMovedHandlesStayJoined) {
+  tern::Runtime rt(tern::test::procs(1));
+  rt.run([] {
+    tern::net::Drain d;
+    constexpr int kN = 64;
+    std::vector<tern::net::Stream> streams(kN);  // never opened: the drain's close() of one is harmless
+    std::vector<std::optional<tern::net::Drain::Conn>> conns(kN);
+    for (int i = 0; i < kN; i++) conns[i].emplace(d.join(streams[i]));  // a move of each handle
+    ASSERT_EQ(d.open(), size_t{kN});
+    size_t left = kN;
+    for (int i = 0; i < kN; i += 3) {
+      conns[i].reset();
+      EXPECT_EQ(d.open(), --left);
+    }
+    for (int i = kN - 1; i >= 0; i--) {
+      if (conns[i] && i % 2 == 0) {
+        EXPECT_TRUE(conns[i]->idle());
+      }
+    }
+    EXPECT_TRUE(d.start());
+    for (int i = 0; i < kN; i++) {
+      if (!conns[i]) continue;
+      if (i % 2 == 0) {
+        EXPECT_FALSE(conns[i]->busy()) << "idle connection " << i << " was not closed by the drain";
+      } else {
+        EXPECT_TRUE(conns[i]->busy()) << "busy connection " << i << " was closed by the drain";
+      }
+    }
+    for (int i = kN - 1; i >= 0; i--) {
+      if (!conns[i]) continue;
+      conns[i].reset();
+      EXPECT_EQ(d.open(), --left);
+    }
+    EXPECT_TRUE(d.wait(Clock::now()));
   });
 }
 
