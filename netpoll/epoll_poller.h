@@ -52,9 +52,9 @@ class EpollPoller final : public sched::Poller, public IoBackend {
   int accept(Desc* d, int64_t deadline_ns) override;
 
  private:
-  struct PollDesc : Desc {
-    WaitSlot rd;  // the reader or acceptor
-    WaitSlot wr;  // the writer or connector
+  // One cache line holds what a request touches (the descriptor, the flags, rd's state and deadline words); the slots'
+  // timers, touched only when they are armed or fire, and the writer's slot follow.
+  struct alignas(64) PollDesc : Desc {
     // The last read waited for its data and then got less than it asked, so it emptied the receive queue: the
     // connection runs request-response, and the next read parks first instead of failing a receive (Stream::read).
     bool rd_drained = false;
@@ -62,6 +62,8 @@ class EpollPoller final : public sched::Poller, public IoBackend {
     // rd. An edge that coalesced with the one that woke the last read may have brought it, so a read that finds it
     // set never parks first: its receive returns the end of stream or the error.
     std::atomic<bool> rd_hup{false};
+    WaitSlot rd;  // the reader or acceptor
+    WaitSlot wr;  // the writer or connector
   };
 
   EpollPoller(int epfd, int efd);

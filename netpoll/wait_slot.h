@@ -68,6 +68,8 @@ class WaitSlot {
   void arm(int64_t deadline_ns);
   static sched::G* fire(sched::Timer* t);
 
+  // state_, armed_ and key_ first (24 bytes): what every wait and notify touches; the timer after them is touched only
+  // when it is added, moved or fires (EpollPoller::PollDesc keeps the first part on its descriptor's cache line).
   std::atomic<uintptr_t> state_{kEmpty};
   // The waiter's deadline, kNoWaiter or kOff. The waiter moves it from kNoWaiter or kOff to its deadline and back to
   // kNoWaiter; the timer's firing moves kNoWaiter or a due deadline to kOff as it leaves the heap. Both read-modify-
