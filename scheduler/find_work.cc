@@ -144,11 +144,7 @@ top:
     goto top;
   }
   P* pp = m->p;
-  int64_t t0 = pp->timer0.load(std::memory_order_relaxed);
-  if (t0 != 0) {
-    int64_t now = now_ns();
-    if (t0 <= now) run_timers(pp, now, pp);
-  }
+  if (int64_t now; timer_due(pp->timer0.load(std::memory_order_relaxed), now)) run_timers(pp, now, pp);
   if (pp->schedtick % kStallCheckInterval == 0) rescue_stalled(pp);
   // Every kBusyPollInterval ticks, the network even though this P has work queued (Tokio polls its driver every 61
   // ticks for the same reason). Without it a lone busy P read new requests only when its queue ran dry: requests that

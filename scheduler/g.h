@@ -134,6 +134,19 @@ inline void refresh_coarse_clock(int64_t now) {
   g_coarse_ns.store(now, std::memory_order_relaxed);
 }
 
+// Whether a P's earliest timer `t0` (P::timer0; 0: none) is due, reading the clock (into `now`) only when it may be. A
+// timer more than kTimerCoarseSlackNs past the coarse clock, which is never ahead of the true time and, while a P is
+// busy, at most a monitor period behind it, is not due and costs no clock read: with deadlines left in the heap
+// between waits (netpoll/wait_slot.h) a busy P nearly always has a timer, seconds away, and this check runs at every
+// scheduling round. Should the coarse clock fall more than the slack behind (a monitor thread starved that long), such
+// a timer fires that much late.
+inline constexpr int64_t kTimerCoarseSlackNs = 1'000'000'000;
+inline bool timer_due(int64_t t0, int64_t& now) {
+  if (t0 == 0 || t0 - coarse_now_ns() > kTimerCoarseSlackNs) return false;
+  now = now_ns();
+  return t0 <= now;
+}
+
 // The one way a G's status changes. Checked in Debug and sanitizer builds (TERN_DCHECK); in Release a relaxed store
 // and the since_ns stamp (a load and a store), and for a transition to runnable a compare with the old stamp and, for
 // the sampled ones (kLatencySampleEvery), a tick read (rdtsc where the kernel's clock is the TSC).

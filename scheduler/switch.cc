@@ -194,7 +194,7 @@ G* Sched::take_handoff(M* m) {
     return nullptr;
   }
   if (p->schedtick % kGlobalQueueInterval == 0 && !global_->empty()) return nullptr;
-  if (int64_t t0 = p->timer0.load(std::memory_order_relaxed); t0 != 0 && t0 <= now_ns()) return nullptr;
+  if (int64_t now; timer_due(p->timer0.load(std::memory_order_relaxed), now)) return nullptr;
   if (m->locked_g != nullptr) return nullptr;  // a locked M runs its fiber only: the parker's M stops (run_locked)
   G* g = p->runnext.load(std::memory_order_acquire);
   if (g == nullptr) return nullptr;

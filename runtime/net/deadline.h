@@ -25,16 +25,22 @@ inline int64_t to_deadline(Clock::time_point t) {
   return ns < 0 ? 0 : ns;
 }
 
-// The earlier of `base` and now + timeout.
-inline int64_t deadline_after(int64_t base, std::chrono::nanoseconds timeout) {
+// The earlier of `base` and now + timeout, with `now` a clock reading the caller took.
+inline int64_t deadline_after(int64_t base, std::chrono::nanoseconds timeout, int64_t now) {
   if (timeout == kNoTimeout) return base;
-  int64_t now = sched::now_ns();
   int64_t t = timeout.count() <= 0 ? now : (timeout.count() > INT64_MAX - now ? INT64_MAX : now + timeout.count());
   return base < 0 || t < base ? t : base;
 }
 
-inline bool expired(int64_t deadline) {
-  return deadline >= 0 && sched::now_ns() >= deadline;
+// The earlier of `base` and now + timeout.
+inline int64_t deadline_after(int64_t base, std::chrono::nanoseconds timeout) {
+  if (timeout == kNoTimeout) return base;
+  return deadline_after(base, timeout, sched::now_ns());
+}
+
+// Whether `deadline` has passed; `now` is a clock reading the caller took, or -1 to read the clock.
+inline bool expired(int64_t deadline, int64_t now = -1) {
+  return deadline >= 0 && (now >= 0 ? now : sched::now_ns()) >= deadline;
 }
 
 }  // namespace tern::net

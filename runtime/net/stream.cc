@@ -78,10 +78,10 @@ std::error_code Stream::failed(std::error_code ec) const {
   return gate_.is_shut() ? make_error_code(Errc::closed) : ec;
 }
 
-IoResult Stream::read_until(void* buf, size_t len, int64_t deadline) {
+IoResult Stream::read_until(void* buf, size_t len, int64_t deadline, int64_t now) {
   if (auto ec = enter()) return {0, ec};
   CloseGate::Inside in(gate_);
-  if (expired(deadline)) return {0, timed_out()};
+  if (expired(deadline, now)) return {0, timed_out()};
   ssize_t n = io_->read(d_, buf, len, deadline);
   if (n < 0) return {0, failed(errno_code(static_cast<int>(-n)))};
   // The end of stream close()'s shutdown makes is not the peer's: report the close.
@@ -118,7 +118,7 @@ IoResult Stream::write_all_until(const void* buf, size_t len, int64_t deadline) 
   return {put, {}};
 }
 
-IoResult Stream::writev_until(const iovec* iov, int iovcnt, int64_t deadline) {
+IoResult Stream::writev_until(const iovec* iov, int iovcnt, int64_t deadline, int64_t now) {
   if (auto ec = enter()) return {0, ec};
   CloseGate::Inside in(gate_);
   size_t want = 0;
@@ -127,7 +127,8 @@ IoResult Stream::writev_until(const iovec* iov, int iovcnt, int64_t deadline) {
   int first = 0;    // the first buffer not fully written
   size_t skip = 0;  // bytes of iov[first] already written
   while (put < want) {
-    if (expired(deadline)) return {put, failed(timed_out())};
+    if (expired(deadline, now)) return {put, failed(timed_out())};
+    now = -1;  // the caller's reading serves the first check only
     iovec batch[kIovBatch];
     int k = 0;
     for (int i = first; i < iovcnt && k < kIovBatch; i++) {

@@ -56,7 +56,9 @@ class Stream {
   // Reads what is available, up to len bytes (waiting until something is). n == 0 without error: end of stream.
   IoResult read(void* buf, size_t len) { return read_until(buf, len, rd_deadline_); }
   IoResult read(void* buf, size_t len, std::chrono::nanoseconds timeout) {
-    return read_until(buf, len, deadline_after(rd_deadline_, timeout));
+    if (timeout == kNoTimeout) return read_until(buf, len, rd_deadline_);
+    const int64_t now = sched::now_ns();  // one clock read for the deadline and its check
+    return read_until(buf, len, deadline_after(rd_deadline_, timeout, now), now);
   }
   // Reads exactly len bytes; Errc::eof (with n < len) if the stream ends first.
   IoResult read_full(void* buf, size_t len) { return read_full_until(buf, len, rd_deadline_); }
@@ -71,7 +73,9 @@ class Stream {
   // Writes all of the buffers, gathering them into as few sends as the kernel takes.
   IoResult writev(const iovec* iov, int iovcnt) { return writev_until(iov, iovcnt, wr_deadline_); }
   IoResult writev(const iovec* iov, int iovcnt, std::chrono::nanoseconds timeout) {
-    return writev_until(iov, iovcnt, deadline_after(wr_deadline_, timeout));
+    if (timeout == kNoTimeout) return writev_until(iov, iovcnt, wr_deadline_);
+    const int64_t now = sched::now_ns();
+    return writev_until(iov, iovcnt, deadline_after(wr_deadline_, timeout, now), now);
   }
 
   // Deadlines for later reads and writes; Clock::time_point::max() removes them. An operation that reaches its
@@ -104,10 +108,11 @@ class Stream {
   // The error of an operation that failed with `ec` (or, for a read, reached end of stream): Errc::closed if close()
   // began meanwhile, whatever its shutdown made the system call say.
   std::error_code failed(std::error_code ec) const;
-  IoResult read_until(void* buf, size_t len, int64_t deadline);
+  // `now`: a clock reading the caller took just before (the deadline's check uses it), or -1 to read the clock.
+  IoResult read_until(void* buf, size_t len, int64_t deadline, int64_t now = -1);
   IoResult read_full_until(void* buf, size_t len, int64_t deadline);
   IoResult write_all_until(const void* buf, size_t len, int64_t deadline);
-  IoResult writev_until(const iovec* iov, int iovcnt, int64_t deadline);
+  IoResult writev_until(const iovec* iov, int iovcnt, int64_t deadline, int64_t now = -1);
 
   // io_ and d_ change only in close() once every operation has left, and in moves (which nothing races).
   netpoll::IoBackend* io_ = nullptr;
