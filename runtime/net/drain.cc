@@ -34,7 +34,7 @@ Drain::~Drain() = default;
 
 Drain::Conn::Conn() = default;
 
-// Registers under the lock, after checking the drain has not begun (join() leaves st_ null then).
+// Registers under the lock unless the drain has begun, in which case the handle stays unjoined (st_ null).
 Drain::Conn::Conn(std::shared_ptr<State> st, Stream& s) {
   e_.s = &s;
   e_.state.store(kBusy, std::memory_order_relaxed);
