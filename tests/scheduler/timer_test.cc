@@ -43,6 +43,31 @@ TEST(Timers, SleepersWakeInDeadlineOrder) {
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5}));
 }
 
+// timer_due (scheduler/g.h) reads the clock only for a timer within a second of the coarse clock, which the monitor
+// moves every period while a P is busy. A P that never runs dry (a fiber yields to it without end) must still fire a
+// timer set further out than that, on time: were the coarse clock left behind, the sleep would end only when the
+// yielder gives up, after 6 s.
+TEST(Timers, AFarTimerFiresOnTimeWhileItsProcessorStaysBusy) {
+  Config cfg;
+  cfg.procs = 1;
+  Runtime rt(cfg);
+  std::atomic<bool> stop{false};
+  std::chrono::steady_clock::duration took{};
+  rt.run([&] {
+    auto busy = spawn([&] {
+      const auto give_up = std::chrono::steady_clock::now() + 6s;
+      while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < give_up) yield();
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    sleep_for(1500ms);
+    took = std::chrono::steady_clock::now() - t0;
+    stop = true;
+    busy.join();
+  });
+  EXPECT_GE(took, 1500ms);
+  EXPECT_LT(took, 2500ms) << "a timer 1.5 s out fired late while its processor stayed busy";
+}
+
 TEST(Timers, SleepIsNeverShort) {
   Config cfg;
   cfg.procs = 2;
