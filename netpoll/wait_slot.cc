@@ -15,6 +15,12 @@ struct Park {
 
 }  // namespace
 
+// The timer's callback and argument never change (a slot neither copies nor moves): set once, here.
+WaitSlot::WaitSlot() {
+  timer_.fire = &WaitSlot::fire;
+  timer_.arg = this;
+}
+
 WaitSlot::~WaitSlot() {
   sched::cancel_timer(&timer_);
 }
@@ -72,8 +78,6 @@ void WaitSlot::arm(int64_t deadline_ns) {
     // In no heap, or leaving one under its lock: cancel_timer returns once that firing has let it go.
     sched::cancel_timer(&timer_);
     timer_.when = deadline_ns;
-    timer_.fire = &WaitSlot::fire;
-    timer_.arg = this;
     key_.store(deadline_ns, std::memory_order_relaxed);
     sched::add_timer(&timer_);
     return;

@@ -42,7 +42,7 @@ class WaitSlot {
  public:
   enum Result { kNotified, kTimedOut };
 
-  WaitSlot() = default;
+  WaitSlot();
   ~WaitSlot();
   WaitSlot(const WaitSlot&) = delete;
   WaitSlot& operator=(const WaitSlot&) = delete;
