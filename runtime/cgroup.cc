@@ -812,6 +812,11 @@ MemoryLimit CgroupDiscovery::memory_limit() {
       out.ok = false;
       continue;
     }
+    if (v.v == 0) {  // no memory at all: a broken setting, not a limit to size anything by
+      out.errors.push_back(problem(CgroupErrc::zero_quota, file + ": limit is 0"));
+      out.ok = false;
+      continue;
+    }
     if (out.version == CgroupVersion::v1 && v.v >= kV1Unlimited) continue;
     const double bytes = static_cast<double>(v.v);
     if (!out.has_limit() || bytes < out.bytes) {

@@ -57,7 +57,7 @@ enum class CgroupErrc {
   garbage,      // "garbage": text that does not parse (empty, words, NaN, trailing junk, a bad CPU list)
   negative,     // "negative": a negative number where none may be (v1's quota -1 is "no quota", not this)
   overflow,     // "overflow": a number beyond 64 bits, or a CPU number beyond kMaxCpuNumber
-  zero_quota,   // "zero_quota": a quota of 0 (the kernel refuses it; no usable limit)
+  zero_quota,   // "zero_quota": a CPU quota of 0 (the kernel refuses it) or a memory limit of 0: no usable limit
   zero_period,  // "zero_period": a period of 0
   removed,      // "removed": the process's cgroup directory went away mid-run (and re-resolving did not find it)
 };

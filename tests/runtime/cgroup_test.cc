@@ -286,6 +286,7 @@ TEST_F(CgroupScratch, MemoryLimitGarbageGivesAReasonNeverAValue) {
                               {"max\n", "garbage"},
                               {"-5\n", "negative"},
                               {"99999999999999999999\n", "overflow"},
+                              {"0\n", "zero_quota"},  // found by fuzz_cgroup: it reported a limit of 0 bytes
                               {"-1\n", ""}}) {
     copy("v1");
     write(leaf, text);
