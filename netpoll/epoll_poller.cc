@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "netpoll/sys.h"
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
 
@@ -71,14 +72,15 @@ size_t EpollPoller::poll(int64_t timeout_ns, sched::GList& out) {
       tsp = &ts;
     }
     // epoll_pwait2 takes nanoseconds, so a poller sleeping until the next timer wakes on time, not up to 1 ms late.
-    n = epoll_pwait2(epfd_, evs, kMaxEvents, tsp, nullptr);
-    if (n < 0 && errno == ENOSYS) {
+    n = sys::epoll_pwait2(epfd_, evs, kMaxEvents, tsp);
+    if (n == -ENOSYS) {
       int ms = left < 0 ? -1 : static_cast<int>((left + 999'999) / 1'000'000);
       n = epoll_wait(epfd_, evs, kMaxEvents, ms);
+      if (n < 0) n = -errno;
     }
     // A signal, or io_uring task work queued to this thread (TIF_NOTIFY_SIGNAL), interrupts the wait but is no
     // reason to return to the scheduler: sleep out the rest.
-    if (n < 0 && errno == EINTR && timeout_ns != 0) continue;
+    if (n == -EINTR && timeout_ns != 0) continue;
     break;
   }
   if (n <= 0) return 0;
@@ -178,13 +180,13 @@ ssize_t EpollPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     expired = pd->rd.wait(deadline_ns, waiters_, sched::WaitReason::kNetRead) == WaitSlot::kTimedOut;
   }
   for (;;) {
-    ssize_t n = ::recv(pd->fd, buf, len, 0);
+    ssize_t n = sys::recv(pd->fd, buf, len, 0);
     if (n >= 0) {
       pd->rd_drained = waited && n > 0 && static_cast<size_t>(n) < len;
       return n;
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) return -errno;
+    if (n == -EINTR) continue;
+    if (n != -EAGAIN) return n;
     if (expired) {
       timeouts_.fetch_add(1, std::memory_order_relaxed);
       return -ETIMEDOUT;
@@ -202,10 +204,10 @@ ssize_t EpollPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
 ssize_t EpollPoller::write(Desc* d, const void* buf, size_t len, int64_t deadline_ns) {
   auto* pd = static_cast<PollDesc*>(d);
   for (;;) {
-    ssize_t n = ::send(pd->fd, buf, len, MSG_NOSIGNAL);
+    ssize_t n = sys::send(pd->fd, buf, len, MSG_NOSIGNAL);
     if (n >= 0) return n;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) return -errno;
+    if (n == -EINTR) continue;
+    if (n != -EAGAIN) return n;
     if (!await(pd->wr, deadline_ns, sched::WaitReason::kNetWrite)) return -ETIMEDOUT;
   }
 }
@@ -216,10 +218,10 @@ ssize_t EpollPoller::writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadl
   msg.msg_iov = const_cast<iovec*>(iov);
   msg.msg_iovlen = static_cast<size_t>(iovcnt);
   for (;;) {
-    ssize_t n = ::sendmsg(pd->fd, &msg, MSG_NOSIGNAL);
+    ssize_t n = sys::sendmsg(pd->fd, &msg, MSG_NOSIGNAL);
     if (n >= 0) return n;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) return -errno;
+    if (n == -EINTR) continue;
+    if (n != -EAGAIN) return n;
     if (!await(pd->wr, deadline_ns, sched::WaitReason::kNetWrite)) return -ETIMEDOUT;
   }
 }

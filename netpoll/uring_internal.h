@@ -89,10 +89,11 @@ inline constexpr ssize_t kWouldBlock = -EAGAIN;
 // kWouldBlock. Trying first is what makes the common cases cheap: a send almost always finds buffer space, and a
 // receive on a busy connection usually finds data queued, and either then costs one plain system call, with no
 // submission, completion or reap (a completion would also run as task work on this thread, in a later system call).
+// `n` is a netpoll/sys.h result (bytes or -errno).
 inline ssize_t try_now(ssize_t n) {
   if (n >= 0) return n;
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return kWouldBlock;
-  return -errno;
+  if (n == -EAGAIN || n == -EWOULDBLOCK || n == -EINTR) return kWouldBlock;
+  return n;
 }
 
 // run() result meaning "the kernel cancelled this on its own (its submitting thread exited): submit it again".

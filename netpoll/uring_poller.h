@@ -193,7 +193,7 @@ class UringPoller final : public sched::Poller, public IoBackend {
   int run_until(int64_t deadline_ns, sched::WaitReason why, Prep&& prep);
   // Waits (POLL_ADD) until fd has `events`: the poll mask, -ETIMEDOUT at the deadline, or -errno.
   int wait_ready(int fd, short events, int64_t deadline_ns, sched::WaitReason why);
-  // A send with a deadline: waits for room, then sends without blocking; `send` returns bytes or -1 with errno.
+  // A send with a deadline: waits for room, then sends without blocking; `send` returns bytes or -errno (netpoll/sys.h).
   template <class Send>
   ssize_t send_ready(int fd, int64_t deadline_ns, Send&& send);
   void cancel(Ring* r, uint64_t user_data);

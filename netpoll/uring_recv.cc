@@ -12,6 +12,7 @@
 #include <mutex>
 #include <vector>
 
+#include "netpoll/sys.h"
 #include "netpoll/uring_internal.h"
 #include "scheduler/park.h"
 #include "scheduler/timer.h"
@@ -149,7 +150,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
           // The previous read did not wait (or this is the first): the data may be there already. Request-response
           // traffic alternates, so after a read that had to wait the next would only fail here; it goes to the ring.
           lk.unlock();
-          if (ssize_t n = try_now(::recv(ud->fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) {
+          if (ssize_t n = try_now(sys::recv(ud->fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) {
             if (rs.bulk) note_direct_read(n);
             return n;
           }
@@ -260,7 +261,7 @@ ssize_t UringPoller::read_once(UringDesc* ud, void* buf, size_t len, int64_t dea
       int ready = wait_ready(fd, POLLIN, deadline_ns, sched::WaitReason::kNetRead);
       if (ready < 0 && ready != -ETIMEDOUT) return ready;
       // Even at the deadline: data that is in the socket is taken, not hidden by a timeout.
-      if (ssize_t n = try_now(::recv(fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
+      if (ssize_t n = try_now(sys::recv(fd, buf, len, MSG_DONTWAIT)); n != kWouldBlock) return n;
       if (ready == -ETIMEDOUT) {
         timeouts_.fetch_add(1, std::memory_order_relaxed);
         return -ETIMEDOUT;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "netpoll/sys.h"
 #include "netpoll/uring_internal.h"
 
 namespace tern::netpoll {
@@ -19,11 +20,11 @@ using uring_detail::try_now;
 ssize_t UringPoller::write(Desc* d, const void* buf, size_t len, int64_t deadline_ns) {
   int fd = d->fd;
   len = std::min(len, kMaxTransfer);
-  if (ssize_t n = try_now(::send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL)); n != kWouldBlock) return n;
+  if (ssize_t n = try_now(sys::send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL)); n != kWouldBlock) return n;
   if (deadline_ns >= 0) {
     // As for read_once(): a send the kernel runs later reads the caller's buffer, so with a deadline the ring only
     // says when there is room.
-    return send_ready(fd, deadline_ns, [&] { return ::send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL); });
+    return send_ready(fd, deadline_ns, [&] { return sys::send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL); });
   }
   for (;;) {
     Op op;
@@ -38,9 +39,9 @@ ssize_t UringPoller::writev(Desc* d, const iovec* iov, int iovcnt, int64_t deadl
   msghdr msg{};
   msg.msg_iov = const_cast<iovec*>(iov);
   msg.msg_iovlen = static_cast<size_t>(iovcnt);
-  if (ssize_t n = try_now(::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)); n != kWouldBlock) return n;
+  if (ssize_t n = try_now(sys::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)); n != kWouldBlock) return n;
   if (deadline_ns >= 0) {
-    return send_ready(fd, deadline_ns, [&] { return ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL); });
+    return send_ready(fd, deadline_ns, [&] { return sys::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL); });
   }
   for (;;) {
     Op op;
