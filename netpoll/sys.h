@@ -23,12 +23,10 @@
 #include <cstddef>
 #include <ctime>
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#include "base/sanitizer.h"
+
+#if defined(TERN_ASAN) || defined(TERN_TSAN)
 #define TERN_SYS_LIBC 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-#define TERN_SYS_LIBC 1
-#endif
 #endif
 
 namespace tern::netpoll::sys {
