@@ -1,5 +1,6 @@
-// runtime/sync/spin_lock.h: tern::SpinLock, the lock for critical sections of a few dozen instructions that never
-// block (a channel's queues and buffer).
+// base/spin_lock.h: tern::SpinLock, the lock for critical sections of a few dozen instructions that never
+// block (a channel's queues and buffer, an io_uring connection's received chunks). In base/ so that every layer may
+// use it; programs include it through runtime/sync/sync.h.
 //
 //   tern::SpinLock lk;
 //   {

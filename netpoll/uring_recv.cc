@@ -72,7 +72,7 @@ void UringPoller::recv_disarm(UringDesc* d) {
 
 // Cancels d's multishot receive, if armed, and waits for its final completion. rs.mu is held through `lk` on entry and
 // on return. Data delivered before the cancellation took effect stays in rs.chunks.
-void UringPoller::recv_cancel_wait(UringDesc* d, std::unique_lock<std::mutex>& lk) {
+void UringPoller::recv_cancel_wait(UringDesc* d, std::unique_lock<SpinLock>& lk) {
   RecvState& rs = d->recv;
   if (!rs.armed) return;
   Ring* r = rs.ring;
@@ -111,6 +111,8 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     bool arm = false;
     bool once = false;
     bool select = true;
+    // Outside rs.mu, a spin lock: a thread's first operation creates its ring (system calls).
+    Ring* const here = thread_ring();
     {
       std::unique_lock lk(rs.mu);
       if (rs.head < rs.chunks.size()) {
@@ -132,7 +134,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
         return -e;
       }
       if (rs.eof) return 0;
-      if (rs.armed && owner_asleep(rs.ring) && rs.ring != thread_ring()) {
+      if (rs.armed && owner_asleep(rs.ring) && rs.ring != here) {
         // The receive's completion work runs on the thread that armed it, and that thread sleeps with no work: every
         // arrival would wake it just to run that work. Move the receive here, to a thread that is running.
         recv_moves_.fetch_add(1, std::memory_order_relaxed);
@@ -157,7 +159,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
           ud->read_waits = true;
           continue;
         }
-        Ring* r = thread_ring();
+        Ring* r = here;
         if (rs.nobufs || rs.bulk || len > kMultishotMaxRead || !multishot_recv_.load(std::memory_order_relaxed) ||
             !r->has_buffers()) {
           once = true;
@@ -197,12 +199,12 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
     if (woke == WaitSlot::kTimedOut) {
       // The receive stays armed: what arrives later waits for the next read. One last look for data that landed
       // right at the deadline.
-      Ring* here = thread_ring();
+      Ring* const now_here = thread_ring();  // the wait may have moved this fiber to another thread
       Ring* mine = nullptr;
       {
         std::unique_lock lk(rs.mu);
         if (rs.head < rs.chunks.size()) return static_cast<ssize_t>(take_chunks(rs, buf, len, lk));
-        if (rs.armed && rs.ring == here) mine = here;
+        if (rs.armed && rs.ring == now_here) mine = now_here;
       }
       if (mine != nullptr) {
         // Armed by this thread: data that is in the socket may still wait for the receive's completion work, which
@@ -220,7 +222,7 @@ ssize_t UringPoller::read(Desc* d, void* buf, size_t len, int64_t deadline_ns) {
 }
 
 // Copies unread chunks into buf; rs.mu held through `lk`, which this releases. Emptied buffers go back to their ring.
-size_t UringPoller::take_chunks(RecvState& rs, void* buf, size_t len, std::unique_lock<std::mutex>& lk) {
+size_t UringPoller::take_chunks(RecvState& rs, void* buf, size_t len, std::unique_lock<SpinLock>& lk) {
   size_t n = 0;
   Chunk done[kMaxUnreadChunks];
   size_t ndone = 0;
