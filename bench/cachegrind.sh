@@ -11,7 +11,9 @@
 #     "build/bin/tern-echo --buffers pool" "build/bin/tern-echo --buffers alloc"   # one build, two settings
 #
 # A binary may carry flags of its own (one quoted argument, split at spaces); --lua hands wrk a script (a POST body,
-# pipelining) and --path names the URL path (/health by default).
+# pipelining) and --path names the URL path (/health by default). The epoll backend only: under valgrind a thread
+# asleep in io_uring_enter keeps valgrind's thread lock, and tern-echo on io_uring hangs at exit before cachegrind
+# has written anything.
 #
 # Under valgrind the server is about 50x slower and serializes its threads, so many requests wait per poll: the
 # figures compare builds with each other, not with a server at full speed.
