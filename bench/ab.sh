@@ -7,6 +7,7 @@
 #   bench/ab.sh --poller uring --conns 10000 --pairs 8 A B
 #   bench/ab.sh "build/bin/tern-echo --buffers pool" "build/bin/tern-echo --buffers alloc"
 #   bench/ab.sh --lua /tmp/pipe16.lua --path / A B     # any wrk script (pipelining, POST bodies)
+#   bench/ab.sh "tern-echo --poller epoll" "env TERN_URING_DEFER=on tern-echo --poller uring"   # backends
 #
 # Alternating the order, and one port for both, leaves drift in the shared machine's speed and the port's history
 # (connections in TIME_WAIT) to both sides alike. What this VM resolves: the same binary against itself gave median
@@ -31,15 +32,19 @@ while [ $# -gt 0 ]; do
 done
 [ ${#cmds[@]} -eq 2 ] || { echo "ab.sh: name two tern-echo commands, A and B" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "ab.sh: wrk is missing (apt-get install wrk)" >&2; exit 2; }
-ulimit -n $((conns * 2 + 1000))
+want=$((conns * 2 + 1000)) hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] || [ "$want" -le "$hard" ] || want=$hard
+ulimit -n "$want"
 script=()
 [ -n "$lua" ] && script=(-s "$lua")
 hz=$(getconf CLK_TCK)
 
 one() {  # CMD PORT: prints "responses cpu_us_per_response socket_error_lines"
   local cmd=$1 port=$2 pid t0 t1 out n err
+  local pflag="--poller $poller"
+  case " $cmd " in *" --poller "*) pflag="" ;; esac  # a command that names its own backend keeps it
   # shellcheck disable=SC2086  # the command's flags are meant to split
-  taskset -c 0 $cmd --listen 127.0.0.1:$port --procs 1 --poller "$poller" >/dev/null 2>&1 &
+  taskset -c 0 $cmd --listen 127.0.0.1:$port --procs 1 $pflag >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 50); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break

@@ -46,6 +46,9 @@ struct IoStats {
   uint64_t recv_moves = 0;       // io_uring: connection receives moved off the ring of a thread that went to sleep
   uint64_t ring_parks = 0;       // io_uring: sleeps of an idle M in its own ring (Config::uring_park)
   uint64_t recv_bulk = 0;        // io_uring: connections moved from the multishot receive to direct ones (bulk reads)
+  uint64_t ring_polls = 0;       // io_uring, deferred rings: blocking polls made asleep in the poller's own ring
+  uint64_t kicks = 0;            // io_uring, deferred rings: ring messages sent to wake an owner for a cancellation
+  uint64_t nudges = 0;           // io_uring, deferred rings: signals to an owner that left completion work waiting
 };
 
 class IoBackend {
@@ -75,7 +78,8 @@ class IoBackend {
     return {timeouts_.load(std::memory_order_relaxed),      accept_backoffs_.load(std::memory_order_relaxed),
             buffer_misses_.load(std::memory_order_relaxed), recv_throttles_.load(std::memory_order_relaxed),
             recv_moves_.load(std::memory_order_relaxed),    ring_parks_.load(std::memory_order_relaxed),
-            recv_bulk_.load(std::memory_order_relaxed)};
+            recv_bulk_.load(std::memory_order_relaxed),     ring_polls_.load(std::memory_order_relaxed),
+            kicks_.load(std::memory_order_relaxed),         nudges_.load(std::memory_order_relaxed)};
   }
   void count_accept_backoff() { accept_backoffs_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -87,6 +91,9 @@ class IoBackend {
   std::atomic<uint64_t> recv_moves_{0};
   std::atomic<uint64_t> ring_parks_{0};
   std::atomic<uint64_t> recv_bulk_{0};
+  std::atomic<uint64_t> ring_polls_{0};
+  std::atomic<uint64_t> kicks_{0};
+  std::atomic<uint64_t> nudges_{0};
 };
 
 // The backend of the calling fiber's runtime; nullptr outside fibers, or if the runtime's poller is not a netpoll one.

@@ -29,7 +29,9 @@
 namespace tern::netpoll {
 
 // uring_park: Config::uring_park (the io_uring backend's idle Ms sleep in their own rings where the kernel can).
-Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind, bool uring_park = true);
+// uring_defer: Config::uring_defer (its rings SINGLE_ISSUER | DEFER_TASKRUN; netpoll/uring_poller.h).
+Result<std::unique_ptr<sched::Poller>> make_poller(const std::string& kind, bool uring_park = true,
+                                                   bool uring_defer = false);
 
 // Whether make_poller("uring") would succeed here: empty, or the reason it would not (for --dry-run and tests).
 std::string uring_unavailable_reason();

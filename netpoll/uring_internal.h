@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -34,6 +35,7 @@ inline constexpr uint64_t kTagAccept = 1;
 inline constexpr uint64_t kWakeData = 2;  // the wait ring's eventfd poll
 inline constexpr uint64_t kTagRecv = 3;   // a connection's multishot receive (the UringDesc)
 inline constexpr uint64_t kParkData = 4;  // a parked M's futex wait on its own ring (UringPoller::park)
+inline constexpr uint64_t kKickData = 6;  // a ring message that wakes a deferred ring's owner (UringPoller::kick)
 
 // IORING_OP_FUTEX_WAIT (Linux 6.7), which Debian 12's liburing predates; the values are the kernel's ABI.
 inline constexpr uint8_t kOpFutexWait = 51;
@@ -99,6 +101,17 @@ inline ssize_t try_now(ssize_t n) {
 // run() result meaning "the kernel cancelled this on its own (its submitting thread exited): submit it again".
 inline constexpr int kResubmit = INT_MIN;
 
+// Deferred rings (uring_setup.cc): the signal the monitor sends an owner that has left completion work waiting for a
+// whole period (UringPoller::monitor_tick). Its handler runs that work (io_uring_enter GETEVENTS on the thread's own
+// ring) and returns; a blocking system call it interrupted restarts (SA_RESTART), and a fiber it interrupted goes on.
+// SIGURG, as Go's preemption: the default action ignores it, and programs rarely use it (out-of-band TCP data); a
+// handler the program installed earlier is called after tern's.
+inline constexpr int kNudgeSignal = SIGURG;
+void install_nudge_handler();
+// The calling thread now owns deferred ring `r` (nudges may come to it), or lets go of it (none taken after).
+void own_deferred(Ring* r);
+void release_deferred(Ring* r);
+
 // The ring this thread submits to, for the poller whose id is cached (a thread serves one runtime at a time).
 struct ThreadRing {
   uint64_t poller_id = 0;
@@ -106,6 +119,7 @@ struct ThreadRing {
 
   ~ThreadRing() { release(); }
   void release() {
+    if (ring && ring->deferred()) release_deferred(ring.get());
     if (ring && !ring->shared()) ring->owned.store(false, std::memory_order_release);
     ring.reset();
     poller_id = 0;

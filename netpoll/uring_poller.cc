@@ -2,6 +2,7 @@
 #include "netpoll/uring_poller.h"
 
 #include <poll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 namespace tern::netpoll {
 
 using uring_detail::handoff_acquire;
+using uring_detail::kKickData;
 using uring_detail::kMaxUnreadChunks;
 using uring_detail::kParkData;
 using uring_detail::kReapBudget;
@@ -37,6 +39,13 @@ int UringPoller::wait_ready(int fd, short events, int64_t deadline_ns, sched::Wa
 }
 
 void UringPoller::cancel(Ring* r, uint64_t user_data) {
+  if (r->deferred() && own_ring() != r) {
+    // Only the owner may cancel on a deferred ring: it makes the cancellation at its next reap, which the ring
+    // message makes come soon wherever it sleeps. The caller waits for the final completion as before.
+    r->queue_cancel(user_data);
+    kick(r);
+    return;
+  }
   io_uring_sync_cancel_reg reg{};
   reg.addr = user_data;
   reg.fd = -1;
@@ -53,10 +62,64 @@ void UringPoller::cancel(Ring* r, uint64_t user_data) {
   // -ENOENT: it completed first; its completion is posted or reaped already.
 }
 
+Ring* UringPoller::own_ring() {
+  ThreadRing* tr = this_thread_ring();
+  return tr->poller_id == id_ ? tr->ring.get() : nullptr;
+}
+
+void UringPoller::kick(Ring* r) {
+  // From this thread's ring if it has one (its owner is the only submitter there), else from the shared ring. Never
+  // reaping here: the caller may hold another ring's cq_mu (the reaper's throttle).
+  Ring* src = own_ring();
+  if (src == nullptr) src = shared_.get();
+  std::unique_lock<std::mutex> sq_lock;
+  if (src->shared()) sq_lock = std::unique_lock(src->sq_mu);
+  io_uring* u = src->uring();
+  io_uring_sqe* sqe;
+  while ((sqe = io_uring_get_sqe(u)) == nullptr) io_uring_submit(u);
+  io_uring_prep_msg_ring(sqe, r->uring()->ring_fd, 0, kKickData, 0);
+  io_uring_sqe_set_data64(sqe, kKickData);  // the sender's own completion, ignored like the message
+  int rc;
+  do {
+    rc = io_uring_submit(u);
+  } while (rc == -EINTR || rc == -EAGAIN);
+  kicks_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void UringPoller::owner_work(Ring* r) {
+  for (uint64_t ud : r->take_cancels()) cancel(r, ud);
+  if (r->work_pending()) {
+    io_uring_get_events(r->uring());
+    r->work_runs.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void UringPoller::monitor_tick(int64_t /*now_ns*/) {
+  if (!defer_) return;
+  const int count = nrings_.load(std::memory_order_acquire);
+  for (int i = 0; i < count; i++) {
+    Ring* r = rings_[i].load(std::memory_order_acquire);
+    if (!r->deferred()) continue;
+    // Work waiting now and at the last look, with no run of it between: the owner has not entered the ring for a whole
+    // period. An owner asleep in its ring is woken by the work itself, and a busy one runs it at its next poll.
+    const uint64_t runs = r->work_runs.load(std::memory_order_relaxed);
+    const bool waiting = r->work_pending();
+    const bool stale = waiting && r->monitor_waiting && runs == r->monitor_runs;
+    r->monitor_waiting = waiting;
+    r->monitor_runs = runs;
+    if (!stale) continue;
+    const int tid = r->owner_tid.load(std::memory_order_relaxed);
+    if (tid != 0 && ::syscall(SYS_tgkill, ::getpid(), tid, uring_detail::kNudgeSignal) == 0)
+      nudges_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 size_t UringPoller::reap(Ring* r, sched::GList& out, size_t budget) {
   // The owner sleeps in this ring (park()): what is posted here ends its sleep, and it reaps that itself.
   if (r->owner_in_park) return 0;
   io_uring* u = r->uring();
+  // A deferred ring posts nothing until its owner runs its completion work; only the owner can.
+  if (r->deferred() && own_ring() == r) owner_work(r);
   size_t readied = 0;
   for (;;) {
     unsigned head, seen = 0;
@@ -94,6 +157,19 @@ size_t UringPoller::complete(Ring* r, const io_uring_cqe* cqe, sched::GList& out
   sched::G* g = nullptr;
   if (ud == kParkData) {
     r->park_armed.store(false, std::memory_order_relaxed);
+    return 0;
+  }
+  if (ud == kKickData) return 0;  // a ring message (kick) or its sender's completion: it woke the owner, its purpose
+  if (ud == kWakeData) {
+    // The eventfd poll of a deferred ring's owner asleep as the blocking poller (poll_in_own_ring) fired, or was
+    // cancelled (its thread exited: then the count stays for the next poller).
+    r->efd_armed = false;
+    if (res > 0) {
+      uint64_t v;
+      ssize_t n = ::read(efd_, &v, sizeof v);
+      (void)n;  // EAGAIN: another reader took it; either way the poll is over
+      wake_pending_.store(false, std::memory_order_release);
+    }
     return 0;
   }
   handoff_acquire(ud);
@@ -178,8 +254,11 @@ size_t UringPoller::reap_all(sched::GList& out, bool wait_for_locks) {
   // the whole budget from the first ring with completions (the earlier way) served the ring after an empty one first
   // most of the time, and the others' connections waited longer: an equal share of the budget from every ring with
   // completions keeps them abreast. What a share leaves unused goes to a second pass.
+  // This thread's deferred ring has completions to post when it runs their work, which only it can.
+  Ring* own = defer_ ? own_ring() : nullptr;
+  auto has_work = [own](Ring* r) { return r->cq_pending() || (r == own && r->work_pending()); };
   int pending = 0;
-  for (int i = 0; i < count; i++) pending += rings_[i].load(std::memory_order_acquire)->cq_pending();
+  for (int i = 0; i < count; i++) pending += has_work(rings_[i].load(std::memory_order_acquire));
   if (pending == 0) return 0;
   const size_t share = std::max<size_t>(kReapBudget / static_cast<size_t>(pending), 1);
   // Starting at a different ring each time, so that the rounding of shares favours none.
@@ -188,7 +267,7 @@ size_t UringPoller::reap_all(sched::GList& out, bool wait_for_locks) {
   for (int pass = 0; pass < 2 && n < kReapBudget; pass++) {
     for (int k = 0; k < count && n < kReapBudget; k++) {
       Ring* r = rings_[(start + k) % count].load(std::memory_order_acquire);
-      if (!r->cq_pending()) continue;
+      if (!has_work(r)) continue;
       size_t want = pass == 0 ? std::min(share, kReapBudget - n) : kReapBudget - n;
       if (wait_for_locks) {
         std::lock_guard lk(r->cq_mu);
@@ -220,6 +299,14 @@ size_t UringPoller::poll(int64_t timeout_ns, sched::GList& out) {
   std::unique_lock lk(wait_mu_, std::try_to_lock);
   if (!lk.owns_lock()) return reap_all(out, false);  // another thread is the blocking poller
   trim_own_ring();
+  if (defer_) {
+    if (Ring* own = own_ring(); own != nullptr && own->deferred()) {
+      // Its completion work signals nothing until this thread runs it: the wait must be in its own ring.
+      size_t n = poll_in_own_ring(own, timeout_ns, out);
+      lk.unlock();
+      return n + reap_all(out, true);
+    }
+  }
 
   if (!efd_armed_) {
     // The eventfd counts completions on every ring and wake() calls since it was last read; if any happened the
@@ -259,6 +346,42 @@ size_t UringPoller::poll(int64_t timeout_ns, sched::GList& out) {
   // Waiting for each ring's lock: a completion whose signal was just consumed must not be left to a reaper that
   // already read the tail.
   return reap_all(out, true);
+}
+
+// The blocking poller on a thread with a deferred ring: it sleeps in that ring, on its own completions (their work
+// runs in the sleep) and on a poll of the eventfd every other ring signals and wake() writes, until the timeout.
+size_t UringPoller::poll_in_own_ring(Ring* r, int64_t timeout_ns, sched::GList& out) {
+  io_uring* u = r->uring();
+  {
+    std::lock_guard lk(r->cq_mu);
+    if (size_t n = reap(r, out, kReapBudget); n > 0) return n;
+    if (!r->efd_armed) {
+      io_uring_sqe* sqe;
+      while ((sqe = io_uring_get_sqe(u)) == nullptr) io_uring_submit(u);
+      io_uring_prep_poll_add(sqe, efd_, POLLIN);
+      io_uring_sqe_set_data64(sqe, kWakeData);
+      r->efd_armed = true;
+    }
+    // As in park(): until it wakes, only this thread reaps here, so what is posted meanwhile ends the sleep.
+    r->owner_in_park = true;
+  }
+  ring_polls_.fetch_add(1, std::memory_order_relaxed);
+  __kernel_timespec ts{};
+  __kernel_timespec* tsp = nullptr;
+  if (timeout_ns > 0) {
+    ts.tv_sec = timeout_ns / 1'000'000'000;
+    ts.tv_nsec = timeout_ns % 1'000'000'000;
+    tsp = &ts;
+  }
+  io_uring_cq_eventfd_toggle(u, false);  // its own completions must not fire its own eventfd poll
+  io_uring_cqe* cqe = nullptr;
+  // -ETIME at the timeout, -EINTR on a signal: early or on time, the caller's loop looks again.
+  io_uring_submit_and_wait_timeout(u, &cqe, 1, tsp, nullptr);
+  r->work_runs.fetch_add(1, std::memory_order_relaxed);
+  io_uring_cq_eventfd_toggle(u, true);
+  std::lock_guard lk(r->cq_mu);
+  r->owner_in_park = false;
+  return reap(r, out, kReapBudget);
 }
 
 void UringPoller::wake() {
@@ -325,6 +448,7 @@ bool UringPoller::park(std::atomic<uint32_t>* word, sched::GList& out) {
   // Errors (EINTR from a signal, EBUSY with the CQ overflowing) are early returns: the reap below and the caller's
   // loop handle them.
   io_uring_submit_and_wait(u, 1);
+  r->work_runs.fetch_add(1, std::memory_order_relaxed);
   io_uring_cq_eventfd_toggle(u, true);
   {
     std::lock_guard lk(r->cq_mu);

@@ -67,6 +67,29 @@
 //     deadline submit the transfer itself, into or from the caller's buffer. Cancellation never waits in the kernel
 //     (IORING_REGISTER_SYNC_CANCEL with a zero timeout): the thread holds a P.
 //
+// Deferred rings (Config::uring_defer, TERN_URING_DEFER; off by default): each thread's ring is created
+// IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN (Linux 6.1; only with park_in_ring granted, 6.7), issue 21's ring model.
+// The completion work of a ring's operations then waits until its owner asks for it (io_uring_enter GETEVENTS) and
+// runs in a batch, instead of at each of the owner's system calls: 0.92x the CPU per response at -c1000 and 0.93x at
+// -c10000 on one core, level with the epoll backend at -c1000 (docs/performance.md, 2026-12-08). What it takes, each
+// checked on Linux 6.18:
+//   - Only the owner may cancel on its ring (io_uring_register(SYNC_CANCEL) returns -EEXIST for any other thread).
+//     cancel() from another thread queues the cancellation on the ring (Ring::queue_cancel) and wakes the owner with
+//     a ring message (kick: IORING_OP_MSG_RING from the caller's own ring, or the shared one), and the owner makes it
+//     at its next reap (owner_work). The caller waits for the final completion as before. IoStats::kicks.
+//   - The owner runs the work in reap() (its busy polls, its submits' reaps) when the kernel flags some
+//     (IORING_SQ_TASKRUN), and in every sleep: park() already sleeps in the ring, and the blocking poller on such a
+//     thread sleeps there too (poll_in_own_ring, with a poll of the poller's eventfd armed in that ring;
+//     IoStats::ring_polls): queued work does not signal a ring's eventfd (only the CQEs it posts do), so a poller
+//     asleep on the wait ring would never learn of it.
+//   - A thread that does not enter its ring for long, running one fiber that never yields or blocked in a system call
+//     (tern::blocking), would hold its connections' data. The monitor (monitor_tick, each 10 ms period) signals
+//     (kNudgeSignal, SIGURG) an owner whose ring has had work waiting at two looks in a row with no run between, and
+//     the handler runs the work (IoStats::nudges): such data waits one to two periods. The price: a system call that a
+//     signal interrupts and SA_RESTART does not restart (nanosleep, poll, epoll_wait, socket timeouts) returns EINTR
+//     inside tern::blocking, as Go's preemption signal makes its programs see. Hence off by default.
+//   - A ring belongs to the thread that made it, so a thread's ring is never handed to another after it exits.
+//
 // Against the epoll backend (figures in docs/performance.md): fewer system calls per request and no more CPU, a better
 // tail under many connections, and slightly lower throughput there. The cost is wakeups: a receive's completion work
 // runs only on the thread that armed it, so an M that runs dry finds only what other threads' work has posted, parks,
@@ -115,7 +138,11 @@ class UringPoller final : public sched::Poller, public IoBackend {
 
   // Probes io_uring and builds the poller; the error says what is missing.
   // park_in_ring: idle Ms sleep in their own rings (park()) where the kernel has IORING_OP_FUTEX_WAIT.
-  static Result<std::unique_ptr<UringPoller>> create(bool park_in_ring = true);
+  // deferred: each thread's ring is created SINGLE_ISSUER | DEFER_TASKRUN (Config::uring_defer) where the kernel has
+  // it and idle Ms sleep in their rings (park_in_ring, futex waits); see "Deferred rings" above.
+  static Result<std::unique_ptr<UringPoller>> create(bool park_in_ring = true, bool deferred = false);
+  // The rings are deferred (create's `deferred`, granted).
+  bool deferred() const { return defer_; }
   // Empty if io_uring can serve as a backend here, else why not.
   static std::string probe();
   // Closes what fibers discarded with the runtime left open: descriptors, and connections accepted but not taken.
@@ -131,6 +158,9 @@ class UringPoller final : public sched::Poller, public IoBackend {
   bool has_waiters() const override { return waiters_.load(std::memory_order_relaxed) > 0; }
   const char* name() const override { return "uring"; }
   void thread_parked(bool parked) override;
+  // Deferred rings: signals (kNudgeSignal) each owner that left completion work waiting through a whole period, busy
+  // with one fiber or blocked in the kernel; its handler runs the work.
+  void monitor_tick(int64_t now_ns) override;
   bool park(std::atomic<uint32_t>* word, sched::GList& out) override;
 
   // IoBackend
@@ -201,6 +231,14 @@ class UringPoller final : public sched::Poller, public IoBackend {
   template <class Send>
   ssize_t send_ready(int fd, int64_t deadline_ns, Send&& send);
   void cancel(Ring* r, uint64_t user_data);
+  // This thread's ring of this poller, if it has one (no ring is made).
+  Ring* own_ring();
+  // Wakes a deferred ring's owner to make the cancellations queued for it: a ring message (a CQE it must run).
+  void kick(Ring* r);
+  // The owner of a deferred ring, before reaping it: makes the cancellations others queued and runs the completion
+  // work waiting for it.
+  void owner_work(Ring* r);
+  size_t poll_in_own_ring(Ring* r, int64_t timeout_ns, sched::GList& out);
   // Reaps r's completions until `budget` fibers are readied; r->cq_mu held.
   size_t reap(Ring* r, sched::GList& out, size_t budget = SIZE_MAX);
   // reap() under r->cq_mu (waiting for it), then readies the fibers from here; with a budget, completions left over
@@ -227,6 +265,7 @@ class UringPoller final : public sched::Poller, public IoBackend {
   bool efd_armed_ = false;
   // The kernel has IORING_OP_FUTEX_WAIT (6.7): a parked M sleeps in its own ring (park()).
   bool futex_park_ = false;
+  bool defer_ = false;  // threads' rings are deferred (create())
 
   std::mutex rings_mu_;  // owners_, and adding to rings_
   std::vector<std::shared_ptr<Ring>> owners_;

@@ -39,14 +39,26 @@ void unpoison_fresh_mapping(io_uring* ring) {
   unpoison_fresh_mapping(ring->sq.sqes, sizeof(io_uring_sqe) * ring->sq.ring_entries);
 }
 
-Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared, bool incremental) {
+Result<std::unique_ptr<Ring>> Ring::create(int efd, bool shared, bool incremental, bool deferred) {
   std::unique_ptr<Ring> r(new Ring());
   r->shared_ = shared;
   io_uring_params p{};
-  // SUBMIT_ALL: one bad entry does not strand the ones behind it. CLAMP: a kernel with smaller limits still works.
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP | kCoopFlags;
-  p.cq_entries = kCqEntries;
-  int rc = io_uring_queue_init_params(kSqEntries, &r->ring_, &p);
+  int rc = -EINVAL;
+  if (deferred && !shared) {
+    // Linux 6.1: the creating thread is the only one that may submit, and completion work waits for its GETEVENTS.
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP | IORING_SETUP_SINGLE_ISSUER |
+              IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    p.cq_entries = kCqEntries;
+    rc = io_uring_queue_init_params(kSqEntries, &r->ring_, &p);
+    r->deferred_ = rc >= 0;
+  }
+  if (rc == -EINVAL) {
+    p = io_uring_params{};
+    // SUBMIT_ALL: one bad entry does not strand the ones behind it. CLAMP: a kernel with smaller limits still works.
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP | kCoopFlags;
+    p.cq_entries = kCqEntries;
+    rc = io_uring_queue_init_params(kSqEntries, &r->ring_, &p);
+  }
   if (rc == -EINVAL) {
     p = io_uring_params{};  // before 5.19: no cooperative task running, completions interrupt the submitter
     p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP;
@@ -197,6 +209,25 @@ Ring::~Ring() {
   // (A ring that failed setup has no fd: its zeroed struct would name fd 0.)
   if (live_) io_uring_queue_exit(&ring_);
   if (br_ != nullptr) munmap(br_, br_bytes_);
+}
+
+bool Ring::work_pending() const {
+  return deferred_ && (__atomic_load_n(ring_.sq.kflags, __ATOMIC_RELAXED) & IORING_SQ_TASKRUN) != 0;
+}
+
+void Ring::queue_cancel(uint64_t user_data) {
+  std::lock_guard lk(cancel_mu_);
+  cancels_.push_back(user_data);
+  cancels_pending_.store(true, std::memory_order_release);
+}
+
+std::vector<uint64_t> Ring::take_cancels() {
+  std::vector<uint64_t> out;
+  if (!cancels_pending_.load(std::memory_order_acquire)) return out;
+  std::lock_guard lk(cancel_mu_);
+  out.swap(cancels_);
+  cancels_pending_.store(false, std::memory_order_relaxed);
+  return out;
 }
 
 bool Ring::cq_pending() const {

@@ -19,8 +19,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "base/result.h"
+#include "base/spin_lock.h"
 
 namespace tern::netpoll {
 
@@ -79,8 +81,9 @@ class Ring {
   static constexpr uint16_t kBufGroup = 0;
 
   // A ring whose completions signal `efd`. `shared`: submissions from several threads, serialised by sq_mu.
-  // `incremental`: buffers consumed incrementally where the kernel can (never for a shared ring).
-  static Result<std::unique_ptr<Ring>> create(int efd, bool shared, bool incremental = true);
+  // `incremental`: buffers consumed incrementally where the kernel can (never for a shared ring). `deferred`: created
+  // IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN where the kernel can (6.1; never for a shared ring; deferred() says).
+  static Result<std::unique_ptr<Ring>> create(int efd, bool shared, bool incremental = true, bool deferred = false);
   ~Ring();
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
@@ -92,6 +95,23 @@ class Ring {
   bool incremental() const { return inc_; }
   // Completions waiting to be reaped (a relaxed look at the shared tail; for deciding whether to take cq_mu).
   bool cq_pending() const;
+
+  // Deferred task running (Config::uring_defer; UringPoller's "deferred rings"). Only the thread that created the ring
+  // may submit to it or cancel on it (io_uring_register returns -EEXIST to any other), and the completion work of its
+  // operations runs only when that thread enters the kernel with GETEVENTS (io_uring_get_events, a wait): until then
+  // nothing is posted and its eventfd is not signalled. work_pending(): such work is queued (IORING_SQ_TASKRUN).
+  bool deferred() const { return deferred_; }
+  bool work_pending() const;
+  // The owner's kernel thread id while it lives (0 after it exits), for the monitor's nudge
+  // (UringPoller::monitor_tick); how many times the owner has run this ring's completion work; and what the monitor saw
+  // at its last look (its own).
+  std::atomic<int> owner_tid{0};
+  std::atomic<uint64_t> work_runs{0};
+  uint64_t monitor_runs = 0;
+  bool monitor_waiting = false;
+  // Cancellations asked for by other threads, which the owner makes (UringPoller::cancel, reap).
+  void queue_cancel(uint64_t user_data);
+  std::vector<uint64_t> take_cancels();  // the owner: what was queued (empty at the cost of one load if nothing)
 
   // The data of provided buffer `bid`. With cq_mu held: delivered() for each completion that carries
   // IORING_CQE_F_BUFFER, recycle() once for each piece it returned when its data has been copied out,
@@ -130,6 +150,9 @@ class Ring {
   // Meanwhile only the owner reaps here, so that every completion posted after its decision stays in the ring and
   // ends its sleep.
   bool owner_in_park = false;
+  // Under cq_mu, deferred rings: a poll of the poller's eventfd is armed on this ring (UringPoller::poll, whose
+  // owner sleeps here as the blocking poller).
+  bool efd_armed = false;
 
  private:
   Ring() = default;
@@ -139,6 +162,10 @@ class Ring {
   io_uring ring_{};
   bool live_ = false;  // set up: ring_ holds a ring fd
   bool shared_ = false;
+  bool deferred_ = false;
+  SpinLock cancel_mu_;
+  std::vector<uint64_t> cancels_;  // under cancel_mu_
+  std::atomic<bool> cancels_pending_{false};
   io_uring_buf_ring* br_ = nullptr;
   bool inc_ = false;
   char* bufs_ = nullptr;

@@ -4,11 +4,13 @@
 #include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -92,6 +94,51 @@ std::string errno_text(const char* what, int err) {
 // lock: two threads writing one submission queue. GCC 12 -O2 happens to recompute it today, but inlining (LTO) or
 // another compiler need not. Out of line, with a compiler barrier, every call takes the address afresh on the thread
 // that runs it: the same device as sched::this_m() (scheduler/sched.cc).
+namespace {
+
+// The ring fd of the deferred ring this thread owns, or -1: read by the nudge handler, so initial-exec TLS (no lazy
+// allocation in a signal handler).
+__attribute__((tls_model("initial-exec"))) thread_local int t_deferred_fd = -1;
+struct sigaction g_prev_nudge {};
+std::once_flag g_nudge_once;
+
+void nudge_handler(int sig, siginfo_t* info, void* uctx) {
+  const int saved = errno;
+  if (const int fd = t_deferred_fd; fd >= 0) {
+    // Runs the completion work waiting for this thread (posting its CQEs, which any thread may then reap); submits
+    // nothing, so whatever the interrupted code was doing with the submission queue is untouched.
+    ::syscall(__NR_io_uring_enter, fd, 0, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+  }
+  errno = saved;
+  if (g_prev_nudge.sa_flags & SA_SIGINFO) {
+    if (g_prev_nudge.sa_sigaction != nullptr) g_prev_nudge.sa_sigaction(sig, info, uctx);
+  } else if (g_prev_nudge.sa_handler != SIG_DFL && g_prev_nudge.sa_handler != SIG_IGN) {
+    g_prev_nudge.sa_handler(sig);
+  }
+}
+
+}  // namespace
+
+void uring_detail::install_nudge_handler() {
+  std::call_once(g_nudge_once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = nudge_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(kNudgeSignal, &sa, &g_prev_nudge);
+  });
+}
+
+void uring_detail::own_deferred(Ring* r) {
+  r->owner_tid.store(static_cast<int>(::syscall(SYS_gettid)), std::memory_order_relaxed);
+  t_deferred_fd = r->uring()->ring_fd;
+}
+
+void uring_detail::release_deferred(Ring* r) {
+  t_deferred_fd = -1;
+  r->owner_tid.store(0, std::memory_order_relaxed);
+}
+
 __attribute__((noinline)) ThreadRing* uring_detail::this_thread_ring() {
   asm volatile("" ::: "memory");
   if (!t_ring_built) [[unlikely]]
@@ -173,7 +220,7 @@ std::string UringPoller::probe() {
   return {};
 }
 
-Result<std::unique_ptr<UringPoller>> UringPoller::create(bool park_in_ring) {
+Result<std::unique_ptr<UringPoller>> UringPoller::create(bool park_in_ring, bool deferred) {
   std::string why = probe();
   if (!why.empty()) return Error(std::make_error_code(std::errc::function_not_supported), why);
   int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -184,6 +231,9 @@ Result<std::unique_ptr<UringPoller>> UringPoller::create(bool park_in_ring) {
   p->wait_ring_ok_ = true;
   unpoison_fresh_mapping(&p->wait_ring_);
   p->futex_park_ = park_in_ring && futex_wait_works(&p->wait_ring_);
+  // A deferred ring's completion work runs only when its owner waits in it: an idle M must sleep there, not on a futex.
+  p->defer_ = deferred && p->futex_park_;
+  if (p->defer_) uring_detail::install_nudge_handler();
   auto shared = Ring::create(efd, /*shared=*/true);
   if (!shared) return shared.error();
   p->shared_ = std::shared_ptr<Ring>(std::move(*shared));
@@ -235,17 +285,20 @@ Ring* UringPoller::adopt_ring() {
     // A ring whose thread exited is reused before a new one is made, so thread churn does not grow the set.
     for (auto& r : owners_) {
       bool expected = false;
-      if (!r->shared() && r->owned.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+      // A deferred ring takes submissions from the thread that made it only: it is never handed on.
+      if (!r->shared() && !r->deferred() &&
+          r->owned.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
         pick = r;
         break;
       }
     }
     int n = nrings_.load(std::memory_order_relaxed);
     if (!pick && n < kMaxRings) {
-      auto created = Ring::create(efd_, /*shared=*/false, /*incremental=*/true);
+      auto created = Ring::create(efd_, /*shared=*/false, /*incremental=*/true, defer_);
       if (created) {
         pick = std::shared_ptr<Ring>(std::move(*created));
         pick->owned.store(true, std::memory_order_relaxed);
+        if (pick->deferred()) uring_detail::own_deferred(pick.get());
         owners_.push_back(pick);
         rings_[n].store(pick.get(), std::memory_order_release);
         nrings_.store(n + 1, std::memory_order_release);

@@ -74,6 +74,11 @@ Result<Config> Config::from_env() {
     if (!r) return r.error();
     c.uring_park = *r;
   }
+  if (const char* v = std::getenv("TERN_URING_DEFER"); v != nullptr && *v != '\0') {
+    auto r = parse_on_off("TERN_URING_DEFER", v);
+    if (!r) return r.error();
+    c.uring_defer = *r;
+  }
   if (const char* v = std::getenv("TERN_RAISE_FD_LIMIT"); v != nullptr && *v != '\0') {
     auto r = parse_on_off("TERN_RAISE_FD_LIMIT", v);
     if (!r) return r.error();
@@ -217,6 +222,7 @@ std::string Config::to_json() const {
   out += ", \"poller\": \"" + json_escape(poller) + "\"";
   out += ", \"numa\": \"" + json_escape(numa) + "\"";
   out += ", \"uring_park\": " + std::string(uring_park ? "true" : "false");
+  out += ", \"uring_defer\": " + std::string(uring_defer ? "true" : "false");
   out += ", \"node_arenas\": " + std::string(node_arenas ? "true" : "false");
   out += ", \"allocator\": \"" + std::string(tern::alloc::heap_name()) + "\"";  // what node_arenas allocate with
   out += ", \"policy\": \"" + json_escape(resolved_policy()) + "\"";

@@ -27,7 +27,7 @@ namespace tern {
 Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
   if (auto v = cfg.validate(); !v) return v.error();
   // "auto" (epoll) never fails here; an explicit choice that cannot work is an error to report.
-  auto poller = netpoll::make_poller(cfg.poller, cfg.uring_park);
+  auto poller = netpoll::make_poller(cfg.poller, cfg.uring_park, cfg.uring_defer);
   if (!poller) return poller.error();
   std::unique_ptr<Runtime> rt(new Runtime(std::move(cfg), nullptr));
   if (auto s = rt->start(std::move(*poller)); !s) return s.error();
@@ -36,7 +36,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(Config cfg) {
 
 Runtime::Runtime(Config cfg) : cfg_(std::move(cfg)) {
   if (auto v = cfg_.validate(); !v) throw std::runtime_error("tern: " + v.error().message());
-  auto poller = netpoll::make_poller(cfg_.poller, cfg_.uring_park);
+  auto poller = netpoll::make_poller(cfg_.poller, cfg_.uring_park, cfg_.uring_defer);
   if (!poller) throw std::runtime_error("tern: " + poller.error().message());
   if (auto s = start(std::move(*poller)); !s) throw std::runtime_error("tern: " + s.error().message());
 }

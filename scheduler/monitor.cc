@@ -68,6 +68,7 @@ void Sched::monitor_main() {
     }
     if (stuck_work) wakep();
     if (opts_.stall_ns > 0) check_stalls(now_ns());
+    poller_->monitor_tick(now_ns());
     if (poller_->has_waiters() && !polling_.load() &&
         now_ns() - last_poll_.load(std::memory_order_relaxed) > kMonitorPeriodNs) {
       GList list;

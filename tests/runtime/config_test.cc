@@ -47,6 +47,19 @@ TEST(Config, FromEnvRejectsBadValuesClearly) {
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().message().find("TERN_URING_PARK"), std::string::npos);
   unsetenv("TERN_URING_PARK");
+  r = Config::from_env();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_FALSE(r->uring_defer);  // off by default: netpoll/uring_poller.h, "Deferred rings"
+  setenv("TERN_URING_DEFER", "on", 1);
+  r = Config::from_env();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_TRUE(r->uring_defer);
+  EXPECT_NE(r->to_json().find("\"uring_defer\": true"), std::string::npos) << r->to_json();
+  setenv("TERN_URING_DEFER", "sometimes", 1);
+  r = Config::from_env();
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("TERN_URING_DEFER"), std::string::npos);
+  unsetenv("TERN_URING_DEFER");
   setenv("TERN_POLLER", "kqueue", 1);
   EXPECT_FALSE(Config::from_env());
   unsetenv("TERN_PROCS");

@@ -289,7 +289,7 @@ TEST_P(NetTest, WriterReportsAResetPeer) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, NetTest, ::testing::Values("epoll", "uring"),
+INSTANTIATE_TEST_SUITE_P(Backends, NetTest, ::testing::Values("epoll", "uring", "uring_defer"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -279,7 +279,7 @@ TEST_P(NetTest, CloseRacingReadsAndWritesStress) {
   EXPECT_GT(bytes_read.load(), 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, NetTest, ::testing::Values("epoll", "uring"),
+INSTANTIATE_TEST_SUITE_P(Backends, NetTest, ::testing::Values("epoll", "uring", "uring_defer"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -200,7 +200,7 @@ TEST_P(NetTest, SlowLookupTimesOutTheDialAndOthersRunMeanwhile) {
   EXPECT_GT(BlockingPool::instance().stats().completed, completed_before);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, NetTest, ::testing::Values("epoll", "uring"),
+INSTANTIATE_TEST_SUITE_P(Backends, NetTest, ::testing::Values("epoll", "uring", "uring_defer"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -38,7 +38,7 @@ using test::Pattern;
 
 TEST_P(NetTest, RuntimeUsesTheBackendAsked) {
   Runtime rt(config());
-  EXPECT_EQ(std::string(rt.poller_name()), GetParam());
+  EXPECT_EQ(std::string(rt.poller_name()), config().poller);
 }
 
 TEST_P(NetTest, ThousandConcurrentConnectionsEcho) {
@@ -635,7 +635,7 @@ TEST_P(NetTest, LoopbackEchoThroughput) {
   RecordProperty("echo_round_trips_per_s", static_cast<int>(rtt_s));
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, NetTest, ::testing::Values("epoll", "uring"),
+INSTANTIATE_TEST_SUITE_P(Backends, NetTest, ::testing::Values("epoll", "uring", "uring_defer"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

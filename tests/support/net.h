@@ -57,15 +57,17 @@ inline void connect_loopback_pair(std::vector<net::Stream>& clients, std::vector
 }
 
 // The parameter is the backend's name ("epoll" or "uring"); io_uring tests skip where it is unusable (require.h).
+// Parameters: "epoll", "uring", and "uring_defer" (io_uring with Config::uring_defer: each M's ring deferred).
 class NetTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "uring") TERN_SKIP_UNLESS_URING();
+    if (GetParam() != "epoll") TERN_SKIP_UNLESS_URING();
   }
   Config config(int procs = 2) const {
     Config c;
     c.procs = procs;
-    c.poller = GetParam();
+    c.poller = GetParam() == "uring_defer" ? "uring" : GetParam();
+    c.uring_defer = GetParam() == "uring_defer";
     return c;
   }
 };
