@@ -43,6 +43,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Table order. "cmd" gets the port; a server whose binary is missing is left out with a line saying so.
 SERVERS = [
     ("tern/uring", "tern-echo", lambda b, p: [b, "--listen", f"127.0.0.1:{p}", "--procs", "1", "--poller", "uring"]),
+    # io_uring with deferred rings (Config::uring_defer, off by default: netpoll/uring_poller.h, "Deferred rings").
+    ("tern/uring-defer", "tern-echo",
+     lambda b, p: ["env", "TERN_URING_DEFER=on", b, "--listen", f"127.0.0.1:{p}", "--procs", "1", "--poller", "uring"]),
     ("tern/epoll", "tern-echo", lambda b, p: [b, "--listen", f"127.0.0.1:{p}", "--procs", "1", "--poller", "epoll"]),
     ("epoll-C", "epoll-responder", lambda b, p: [b, "--listen", f"127.0.0.1:{p}", "--threads", "1"]),
     ("tokio", "tokio-http", lambda b, p: [b, "--listen", f"127.0.0.1:{p}", "--workers", "1"]),
@@ -57,6 +60,10 @@ TARGETS = [
     ("p99 uring / tokio", "tern/uring", "tokio", "p99", "le", 1.00, "c1000"),
     ("resp/s uring / tern epoll", "tern/uring", "tern/epoll", "rps", "ge", 1.00, "all"),
     ("CPU/resp uring / tern epoll", "tern/uring", "tern/epoll", "cpu", "le", 1.00, "all"),
+    ("CPU/resp uring-defer / epoll-C", "tern/uring-defer", "epoll-C", "cpu", "le", 0.85, "plain"),
+    ("CPU/resp uring-defer / tokio", "tern/uring-defer", "tokio", "cpu", "le", 0.90, "plain"),
+    ("resp/s uring-defer / tokio, pipelined", "tern/uring-defer", "tokio", "rps", "ge", 1.10, "pipelined"),
+    ("CPU/resp uring-defer / tern epoll", "tern/uring-defer", "tern/epoll", "cpu", "le", 1.00, "all"),
 ]
 
 LUA = """-- written by bench/percore.py: {depth} requests back to back per write
