@@ -94,20 +94,27 @@ void UringPoller::owner_work(Ring* r) {
   }
 }
 
-void UringPoller::monitor_tick(int64_t /*now_ns*/) {
+void UringPoller::monitor_tick(int64_t now_ns) {
   if (!defer_) return;
   const int count = nrings_.load(std::memory_order_acquire);
   for (int i = 0; i < count; i++) {
     Ring* r = rings_[i].load(std::memory_order_acquire);
     if (!r->deferred()) continue;
-    // Work waiting now and at the last look, with no run of it between: the owner has not entered the ring for a whole
-    // period. An owner asleep in its ring is woken by the work itself, and a busy one runs it at its next poll.
+    // Work waiting since an earlier look, at least kNudgeAfterNs ago, with no run of it since: the owner has not
+    // entered its ring. An owner asleep in its ring is woken by the work itself, and a busy one runs it at its next
+    // poll; one inside a blocking call or one long fiber does not.
     const uint64_t runs = r->work_runs.load(std::memory_order_relaxed);
-    const bool waiting = r->work_pending();
-    const bool stale = waiting && r->monitor_waiting && runs == r->monitor_runs;
-    r->monitor_waiting = waiting;
-    r->monitor_runs = runs;
-    if (!stale) continue;
+    if (!r->work_pending() || runs != r->monitor_runs) {
+      r->monitor_runs = runs;
+      r->monitor_since = r->work_pending() ? now_ns : 0;
+      continue;
+    }
+    if (r->monitor_since == 0) {
+      r->monitor_since = now_ns;
+      continue;
+    }
+    if (now_ns - r->monitor_since < kNudgeAfterNs) continue;
+    r->monitor_since = now_ns;  // at most one nudge a kNudgeAfterNs while it stays so
     const int tid = r->owner_tid.load(std::memory_order_relaxed);
     if (tid != 0 && ::syscall(SYS_tgkill, ::getpid(), tid, uring_detail::kNudgeSignal) == 0)
       nudges_.fetch_add(1, std::memory_order_relaxed);

@@ -158,9 +158,13 @@ class UringPoller final : public sched::Poller, public IoBackend {
   bool has_waiters() const override { return waiters_.load(std::memory_order_relaxed) > 0; }
   const char* name() const override { return "uring"; }
   void thread_parked(bool parked) override;
-  // Deferred rings: signals (kNudgeSignal) each owner that left completion work waiting through a whole period, busy
-  // with one fiber or blocked in the kernel; its handler runs the work.
+  // Deferred rings: signals (kNudgeSignal) each owner that left completion work waiting for kNudgeAfterNs, busy with
+  // one fiber or blocked in the kernel; its handler runs the work.
   void monitor_tick(int64_t now_ns) override;
+  // How long a deferred ring's work may wait unrun before its owner is nudged. The monitor looks every 20-60 us while
+  // tern::blocking calls run (an M inside one holds its ring's work) and every 10 ms otherwise, so the wait is about
+  // this long in the first case and one to two periods in the second.
+  static constexpr int64_t kNudgeAfterNs = 200'000;
   bool park(std::atomic<uint32_t>* word, sched::GList& out) override;
 
   // IoBackend

@@ -108,7 +108,7 @@ class Ring {
   std::atomic<int> owner_tid{0};
   std::atomic<uint64_t> work_runs{0};
   uint64_t monitor_runs = 0;
-  bool monitor_waiting = false;
+  int64_t monitor_since = 0;  // when the monitor first saw work waiting with no run since (0: none)
   // Cancellations asked for by other threads, which the owner makes (UringPoller::cancel, reap).
   void queue_cancel(uint64_t user_data);
   std::vector<uint64_t> take_cancels();  // the owner: what was queued (empty at the cost of one load if nothing)

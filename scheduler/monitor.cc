@@ -40,6 +40,10 @@ void Sched::monitor_main() {
     if (shutting_down_.load(std::memory_order_acquire)) return;
     if (retake_blocked()) fast_until = now_ns() + kMonitorPeriodNs;
     monitor_fast_.store(now_ns() < fast_until, std::memory_order_relaxed);
+    // The poller's look at threads that hold its work (io_uring's deferred rings): every look while tern::blocking
+    // calls run, since an M inside one holds its ring's completion work; else once a period, below.
+    const bool fast = monitor_fast_.load(std::memory_order_relaxed);
+    if (fast) poller_->monitor_tick(now_ns());
     if (now_ns() < next_round) continue;
     next_round = now_ns() + kMonitorPeriodNs;
     refresh_coarse_clock(now_ns());  // the fiber dump's clock (g.h): at most a period behind while a P is busy
@@ -68,7 +72,7 @@ void Sched::monitor_main() {
     }
     if (stuck_work) wakep();
     if (opts_.stall_ns > 0) check_stalls(now_ns());
-    poller_->monitor_tick(now_ns());
+    if (!fast) poller_->monitor_tick(now_ns());
     if (poller_->has_waiters() && !polling_.load() &&
         now_ns() - last_poll_.load(std::memory_order_relaxed) > kMonitorPeriodNs) {
       GList list;

@@ -48,8 +48,9 @@ class Poller {
   // A backend whose completion work runs on the submitting thread (io_uring) lets that thread act on it this way,
   // instead of being woken for the work only to sleep again while another thread is woken for the result.
   virtual bool park(std::atomic<uint32_t>* /*word*/, GList& /*out*/) { return false; }
-  // Called by the runtime's monitor thread once a period (kMonitorPeriodNs) while it runs: for work a backend must see
-  // done by threads that are busy or blocked (io_uring's deferred rings: UringPoller::monitor_tick).
+  // Called by the runtime's monitor thread once a period (kMonitorPeriodNs) while it runs, and at each of its fast
+  // looks (kRetakePeriodNs) while tern::blocking calls run: for work a backend must see done by threads that are busy
+  // or blocked (io_uring's deferred rings: UringPoller::monitor_tick).
   virtual void monitor_tick(int64_t /*now_ns*/) {}
 };
 
