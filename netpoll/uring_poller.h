@@ -83,11 +83,13 @@
 //     IoStats::ring_polls): queued work does not signal a ring's eventfd (only the CQEs it posts do), so a poller
 //     asleep on the wait ring would never learn of it.
 //   - A thread that does not enter its ring for long, running one fiber that never yields or blocked in a system call
-//     (tern::blocking), would hold its connections' data. The monitor (monitor_tick, each 10 ms period) signals
-//     (kNudgeSignal, SIGURG) an owner whose ring has had work waiting at two looks in a row with no run between, and
-//     the handler runs the work (IoStats::nudges): such data waits one to two periods. The price: a system call that a
-//     signal interrupts and SA_RESTART does not restart (nanosleep, poll, epoll_wait, socket timeouts) returns EINTR
-//     inside tern::blocking, as Go's preemption signal makes its programs see. Hence off by default.
+//     (tern::blocking), would hold its connections' data. The monitor (monitor_tick: at each of its 20-60 us looks
+//     while tern::blocking calls run, else once a 10 ms period) signals (kNudgeSignal, SIGURG) an owner whose ring has
+//     had work waiting kNudgeAfterNs (200 us) with no run since, and the handler runs the work (IoStats::nudges). The
+//     price: a system call that a signal interrupts and SA_RESTART does not restart (nanosleep, poll, epoll_wait,
+//     socket timeouts) returns EINTR inside tern::blocking, as Go's preemption signal makes its programs see; and
+//     beside blocking calls the other connections still wait for nudges (tern-echo's /health p99 1.28 ms against 0.76
+//     ms with the default rings, docs/performance.md). Hence off by default.
 //   - A ring belongs to the thread that made it, so a thread's ring is never handed to another after it exits.
 //
 // Against the epoll backend (figures in docs/performance.md): fewer system calls per request and no more CPU, a better
